@@ -1,0 +1,226 @@
+"""The cloud seam: what the engine needs from IMS, as values and one error type.
+
+``TenantCloud`` is one account's view of IMS in every region. The aiohttp implementation lives
+in ``orchestrator.ims.client``; the in-memory one over the simulator's world in
+``orchestrator.simulator.inmemory``. Errors cross this seam only as :class:`CloudError`, already
+classified (``ErrorKind``), so the engine never sees aiohttp or HTTP status handling.
+
+    CloudError
+      kind = NOT_SENT       connection refused / DNS failure before the request left: safe to retry
+      kind = UNKNOWN        a mutating call whose outcome is unknown (timeout, reset, 5xx on POST)
+      kind = TRANSIENT      a read that failed for a passing reason (timeout, 5xx, 429, APIGW.0308)
+      kind = BACK_PRESSURE  IMG.0060: too many tasks for the tenant, try later
+      kind = AUTH           401/403, APIGW.0301/0302/0303/0306/0307: stop the tenant
+      kind = QUOTA          IMG.0015: the target's private-image quota is full
+      kind = NOT_FOUND      the job or image id is unknown to the cloud (404)
+      kind = PERMANENT      any other refusal: the item fails with code and message
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+ACTIVE = "active"
+KILLED = "killed"
+
+
+class ErrorKind(StrEnum):
+    NOT_SENT = "not_sent"
+    UNKNOWN = "unknown"
+    TRANSIENT = "transient"
+    BACK_PRESSURE = "back_pressure"
+    AUTH = "auth"
+    QUOTA = "quota"
+    NOT_FOUND = "not_found"
+    PERMANENT = "permanent"
+
+
+class CloudError(Exception):
+    """A classified failure of one cloud call. Never carries a secret."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.code = code
+        self.status = status
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status} " if self.status else ""
+        code = f"{self.code}: " if self.code else ""
+        return f"{where}{code}{self.message}"
+
+
+def _text(raw: Mapping[str, Any], key: str) -> str:
+    value = raw.get(key)
+    return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Image:
+    """The attributes of an IMS image that the rules and the engine look at."""
+
+    id: str
+    name: str
+    status: str
+    imagetype: str = "private"
+    visibility: str = "private"
+    disk_format: str = "zvhd2"
+    virtual_env_type: str = "FusionCompute"
+    min_disk: int = 40
+    size_bytes: int | None = None
+    cmk_id: str = ""
+    encrypted_flag: str = ""
+    whole_image: bool = False
+    os_type: str = "Linux"
+    description: str = ""
+
+    @classmethod
+    def from_api(cls, raw: Mapping[str, Any]) -> Image:
+        """Build from one element of ``GET /v2/cloudimages`` (all ``__x`` values are strings)."""
+        size_text = _text(raw, "__image_size")
+        try:
+            size: int | None = int(size_text) if size_text else None
+        except ValueError:
+            size = None
+        try:
+            min_disk = int(raw.get("min_disk") or 0)
+        except (TypeError, ValueError):
+            min_disk = 0
+        encrypted = _text(raw, "__system_encrypted") or _text(raw, "__system__encrypted")
+        return cls(
+            id=_text(raw, "id"),
+            name=_text(raw, "name"),
+            status=_text(raw, "status"),
+            imagetype=_text(raw, "__imagetype"),
+            visibility=_text(raw, "visibility"),
+            disk_format=_text(raw, "disk_format"),
+            virtual_env_type=_text(raw, "virtual_env_type"),
+            min_disk=min_disk,
+            size_bytes=size,
+            cmk_id=_text(raw, "__system__cmkid"),
+            encrypted_flag=encrypted,
+            whole_image=_text(raw, "__whole_image").lower() == "true",
+            os_type=_text(raw, "__os_type"),
+            description=_text(raw, "__description") or _text(raw, "description"),
+        )
+
+
+JOB_SUCCESS = "SUCCESS"
+JOB_FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A cross-region copy job as ``GET /v1/cloudimages/job/{job_id}`` shows it."""
+
+    job_id: str
+    status: str
+    progress: float | None = None
+    image_id: str | None = None
+    error_code: str | None = None
+    fail_reason: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in (JOB_SUCCESS, JOB_FAIL)
+
+    @classmethod
+    def from_api(cls, raw: Mapping[str, Any]) -> Job:
+        entities = raw.get("entities") or {}
+        if not isinstance(entities, Mapping):
+            entities = {}
+        progress = entities.get("process_percent")
+        try:
+            percent = float(progress) if progress is not None else None
+        except (TypeError, ValueError):
+            percent = None
+        error_code = raw.get("error_code") or entities.get("error_code")
+        reason = raw.get("fail_reason") or entities.get("error")
+        return cls(
+            job_id=_text(raw, "job_id"),
+            status=_text(raw, "status").upper(),
+            progress=percent,
+            image_id=entities.get("image_id") or None,
+            error_code=str(error_code) if error_code else None,
+            fail_reason=str(reason) if reason else None,
+        )
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    """Body of ``POST /v1/cloudimages/{image_id}/cross_region_copy``."""
+
+    name: str
+    description: str
+    region: str
+    project_name: str
+    agency_name: str
+    vault_id: str | None = None
+
+    def body(self) -> dict[str, str]:
+        out = {
+            "name": self.name,
+            "description": self.description,
+            "region": self.region,
+            "project_name": self.project_name,
+            "agency_name": self.agency_name,
+        }
+        if self.vault_id:
+            out["vault_id"] = self.vault_id
+        return out
+
+
+@dataclass(frozen=True)
+class Quota:
+    used: int
+    quota: int
+
+
+class TenantCloud(Protocol):
+    """One cloud account's view of IMS. ``project`` defaults to the region's default project."""
+
+    async def probe(self, region: str) -> str:
+        """Check the credentials with one request (IAM project lookup of ``region``'s default
+        project); return the account (domain) id, so two tenants of one account share a window."""
+        ...
+
+    async def list_images(
+        self,
+        region: str,
+        *,
+        project: str | None = None,
+        name: str | None = None,
+        image_id: str | None = None,
+        private_only: bool = True,
+    ) -> list[Image]:
+        """All matching images of the region (every page)."""
+        ...
+
+    async def copy_image(
+        self, region: str, image_id: str, request: CopyRequest, *, project: str | None = None
+    ) -> str:
+        """Start a cross-region copy from ``region``; return the job id."""
+        ...
+
+    async def get_job(self, region: str, job_id: str, *, project: str | None = None) -> Job:
+        """The job as the source region sees it."""
+        ...
+
+    async def get_quota(self, region: str, *, project: str | None = None) -> Quota:
+        """The private-image quota of a region's project."""
+        ...

@@ -1,0 +1,169 @@
+"""Items and their state machine: values only, no I/O, no clock.
+
+An item is one row of the migration list, identified by (tenant, image_id, target_region).
+Its ``phase`` only moves forward within an attempt (see ``TRANSITIONS``); moving back to
+``pending`` starts a new attempt and increments ``attempt``, which never goes down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+DEFAULT_TENANT = "default"
+TOKEN_PREFIX = "ims-migrate:"
+
+
+class Phase(StrEnum):
+    PENDING = "pending"  # nothing in the cloud for this attempt (yet)
+    SUBMITTING = "submitting"  # intent durable; the POST may have been sent
+    RECONCILING = "reconciling"  # POST outcome unknown: looking for the copy in the target
+    RUNNING = "running"  # job id durable; polling the job
+    ADOPTED = "adopted"  # copy found in the target by its token; waiting for it to be active
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.REJECTED)
+
+    @property
+    def holds_slot(self) -> bool:
+        """Whether a copy may be in progress in the cloud for this item (counts against the cap)."""
+        return self in (Phase.SUBMITTING, Phase.RECONCILING, Phase.RUNNING, Phase.ADOPTED)
+
+    @property
+    def public(self) -> str:
+        """The coarse state of the report: pending, running, succeeded, failed, rejected."""
+        if self.holds_slot:
+            return "running"
+        return self.value
+
+
+# Forward moves within one attempt. A move to PENDING (a new attempt) is allowed from any
+# non-terminal phase, and from FAILED/REJECTED on an explicit retry; it increments ``attempt``.
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.PENDING: frozenset(
+        {Phase.SUBMITTING, Phase.REJECTED, Phase.SUCCEEDED, Phase.ADOPTED, Phase.FAILED}
+    ),
+    Phase.SUBMITTING: frozenset({Phase.RUNNING, Phase.RECONCILING, Phase.FAILED}),
+    Phase.RECONCILING: frozenset({Phase.ADOPTED, Phase.SUCCEEDED, Phase.FAILED}),
+    Phase.RUNNING: frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.RECONCILING}),
+    Phase.ADOPTED: frozenset({Phase.SUCCEEDED, Phase.FAILED}),
+    Phase.SUCCEEDED: frozenset(),
+    Phase.FAILED: frozenset({Phase.RUNNING}),  # --retry-failed adopting a job still alive
+    Phase.REJECTED: frozenset(),
+}
+
+
+class TransitionError(ValueError):
+    """A move the state machine forbids: a bug, never a cloud condition."""
+
+
+def item_key(tenant: str, image_id: str, target_region: str) -> str:
+    return f"{tenant}/{image_id}/{target_region}"
+
+
+def item_token(key: str) -> str:
+    """The per-item marker placed in the copy's description, found again when reconciling."""
+    return TOKEN_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One valid row of the migration list, with defaults applied."""
+
+    line: int
+    tenant: str
+    image_id: str
+    source_region: str
+    target_region: str
+    name: str | None = None  # None: the source image's name
+    description: str = ""
+    project_name: str = ""  # the target project; "" means target_region
+    source_project_name: str = ""  # "" means source_region
+    agency_name: str | None = None  # None: from config
+    vault_id: str | None = None
+    priority: int = 0
+
+    @property
+    def key(self) -> str:
+        return item_key(self.tenant, self.image_id, self.target_region)
+
+    @property
+    def target_project(self) -> str:
+        return self.project_name or self.target_region
+
+    @property
+    def source_project(self) -> str:
+        return self.source_project_name or self.source_region
+
+    def digest(self) -> str:
+        """Fingerprint of what the row asks for (not its line), to notice an edited row."""
+        parts = [
+            self.tenant,
+            self.image_id,
+            self.source_region,
+            self.target_region,
+            self.name or "",
+            self.description,
+            self.project_name,
+            self.source_project_name,
+            self.agency_name or "",
+            self.vault_id or "",
+            str(self.priority),
+        ]
+        return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Item:
+    """The durable state of one item: what the checkpoint stores."""
+
+    row: Row
+    phase: Phase = Phase.PENDING
+    attempt: int = 1
+    detail: str = ""
+    listed: bool = True
+    job_id: str | None = None
+    target_image_id: str | None = None
+    copy_name: str | None = None  # the name sent (row name or the source image's name)
+    size_bytes: int | None = None
+    submitted_at: float | None = None
+    unknown_since: float | None = None
+    finished_at: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    polls: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.row.key
+
+    @property
+    def token(self) -> str:
+        return item_token(self.row.key)
+
+    def advance(self, phase: Phase, **changes: Any) -> Item:
+        """Move forward within this attempt; raises TransitionError on a backward move."""
+        if phase != self.phase and phase not in TRANSITIONS[self.phase]:
+            raise TransitionError(f"{self.key}: {self.phase} -> {phase} is not allowed")
+        return replace(self, phase=phase, **changes)
+
+    def new_attempt(self, detail: str, **changes: Any) -> Item:
+        """Back to pending for a fresh attempt (the previous copy is proven absent or refused)."""
+        if self.phase == Phase.SUCCEEDED:
+            raise TransitionError(f"{self.key}: a succeeded item is never retried")
+        return replace(
+            self,
+            phase=Phase.PENDING,
+            attempt=self.attempt + 1,
+            detail=detail,
+            job_id=None,
+            unknown_since=None,
+            finished_at=None,
+            **changes,
+        )
