@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 DEFAULT_TENANT = "default"
-TOKEN_PREFIX = "ims-migrate:"
+TOKEN_PREFIX = "ims-migrate:"  # noqa: S105 -- a marker in image descriptions, not a secret
 
 
 class Phase(StrEnum):

@@ -1,0 +1,293 @@
+"""The durable store: a JSON snapshot plus an append-only journal, under one lock.
+
+Layout of a state dir::
+
+    lock             flock'ed by the one writer; never deleted
+    checkpoint.json  snapshot {"version", "generation", "meta", "items"}: always parseable JSON
+    journal.jsonl    one JSON line per change since the snapshot, tagged with its generation
+    events.jsonl     the structured log of outcomes (written by logs.py)
+    report.csv       rewritten at the end of every run
+
+A commit appends its lines to the journal and fsyncs once for every commit waiting (group
+commit), so the cost of a state change does not grow with the list. When the journal holds as
+many lines as there are items, it is compacted: a new snapshot with the next generation is
+written to a temp file in the same folder, fsynced, renamed over the old one and the folder is
+fsynced; then the journal is truncated. Journal lines of an older generation are ignored on
+load, so a crash between the rename and the truncation loses nothing. A line torn by a crash is
+cut off on the next start. ``flock`` is advisory and unreliable on NFS: keep state dirs local.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from orchestrator import crashpoints
+from orchestrator.codec import item_from_dict, item_to_dict
+from orchestrator.model import Item, item_key
+from orchestrator.store import StoreError
+
+VERSION = 1
+SNAPSHOT = "checkpoint.json"
+JOURNAL = "journal.jsonl"
+LOCK = "lock"
+TEMP_PREFIX = ".checkpoint-"
+
+
+class LockHeld(Exception):
+    """Another ims-migrate process holds this state dir."""
+
+
+class CheckpointCorrupt(Exception):
+    """checkpoint.json exists but cannot be read: never overwritten silently."""
+
+
+def acquire_lock(state_dir: Path) -> int:
+    """Take the state dir's lock without waiting; return the fd to keep open. Raises LockHeld."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise LockHeld(str(state_dir / LOCK)) from None
+        raise
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def repair_jsonl(path: Path) -> int:
+    """Cut a line torn by a crash off the end of a JSON-lines file; return bytes removed."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with path.open("rb+") as handle:
+        handle.seek(max(0, size - 65536))
+        tail = handle.read()
+        if tail.endswith(b"\n"):
+            return 0
+        cut = tail.rfind(b"\n")
+        keep = size - len(tail) + cut + 1 if cut >= 0 else 0
+        if cut < 0 and size > len(tail):  # a torn line longer than 64 KiB: scan from the start
+            handle.seek(0)
+            whole = handle.read()
+            keep = whole.rfind(b"\n") + 1
+        handle.truncate(keep)
+        os.fsync(handle.fileno())
+        return size - keep
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_snapshot(state_dir: Path) -> dict[str, Any] | None:
+    """The snapshot plus the journal applied, read-only (for ``status``); None if no state."""
+    path = state_dir / SNAPSHOT
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        snap = json.loads(raw)
+    except ValueError as exc:
+        raise CheckpointCorrupt(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(snap, dict) or snap.get("version") != VERSION:
+        raise CheckpointCorrupt(f"{path}: not an ims-migrate checkpoint of version {VERSION}")
+    generation = snap.get("generation", 0)
+    items: dict[str, Any] = snap.setdefault("items", {})
+    meta: dict[str, Any] = snap.setdefault("meta", {})
+    journal = state_dir / JOURNAL
+    if journal.exists():
+        with journal.open("rb") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    break  # torn tail: everything after it is unconfirmed
+                if entry.get("g") != generation:
+                    continue
+                if "item" in entry:
+                    row = entry["item"]["row"]
+                    items[item_key(row["tenant"], row["image_id"], row["target_region"])] = entry[
+                        "item"
+                    ]
+                if "meta" in entry:
+                    meta.update(entry["meta"])
+    return snap
+
+
+class CheckpointStore:
+    """The file-backed :class:`~orchestrator.store.Store`. Open it with :meth:`open`."""
+
+    def __init__(self, state_dir: Path, *, compact_min: int = 1000) -> None:
+        self.state_dir = state_dir
+        self._items: dict[str, Item] = {}
+        self._meta: dict[str, Any] = {}
+        self._generation = 0
+        self._journal_lines = 0
+        self._compact_min = compact_min
+        self._buffer: list[str] = []
+        self._queued = 0
+        self._durable = 0
+        self._lock = anyio.Lock()
+        self._failed: StoreError | None = None
+        self._journal: Any = None
+        self.fsyncs = 0
+        self.write_seconds = 0.0
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def open(self) -> bool:
+        """Load the state (repairing torn lines, sweeping temp files). False if there was none.
+
+        The caller must hold the lock.
+        """
+        for stale in self.state_dir.glob(TEMP_PREFIX + "*"):
+            stale.unlink(missing_ok=True)
+        repair_jsonl(self.state_dir / JOURNAL)
+        snap = read_snapshot(self.state_dir)
+        existed = snap is not None
+        if snap is not None:
+            self._generation = int(snap.get("generation", 0))
+            self._meta = dict(snap["meta"])
+            self._items = {key: item_from_dict(value) for key, value in snap["items"].items()}
+        else:
+            self._write_snapshot()
+        # Start every run from a fresh snapshot: the journal stays short and of one generation.
+        if existed and (self.state_dir / JOURNAL).exists():
+            self._compact()
+        if self._journal is None:
+            self._journal = (self.state_dir / JOURNAL).open("ab")
+        return existed
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    # -- Store protocol -------------------------------------------------------------------------
+
+    @property
+    def items(self) -> Mapping[str, Item]:
+        return self._items
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        return self._meta
+
+    async def commit(
+        self, items: Iterable[Item] = (), meta: Mapping[str, Any] | None = None
+    ) -> None:
+        if self._failed is not None:
+            raise self._failed
+        lines = []
+        for item in items:
+            self._items[item.key] = item
+            lines.append(json.dumps({"g": 0, "item": item_to_dict(item)}, separators=(",", ":")))
+        if meta:
+            self._meta.update(meta)
+            lines.append(json.dumps({"g": 0, "meta": dict(meta)}, separators=(",", ":")))
+        if not lines:
+            return
+        self._buffer.extend(lines)
+        self._queued += 1
+        mine = self._queued
+        async with self._lock:
+            if self._durable >= mine:
+                return  # a group commit that started after ours was queued carried it
+            if self._failed is not None:
+                raise self._failed
+            batch, self._buffer = self._buffer, []
+            upto = self._queued
+            await anyio.to_thread.run_sync(self._append, batch)
+            self._durable = upto
+
+    # -- writing (in a worker thread) -----------------------------------------------------------
+
+    def _append(self, lines: list[str]) -> None:
+        started = time.perf_counter()
+        try:
+            crashpoints.reach("save")
+            tag = f'{{"g":{self._generation},'
+            data = "".join(tag + line[len('{"g":0,') :] + "\n" for line in lines).encode()
+            self._journal.write(data)
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+            self.fsyncs += 1
+            self._journal_lines += len(lines)
+            if self._journal_lines >= max(self._compact_min, len(self._items)):
+                self._compact()
+            self.write_seconds += time.perf_counter() - started
+        except OSError as exc:
+            self._failed = StoreError(
+                f"cannot save the state in {self.state_dir}: {exc.strerror or exc} "
+                "(free disk space or fix permissions, then run again)"
+            )
+            raise self._failed from exc
+
+    def _snapshot_bytes(self) -> bytes:
+        snap = {
+            "version": VERSION,
+            "generation": self._generation,
+            "meta": self._meta,
+            "items": {key: item_to_dict(item) for key, item in self._items.items()},
+        }
+        return json.dumps(snap, separators=(",", ":"), sort_keys=False).encode()
+
+    def _write_snapshot(self) -> None:
+        data = self._snapshot_bytes()
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.state_dir / SNAPSHOT)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.state_dir)
+        self.fsyncs += 2
+
+    def _compact(self) -> None:
+        self._generation += 1
+        self._write_snapshot()
+        if self._journal is not None:
+            self._journal.close()
+        with (self.state_dir / JOURNAL).open("wb") as handle:
+            os.fsync(handle.fileno())
+        self._journal = (self.state_dir / JOURNAL).open("ab")
+        self._journal_lines = 0
+
+    def compact_now(self) -> None:
+        """Fold the journal into a fresh snapshot (at the end of a run)."""
+        try:
+            self._compact()
+        except OSError as exc:
+            raise StoreError(f"cannot save the state in {self.state_dir}: {exc}") from exc

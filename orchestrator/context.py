@@ -1,0 +1,101 @@
+"""What every task of a run shares: the seams, the config, and what the run has learned."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+
+from orchestrator.clock import Clock
+from orchestrator.cloud import CloudError, TenantCloud
+from orchestrator.config import Config
+from orchestrator.model import Item
+from orchestrator.speed import SpeedModel
+from orchestrator.store import Store
+
+log = structlog.get_logger("ims_migrate")
+
+MAX_AUTOMATIC_ATTEMPTS = 10
+
+
+@dataclass
+class Counters:
+    polls: int = 0
+    submissions: int = 0
+    back_pressure: int = 0
+    reconciliations: int = 0
+    failures: int = 0
+
+
+@dataclass
+class RunContext:
+    config: Config
+    clock: Clock
+    store: Store
+    clouds: Mapping[str, TenantCloud]
+    rng: random.Random = field(default_factory=random.Random)
+    stop: anyio.Event = field(default_factory=anyio.Event)
+    stop_reason: str = ""
+    speed: SpeedModel = field(default_factory=SpeedModel)
+    blocked: dict[str, dict[str, Any]] = field(default_factory=dict)  # tenant -> why
+    quota_blocked: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, region)
+    unavailable: dict[str, str] = field(default_factory=dict)  # tenant -> outage message
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+    counters: Counters = field(default_factory=Counters)
+    on_change: Callable[[Item], None] | None = None
+    max_failures: int | None = None
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.stop_reason = reason
+            log.warning("run.stopping", reason=reason)
+            self.stop.set()
+
+    async def save(self, item: Item, event: str | None = None, **fields: Any) -> Item:
+        """Make the item's state durable, then log it (the log never runs ahead of the state)."""
+        await self.store.commit([item])
+        log.info(
+            event or f"item.{item.phase.value}",
+            tenant=item.row.tenant,
+            item=item.key,
+            state=item.phase.public,
+            phase=item.phase.value,
+            attempt=item.attempt,
+            job_id=item.job_id,
+            target_image_id=item.target_image_id,
+            detail=item.detail,
+            error_code=item.error_code,
+            error_message=item.error_message,
+            **fields,
+        )
+        if item.phase.value == "failed":
+            self.counters.failures += 1
+            if self.max_failures is not None and self.counters.failures >= self.max_failures:
+                self.request_stop(f"failure threshold reached ({self.counters.failures} failed)")
+        if self.on_change is not None:
+            self.on_change(item)
+        return item
+
+    async def block_tenant(self, tenant: str, error: CloudError) -> None:
+        """Credentials refused: stop this tenant now and remember it until the key changes."""
+        if tenant in self.blocked:
+            return
+        why = {
+            "fingerprint": self.fingerprints.get(tenant, ""),
+            "code": error.code or str(error.status or ""),
+            "message": error.message,
+            "at": self.clock.now(),
+        }
+        self.blocked[tenant] = why
+        log.error(
+            "tenant.blocked",
+            tenant=tenant,
+            error_code=why["code"],
+            error_message=error.message,
+            advice="fix this tenant's credentials; the key is not used again until it changes",
+        )
+        await self.store.commit(meta={"blocked": dict(self.blocked)})

@@ -1,0 +1,316 @@
+"""The scheduler: probe tenants, preflight, then keep every account's slots busy until done.
+
+One :class:`~orchestrator.window.Window` per cloud account (tenants that resolve to the same
+IAM domain share one). Each window hands its free slots to the best pending items (priority,
+then largest first); each item is driven by a :class:`~orchestrator.lifecycle.Driver` while it
+holds its slot. A stop (signal, ``--deadline``, failure threshold) stops submitting at once and
+cancels the polls: every state that matters is already durable, and the next run adopts the
+copies still running in the cloud.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import anyio
+import anyio.abc
+
+from orchestrator.clock import Clock
+from orchestrator.cloud import CloudError, ErrorKind
+from orchestrator.context import RunContext, log
+from orchestrator.lifecycle import Driver
+from orchestrator.model import Item, Phase, Row
+from orchestrator.preflight import preflight
+from orchestrator.window import Window
+
+EXIT_OK = 0
+EXIT_ATTENTION = 1
+EXIT_LATER = 75
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    deadline_at: float | None = None  # on the context's clock
+    retry_failed: bool = False
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    reason: str
+    windows: dict[str, Window] = field(default_factory=dict)
+    skipped: bool = False  # the list was already finished: nothing was called
+
+
+def merge_list(existing: Mapping[str, Item], rows: Sequence[Row]) -> list[Item]:
+    """The items of a run: the checkpoint's, updated by the list as it is now.
+
+    New rows join as pending; rows no longer listed stay tracked (``listed=False``); an edited
+    row replaces the old one while nothing is in flight for it (a rejected one is judged again).
+    """
+    merged: dict[str, Item] = {}
+    for row in rows:
+        old = existing.get(row.key)
+        if old is None:
+            merged[row.key] = Item(row=row)
+        elif old.row.digest() == row.digest():
+            merged[row.key] = replace(old, row=row, listed=True)
+        elif old.phase == Phase.PENDING:
+            merged[row.key] = replace(old, row=row, listed=True, copy_name=None, size_bytes=None)
+        elif old.phase == Phase.REJECTED:
+            merged[row.key] = replace(old, row=row, listed=True).new_attempt("row edited")
+        else:
+            merged[row.key] = replace(old, listed=True)
+    for key, old in existing.items():
+        if key not in merged:
+            merged[key] = replace(old, listed=False)
+    return list(merged.values())
+
+
+def is_finished(items: Sequence[Item]) -> bool:
+    """Nothing left to do: every listed item terminal, nothing in flight for unlisted ones."""
+    return all(
+        item.phase.is_terminal or (not item.listed and item.phase == Phase.PENDING)
+        for item in items
+    )
+
+
+def exit_code_for(items: Sequence[Item], ctx: RunContext) -> tuple[int, str]:
+    listed = [item for item in items if item.listed]
+    failed = sum(item.phase == Phase.FAILED for item in listed)
+    rejected = sum(item.phase == Phase.REJECTED for item in listed)
+    reasons = []
+    if failed:
+        reasons.append(f"{failed} failed")
+    if rejected:
+        reasons.append(f"{rejected} rejected")
+    if ctx.blocked:
+        reasons.append("blocked tenant(s): " + ", ".join(sorted(ctx.blocked)))
+    if ctx.quota_blocked:
+        reasons.append("target quota full: " + ", ".join(f"{t}/{r}" for t, r in ctx.quota_blocked))
+    if ctx.stop_reason.startswith("failure threshold"):
+        reasons.append(ctx.stop_reason)
+    if reasons:
+        return EXIT_ATTENTION, "; ".join(reasons)
+    if not is_finished(items):
+        why = ctx.stop_reason or ", ".join(f"{t}: {m}" for t, m in sorted(ctx.unavailable.items()))
+        return EXIT_LATER, f"work left ({why or 'run again'})"
+    return EXIT_OK, "every item succeeded"
+
+
+async def _wait(window: Window, clock: Clock, until: float | None) -> None:
+    """Until the window changes, or the clock reaches ``until``."""
+    async with anyio.create_task_group() as group:
+
+        async def sleeper() -> None:
+            assert until is not None  # noqa: S101 -- only started with a time
+            await clock.sleep(max(0.0, until - clock.now()))
+            group.cancel_scope.cancel()
+
+        if until is not None:
+            group.start_soon(sleeper)
+        await window.changed()
+        group.cancel_scope.cancel()
+
+
+class Engine:
+    def __init__(self, ctx: RunContext, options: RunOptions) -> None:
+        self.ctx = ctx
+        self.options = options
+        self.windows: dict[str, Window] = {}
+        self.window_of: dict[str, Window] = {}  # tenant -> window
+
+    # -- phases of a run ------------------------------------------------------------------------
+
+    async def run(self, items: list[Item]) -> RunResult:
+        ctx = self.ctx
+        if is_finished(items) and not self.options.retry_failed and "last_exit" in ctx.store.meta:
+            code = int(ctx.store.meta["last_exit"])
+            return RunResult(code, "the list was already finished", skipped=True)
+        await ctx.store.commit(items)
+        current = {item.key: item for item in items}
+        active_tenants = sorted({i.row.tenant for i in items if not is_finished([i])})
+        await self._probe(active_tenants, items)
+        usable = [t for t in active_tenants if t not in ctx.blocked and t not in ctx.unavailable]
+        if self.options.retry_failed:
+            for item in await self._retry_failed([current[k] for k in current], usable):
+                current[item.key] = item
+        pending = [
+            item
+            for item in current.values()
+            if item.phase == Phase.PENDING and item.listed and item.row.tenant in usable
+        ]
+        if pending:
+            checked = await preflight(pending, ctx.clouds, ctx.config)
+            for tenant, error in checked.tenant_errors.items():
+                await self._tenant_error(tenant, error)
+            changed = [item for item in checked.items if item != current[item.key]]
+            for item in changed:
+                await ctx.save(item, "item.preflight")
+                current[item.key] = item
+            for item, image in checked.stale:
+                log.warning(
+                    "item.stale_copy",
+                    tenant=item.row.tenant,
+                    item=item.key,
+                    target_image_id=image.id,
+                    status=image.status,
+                    advice="a broken copy of this item is in the target region: delete it",
+                )
+        await self._schedule(list(current.values()))
+        final = [ctx.store.items[key] for key in current]
+        code, reason = exit_code_for(final, ctx)
+        return RunResult(code, reason, self.windows)
+
+    async def _probe(self, tenants: Sequence[str], items: Sequence[Item]) -> None:
+        ctx = self.ctx
+        remembered = dict(ctx.store.meta.get("blocked", {}))
+        region_of = {item.row.tenant: item.row.source_region for item in reversed(items)}
+        domains: dict[str, str] = {}
+        for tenant in tenants:
+            old = remembered.get(tenant)
+            if old and old.get("fingerprint") == ctx.fingerprints.get(tenant, ""):
+                ctx.blocked[tenant] = old
+                log.error(
+                    "tenant.still_blocked",
+                    tenant=tenant,
+                    error_code=old.get("code"),
+                    error_message=old.get("message"),
+                    advice="these credentials were refused before; not trying them again "
+                    "until they change",
+                )
+                continue
+            try:
+                domains[tenant] = await ctx.clouds[tenant].probe(region_of[tenant])
+            except CloudError as error:
+                await self._tenant_error(tenant, error)
+        unblocked = {t: v for t, v in remembered.items() if t in ctx.blocked or t not in tenants}
+        if unblocked != remembered or ctx.blocked:
+            await ctx.store.commit(meta={"blocked": {**unblocked, **ctx.blocked}})
+        for tenant in tenants:
+            if tenant in domains:
+                key = domains[tenant] or f"tenant:{tenant}"
+                window = self.windows.get(key)
+                if window is None:
+                    timing = ctx.config.timing
+                    window = Window(
+                        key,
+                        ctx.config.max_concurrent_copies,
+                        backoff_min=timing.poll_min,
+                        backoff_max=timing.backoff_max,
+                    )
+                    self.windows[key] = window
+                self.window_of[tenant] = window
+
+    async def _tenant_error(self, tenant: str, error: CloudError) -> None:
+        if error.kind == ErrorKind.AUTH:
+            await self.ctx.block_tenant(tenant, error)
+        else:
+            self.ctx.unavailable[tenant] = str(error)
+            log.warning("tenant.unavailable", tenant=tenant, error_message=str(error))
+
+    async def _retry_failed(self, items: Sequence[Item], usable: Sequence[str]) -> list[Item]:
+        """--retry-failed: failed and rejected items get a new attempt; a job that may still be
+        alive in the cloud is polled first and adopted rather than copied again."""
+        out = []
+        for item in items:
+            if not item.listed or item.row.tenant not in usable:
+                continue
+            if item.phase == Phase.REJECTED or (item.phase == Phase.FAILED and not item.job_id):
+                retried = item.new_attempt("retry requested", error_code=None, error_message=None)
+            elif item.phase == Phase.FAILED and item.job_id:
+                retried = await self._retry_with_job(item)
+            else:
+                continue
+            out.append(await self.ctx.save(retried, "item.retry"))
+        return out
+
+    async def _retry_with_job(self, item: Item) -> Item:
+        row = item.row
+        assert item.job_id is not None  # noqa: S101 -- checked by the caller
+        again = replace(item, attempt=item.attempt + 1, submitted_at=self.ctx.clock.now())
+        try:
+            job = await self.ctx.clouds[row.tenant].get_job(
+                row.source_region, item.job_id, project=row.source_project
+            )
+        except CloudError:
+            return again.advance(
+                Phase.RECONCILING,
+                unknown_since=self.ctx.clock.now(),
+                detail="retry: old job unknown, looking for its copy",
+                error_code=None,
+                error_message=None,
+            )
+        if job.status == "FAIL":
+            return item.new_attempt("retry requested", error_code=None, error_message=None)
+        return again.advance(
+            Phase.RUNNING, detail="retry: adopting the old job", error_code=None, error_message=None
+        )
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    async def _schedule(self, items: list[Item]) -> None:
+        ctx = self.ctx
+        by_window: dict[str, list[Item]] = defaultdict(list)
+        for item in items:
+            window = self.window_of.get(item.row.tenant)
+            if window is None:
+                continue
+            if item.phase.holds_slot or (item.phase == Phase.PENDING and item.listed):
+                by_window[window.key].append(item)
+        async with anyio.create_task_group() as outer:
+            with anyio.CancelScope() as work_scope:
+
+                async def on_stop() -> None:
+                    await ctx.stop.wait()
+                    work_scope.cancel()
+
+                outer.start_soon(on_stop)
+                if self.options.deadline_at is not None:
+                    outer.start_soon(self._deadline_watch, self.options.deadline_at)
+                async with anyio.create_task_group() as work:
+                    for key, window_items in by_window.items():
+                        window = self.windows[key]
+                        for item in window_items:
+                            if item.phase.holds_slot:
+                                window.take()
+                                work.start_soon(self._drive, window, item)
+                            else:
+                                window.enqueue(item)
+                        work.start_soon(self._serve, window, work)
+            outer.cancel_scope.cancel()
+
+    async def _deadline_watch(self, deadline_at: float) -> None:
+        await self.ctx.clock.sleep(max(0.0, deadline_at - self.ctx.clock.now()))
+        self.ctx.request_stop("run deadline reached")
+
+    def _may_submit(self, item: Item) -> bool:
+        row = item.row
+        return (
+            row.tenant not in self.ctx.blocked
+            and (row.tenant, row.target_region) not in self.ctx.quota_blocked
+        )
+
+    async def _serve(self, window: Window, work: anyio.abc.TaskGroup) -> None:
+        clock = self.ctx.clock
+        while not self.ctx.stop.is_set():
+            now = clock.now()
+            item = window.next_ready(now)
+            if item is not None:
+                if self._may_submit(item):
+                    window.take()
+                    work.start_soon(self._drive, window, item)
+                continue
+            if not window.has_work():
+                return
+            await _wait(window, clock, window.wake_at(now))
+
+    async def _drive(self, window: Window, item: Item) -> None:
+        try:
+            outcome = await Driver(self.ctx, window, item).run()
+        finally:
+            window.release()
+        if outcome.item.phase == Phase.PENDING and self._may_submit(outcome.item):
+            window.enqueue(outcome.item, outcome.retry_at)

@@ -1,0 +1,367 @@
+"""One item's copy, from the saved intent to a terminal state: submit, poll, reconcile, adopt.
+
+The rules that keep a copy from being made twice (design notes, I2) live here:
+
+* the intent is durable before the POST, the job id before the first poll;
+* a POST whose outcome is unknown is never sent again: the item goes to ``reconciling`` and
+  looks for its copy in the target region by name and token; only after ``settle`` seconds
+  with nothing found is the copy proven absent and a new attempt allowed;
+* an unknown job id (404) is reconciled the same way;
+* while it reconciles, the item keeps its slot in the tenant's window.
+
+Cloud errors are data here: every CloudError becomes a state of the item, a back-off, or a
+blocked tenant. Only bugs escape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import anyio
+
+from orchestrator import crashpoints
+from orchestrator.cloud import ACTIVE, KILLED, CloudError, CopyRequest, ErrorKind, Image, Job
+from orchestrator.context import MAX_AUTOMATIC_ATTEMPTS, RunContext
+from orchestrator.manifest import describe_copy
+from orchestrator.model import Item, Phase
+from orchestrator.polling import PollState, next_delay
+from orchestrator.window import Window
+
+GONE = frozenset({KILLED, "deleted"})
+SUBMIT_GRACE = 10.0  # seconds a POST under way may finish after a stop was asked for
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a drive ended: the item's state, and when it may be submitted again if pending."""
+
+    item: Item
+    retry_at: float = 0.0
+
+
+class Driver:
+    """Drives one item while it holds a slot of ``window``."""
+
+    def __init__(self, ctx: RunContext, window: Window, item: Item) -> None:
+        self.ctx = ctx
+        self.window = window
+        self.item = item
+        self.cloud = ctx.clouds[item.row.tenant]
+        self.timing = ctx.config.timing
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        return self.ctx.clock.now()
+
+    async def _save(self, item: Item, event: str | None = None, **fields: object) -> Item:
+        self.item = await self.ctx.save(item, event, **fields)
+        return self.item
+
+    def _jitter(self) -> float:
+        return self.ctx.rng.random()
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.timing.backoff_max, self.timing.poll_min * 2.0 ** min(attempt, 20))
+        return max(self.timing.poll_min, self.ctx.rng.uniform(0.0, ceiling))
+
+    def _started(self) -> float:
+        return self.item.submitted_at or self.item.unknown_since or self.now
+
+    def _overdue(self) -> bool:
+        return self.now - self._started() > self.timing.job_deadline
+
+    async def _fail(self, code: str | None, message: str, detail: str = "") -> Outcome:
+        item = self.item.advance(
+            Phase.FAILED,
+            error_code=code,
+            error_message=message,
+            detail=detail or "failed",
+            finished_at=self.now,
+        )
+        await self._save(item)
+        crashpoints.reach("after_terminal")
+        return Outcome(self.item)
+
+    async def _succeed(self, image_id: str, detail: str) -> Outcome:
+        item = self.item.advance(
+            Phase.SUCCEEDED,
+            target_image_id=image_id,
+            detail=detail,
+            finished_at=self.now,
+            error_code=None,
+            error_message=None,
+        )
+        started = self.item.submitted_at
+        await self._save(item, duration=round(self.now - started, 3) if started else None)
+        if started and detail == "copied":
+            self.ctx.speed.learn(item.size_bytes, self.now - started)
+        crashpoints.reach("after_terminal")
+        return Outcome(self.item)
+
+    async def _retry_later(self, detail: str, wait: float, **changes: object) -> Outcome:
+        """The copy is proven absent (refused or failed): a new attempt, after ``wait``."""
+        if self.item.attempt >= MAX_AUTOMATIC_ATTEMPTS:
+            return await self._fail(
+                self.item.error_code or "TOO_MANY_ATTEMPTS",
+                f"gave up after {self.item.attempt} attempts; last: {detail}",
+            )
+        await self._save(self.item.new_attempt(detail, **changes))
+        return Outcome(self.item, retry_at=self.now + wait)
+
+    async def _auth_stop(self, error: CloudError) -> Outcome:
+        await self.ctx.block_tenant(self.item.row.tenant, error)
+        return Outcome(self.item)
+
+    # -- entry ----------------------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        """Drive from the current phase until terminal, pending again, or the run stops."""
+        phase = self.item.phase
+        if phase == Phase.PENDING:
+            return await self.submit()
+        if phase == Phase.SUBMITTING:
+            # Saved intent, no recorded answer (a crash or kill): the POST may have happened.
+            since = self.item.submitted_at or self.now
+            await self._save(
+                self.item.advance(
+                    Phase.RECONCILING, unknown_since=since, detail="reconciling after restart"
+                )
+            )
+            return await self.reconcile()
+        if phase == Phase.RUNNING:
+            return await self.poll_job()
+        if phase == Phase.RECONCILING:
+            return await self.reconcile()
+        if phase == Phase.ADOPTED:
+            return await self.poll_image()
+        return Outcome(self.item)
+
+    # -- submit ---------------------------------------------------------------------------------
+
+    def _copy_request(self) -> CopyRequest:
+        row = self.item.row
+        return CopyRequest(
+            name=self.item.copy_name or row.name or row.image_id,
+            description=describe_copy(row, self.item.token),
+            region=row.target_region,
+            project_name=row.target_project,
+            agency_name=row.agency_name or self.ctx.config.agency_name or "",
+            vault_id=row.vault_id,
+        )
+
+    async def submit(self) -> Outcome:
+        crashpoints.reach("before_intent")
+        request = self._copy_request()
+        intent = self.item.advance(
+            Phase.SUBMITTING,
+            submitted_at=self.now,
+            detail="submitting",
+            error_code=None,
+            error_message=None,
+        )
+        await self._save(intent)
+        crashpoints.reach("after_intent")
+        row = self.item.row
+        self.ctx.counters.submissions += 1
+        job_id: str | None = None
+        failure: CloudError | None = None
+        # A POST under way is allowed to finish (bounded) even when the run is told to stop,
+        # so that its job id is saved rather than left to a long reconciliation.
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(self.timing.request_timeout + SUBMIT_GRACE),
+        ):
+            try:
+                job_id = await self.cloud.copy_image(
+                    row.source_region, row.image_id, request, project=row.source_project
+                )
+            except CloudError as error:
+                failure = error
+            else:
+                crashpoints.reach("after_reply")
+                await self._save(self.item.advance(Phase.RUNNING, job_id=job_id, detail="copying"))
+        if failure is not None:
+            return await self._submit_failed(failure)
+        if self.item.phase != Phase.RUNNING:
+            return await self._unknown("the copy request did not finish in time")
+        self.window.started()
+        return await self.poll_job()
+
+    async def _unknown(self, why: str) -> Outcome:
+        self.ctx.counters.reconciliations += 1
+        await self._save(
+            self.item.advance(
+                Phase.RECONCILING, unknown_since=self.now, detail=f"reconciling: {why}"
+            )
+        )
+        return await self.reconcile()
+
+    async def _submit_failed(self, error: CloudError) -> Outcome:
+        kind = error.kind
+        fields = {"error_code": error.code, "error_message": error.message}
+        if kind == ErrorKind.UNKNOWN:
+            return await self._unknown(str(error))
+        if kind == ErrorKind.BACK_PRESSURE:
+            self.ctx.counters.back_pressure += 1
+            wait = self.window.back_pressure(self.now, self.ctx.rng)
+            return await self._retry_later(f"cloud busy ({error.code}): back-pressure", wait)
+        if kind in (ErrorKind.TRANSIENT, ErrorKind.NOT_SENT):
+            return await self._retry_later(
+                f"not accepted ({error}): will retry", self._backoff(self.item.attempt), **fields
+            )
+        if kind == ErrorKind.AUTH:
+            await self._save(self.item.new_attempt(f"credentials refused: {error}", **fields))
+            return await self._auth_stop(error)
+        if kind == ErrorKind.QUOTA:
+            key = (self.item.row.tenant, self.item.row.target_region)
+            self.ctx.quota_blocked[key] = str(error)
+            await self._save(self.item.new_attempt(f"target quota full: {error}", **fields))
+            return Outcome(self.item)
+        return await self._fail(error.code, error.message, "refused by the cloud")
+
+    # -- poll the job ---------------------------------------------------------------------------
+
+    async def poll_job(self) -> Outcome:
+        row = self.item.row
+        job_id = self.item.job_id
+        assert job_id is not None  # noqa: S101 -- RUNNING always carries the job id
+        state = PollState(started_at=self._started())
+        expected = self.ctx.speed.expected(self.item.size_bytes)
+        polls = 0
+        while True:
+            if self._overdue():
+                return await self._fail(
+                    "JOB_DEADLINE",
+                    f"job {job_id} still not finished after {self.timing.job_deadline:.0f} s; "
+                    "it may still be running in the cloud: --retry-failed adopts it if it is",
+                    "deadline",
+                )
+            delay = next_delay(
+                state,
+                self.now,
+                expected_duration=expected,
+                poll_min=self.timing.poll_min,
+                poll_max=self.timing.poll_max,
+                jitter=self._jitter(),
+            )
+            await self.ctx.clock.sleep(delay)
+            crashpoints.reach("polling")
+            try:
+                job = await self.cloud.get_job(
+                    row.source_region, job_id, project=row.source_project
+                )
+            except CloudError as error:
+                if error.kind == ErrorKind.NOT_FOUND:
+                    return await self._unknown(f"job {job_id} unknown to the cloud")
+                if error.kind == ErrorKind.AUTH:
+                    return await self._auth_stop(error)
+                state = state.observe(self.now, None)
+                continue
+            polls += 1
+            self.ctx.counters.polls += 1
+            self.item = replace(self.item, polls=self.item.polls + 1)
+            state = state.observe(self.now, job.progress)
+            if job.status == "SUCCESS":
+                return await self._job_succeeded(job)
+            if job.status == "FAIL":
+                return await self._job_failed(job)
+
+    async def _job_succeeded(self, job: Job) -> Outcome:
+        if not job.image_id:
+            return await self._unknown(f"job {job.job_id} succeeded without naming the new image")
+        self.item = replace(self.item, target_image_id=job.image_id)
+        return await self.poll_image(finishing=True)
+
+    async def _job_failed(self, job: Job) -> Outcome:
+        code = job.error_code or "JOB_FAIL"
+        reason = job.fail_reason or "the copy job failed without a reason"
+        if code in self.ctx.config.retry_fail_codes:
+            if code == "IMG.0060":
+                self.ctx.counters.back_pressure += 1
+                wait = self.window.back_pressure(self.now, self.ctx.rng)
+            else:
+                wait = self._backoff(self.item.attempt)
+            return await self._retry_later(
+                f"job failed with {code}: retrying", wait, error_code=code, error_message=reason
+            )
+        return await self._fail(code, reason, f"job {job.job_id} failed")
+
+    # -- the image in the target ----------------------------------------------------------------
+
+    async def _find_target(self, image_id: str) -> Image | None:
+        row = self.item.row
+        images = await self.cloud.list_images(
+            row.target_region, project=row.target_project, image_id=image_id, private_only=False
+        )
+        return images[0] if images else None
+
+    async def poll_image(self, *, finishing: bool = False) -> Outcome:
+        """Wait for the copy in the target to be active (after SUCCESS, or once adopted)."""
+        image_id = self.item.target_image_id
+        assert image_id is not None  # noqa: S101 -- set before any caller gets here
+        quiet = 0
+        while True:
+            try:
+                image = await self._find_target(image_id)
+            except CloudError as error:
+                if error.kind == ErrorKind.AUTH:
+                    return await self._auth_stop(error)
+                image = None
+            if image is not None and image.status == ACTIVE:
+                return await self._succeed(image_id, "copied" if finishing else "adopted")
+            if image is not None and image.status in GONE:
+                return await self._fail(
+                    "TARGET_IMAGE_" + image.status.upper(),
+                    f"the copy {image_id} in {self.item.row.target_region} is {image.status}; "
+                    "delete it, then run again with --retry-failed",
+                    "copy ended broken",
+                )
+            if self._overdue():
+                return await self._fail(
+                    "JOB_DEADLINE",
+                    f"image {image_id} not active after {self.timing.job_deadline:.0f} s",
+                    "deadline",
+                )
+            quiet += 1
+            await self.ctx.clock.sleep(
+                min(self.timing.poll_max, self.timing.poll_min * 2.0 ** min(quiet - 1, 16))
+            )
+
+    # -- reconcile an unknown outcome -----------------------------------------------------------
+
+    async def reconcile(self) -> Outcome:
+        row = self.item.row
+        name = self.item.copy_name or row.name or row.image_id
+        since = self.item.unknown_since or self.now
+        checks = 0
+        while True:
+            try:
+                images = await self.cloud.list_images(
+                    row.target_region, project=row.target_project, name=name
+                )
+            except CloudError as error:
+                if error.kind == ErrorKind.AUTH:
+                    return await self._auth_stop(error)
+                images = None
+            if images is not None:
+                mine = [image for image in images if self.item.token in image.description]
+                live = [image for image in mine if image.status not in GONE]
+                if live:
+                    found = live[0]
+                    if found.status == ACTIVE:
+                        return await self._succeed(found.id, "adopted")
+                    await self._save(
+                        self.item.advance(Phase.ADOPTED, target_image_id=found.id, detail="adopted")
+                    )
+                    return await self.poll_image()
+                if self.now - since >= self.timing.settle:
+                    stale = f"; {len(mine)} broken copy(ies) left to clean up" if mine else ""
+                    return await self._retry_later(
+                        f"copy proven absent after {self.timing.settle:.0f} s{stale}", 0.0
+                    )
+            checks += 1
+            left = max(0.0, since + self.timing.settle - self.now)
+            pause = min(self.timing.poll_max, self.timing.poll_min * 2.0 ** min(checks - 1, 16))
+            await self.ctx.clock.sleep(max(min(pause, left), self.timing.poll_min * 0.5))

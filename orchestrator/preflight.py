@@ -1,0 +1,172 @@
+"""Preflight: look every pending item up in the cloud and judge it before anything is submitted.
+
+Images are listed page by page per (tenant, region, project) rather than fetched one request
+per row; only ids that the private listing lacks (shared or public images, typos) are looked up
+one by one. The judgement itself is ``rules.py``'s, pure.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import anyio
+
+from orchestrator.cloud import CloudError, ErrorKind, Image, TenantCloud
+from orchestrator.config import Config
+from orchestrator.context import log
+from orchestrator.model import Item, Phase
+from orchestrator.rules import TargetKind, check_source, check_target, source_flags
+
+LOOKUP_CONCURRENCY = 8
+
+
+@dataclass
+class PreflightResult:
+    items: list[Item] = field(default_factory=list)  # every input item, judged
+    tenant_errors: dict[str, CloudError] = field(default_factory=dict)
+    stale: list[tuple[Item, Image]] = field(default_factory=list)  # broken copies to clean up
+
+
+@dataclass
+class _Catalog:
+    """What the cloud said, keyed for the rules."""
+
+    sources: dict[tuple[str, str, str], dict[str, Image]] = field(default_factory=dict)
+    targets: dict[tuple[str, str, str], dict[str, list[Image]]] = field(default_factory=dict)
+
+
+async def _list_sources(
+    cloud: TenantCloud, region: str, project: str, wanted: set[str], limiter: anyio.CapacityLimiter
+) -> dict[str, Image]:
+    async with limiter:
+        found = {image.id: image for image in await cloud.list_images(region, project=project)}
+    missing = sorted(wanted - found.keys())
+
+    async def lookup(image_id: str) -> None:
+        async with limiter:
+            try:
+                images = await cloud.list_images(
+                    region, project=project, image_id=image_id, private_only=False
+                )
+            except CloudError as error:
+                if error.kind != ErrorKind.NOT_FOUND:
+                    raise
+                images = []
+        for image in images:
+            if image.id == image_id:
+                found[image_id] = image
+
+    async with anyio.create_task_group() as group:
+        for image_id in missing:
+            group.start_soon(lookup, image_id)
+    return found
+
+
+async def _list_targets(
+    cloud: TenantCloud, region: str, project: str, limiter: anyio.CapacityLimiter
+) -> dict[str, list[Image]]:
+    async with limiter:
+        images = await cloud.list_images(region, project=project)
+    by_name: dict[str, list[Image]] = defaultdict(list)
+    for image in images:
+        by_name[image.name].append(image)
+    return dict(by_name)
+
+
+async def _catalog_tenant(
+    cloud: TenantCloud, items: Sequence[Item], catalog: _Catalog, limiter: anyio.CapacityLimiter
+) -> None:
+    wanted: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    targets: set[tuple[str, str, str]] = set()
+    for item in items:
+        row = item.row
+        wanted[(row.tenant, row.source_region, row.source_project)].add(row.image_id)
+        targets.add((row.tenant, row.target_region, row.target_project))
+
+    async def fill_source(key: tuple[str, str, str]) -> None:
+        catalog.sources[key] = await _list_sources(cloud, key[1], key[2], wanted[key], limiter)
+
+    async def fill_target(key: tuple[str, str, str]) -> None:
+        catalog.targets[key] = await _list_targets(cloud, key[1], key[2], limiter)
+
+    async with anyio.create_task_group() as group:
+        for key in wanted:
+            group.start_soon(fill_source, key)
+        for key in targets:
+            group.start_soon(fill_target, key)
+
+
+def judge(item: Item, catalog: _Catalog, config: Config) -> tuple[Item, list[Image]]:
+    """The item after preflight, and any broken copies of it found in the target."""
+    row = item.row
+    image = catalog.sources[(row.tenant, row.source_region, row.source_project)].get(row.image_id)
+    rejections = check_source(row, image, config, token=item.token)
+    if rejections:
+        reason = "; ".join(r.message for r in rejections)
+        code = ",".join(r.code for r in rejections)
+        return item.advance(
+            Phase.REJECTED, detail=reason, error_code=code, error_message=reason
+        ), []
+    assert image is not None  # noqa: S101 -- check_source rejects a missing image
+    for flag in source_flags(image):
+        log.warning("item.flag", tenant=row.tenant, item=item.key, flag=str(flag))
+    copy_name = row.name or image.name
+    item = replace(item, size_bytes=image.size_bytes or image.min_disk * 2**30, copy_name=copy_name)
+    targets = catalog.targets[(row.tenant, row.target_region, row.target_project)]
+    verdict = check_target(row, copy_name, item.token, targets)
+    stale = list(verdict.stale)
+    if verdict.kind == TargetKind.CONFLICT:
+        reason = verdict.rejection.message if verdict.rejection else "name conflict in the target"
+        return item.advance(
+            Phase.REJECTED, detail=reason, error_code="name_conflict", error_message=reason
+        ), stale
+    if verdict.kind == TargetKind.PRESENT and verdict.image is not None:
+        if verdict.succeeded:
+            return item.advance(
+                Phase.SUCCEEDED,
+                target_image_id=verdict.image.id,
+                detail="adopted: already in the target",
+            ), stale
+        return item.advance(
+            Phase.ADOPTED, target_image_id=verdict.image.id, detail="adopted: copy in progress"
+        ), stale
+    return item, stale
+
+
+async def preflight(
+    items: Iterable[Item], clouds: Mapping[str, TenantCloud], config: Config
+) -> PreflightResult:
+    """Judge every item; a tenant whose listing fails keeps its items as they were."""
+    by_tenant: dict[str, list[Item]] = defaultdict(list)
+    for item in items:
+        by_tenant[item.row.tenant].append(item)
+    catalog = _Catalog()
+    result = PreflightResult()
+    limiter = anyio.CapacityLimiter(LOOKUP_CONCURRENCY)
+
+    async def one_tenant(tenant: str, tenant_items: list[Item]) -> None:
+        try:
+            await _catalog_tenant(clouds[tenant], tenant_items, catalog, limiter)
+        except CloudError as error:
+            result.tenant_errors[tenant] = error
+        except ExceptionGroup as group:  # errors of several listings of one tenant
+            errors = [e for e in group.exceptions if isinstance(e, CloudError)]
+            if len(errors) != len(group.exceptions):
+                raise
+            result.tenant_errors[tenant] = errors[0]
+
+    async with anyio.create_task_group() as group:
+        for tenant, tenant_items in by_tenant.items():
+            group.start_soon(one_tenant, tenant, tenant_items)
+
+    for tenant, tenant_items in by_tenant.items():
+        if tenant in result.tenant_errors:
+            result.items.extend(tenant_items)
+            continue
+        for item in tenant_items:
+            judged, stale = judge(item, catalog, config)
+            result.items.append(judged)
+            result.stale.extend((judged, image) for image in stale)
+    return result

@@ -1,0 +1,298 @@
+"""One ``ims-migrate run``: lock, load, check, build the clients, run the engine, save.
+
+Everything here happens in the order the invariants need: the lock before any heavy work (a
+second run exits 75 at once and writes nothing), the list and the credentials checked before
+any call (exit 2), the state saved before any POST. No printing: the CLI shows the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from orchestrator import logs
+from orchestrator.checkpoint import CheckpointStore, acquire_lock, release_lock
+from orchestrator.clock import Clock, RealClock
+from orchestrator.cloud import TenantCloud
+from orchestrator.config import (
+    Config,
+    ConfigError,
+    TenantConfig,
+    credential_fingerprint,
+    resolve_credentials,
+)
+from orchestrator.context import Counters, RunContext
+from orchestrator.engine import (
+    EXIT_ATTENTION,
+    EXIT_LATER,
+    EXIT_OK,
+    Engine,
+    RunOptions,
+    is_finished,
+    merge_list,
+)
+from orchestrator.ims.client import ImsClient, open_session
+from orchestrator.ims.ratelimit import RateLimits
+from orchestrator.ims.signer import Credentials
+from orchestrator.manifest import Manifest, Problem, load_manifest
+from orchestrator.model import Item
+from orchestrator.report import render_csv
+from orchestrator.speed import SpeedModel
+from orchestrator.window import Window
+
+REPORT = "report.csv"
+
+
+class UsageError(Exception):
+    """Bad input, config or state dir: nothing was submitted (exit 2)."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    list_path: Path
+    config: Config
+    environ: Mapping[str, str]
+    state_dir: Path | None = None
+    deadline_seconds: float | None = None
+    retry_failed: bool = False
+    quiet: bool = False
+    max_failures: int | None = None
+    max_failure_ratio: float | None = None
+    tenants: frozenset[str] = frozenset()
+    source_regions: frozenset[str] = frozenset()
+    target_regions: frozenset[str] = frozenset()
+
+
+@dataclass
+class RunSummary:
+    exit_code: int
+    reason: str
+    state_dir: Path
+    items: list[Item] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    windows: dict[str, Window] = field(default_factory=dict)
+    counters: Counters = field(default_factory=Counters)
+    skipped: bool = False
+    blocked: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def default_state_dir(list_path: Path) -> Path:
+    """The list's path without its suffix, plus ``.state``."""
+    return list_path.with_name(list_path.stem + ".state")
+
+
+def state_dir_for(list_path: Path, state_dir: Path | None) -> Path:
+    return state_dir if state_dir is not None else default_state_dir(list_path)
+
+
+def check_owner(store_meta: Mapping[str, Any], list_path: Path, state_dir: Path) -> None:
+    """A state dir belongs to one list (by its resolved path)."""
+    owner = store_meta.get("list_path")
+    if owner and owner != str(list_path.resolve()):
+        raise UsageError(
+            f"{state_dir}: this state dir belongs to the list {owner}, not {list_path.resolve()}; "
+            "give this list its own --state-dir"
+        )
+
+
+def write_report(state_dir: Path, items: list[Item]) -> None:
+    """``report.csv`` rewritten atomically (temp file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=".report-", dir=state_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(render_csv(items))
+        os.replace(tmp, state_dir / REPORT)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _selected(item: Item, request: RunRequest) -> bool:
+    row = item.row
+    return (
+        (not request.tenants or row.tenant in request.tenants)
+        and (not request.source_regions or row.source_region in request.source_regions)
+        and (not request.target_regions or row.target_region in request.target_regions)
+    )
+
+
+def load_list(request: RunRequest) -> Manifest:
+    try:
+        return load_manifest(request.list_path, request.config)
+    except OSError as exc:
+        raise UsageError(f"{request.list_path}: cannot read the list ({exc.strerror})") from exc
+
+
+def _credentials(
+    request: RunRequest, tenants: set[str]
+) -> dict[str, tuple[TenantConfig, Credentials]]:
+    """Every tenant's credentials, before any call: a missing variable is a usage error."""
+    out = {}
+    for name in sorted(tenants):
+        tenant = request.config.tenant(name)
+        if tenant is None:
+            raise UsageError(f"tenant {name!r} is not in the config: add [tenants.{name}]")
+        out[name] = (tenant, resolve_credentials(tenant, request.environ))
+    return out
+
+
+@contextlib.asynccontextmanager
+async def _signals(ctx: RunContext) -> AsyncIterator[None]:
+    """SIGINT/SIGTERM: stop submitting, save, exit 75. A second signal stops at once."""
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+                count = 0
+                async for signum in received:
+                    count += 1
+                    ctx.request_stop(f"signal {signal.Signals(signum).name}")
+                    if count > 1:
+                        group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        try:
+            yield
+        finally:
+            group.cancel_scope.cancel()
+
+
+async def execute_run(
+    request: RunRequest,
+    *,
+    clock: Clock | None = None,
+    on_change: Callable[[Item], None] | None = None,
+    on_start: Callable[[RunContext, list[Item]], None] | None = None,
+    handle_signals: bool = True,
+) -> RunSummary:
+    clock = clock or RealClock()
+    list_path = request.list_path
+    if not list_path.is_file():
+        raise UsageError(f"{list_path}: no such file (the migration list)")
+    state_dir = state_dir_for(list_path, request.state_dir)
+    lock_fd = acquire_lock(state_dir)  # LockHeld propagates: exit 75
+    try:
+        return await _locked_run(request, state_dir, clock, on_change, on_start, handle_signals)
+    finally:
+        release_lock(lock_fd)
+
+
+async def _locked_run(
+    request: RunRequest,
+    state_dir: Path,
+    clock: Clock,
+    on_change: Callable[[Item], None] | None,
+    on_start: Callable[[RunContext, list[Item]], None] | None,
+    handle_signals: bool,
+) -> RunSummary:
+    manifest = load_list(request)
+    store = CheckpointStore(state_dir)
+    store.open()
+    try:
+        check_owner(store.meta, request.list_path, state_dir)
+        items = merge_list(store.items, manifest.rows)
+        chosen = [item for item in items if _selected(item, request)]
+        active = {item.row.tenant for item in chosen if not is_finished([item])}
+        if request.retry_failed:
+            active |= {i.row.tenant for i in chosen if i.listed and i.phase.is_terminal}
+        try:
+            credentials = _credentials(request, active)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from exc
+        sink = logs.configure(state_dir, quiet=request.quiet, stderr=None)
+        try:
+            return await _run_with_clients(
+                request, state_dir, store, manifest, items, chosen, credentials, clock,
+                on_change, on_start, handle_signals,
+            )  # fmt: skip
+        finally:
+            logs.close(sink)
+    finally:
+        store.close()
+
+
+async def _run_with_clients(
+    request: RunRequest,
+    state_dir: Path,
+    store: CheckpointStore,
+    manifest: Manifest,
+    items: list[Item],
+    chosen: list[Item],
+    credentials: Mapping[str, tuple[TenantConfig, Credentials]],
+    clock: Clock,
+    on_change: Callable[[Item], None] | None,
+    on_start: Callable[[RunContext, list[Item]], None] | None,
+    handle_signals: bool,
+) -> RunSummary:
+    config = request.config
+    if not store.meta.get("list_path"):
+        await store.commit(meta={"list_path": str(request.list_path.resolve())})
+    speed = SpeedModel(samples=[tuple(s) for s in store.meta.get("speed_samples", [])])
+    limits = RateLimits(config.requests_per_second, clock)
+    async with open_session(config) as session:
+        clouds: dict[str, TenantCloud] = {
+            name: ImsClient(session, tenant, creds, config, limits, clock)
+            for name, (tenant, creds) in credentials.items()
+        }
+        max_failures = request.max_failures
+        if request.max_failure_ratio is not None:
+            count = max(1, round(request.max_failure_ratio * len(chosen)))
+            max_failures = min(max_failures or count, count)
+        ctx = RunContext(
+            config=config,
+            clock=clock,
+            store=store,
+            clouds=clouds,
+            speed=speed,
+            fingerprints={n: credential_fingerprint(c) for n, (_, c) in credentials.items()},
+            on_change=on_change,
+            max_failures=max_failures,
+        )
+        if on_start is not None:
+            on_start(ctx, chosen)
+        deadline_at = clock.now() + request.deadline_seconds if request.deadline_seconds else None
+        engine = Engine(ctx, RunOptions(deadline_at=deadline_at, retry_failed=request.retry_failed))
+        async with contextlib.AsyncExitStack() as stack:
+            if handle_signals:
+                await stack.enter_async_context(_signals(ctx))
+            result = await engine.run(chosen)
+    final = [store.items.get(item.key, item) for item in items]
+    if not result.skipped:
+        finished = is_finished(final)
+        await store.commit(
+            meta={
+                "last_exit": result.exit_code,
+                "last_reason": result.reason,
+                "last_end": clock.now(),
+                "finished": finished,
+                "speed_samples": ctx.speed.samples[-200:],
+            }
+        )
+        store.compact_now()
+    write_report(state_dir, final)
+    exit_code, reason = result.exit_code, result.reason
+    if manifest.problems and exit_code in (EXIT_OK, EXIT_LATER):
+        exit_code, reason = EXIT_ATTENTION, f"{len(manifest.problems)} bad row(s) in the list"
+    return RunSummary(
+        exit_code=exit_code,
+        reason=reason,
+        state_dir=state_dir,
+        items=final,
+        problems=manifest.problems,
+        warnings=manifest.warnings,
+        windows=result.windows,
+        counters=ctx.counters,
+        skipped=result.skipped,
+        blocked=dict(ctx.blocked),
+    )

@@ -1,0 +1,128 @@
+"""One account's copy slots: the cap, the queue of items waiting for a slot, back-pressure.
+
+A slot is held from the moment an item's intent is saved until its copy is over (or proven
+absent), so the count of held slots is an upper bound of the account's copies in INIT/RUNNING,
+including copies adopted after a restart and items whose submission outcome is unknown.
+After ``IMG.0060`` (the cloud says too many tasks, for example because of copies started
+outside the tool) the window shrinks to what is in use and waits with exponential back-off and
+full jitter; each copy that starts without refusal lets it grow back by one, up to the cap.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+
+import anyio
+
+from orchestrator.model import Item
+
+
+@dataclass(order=True)
+class _Queued:
+    sort_key: tuple[int, int, int, str]
+    item: Item = field(compare=False)
+
+
+def queue_order(item: Item) -> tuple[int, int, int, str]:
+    """Higher priority first, then largest first (LPT keeps the tail short), then list order."""
+    return (-item.row.priority, -(item.size_bytes or 0), item.row.line, item.key)
+
+
+class Window:
+    def __init__(self, key: str, limit: int, *, backoff_min: float, backoff_max: float) -> None:
+        self.key = key
+        self.limit = limit
+        self.capacity = limit
+        self.in_use = 0
+        self.max_in_use = 0
+        self.not_before = 0.0
+        self.back_pressure_streak = 0
+        self.back_pressure_total = 0
+        self._backoff_min = backoff_min
+        self._backoff_max = backoff_max
+        self._queue: list[_Queued] = []
+        self._delayed: list[tuple[float, str, Item]] = []  # (ready_at, key, item)
+        self._changed = anyio.Event()
+
+    # -- queue ----------------------------------------------------------------------------------
+
+    def enqueue(self, item: Item, ready_at: float = 0.0) -> None:
+        if ready_at > 0.0:
+            heapq.heappush(self._delayed, (ready_at, item.key, item))
+        else:
+            heapq.heappush(self._queue, _Queued(queue_order(item), item))
+        self._notify()
+
+    def has_work(self) -> bool:
+        return bool(self._queue or self._delayed or self.in_use)
+
+    def queued(self) -> int:
+        return len(self._queue) + len(self._delayed)
+
+    def next_ready(self, now: float) -> Item | None:
+        """The best item that may be submitted now, if a slot is free; else None."""
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, item = heapq.heappop(self._delayed)
+            heapq.heappush(self._queue, _Queued(queue_order(item), item))
+        if not self._queue or not self.slot_free(now):
+            return None
+        return heapq.heappop(self._queue).item
+
+    def wake_at(self, now: float) -> float | None:
+        """When something may become ready without any other event, or None."""
+        times = []
+        if self._delayed:
+            times.append(self._delayed[0][0])
+        if self._queue and self.in_use < self.capacity and self.not_before > now:
+            times.append(self.not_before)
+        return min(times) if times else None
+
+    # -- slots ----------------------------------------------------------------------------------
+
+    def slot_free(self, now: float) -> bool:
+        return self.in_use < self.capacity and now >= self.not_before
+
+    def take(self) -> None:
+        """Hold a slot (also used, without waiting, for copies adopted in flight)."""
+        self.in_use += 1
+        self.max_in_use = max(self.max_in_use, self.in_use)
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._notify()
+
+    def back_pressure(self, now: float, rng: random.Random) -> float:
+        """The cloud refused a copy for too many tasks: shrink and back off. Returns the wait.
+
+        Called by the item that was refused, while it still holds its slot: the window shrinks
+        to the other copies in flight (at least one).
+        """
+        self.back_pressure_streak += 1
+        self.back_pressure_total += 1
+        self.capacity = max(1, min(self.capacity, self.in_use - 1))
+        ceiling = min(self._backoff_max, self._backoff_min * 2.0**self.back_pressure_streak)
+        wait = max(self._backoff_min, rng.uniform(0.0, ceiling))
+        self.not_before = max(self.not_before, now + wait)
+        self._notify()
+        return wait
+
+    def started(self) -> None:
+        """A copy was accepted: the cloud had room, so grow back by one."""
+        self.back_pressure_streak = 0
+        if self.capacity < self.limit:
+            self.capacity += 1
+            self._notify()
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+    def notify(self) -> None:
+        self._notify()

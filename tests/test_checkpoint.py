@@ -1,0 +1,120 @@
+"""The durable store: what commit returns is on disk, torn lines are repaired, one writer."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestrator.checkpoint import (
+    JOURNAL,
+    SNAPSHOT,
+    CheckpointStore,
+    LockHeld,
+    acquire_lock,
+    read_snapshot,
+    release_lock,
+    repair_jsonl,
+)
+from orchestrator.model import Item, Phase
+from orchestrator.store import StoreError
+from tests.test_model import make_row
+
+
+def reopen(state_dir: Path) -> CheckpointStore:
+    """Open the state as a next process would (and close its journal: only the view is used)."""
+    store = CheckpointStore(state_dir)
+    store.open()
+    store.close()
+    return store
+
+
+async def test_committed_items_survive_a_reopen(tmp_path: Path) -> None:
+    """What commit returned for is read back by the next process."""
+    store = CheckpointStore(tmp_path, compact_min=1000)
+    store.open()
+    item = Item(row=make_row("a")).advance(Phase.SUBMITTING, submitted_at=1.0)
+    await store.commit([item], meta={"list_path": "/x.csv"})
+    store.close()
+    again = reopen(tmp_path)
+    assert again.items[item.key] == item
+    assert again.meta["list_path"] == "/x.csv"
+
+
+async def test_snapshot_is_always_parseable_json(tmp_path: Path) -> None:
+    """After commits and compactions, checkpoint.json parses as JSON."""
+    store = CheckpointStore(tmp_path, compact_min=3)
+    store.open()
+    for n in range(10):
+        await store.commit([Item(row=make_row(f"i{n}", line=n + 2))])
+        json.loads((tmp_path / SNAPSHOT).read_text())
+    store.close()
+    assert len(reopen(tmp_path).items) == 10
+
+
+async def test_journal_lines_of_an_old_generation_are_ignored(tmp_path: Path) -> None:
+    """A crash after the snapshot rename but before the journal truncation loses nothing."""
+    store = CheckpointStore(tmp_path)
+    store.open()
+    item = Item(row=make_row("a"))
+    await store.commit([item.advance(Phase.SUBMITTING)])
+    journal = (tmp_path / JOURNAL).read_bytes()
+    store.compact_now()
+    await store.commit([item.advance(Phase.SUBMITTING).advance(Phase.RUNNING, job_id="j")])
+    store.close()
+    # Put the stale generation's line back in front, as if the truncation never happened.
+    (tmp_path / JOURNAL).write_bytes(journal + (tmp_path / JOURNAL).read_bytes())
+    assert reopen(tmp_path).items[item.key].phase == Phase.RUNNING
+
+
+async def test_torn_journal_line_is_cut_off(tmp_path: Path) -> None:
+    """A half-written last line (a crash mid-write) is dropped, the rest is kept."""
+    store = CheckpointStore(tmp_path)
+    store.open()
+    item = Item(row=make_row("a"))
+    await store.commit([item.advance(Phase.SUBMITTING)])
+    store.close()
+    with (tmp_path / JOURNAL).open("ab") as handle:
+        handle.write(b'{"g":1,"item":{"row":')
+    snap = read_snapshot(tmp_path)
+    assert snap is not None
+    assert snap["items"][item.key]["phase"] == "submitting"
+    assert reopen(tmp_path).items[item.key].phase == Phase.SUBMITTING
+
+
+def test_repair_keeps_whole_lines(tmp_path: Path) -> None:
+    """repair_jsonl removes only the bytes after the last newline."""
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"a":1}\n{"b":')
+    assert repair_jsonl(path) == len(b'{"b":')
+    assert path.read_bytes() == b'{"a":1}\n'
+
+
+def test_stale_temp_files_are_swept(tmp_path: Path) -> None:
+    """Temp files left by a crash during a snapshot write are removed at open."""
+    (tmp_path / ".checkpoint-abc").write_text("partial")
+    reopen(tmp_path)
+    assert not list(tmp_path.glob(".checkpoint-*"))
+
+
+def test_second_lock_is_refused_and_freed_on_release(tmp_path: Path) -> None:
+    """One writer per state dir; the lock file is never deleted."""
+    fd = acquire_lock(tmp_path)
+    with pytest.raises(LockHeld):
+        acquire_lock(tmp_path)
+    release_lock(fd)
+    release_lock(acquire_lock(tmp_path))
+    assert (tmp_path / "lock").exists()
+
+
+async def test_write_failure_is_fatal_and_sticky(tmp_path: Path) -> None:
+    """An I/O error while saving raises StoreError, and every later commit does too."""
+    store = CheckpointStore(tmp_path)
+    store.open()
+    store._journal.close()
+    store._journal = open(os.devnull, "rb")  # noqa: SIM115 -- a read-only handle: writes fail
+    with pytest.raises(StoreError):
+        await store.commit([Item(row=make_row("a"))])
+    with pytest.raises(StoreError):
+        await store.commit([Item(row=make_row("b"))])
+    store.close()

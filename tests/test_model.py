@@ -1,0 +1,98 @@
+"""The item state machine: forward only within an attempt, attempts never go down."""
+
+import pytest
+
+from orchestrator.engine import is_finished, merge_list
+from orchestrator.model import Item, Phase, Row, TransitionError, item_token
+
+
+def make_row(image_id: str = "img-1", line: int = 2, **changes: object) -> Row:
+    fields: dict[str, object] = {
+        "line": line,
+        "tenant": "default",
+        "image_id": image_id,
+        "source_region": "cn-north-4",
+        "target_region": "cn-east-3",
+    }
+    fields.update(changes)
+    return Row(**fields)  # type: ignore[arg-type]
+
+
+def test_forward_moves_are_allowed() -> None:
+    """pending -> submitting -> running -> succeeded is the happy path."""
+    item = Item(row=make_row())
+    item = item.advance(Phase.SUBMITTING).advance(Phase.RUNNING, job_id="j1")
+    assert item.advance(Phase.SUCCEEDED).phase == Phase.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("start", "to"),
+    [
+        (Phase.RUNNING, Phase.SUBMITTING),
+        (Phase.SUBMITTING, Phase.PENDING),
+        (Phase.SUCCEEDED, Phase.RUNNING),
+        (Phase.ADOPTED, Phase.RECONCILING),
+        (Phase.REJECTED, Phase.SUBMITTING),
+    ],
+)
+def test_backward_moves_are_refused(start: Phase, to: Phase) -> None:
+    """A phase never moves backwards within an attempt."""
+    item = Item(row=make_row(), phase=start)
+    with pytest.raises(TransitionError):
+        item.advance(to)
+
+
+def test_new_attempt_increments_and_clears_the_job() -> None:
+    """Going back to pending is a new attempt: the counter goes up, the old job is forgotten."""
+    item = Item(row=make_row(), phase=Phase.RECONCILING, job_id="j1", unknown_since=5.0)
+    again = item.new_attempt("proven absent")
+    assert (again.phase, again.attempt, again.job_id, again.unknown_since) == (
+        Phase.PENDING,
+        2,
+        None,
+        None,
+    )
+
+
+def test_succeeded_item_is_never_retried() -> None:
+    """A succeeded item cannot start a new attempt (that would be a duplicate copy)."""
+    with pytest.raises(TransitionError):
+        Item(row=make_row(), phase=Phase.SUCCEEDED).new_attempt("again")
+
+
+def test_holding_phases_are_running_publicly() -> None:
+    """Every phase that may have a copy in the cloud holds a slot and reads as running."""
+    holding = {p for p in Phase if p.holds_slot}
+    assert holding == {Phase.SUBMITTING, Phase.RECONCILING, Phase.RUNNING, Phase.ADOPTED}
+    assert {p.public for p in holding} == {"running"}
+
+
+def test_token_is_stable_and_per_item() -> None:
+    """The description token depends only on the item key."""
+    assert item_token("a/b/c") == item_token("a/b/c")
+    assert item_token("a/b/c") != item_token("a/b/d")
+    assert len(item_token("a/b/c")) == len("ims-migrate:") + 16
+
+
+def test_merge_keeps_state_and_adds_new_rows() -> None:
+    """A resumed list keeps the checkpoint's states; new rows join as pending."""
+    old = Item(row=make_row("a"), phase=Phase.RUNNING, job_id="j")
+    merged = {i.key: i for i in merge_list({old.key: old}, [make_row("a"), make_row("b", 3)])}
+    assert merged[old.key].phase == Phase.RUNNING
+    assert merged[make_row("b").key].phase == Phase.PENDING
+
+
+def test_merge_keeps_removed_rows_as_not_listed() -> None:
+    """A row removed from the list is still tracked, marked not listed."""
+    old = Item(row=make_row("a"), phase=Phase.RUNNING, job_id="j")
+    merged = merge_list({old.key: old}, [])
+    assert len(merged) == 1
+    assert merged[0].listed is False
+    assert not is_finished(merged)  # its copy is still followed
+
+
+def test_merge_rejudges_an_edited_rejected_row() -> None:
+    """Editing a rejected row gives it a new attempt."""
+    old = Item(row=make_row("a", description="bad<"), phase=Phase.REJECTED)
+    merged = merge_list({old.key: old}, [make_row("a", description="good")])
+    assert (merged[0].phase, merged[0].attempt) == (Phase.PENDING, 2)
