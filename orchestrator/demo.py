@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+
 from orchestrator.config import load_config
 from orchestrator.runner import RunRequest, RunSummary
 from orchestrator.simulator.app import build_app, serve
@@ -105,6 +107,18 @@ def check_outcome(
     return mismatches
 
 
+def _prepare(workdir: Path, seed: int) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """A fresh scenario and list in ``workdir`` (the previous demo's state is removed)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    state = workdir / "migration.state"
+    if state.exists():
+        shutil.rmtree(state)  # the lock file goes with its folder: no run can be holding it
+    scenario, rows = generate_demo_scenario(seed)
+    dump_scenario(scenario, workdir / SCENARIO)
+    write_rows_csv(rows, workdir / LIST)
+    return scenario, rows
+
+
 async def run_demo(
     workdir: Path,
     *,
@@ -112,13 +126,7 @@ async def run_demo(
     run: Callable[[RunRequest], Awaitable[RunSummary]],
     environ: Mapping[str, str] | None = None,
 ) -> DemoOutcome:
-    workdir.mkdir(parents=True, exist_ok=True)
-    state = workdir / "migration.state"
-    if state.exists():
-        shutil.rmtree(state)  # a fresh demo every time (the lock file goes with its folder)
-    scenario, rows = generate_demo_scenario(seed)
-    dump_scenario(scenario, workdir / SCENARIO)
-    write_rows_csv(rows, workdir / LIST)
+    scenario, rows = await anyio.to_thread.run_sync(_prepare, workdir, seed)
     world, faults = build_world(scenario)
     runner, port = await serve(build_app(world, faults))
     try:

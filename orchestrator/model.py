@@ -54,7 +54,9 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.RUNNING: frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.RECONCILING}),
     Phase.ADOPTED: frozenset({Phase.SUCCEEDED, Phase.FAILED}),
     Phase.SUCCEEDED: frozenset(),
-    Phase.FAILED: frozenset({Phase.RUNNING}),  # --retry-failed adopting a job still alive
+    # --retry-failed (a new attempt) on an item whose job may still be alive: adopt it, or look
+    # for its copy when the cloud no longer knows the job.
+    Phase.FAILED: frozenset({Phase.RUNNING, Phase.RECONCILING}),
     Phase.REJECTED: frozenset(),
 }
 

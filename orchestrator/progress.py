@@ -96,12 +96,8 @@ class ProgressModel:
                 str(counts["succeeded"] + counts["rejected"]),
                 str(counts["failed"]),
             )
-        parts: list[RenderableType] = [head, bar, table]
-        for item in self.failures:
-            parts.append(
-                Text(
-                    f"failed {item.key}: {item.error_code or ''} {item.error_message or ''}",
-                    style="red",
-                )
-            )
-        return Group(*parts)
+        failures = [
+            Text(f"failed {i.key}: {i.error_code or ''} {i.error_message or ''}", style="red")
+            for i in self.failures
+        ]
+        return Group(head, bar, table, *failures)

@@ -1,7 +1,10 @@
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
+
+from tests.e2e import Cloud
 
 
 @pytest.fixture
@@ -20,3 +23,11 @@ def _quiet_structlog() -> Iterator[None]:
     structlog.configure(processors=[drop], cache_logger_on_first_use=False)
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[Cloud]:
+    """A simulated cloud in its own process, stopped after the test."""
+    sim = Cloud(tmp_path)
+    yield sim
+    sim.stop()

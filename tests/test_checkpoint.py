@@ -112,7 +112,7 @@ async def test_write_failure_is_fatal_and_sticky(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path)
     store.open()
     store._journal.close()
-    store._journal = open(os.devnull, "rb")  # noqa: SIM115 -- a read-only handle: writes fail
+    store._journal = open(os.devnull, "rb")  # noqa: SIM115, ASYNC230 -- read-only: writes fail
     with pytest.raises(StoreError):
         await store.commit([Item(row=make_row("a"))])
     with pytest.raises(StoreError):

@@ -32,7 +32,11 @@ AUTH_ADVICE = {
 
 
 def _find_pair(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    for code_key, msg_key in (("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message")):
+    for code_key, msg_key in (
+        ("error_code", "error_msg"),
+        ("errorCode", "errorMsg"),
+        ("code", "message"),
+    ):
         if code_key in body and isinstance(body.get(code_key), str):
             message = body.get(msg_key)
             return body[code_key], message if isinstance(message, str) else None

@@ -51,8 +51,10 @@ def canonical_query(params: Iterable[tuple[str, str]]) -> str:
     The same string is what the client sends on the wire, so that the signed query and the
     sent query cannot differ.
     """
-    encoded = sorted((quote(key, safe="~"), quote(value, safe="~")) for key, value in params)
-    return "&".join(f"{key}={value}" for key, value in encoded)
+    # Sorted on the raw pairs, then encoded, as the SDK (and the gateway) do: encoding first
+    # changes the order of e.g. "a." and "a/" ("a%2F" sorts before "a.").
+    ordered = sorted((str(key), str(value)) for key, value in params)
+    return "&".join(f"{quote(key, safe='~')}={quote(value, safe='~')}" for key, value in ordered)
 
 
 def signed_header_names(headers: Iterable[str]) -> list[str]:

@@ -1,0 +1,229 @@
+"""Reports: items -> CSV, JSON and Markdown, and the summary ``status`` shows. Pure values.
+
+One record per item, in the order given, with the columns of ``REPORT_COLUMNS`` (design §7).
+Times are ISO 8601 UTC with ``Z``; ``state`` is the coarse public state and ``detail`` the finer
+one. Nothing secret is on an ``Item``, so nothing secret can reach a report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.model import Item
+
+REPORT_COLUMNS = (
+    "tenant",
+    "image_id",
+    "source_region",
+    "target_region",
+    "name",
+    "state",
+    "detail",
+    "job_id",
+    "target_image_id",
+    "attempts",
+    "submitted_at",
+    "finished_at",
+    "error_code",
+    "error_message",
+)
+STATES = ("pending", "running", "succeeded", "failed", "rejected")
+NOT_LISTED = "no longer listed"
+_PROBLEM_STATES = ("failed", "rejected")
+
+Value = str | int | None
+
+
+def format_time(timestamp: float | None) -> str | None:
+    """Seconds since the epoch as ISO 8601 UTC (``2026-03-27T01:17:50Z``); None stays None."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def item_detail(item: Item) -> str:
+    """The finer state, plus ``no longer listed`` for an item whose row left the list."""
+    parts = [item.detail] if item.detail else []
+    if not item.listed:
+        parts.append(NOT_LISTED)
+    return "; ".join(parts)
+
+
+def item_record(item: Item) -> dict[str, Value]:
+    """One report record: ``REPORT_COLUMNS`` in order, absent values as None."""
+    row = item.row
+    return {
+        "tenant": row.tenant,
+        "image_id": row.image_id,
+        "source_region": row.source_region,
+        "target_region": row.target_region,
+        "name": item.copy_name or row.name,
+        "state": item.phase.public,
+        "detail": item_detail(item) or None,
+        "job_id": item.job_id,
+        "target_image_id": item.target_image_id,
+        "attempts": item.attempt,
+        "submitted_at": format_time(item.submitted_at),
+        "finished_at": format_time(item.finished_at),
+        "error_code": item.error_code,
+        "error_message": item.error_message,
+    }
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts by public state, overall, per tenant and per target region."""
+
+    total: int
+    by_state: Mapping[str, int]
+    by_tenant: Mapping[str, Mapping[str, int]]
+    by_target_region: Mapping[str, Mapping[str, int]]
+    in_flight: Mapping[str, int]  # per tenant: items that may hold a copy slot in the cloud
+    not_listed: int
+
+    @property
+    def finished(self) -> bool:
+        """Every item is in a terminal state (succeeded, failed or rejected)."""
+        return self.by_state["pending"] == 0 and self.by_state["running"] == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "finished": self.finished,
+            "by_state": dict(self.by_state),
+            "by_tenant": {name: dict(counts) for name, counts in self.by_tenant.items()},
+            "by_target_region": {
+                name: dict(counts) for name, counts in self.by_target_region.items()
+            },
+            "in_flight": dict(self.in_flight),
+            "not_listed": self.not_listed,
+        }
+
+
+def _zero() -> dict[str, int]:
+    return dict.fromkeys(STATES, 0)
+
+
+def summarize(items: Iterable[Item]) -> Summary:
+    """Count the items by public state, by tenant and by target region."""
+    total = 0
+    not_listed = 0
+    by_state = _zero()
+    by_tenant: dict[str, dict[str, int]] = {}
+    by_region: dict[str, dict[str, int]] = {}
+    in_flight: dict[str, int] = {}
+    for item in items:
+        state = item.phase.public
+        tenant = item.row.tenant
+        total += 1
+        not_listed += not item.listed
+        by_state[state] += 1
+        by_tenant.setdefault(tenant, _zero())[state] += 1
+        by_region.setdefault(item.row.target_region, _zero())[state] += 1
+        in_flight[tenant] = in_flight.get(tenant, 0) + item.phase.holds_slot
+    return Summary(
+        total=total,
+        by_state=by_state,
+        by_tenant=dict(sorted(by_tenant.items())),
+        by_target_region=dict(sorted(by_region.items())),
+        in_flight=dict(sorted(in_flight.items())),
+        not_listed=not_listed,
+    )
+
+
+def render_csv(items: Iterable[Item]) -> str:
+    """The CSV report: a header of ``REPORT_COLUMNS``, then one line per item."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(REPORT_COLUMNS)
+    for item in items:
+        record = item_record(item)
+        writer.writerow(
+            "" if record[column] is None else record[column] for column in REPORT_COLUMNS
+        )
+    return out.getvalue()
+
+
+def render_json(items: Iterable[Item], summary: Summary) -> str:
+    """``{"summary": {...}, "items": [...]}``, absent values as null."""
+    records = []
+    for item in items:
+        record: dict[str, Value | bool] = dict(item_record(item))
+        record["listed"] = item.listed
+        records.append(record)
+    document = {"summary": summary.to_dict(), "items": records}
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _cell(value: Value) -> str:
+    text = "" if value is None else str(value)
+    return " ".join(text.replace("|", "\\|").split())
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[Value]], numeric_from: int) -> list[str]:
+    names = list(header)
+    align = ["---" if index < numeric_from else "---:" for index in range(len(names))]
+    lines = ["| " + " | ".join(names) + " |", "| " + " | ".join(align) + " |"]
+    lines.extend("| " + " | ".join(_cell(value) for value in row) + " |" for row in rows)
+    return lines
+
+
+def _headline(summary: Summary) -> str:
+    counts = ", ".join(f"{summary.by_state[state]} {state}" for state in STATES)
+    noun = "item" if summary.total == 1 else "items"
+    line = f"**{summary.total} {noun}**: {counts}"
+    if summary.not_listed:
+        line += f" ({summary.not_listed} {NOT_LISTED})"
+    return line
+
+
+def render_markdown(items: Iterable[Item], summary: Summary) -> str:
+    """A summary table per tenant and per target region, then every failure and rejection."""
+    lines = ["# ims-migrate report", "", _headline(summary), "", "## By tenant", ""]
+    lines += _table(
+        ["tenant", "total", *STATES, "in flight"],
+        (
+            [tenant, sum(counts.values()), *counts.values(), summary.in_flight.get(tenant, 0)]
+            for tenant, counts in summary.by_tenant.items()
+        ),
+        numeric_from=1,
+    )
+    lines += ["", "## By target region", ""]
+    lines += _table(
+        ["target region", "total", *STATES],
+        (
+            [region, sum(counts.values()), *counts.values()]
+            for region, counts in summary.by_target_region.items()
+        ),
+        numeric_from=1,
+    )
+    lines += ["", "## Failures and rejections", ""]
+    problems = [item_record(item) for item in items if item.phase.public in _PROBLEM_STATES]
+    if problems:
+        lines += _table(
+            ["tenant", "image_id", "source", "target", "name", "state", "attempts", "code", "why"],
+            (
+                [
+                    record["tenant"],
+                    record["image_id"],
+                    record["source_region"],
+                    record["target_region"],
+                    record["name"],
+                    record["state"],
+                    record["attempts"],
+                    record["error_code"],
+                    record["error_message"] or record["detail"],
+                ]
+                for record in problems
+            ),
+            numeric_from=99,
+        )
+    else:
+        lines.append("None.")
+    return "\n".join(lines) + "\n"

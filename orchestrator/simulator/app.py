@@ -1,0 +1,439 @@
+"""The simulator's HTTP front: IMS and IAM for many regions on one aiohttp application.
+
+Routes (a client configured with the IMS template ``http://127.0.0.1:PORT/ims/{region}`` and
+IAM ``http://127.0.0.1:PORT/iam`` works unchanged):
+
+    GET  /ims/{region}/v2/cloudimages                              list   {"images": [...]}
+    POST /ims/{region}/v1/cloudimages/{image_id}/cross_region_copy copy   {"job_id": ...}
+    GET  /ims/{region}/v1/cloudimages/job/{job_id}                 job
+    GET  /ims/{region}/v1/{project_id}/jobs/{job_id}               job    (deprecated form)
+    GET  /ims/{region}/v1/cloudimages/quota                        quota
+    GET  /iam/v3/projects?name=                                    iam
+    GET  /_sim/health, GET /_sim/truth, GET|POST /_sim/faults, POST /_sim/occupy,
+    POST /_sim/fail_job                                            admin, never signed
+
+Every IMS/IAM request must carry a valid SDK-HMAC-SHA256 signature (401 ``APIGW.0301``
+otherwise, ``APIGW.0303`` for an ``X-Sdk-Date`` more than 15 minutes off, ``APIGW.0307`` for an
+expired temporary token); after 5 failures in a row the access key is locked for 5 minutes.
+IMS calls act in the project named by ``X-Project-Id`` (or the path's project id): missing is
+400 ``IMG.0001``, not a project of this account in this region is 400 ``IMG.0108``. A job of
+another account or region, or an unknown one, is 404 ``{"error": {"code": "IMG.0027"}}``.
+Gateway errors use ``{"error_msg", "error_code", "request_id"}``, IMS errors
+``{"error": {"message", "code"}}``. ``Retry-After`` may be fractional (accelerated time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+from aiohttp import web
+
+from orchestrator.ims.signer import (
+    DATE_FORMAT,
+    Authorization,
+    canonical_query,
+    compute_signature,
+    parse_authorization,
+)
+from orchestrator.simulator.faults import Fault, FaultPlan
+from orchestrator.simulator.scenario import load_scenario
+from orchestrator.simulator.world import Account, Project, SimError, World
+
+THROTTLE_MESSAGE = (
+    "The throttling threshold has been reached: policy user over ratelimit,limit:200,time:1 second"
+)
+LOCKED_MESSAGE = (
+    "Incorrect IAM authentication information: the access key is locked for 5 minutes "
+    "after repeated authentication failures"
+)
+NO_API_MESSAGE = "The API does not exist or has not been published in the environment"
+
+Op = Callable[[Account, web.Request, bytes, float], Any]
+
+
+def gateway_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    request_id = uuid.uuid4().hex
+    return web.json_response(
+        {"error_msg": message, "error_code": code, "request_id": request_id},
+        status=status,
+        headers={"X-Request-Id": request_id, **(headers or {})},
+    )
+
+
+def ims_error(error: SimError) -> web.Response:
+    return web.json_response(
+        {"error": {"message": error.message, "code": error.code}},
+        status=error.status,
+        headers={"X-Request-Id": uuid.uuid4().hex},
+    )
+
+
+class SimulatorService:
+    """The handlers, over one world and a replaceable fault plan."""
+
+    def __init__(self, world: World, faults: FaultPlan | None, now: Callable[[], float]) -> None:
+        self.world = world
+        self.faults = faults
+        self.now = now
+        self._closing = asyncio.Event()
+
+    # -- authentication ------------------------------------------------------------------
+
+    def authenticate(self, request: web.Request, body: bytes, now: float) -> Account | web.Response:
+        """The signing account, or the gateway's 401 (every failure is recorded)."""
+        header = request.headers.get("Authorization", "")
+        parsed = parse_authorization(header)
+        if parsed is None:
+            self.world.note_auth_failure("<malformed>" if header else "<missing>", now)
+            return gateway_error(
+                401,
+                "APIGW.0301",
+                "Incorrect IAM authentication information: no valid SDK-HMAC-SHA256 "
+                "Authorization header",
+            )
+        key = parsed.access_key
+        if self.world.is_locked(key, now):
+            self.world.note_auth_failure(key, now)
+            return gateway_error(401, "APIGW.0301", LOCKED_MESSAGE)
+        account = self.world.account_by_access_key(key)
+        problem = self._signature_problem(request, body, parsed, account, now)
+        if problem is not None or account is None:
+            self.world.note_auth_failure(key, now)
+            code, message = problem or ("APIGW.0301", "")
+            return gateway_error(401, code, message)
+        self.world.note_auth_success(key)
+        return account
+
+    def _signature_problem(
+        self,
+        request: web.Request,
+        body: bytes,
+        parsed: Authorization,
+        account: Account | None,
+        now: float,
+    ) -> tuple[str, str] | None:
+        fail = "Incorrect IAM authentication information: "
+        if account is None:
+            return "APIGW.0301", fail + "the access key does not exist"
+        signed = [name.lower() for name in parsed.signed_headers]
+        missing = [name for name in signed if name not in request.headers]
+        if "x-sdk-date" not in signed or missing:
+            return "APIGW.0301", fail + "X-Sdk-Date or a signed header is missing"
+        try:
+            moment = datetime.strptime(request.headers["X-Sdk-Date"], DATE_FORMAT).replace(
+                tzinfo=UTC
+            )
+        except ValueError:
+            return "APIGW.0301", fail + "X-Sdk-Date is not in the YYYYMMDDTHHMMSSZ format"
+        if abs(moment.timestamp() - now) > self.world.params.max_skew:
+            return (
+                "APIGW.0303",
+                "Incorrect app authentication information: X-Sdk-Date is more than 15 "
+                "minutes off the server's clock",
+            )
+        headers = {name: request.headers[name] for name in signed}
+        expected = compute_signature(
+            account.secret_key,
+            request.method,
+            request.rel_url.raw_path,
+            canonical_query(request.query.items()),
+            headers,
+            signed,
+            body,
+        )
+        if not hmac.compare_digest(expected, parsed.signature):
+            return "APIGW.0301", fail + "verify aksk signature fail"
+        if account.security_token is not None:
+            if request.headers.get("X-Security-Token") != account.security_token:
+                return "APIGW.0301", fail + "the security token is missing or wrong"
+            if account.token_expires_at is not None and now > account.token_expires_at:
+                return "APIGW.0307", "The token must be updated"
+        return None
+
+    # -- the IMS and IAM endpoints ------------------------------------------------------
+
+    async def _serve(
+        self, request: web.Request, kind: str, op: Op, *, ims: bool = True
+    ) -> web.StreamResponse:
+        now = self.now()
+        body = await request.read()
+        region = request.match_info.get("region", "")
+        if ims and region not in self.world.params.regions:
+            return gateway_error(404, "APIGW.0101", NO_API_MESSAGE)
+        auth = self.authenticate(request, body, now)
+        if isinstance(auth, web.Response):
+            self.world.record_request(now, request.method, kind, None, auth.status)
+            return auth
+        account = auth
+
+        def record(status: int) -> None:
+            self.world.record_request(now, request.method, kind, account.name, status)
+
+        fault = self.faults.decide(kind) if self.faults is not None else None
+        if fault is not None and not fault.performs:
+            return await self._inflict(request, fault, record)
+        try:
+            result = op(account, request, body, now)
+            response = web.json_response(result)
+        except SimError as error:
+            response = ims_error(error)
+        if fault is Fault.LOST_REPLY:
+            record(0)
+            self.world.note_lost_reply()
+            return self._drop(request)
+        if fault is Fault.ERROR_AFTER:
+            return await self._inflict(request, Fault.ERROR_500, record)
+        record(response.status)
+        return response
+
+    def _project(self, account: Account, request: web.Request) -> Project:
+        """The project the IMS call acts in: the path's project id, else ``X-Project-Id``."""
+        region = request.match_info["region"]
+        project_id = request.match_info.get("project_id") or request.headers.get("X-Project-Id")
+        if not project_id:
+            raise SimError(400, "IMG.0001", "X-Project-Id is required with AK/SK authentication.")
+        return self.world.resolve_project(account.name, region, project_id)
+
+    async def _inflict(
+        self, request: web.Request, fault: Fault, record: Callable[[int], None]
+    ) -> web.StreamResponse:
+        if fault is Fault.THROTTLE:
+            record(429)
+            retry_after = self.faults.retry_after if self.faults is not None else 1.0
+            return gateway_error(
+                429, "APIGW.0308", THROTTLE_MESSAGE, {"Retry-After": f"{retry_after:g}"}
+            )
+        if fault is Fault.ERROR_500:
+            record(500)
+            return ims_error(SimError(500, "IMG.0500", "Internal server error."))
+        if fault is Fault.ERROR_503:
+            record(503)
+            return gateway_error(503, "APIGW.0201", "Backend unavailable, try again later.")
+        record(0)
+        if fault is Fault.HANG:
+            hang = self.faults.hang_seconds if self.faults is not None else 30.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), hang)
+            return self._drop(request)
+        if request.transport is not None:  # RESET: an abrupt close, no answer
+            request.transport.abort()
+        return web.Response()
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.StreamResponse:
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response()
+
+    async def list_images(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "list", self._list)
+
+    def _list(self, account: Account, request: web.Request, _body: bytes, now: float) -> Any:
+        project = self._project(account, request)
+        try:
+            limit = int(request.query.get("limit", "500"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            raise SimError(400, "IMG.0001", "The limit must be an integer from 1 to 1000.")
+        images = self.world.list_images(
+            account.name,
+            project.region,
+            now=now,
+            project_id=project.id,
+            filters=dict(request.query),
+            limit=limit,
+            marker=request.query.get("marker") or None,
+        )
+        return {"images": images}
+
+    async def copy_image(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "copy", self._copy)
+
+    def _copy(self, account: Account, request: web.Request, body: bytes, now: float) -> Any:
+        project = self._project(account, request)
+        if not body.strip():
+            raise SimError(400, "IMG.0007", "The request body is empty.")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise SimError(400, "IMG.0001", "The request message format is invalid.") from None
+        image_id = request.match_info["image_id"]
+        job_id = self.world.copy(
+            account.name, project.region, image_id, payload, now, project_id=project.id
+        )
+        return {"job_id": job_id}
+
+    async def show_job(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "job", self._job)
+
+    def _job(self, account: Account, request: web.Request, _body: bytes, now: float) -> Any:
+        project = self._project(account, request)
+        return self.world.job(account.name, project.region, request.match_info["job_id"], now)
+
+    async def show_quota(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "quota", self._quota)
+
+    def _quota(self, account: Account, request: web.Request, _body: bytes, now: float) -> Any:
+        project = self._project(account, request)
+        quota = self.world.quota(account.name, project.region, now=now, project_id=project.id)
+        resource = {"type": "image", "min": 1, "max": 10000, **quota}
+        return {"quotas": {"resources": [resource]}}
+
+    async def iam_projects(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "iam", self._iam, ims=False)
+
+    def _iam(self, account: Account, request: web.Request, _body: bytes, _now: float) -> Any:
+        name = request.query.get("name")
+        projects = [
+            {
+                "id": project.id,
+                "name": project.name,
+                "domain_id": account.domain_id,
+                "parent_id": account.domain_id,
+                "enabled": True,
+                "is_domain": False,
+                "description": "",
+            }
+            for region in sorted(account.projects)
+            for project in account.projects[region]
+            if name is None or project.name == name
+        ]
+        return {"projects": projects, "links": {"self": str(request.url), "next": None}}
+
+    async def no_api(self, _request: web.Request) -> web.StreamResponse:
+        return gateway_error(404, "APIGW.0101", NO_API_MESSAGE)
+
+    # -- admin ----------------------------------------------------------------------------
+
+    async def health(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok", "now": self.now()})
+
+    async def truth(self, _request: web.Request) -> web.StreamResponse:
+        truth = self.world.truth(self.now())
+        truth["faults"] = self.faults.decided if self.faults is not None else {}
+        return web.json_response(truth)
+
+    async def get_faults(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.faults.to_json() if self.faults is not None else None)
+
+    async def set_faults(self, request: web.Request) -> web.StreamResponse:
+        try:
+            raw = await request.json()
+            self.faults = None if not raw else FaultPlan.from_json(raw)
+        except (ValueError, TypeError, AttributeError) as error:
+            return web.json_response({"error": str(error)}, status=400)
+        return web.json_response(self.faults.to_json() if self.faults is not None else None)
+
+    async def occupy(self, request: web.Request) -> web.StreamResponse:
+        try:
+            raw = await request.json()
+            jobs = self.world.occupy(
+                str(raw["account"]), int(raw.get("count", 1)), float(raw["seconds"]), self.now()
+            )
+        except (ValueError, TypeError, KeyError) as error:
+            return web.json_response({"error": str(error)}, status=400)
+        return web.json_response({"jobs": jobs})
+
+    async def fail_job(self, request: web.Request) -> web.StreamResponse:
+        try:
+            raw = await request.json()
+            self.world.fail_job(str(raw["job_id"]), self.now(), raw.get("code"), raw.get("reason"))
+        except (ValueError, TypeError, KeyError) as error:
+            return web.json_response({"error": str(error)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def on_shutdown(self, _app: web.Application) -> None:
+        self._closing.set()  # hung requests end at once instead of holding the shutdown
+
+
+SERVICE = web.AppKey("simulator_service", SimulatorService)
+
+
+def build_app(
+    world: World, faults: FaultPlan | None = None, *, now: Callable[[], float] = time.time
+) -> web.Application:
+    """The simulator as an aiohttp application; ``app[SERVICE]`` reaches its state."""
+    service = SimulatorService(world, faults, now)
+    app = web.Application()
+    app[SERVICE] = service
+    app.on_shutdown.append(service.on_shutdown)
+    ims = "/ims/{region}"
+    add = app.router.add_route
+    add("GET", ims + "/v2/cloudimages", service.list_images)
+    add("GET", ims + "/v1/cloudimages/quota", service.show_quota)
+    add("GET", ims + "/v1/cloudimages/job/{job_id}", service.show_job)
+    add("POST", ims + "/v1/cloudimages/{image_id}/cross_region_copy", service.copy_image)
+    add("GET", ims + "/v1/{project_id}/jobs/{job_id}", service.show_job)
+    add("GET", "/iam/v3/projects", service.iam_projects)
+    add("GET", "/_sim/health", service.health)
+    add("GET", "/_sim/truth", service.truth)
+    add("GET", "/_sim/faults", service.get_faults)
+    add("POST", "/_sim/faults", service.set_faults)
+    add("POST", "/_sim/occupy", service.occupy)
+    add("POST", "/_sim/fail_job", service.fail_job)
+    add("*", "/{tail:.*}", service.no_api)
+    return app
+
+
+async def serve(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, int]:
+    """Start serving ``app``; returns the runner (``await runner.cleanup()`` stops it) and port."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, int(runner.addresses[0][1])
+
+
+def write_port_file(path: str | os.PathLike[str], port: int) -> None:
+    """Write ``port`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(f"{port}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+async def run_simulator(
+    scenario_path: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    port_file: str | os.PathLike[str] | None = None,
+) -> None:
+    """Serve the scenario's world until cancelled; the bound port goes to ``port_file``."""
+    world, faults = load_scenario(scenario_path)
+    runner, bound = await serve(build_app(world, faults), host, port)
+    try:
+        if port_file is not None:
+            write_port_file(port_file, bound)
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()
