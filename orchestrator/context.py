@@ -38,7 +38,8 @@ class RunContext:
     store: Store
     clouds: Mapping[str, TenantCloud]
     rng: random.Random = field(default_factory=random.Random)
-    stop: anyio.Event = field(default_factory=anyio.Event)
+    stop: anyio.Event = field(default_factory=anyio.Event)  # stop now: signal, deadline
+    no_more_submits: anyio.Event = field(default_factory=anyio.Event)  # finish what runs
     stop_reason: str = ""
     speed: SpeedModel = field(default_factory=SpeedModel)
     blocked: dict[str, dict[str, Any]] = field(default_factory=dict)  # tenant -> why
@@ -50,10 +51,16 @@ class RunContext:
     max_failures: int | None = None
 
     def request_stop(self, reason: str) -> None:
-        if not self.stop.is_set():
+        """Stop submitting and cancel the polls now (their state is durable)."""
+        self.stop_submitting(reason)
+        self.stop.set()
+
+    def stop_submitting(self, reason: str) -> None:
+        """Submit nothing more, but follow the copies already running to their end."""
+        if not self.no_more_submits.is_set():
             self.stop_reason = reason
             log.warning("run.stopping", reason=reason)
-            self.stop.set()
+            self.no_more_submits.set()
 
     async def save(self, item: Item, event: str | None = None, **fields: Any) -> Item:
         """Make the item's state durable, then log it (the log never runs ahead of the state)."""
@@ -75,7 +82,9 @@ class RunContext:
         if item.phase.value == "failed":
             self.counters.failures += 1
             if self.max_failures is not None and self.counters.failures >= self.max_failures:
-                self.request_stop(f"failure threshold reached ({self.counters.failures} failed)")
+                self.stop_submitting(
+                    f"failure threshold reached ({self.counters.failures} failed)"
+                )
         if self.on_change is not None:
             self.on_change(item)
         return item

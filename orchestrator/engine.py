@@ -100,8 +100,8 @@ def exit_code_for(items: Sequence[Item], ctx: RunContext) -> tuple[int, str]:
     return EXIT_OK, "every item succeeded"
 
 
-async def _wait(window: Window, clock: Clock, until: float | None) -> None:
-    """Until the window changes, or the clock reaches ``until``."""
+async def _wait(window: Window, clock: Clock, until: float | None, stop: anyio.Event) -> None:
+    """Until the window changes, the clock reaches ``until``, or submitting must stop."""
     async with anyio.create_task_group() as group:
 
         async def sleeper() -> None:
@@ -109,8 +109,13 @@ async def _wait(window: Window, clock: Clock, until: float | None) -> None:
             await clock.sleep(max(0.0, until - clock.now()))
             group.cancel_scope.cancel()
 
+        async def stopper() -> None:
+            await stop.wait()
+            group.cancel_scope.cancel()
+
         if until is not None:
             group.start_soon(sleeper)
+        group.start_soon(stopper)
         await window.changed()
         group.cancel_scope.cancel()
 
@@ -295,7 +300,7 @@ class Engine:
 
     async def _serve(self, window: Window, work: anyio.abc.TaskGroup) -> None:
         clock = self.ctx.clock
-        while not self.ctx.stop.is_set():
+        while not self.ctx.no_more_submits.is_set():
             now = clock.now()
             item = window.next_ready(now)
             if item is not None:
@@ -305,7 +310,7 @@ class Engine:
                 continue
             if not window.has_work():
                 return
-            await _wait(window, clock, window.wake_at(now))
+            await _wait(window, clock, window.wake_at(now), self.ctx.no_more_submits)
 
     async def _drive(self, window: Window, item: Item) -> None:
         try:

@@ -152,6 +152,8 @@ class Driver:
         )
 
     async def submit(self) -> Outcome:
+        if self.ctx.no_more_submits.is_set():
+            return Outcome(self.item)
         crashpoints.reach("before_intent")
         request = self._copy_request()
         intent = self.item.advance(

@@ -239,3 +239,20 @@ async def test_bad_credentials_block_the_tenant_only() -> None:
     assert "bad" in scene.last_ctx.blocked
     assert truth["auth_failures"].get("AKbad", 0) == 1
     assert {i.row.tenant: i.phase for i in scene.items()}["good"] == Phase.SUCCEEDED
+
+
+async def test_failure_threshold_stops_submitting_but_follows_running_copies() -> None:
+    """--max-failures: no new copy once reached; copies already running end; exit 1."""
+    scene = Scene()
+    scene.world.params = replace(scene.world.params, fail_rate=1.0)
+    scene.account("t1")
+    for n in range(20):
+        scene.row("t1", 5 + n)
+    result = await scene.run(max_failures=2)
+    truth = scene.truth()
+    assert result.exit_code == EXIT_ATTENTION
+    assert truth["copies_total"] < 20
+    assert truth["in_flight_now"]["t1"] == 0
+    submitted = {c["image_id"] for c in truth["copies"]}
+    assert all(i.phase.is_terminal for i in scene.items() if i.row.image_id in submitted)
+    assert "pending" in set(scene.states().values())
