@@ -82,9 +82,7 @@ class RunContext:
         if item.phase.value == "failed":
             self.counters.failures += 1
             if self.max_failures is not None and self.counters.failures >= self.max_failures:
-                self.stop_submitting(
-                    f"failure threshold reached ({self.counters.failures} failed)"
-                )
+                self.stop_submitting(f"failure threshold reached ({self.counters.failures} failed)")
         if self.on_change is not None:
             self.on_change(item)
         return item
