@@ -100,9 +100,16 @@ class Driver:
         crashpoints.reach("after_terminal")
         return Outcome(self.item)
 
-    async def _retry_later(self, detail: str, wait: float, **changes: object) -> Outcome:
-        """The copy is proven absent (refused or failed): a new attempt, after ``wait``."""
-        if self.item.attempt >= MAX_AUTOMATIC_ATTEMPTS:
+    async def _retry_later(
+        self, detail: str, wait: float, *, limited: bool = False, **changes: object
+    ) -> Outcome:
+        """The copy is proven absent (refused or failed): a new attempt, after ``wait``.
+
+        ``limited`` retries (jobs that failed with a retryable code) give up after
+        MAX_AUTOMATIC_ATTEMPTS; a refused request (back-pressure, throttling) never fails the
+        item: it waits for the cloud to have room.
+        """
+        if limited and self.item.attempt >= MAX_AUTOMATIC_ATTEMPTS:
             return await self._fail(
                 self.item.error_code or "TOO_MANY_ATTEMPTS",
                 f"gave up after {self.item.attempt} attempts; last: {detail}",
@@ -286,7 +293,11 @@ class Driver:
             else:
                 wait = self._backoff(self.item.attempt)
             return await self._retry_later(
-                f"job failed with {code}: retrying", wait, error_code=code, error_message=reason
+                f"job failed with {code}: retrying",
+                wait,
+                limited=True,
+                error_code=code,
+                error_message=reason,
             )
         return await self._fail(code, reason, f"job {job.job_id} failed")
 
