@@ -83,6 +83,20 @@ class Timing:
     job_deadline: float = 21600.0
 
 
+SCHEDULING_ORDERS = ("largest", "list")
+SCHEDULING_POLLING = ("adaptive", "fixed")
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """How items are ordered and jobs polled. The defaults are the good strategy; the others
+    (``order = "list"``: the list's order; ``polling = "fixed"``: every ``poll_min`` seconds,
+    nothing learned) exist to measure it against, in benchmarks and rehearsals."""
+
+    order: str = "largest"
+    polling: str = "adaptive"
+
+
 @dataclass(frozen=True)
 class Config:
     agency_name: str | None = None
@@ -97,6 +111,7 @@ class Config:
     default_limit_gib: int = DEFAULT_LIMIT_GIB
     requests_per_second: float = 20.0
     timing: Timing = field(default_factory=Timing)
+    scheduling: Scheduling = field(default_factory=Scheduling)
     retry_fail_codes: tuple[str, ...] = ("IMG.0060", "APIGW.0308")
     extra_regions: tuple[str, ...] = ()
     source: Path | None = None
@@ -127,6 +142,7 @@ _SECTIONS: Mapping[str, tuple[str, ...]] = {
     "limits": ("default",),
     "rate": ("requests_per_second",),
     "timing": _TIMING_KEYS,
+    "scheduling": ("order", "polling"),
     "retry": ("fail_codes",),
     "regions": ("extra",),
 }
@@ -447,6 +463,7 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
     per_second = rate.positive("requests_per_second")
 
     timing = _timing(top.sub("timing", "timing"))
+    scheduling = _scheduling(top.sub("scheduling", "scheduling"))
 
     retry = top.sub("retry", "retry")
     retry.only(_SECTIONS["retry"])
@@ -462,6 +479,7 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
         default_limit_gib=default_limit,
         requests_per_second=per_second or base.requests_per_second,
         timing=timing,
+        scheduling=scheduling,
         retry_fail_codes=base.retry_fail_codes if fail_codes is None else fail_codes,
         extra_regions=extra,
         source=file,
@@ -532,6 +550,19 @@ def _limits(
         else:
             limits[key] = value
     return MappingProxyType(limits), default
+
+
+def _scheduling(table: _Table) -> Scheduling:
+    table.only(_SECTIONS["scheduling"])
+
+    def one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
+        return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+    base = Scheduling()
+    return Scheduling(
+        order=table.text("order", one_of(SCHEDULING_ORDERS)) or base.order,
+        polling=table.text("polling", one_of(SCHEDULING_POLLING)) or base.polling,
+    )
 
 
 def _timing(table: _Table) -> Timing:

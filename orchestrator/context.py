@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import structlog
 
+from orchestrator.advice import blocked_advice
 from orchestrator.clock import Clock
 from orchestrator.cloud import CloudError, TenantCloud
 from orchestrator.config import Config
@@ -29,6 +30,7 @@ class Counters:
     back_pressure: int = 0
     reconciliations: int = 0
     failures: int = 0
+    first_poll_at: float | None = None  # when the run's first job poll was answered
 
 
 @dataclass
@@ -65,6 +67,17 @@ class RunContext:
     async def save(self, item: Item, event: str | None = None, **fields: Any) -> Item:
         """Make the item's state durable, then log it (the log never runs ahead of the state)."""
         await self.store.commit([item])
+        self._announce(item, event, **fields)
+        return item
+
+    async def save_many(self, items: Sequence[Item], event: str | None = None) -> None:
+        """Make many items' states durable in one commit, then log each (e.g. preflight's)."""
+        if items:
+            await self.store.commit(items)
+        for item in items:
+            self._announce(item, event)
+
+    def _announce(self, item: Item, event: str | None, **fields: Any) -> None:
         log.info(
             event or f"item.{item.phase.value}",
             tenant=item.row.tenant,
@@ -85,7 +98,6 @@ class RunContext:
                 self.stop_submitting(f"failure threshold reached ({self.counters.failures} failed)")
         if self.on_change is not None:
             self.on_change(item)
-        return item
 
     async def block_tenant(self, tenant: str, error: CloudError) -> None:
         """Credentials refused: stop this tenant now and remember it until the key changes."""
@@ -103,6 +115,6 @@ class RunContext:
             tenant=tenant,
             error_code=why["code"],
             error_message=error.message,
-            advice="fix this tenant's credentials; the key is not used again until it changes",
+            advice=blocked_advice(self.config, tenant),
         )
         await self.store.commit(meta={"blocked": dict(self.blocked)})

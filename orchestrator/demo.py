@@ -126,7 +126,7 @@ async def run_demo(
     run: Callable[[RunRequest], Awaitable[RunSummary]],
     environ: Mapping[str, str] | None = None,
 ) -> DemoOutcome:
-    workdir = workdir.absolute()
+    workdir = await anyio.to_thread.run_sync(workdir.absolute)  # a blocking call (ASYNC240)
     scenario, rows = await anyio.to_thread.run_sync(_prepare, workdir, seed)
     world, faults = build_world(scenario)
     runner, port = await serve(build_app(world, faults))

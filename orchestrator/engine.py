@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 import anyio.abc
 
+from orchestrator.advice import blocked_advice
 from orchestrator.clock import Clock
 from orchestrator.cloud import CloudError, ErrorKind
 from orchestrator.context import RunContext, log
@@ -28,6 +29,7 @@ from orchestrator.window import Window
 EXIT_OK = 0
 EXIT_ATTENTION = 1
 EXIT_LATER = 75
+PROBE_CONCURRENCY = 16  # tenants whose credentials are checked at the same time
 
 
 @dataclass(frozen=True)
@@ -52,17 +54,22 @@ def merge_list(existing: Mapping[str, Item], rows: Sequence[Row]) -> list[Item]:
     """
     merged: dict[str, Item] = {}
     for row in rows:
-        old = existing.get(row.key)
+        key = row.key
+        old = existing.get(key)
         if old is None:
-            merged[row.key] = Item(row=row)
+            merged[key] = Item(row=row)
+        elif old.row == row and old.listed:
+            merged[key] = old  # the usual case on resume: nothing to rebuild
         elif old.row.digest() == row.digest():
-            merged[row.key] = replace(old, row=row, listed=True)
+            merged[key] = replace(old, row=row, listed=True)
         elif old.phase == Phase.PENDING:
-            merged[row.key] = replace(old, row=row, listed=True, copy_name=None, size_bytes=None)
+            merged[key] = replace(old, row=row, listed=True, copy_name=None, size_bytes=None)
         elif old.phase == Phase.REJECTED:
-            merged[row.key] = replace(old, row=row, listed=True).new_attempt("row edited")
+            merged[key] = replace(old, row=row, listed=True).new_attempt(
+                "row edited", copy_name=None, size_bytes=None
+            )
         else:
-            merged[row.key] = replace(old, listed=True)
+            merged[key] = replace(old, listed=True)
     for key, old in existing.items():
         if key not in merged:
             merged[key] = replace(old, listed=False)
@@ -135,26 +142,42 @@ class Engine:
             code = int(ctx.store.meta["last_exit"])
             return RunResult(code, "the list was already finished", skipped=True)
         # Only what the list changed is written: a resumed 100,000-row list costs nothing here.
-        await ctx.store.commit([item for item in items if ctx.store.items.get(item.key) != item])
+        stored = ctx.store.items
+        await ctx.store.commit(
+            [item for item in items if (old := stored.get(item.key)) is not item and old != item]
+        )
         current = {item.key: item for item in items}
-        active_tenants = sorted({i.row.tenant for i in items if not is_finished([i])})
+        retry = self.options.retry_failed
+        active_tenants = sorted(
+            {
+                i.row.tenant
+                for i in items
+                if not is_finished([i])
+                or (retry and i.listed and i.phase in (Phase.FAILED, Phase.REJECTED))
+            }
+        )  # --retry-failed on a list that ended with failures must still reach their tenants
         await self._probe(active_tenants, items)
         usable = [t for t in active_tenants if t not in ctx.blocked and t not in ctx.unavailable]
         if self.options.retry_failed:
             for item in await self._retry_failed([current[k] for k in current], usable):
                 current[item.key] = item
+        # Preflight sets ``copy_name``; an item that has one was checked by an earlier run (a
+        # new row, an edited one or a retried one has none): a resumed run does not list again.
         pending = [
             item
             for item in current.values()
-            if item.phase == Phase.PENDING and item.listed and item.row.tenant in usable
+            if item.phase == Phase.PENDING
+            and item.listed
+            and item.row.tenant in usable
+            and item.copy_name is None
         ]
         if pending:
             checked = await preflight(pending, ctx.clouds, ctx.config)
             for tenant, error in checked.tenant_errors.items():
                 await self._tenant_error(tenant, error)
             changed = [item for item in checked.items if item != current[item.key]]
+            await ctx.save_many(changed, "item.preflight")  # one commit, however many items
             for item in changed:
-                await ctx.save(item, "item.preflight")
                 current[item.key] = item
             for item, image in checked.stale:
                 log.warning(
@@ -175,6 +198,7 @@ class Engine:
         remembered = dict(ctx.store.meta.get("blocked", {}))
         region_of = {item.row.tenant: item.row.source_region for item in reversed(items)}
         domains: dict[str, str] = {}
+        to_probe: list[str] = []
         for tenant in tenants:
             old = remembered.get(tenant)
             if old and old.get("fingerprint") == ctx.fingerprints.get(tenant, ""):
@@ -184,14 +208,22 @@ class Engine:
                     tenant=tenant,
                     error_code=old.get("code"),
                     error_message=old.get("message"),
-                    advice="these credentials were refused before; not trying them again "
-                    "until they change",
+                    advice=blocked_advice(ctx.config, tenant),
                 )
                 continue
-            try:
-                domains[tenant] = await ctx.clouds[tenant].probe(region_of[tenant])
-            except CloudError as error:
-                await self._tenant_error(tenant, error)
+            to_probe.append(tenant)
+        limiter = anyio.CapacityLimiter(PROBE_CONCURRENCY)
+
+        async def probe(tenant: str) -> None:
+            async with limiter:
+                try:
+                    domains[tenant] = await ctx.clouds[tenant].probe(region_of[tenant])
+                except CloudError as error:
+                    await self._tenant_error(tenant, error)
+
+        async with anyio.create_task_group() as group:  # 1,000 tenants: not one after another
+            for tenant in to_probe:
+                group.start_soon(probe, tenant)
         unblocked = {t: v for t, v in remembered.items() if t in ctx.blocked or t not in tenants}
         if unblocked != remembered or ctx.blocked:
             await ctx.store.commit(meta={"blocked": {**unblocked, **ctx.blocked}})
@@ -206,6 +238,7 @@ class Engine:
                         ctx.config.max_concurrent_copies,
                         backoff_min=timing.poll_min,
                         backoff_max=timing.backoff_max,
+                        order=ctx.config.scheduling.order,
                     )
                     self.windows[key] = window
                 self.window_of[tenant] = window
@@ -225,7 +258,9 @@ class Engine:
             if not item.listed or item.row.tenant not in usable:
                 continue
             if item.phase == Phase.REJECTED or (item.phase == Phase.FAILED and not item.job_id):
-                retried = item.new_attempt("retry requested", error_code=None, error_message=None)
+                retried = item.new_attempt(
+                    "retry requested", error_code=None, error_message=None, copy_name=None
+                )
             elif item.phase == Phase.FAILED and item.job_id:
                 retried = await self._retry_with_job(item)
             else:
@@ -250,7 +285,9 @@ class Engine:
                 error_message=None,
             )
         if job.status == "FAIL":
-            return item.new_attempt("retry requested", error_code=None, error_message=None)
+            return item.new_attempt(
+                "retry requested", error_code=None, error_message=None, copy_name=None
+            )
         return again.advance(
             Phase.RUNNING, detail="retry: adopting the old job", error_code=None, error_message=None
         )

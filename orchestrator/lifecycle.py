@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from orchestrator import crashpoints
+from orchestrator.advice import quota_advice
 from orchestrator.cloud import ACTIVE, KILLED, CloudError, CopyRequest, ErrorKind, Image, Job
 from orchestrator.context import MAX_AUTOMATIC_ATTEMPTS, RunContext
 from orchestrator.manifest import describe_copy
@@ -170,8 +171,15 @@ class Driver:
             error_code=None,
             error_message=None,
         )
-        await self._save(intent)
+        with anyio.CancelScope(shield=True):  # a stop lands after the save, not inside it
+            await self._save(intent)
         crashpoints.reach("after_intent")
+        if self.ctx.no_more_submits.is_set():
+            # The stop came while the intent was being saved: no POST once it is handled. Nothing
+            # was sent, so the copy is provably absent: a new attempt, saved even while cancelled.
+            with anyio.CancelScope(shield=True):
+                await self._save(self.item.new_attempt("stopped before sending"))
+            return Outcome(self.item)
         row = self.item.row
         self.ctx.counters.submissions += 1
         job_id: str | None = None
@@ -218,7 +226,10 @@ class Driver:
             return await self._retry_later(f"cloud busy ({error.code}): back-pressure", wait)
         if kind in (ErrorKind.TRANSIENT, ErrorKind.NOT_SENT):
             return await self._retry_later(
-                f"not accepted ({error}): will retry", self._backoff(self.item.attempt), **fields
+                f"not accepted ({error}): will retry",
+                self._backoff(self.item.attempt),
+                error_code=error.code,
+                error_message=error.message,
             )
         if kind == ErrorKind.AUTH:
             await self._save(self.item.new_attempt(f"credentials refused: {error}", **fields))
@@ -226,7 +237,10 @@ class Driver:
         if kind == ErrorKind.QUOTA:
             key = (self.item.row.tenant, self.item.row.target_region)
             self.ctx.quota_blocked[key] = str(error)
-            await self._save(self.item.new_attempt(f"target quota full: {error}", **fields))
+            advice = quota_advice(*key)  # the terminal says the same (cli.py)
+            await self._save(
+                self.item.new_attempt(f"target quota full: {error}; {advice}", **fields)
+            )
             return Outcome(self.item)
         return await self._fail(error.code, error.message, "refused by the cloud")
 
@@ -237,10 +251,13 @@ class Driver:
         job_id = self.item.job_id
         assert job_id is not None  # noqa: S101 -- RUNNING always carries the job id
         state = PollState(started_at=self._started())
-        expected = self.ctx.speed.expected(self.item.size_bytes)
+        adaptive = self.ctx.config.scheduling.polling == "adaptive"
         polls = 0
         while True:
-            if self._overdue():
+            expected = self.ctx.speed.expected(self.item.size_bytes) if adaptive else None
+            # Judged only once a poll has shown the job unfinished: a copy that ended while no
+            # run was going (a resume after a long stop) is taken as it ended, not failed unseen.
+            if polls and self._overdue():
                 return await self._fail(
                     "JOB_DEADLINE",
                     f"job {job_id} still not finished after {self.timing.job_deadline:.0f} s; "
@@ -254,6 +271,7 @@ class Driver:
                 poll_min=self.timing.poll_min,
                 poll_max=self.timing.poll_max,
                 jitter=self._jitter(),
+                adaptive=adaptive,
             )
             await self.ctx.clock.sleep(delay)
             crashpoints.reach("polling")
@@ -270,6 +288,8 @@ class Driver:
                 continue
             polls += 1
             self.ctx.counters.polls += 1
+            if self.ctx.counters.first_poll_at is None:
+                self.ctx.counters.first_poll_at = self.now
             self.item = replace(self.item, polls=self.item.polls + 1)
             state = state.observe(self.now, job.progress)
             if job.status == "SUCCESS":
@@ -315,9 +335,11 @@ class Driver:
         image_id = self.item.target_image_id
         assert image_id is not None  # noqa: S101 -- set before any caller gets here
         quiet = 0
+        looked = False  # a listing answered: a failed one says nothing about the deadline
         while True:
             try:
                 image = await self._find_target(image_id)
+                looked = True
             except CloudError as error:
                 if error.kind == ErrorKind.AUTH:
                     return await self._auth_stop(error)
@@ -331,7 +353,7 @@ class Driver:
                     "delete it, then run again with --retry-failed",
                     "copy ended broken",
                 )
-            if self._overdue():
+            if looked and self._overdue():
                 return await self._fail(
                     "JOB_DEADLINE",
                     f"image {image_id} not active after {self.timing.job_deadline:.0f} s",

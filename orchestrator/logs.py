@@ -7,6 +7,7 @@ secret are masked before anything is written, whoever logs them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 import structlog
 
 from orchestrator.checkpoint import repair_jsonl
+from orchestrator.store import StoreError
 
 EVENTS = "events.jsonl"
 ROTATE_BYTES = 50 * 2**20
@@ -70,11 +72,21 @@ class Sink:
         self.stderr = stderr
         self.stderr_level = stderr_level
         self.listeners: list[Callable[[MutableMapping[str, Any]], None]] = []
+        self.path: Path | None = None  # of the events file, for messages
 
     def __call__(self, _logger: object, _method: str, event: MutableMapping[str, Any]) -> str:
         if self.events is not None:
-            self.events.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
-            self.events.flush()
+            try:
+                self.events.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
+                self.events.flush()
+            except OSError as exc:  # disk full: the state dir cannot be written (exit 74)
+                events, self.events = self.events, None
+                with contextlib.suppress(OSError):
+                    events.close()
+                raise StoreError(
+                    f"cannot write the event log {self.path or EVENTS}: "
+                    f"{exc.strerror or exc} (free disk space or fix permissions, then run again)"
+                ) from exc
         level = _LEVELS.get(str(event.get("level")), 20)
         if self.stderr is not None and level >= self.stderr_level:
             self.stderr.write(human_line(event) + "\n")
@@ -96,6 +108,7 @@ def configure(
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         events = os.fdopen(fd, "a", encoding="utf-8")
     sink = Sink(events, stderr, _LEVELS["error"] if quiet else _LEVELS["warning"])
+    sink.path = state_dir / EVENTS if state_dir is not None else None
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -41,7 +41,8 @@ async def _list_sources(
     cloud: TenantCloud, region: str, project: str, wanted: set[str], limiter: anyio.CapacityLimiter
 ) -> dict[str, Image]:
     async with limiter:
-        found = {image.id: image for image in await cloud.list_images(region, project=project)}
+        listed = await cloud.list_images(region, project=project)
+        found = {image.id: image for image in listed if image.id in wanted}  # only the list's
     missing = sorted(wanted - found.keys())
 
     async def lookup(image_id: str) -> None:
@@ -142,20 +143,28 @@ async def preflight(
     by_tenant: dict[str, list[Item]] = defaultdict(list)
     for item in items:
         by_tenant[item.row.tenant].append(item)
-    catalog = _Catalog()
     result = PreflightResult()
+    verdicts: dict[str, PreflightResult] = {}
     limiter = anyio.CapacityLimiter(LOOKUP_CONCURRENCY)
 
     async def one_tenant(tenant: str, tenant_items: list[Item]) -> None:
+        catalog = _Catalog()  # this tenant's listings only, let go once its items are judged
         try:
             await _catalog_tenant(clouds[tenant], tenant_items, catalog, limiter)
         except CloudError as error:
             result.tenant_errors[tenant] = error
+            return
         except ExceptionGroup as group:  # errors of several listings of one tenant
             errors = [e for e in group.exceptions if isinstance(e, CloudError)]
             if len(errors) != len(group.exceptions):
                 raise
             result.tenant_errors[tenant] = errors[0]
+            return
+        mine = verdicts[tenant] = PreflightResult()
+        for item in tenant_items:
+            judged, stale = judge(item, catalog, config)
+            mine.items.append(judged)
+            mine.stale.extend((judged, image) for image in stale)
 
     async with anyio.create_task_group() as group:
         for tenant, tenant_items in by_tenant.items():
@@ -165,8 +174,7 @@ async def preflight(
         if tenant in result.tenant_errors:
             result.items.extend(tenant_items)
             continue
-        for item in tenant_items:
-            judged, stale = judge(item, catalog, config)
-            result.items.append(judged)
-            result.stale.extend((judged, image) for image in stale)
+        mine = verdicts.pop(tenant)
+        result.items.extend(mine.items)
+        result.stale.extend(mine.stale)
     return result

@@ -1,103 +1,168 @@
 """What a person watching a run sees: a live table on a terminal, plain lines elsewhere.
 
-It only renders: the CLI owns the console it draws on and decides when it is shown.
+It only renders: the CLI owns the console it draws on and decides when it is shown. The model
+is a rich renderable (``__rich__``), so a ``Live`` display redraws it on its own clock (the
+elapsed time and the ETA move even when no item changes); it reads a snapshot of the items,
+so the redraw thread never sees a dictionary change under it.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.context import Counters
+from orchestrator.estimate import format_duration
 from orchestrator.model import Item, Phase
-from orchestrator.report import summarize
+from orchestrator.report import Summary, summarize
+
+RECENT_FAILURES = 5
 
 
 def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+    return format_duration(seconds)
 
 
 class ProgressModel:
     """The items of a run as they change, and a little history for the ETA."""
 
-    def __init__(self, items: Iterable[Item], slots: int) -> None:
+    def __init__(
+        self,
+        items: Iterable[Item],
+        slots: int,
+        *,
+        title: str = "",
+        counters: Counters | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.items = {item.key: item for item in items}
         self.slots = slots
-        self.started = time.monotonic()
-        self.done_at_start = sum(i.phase.is_terminal for i in self.items.values())
-        self.failures: deque[Item] = deque(maxlen=5)
+        self.title = title
+        self.counters = counters
+        self.clock = clock
+        self.started = clock()
+        self.ended_at_start = self._ended(self.items.values())
+        self.failures: deque[Item] = deque(maxlen=RECENT_FAILURES)
 
     def update(self, item: Item) -> None:
         self.items[item.key] = item
         if item.phase == Phase.FAILED:
             self.failures.append(item)
 
-    def eta(self) -> str:
-        summary = summarize(self.items.values())
-        done = summary.total - summary.by_state["pending"] - summary.by_state["running"]
-        gained = done - self.done_at_start
-        left = summary.total - done
-        elapsed = time.monotonic() - self.started
-        if gained <= 0 or left <= 0:
-            return "—" if left else "done"
+    def summary(self) -> Summary:
+        return summarize(list(self.items.values()))
+
+    @staticmethod
+    def _ended(items: Iterable[Item]) -> int:
+        """Copies that ended (succeeded or failed): rejections take no time and would skew it."""
+        return sum(i.phase in (Phase.SUCCEEDED, Phase.FAILED) for i in items)
+
+    def eta(self, summary: Summary | None = None) -> str:
+        """Time left at the rate copies have ended in this run (— before any has)."""
+        s = summary or self.summary()
+        left = s.by_state["pending"] + s.by_state["running"]
+        gained = self._ended(list(self.items.values())) - self.ended_at_start
+        elapsed = self.clock() - self.started
+        if left <= 0:
+            return "done"
+        if gained <= 0:
+            return "—"
         return _duration(elapsed / gained * left)
 
     def line(self) -> str:
         """One plain progress line (for logs and non-terminals)."""
-        s = summarize(self.items.values())
+        s = self.summary()
         states = s.by_state
         done = states["succeeded"] + states["failed"] + states["rejected"]
         return (
             f"progress {done}/{s.total} done: {states['succeeded']} succeeded, "
             f"{states['failed']} failed, {states['rejected']} rejected, "
             f"{states['running']} running, {states['pending']} pending; "
-            f"elapsed {_duration(time.monotonic() - self.started)}, eta {self.eta()}"
+            f"elapsed {_duration(self.clock() - self.started)}, eta {self.eta(s)}"
         )
 
+    def __rich__(self) -> RenderableType:
+        return self.render()
+
     def render(self) -> RenderableType:
-        s = summarize(self.items.values())
+        s = self.summary()
         states = s.by_state
         done = states["succeeded"] + states["failed"] + states["rejected"]
-        head = Text.assemble(
-            ("ims-migrate ", "bold"),
-            f"{done}/{s.total} done  ",
-            (f"{states['succeeded']} succeeded  ", "green"),
-            (f"{states['failed']} failed  ", "red" if states["failed"] else ""),
-            (f"{states['rejected']} rejected  ", "yellow" if states["rejected"] else ""),
-            f"{states['running']} running  {states['pending']} pending  ",
-            f"elapsed {_duration(time.monotonic() - self.started)}  eta {self.eta()}",
+        percent = 100 * done / s.total if s.total else 100.0
+        title = Text.assemble(("ims-migrate run ", "bold"), (self.title, "bold cyan"))
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            ProgressBar(total=max(1, s.total), completed=done, width=50),
+            Text(f"{percent:3.0f}%  {done}/{s.total} done", style="bold"),
+            Text(
+                f"elapsed {_duration(self.clock() - self.started)}  eta {self.eta(s)}",
+                style="dim",
+            ),
         )
-        bar = ProgressBar(total=max(1, s.total), completed=done, width=60)
-        table = Table(box=None, pad_edge=False, show_edge=False)
-        for column in ("tenant", "slots", "running", "pending", "done", "failed"):
-            table.add_column(column, justify="left" if column == "tenant" else "right")
+        counts = Text.assemble(
+            (f"{states['succeeded']} succeeded", "green"),
+            "  ",
+            (f"{states['failed']} failed", "bold red" if states["failed"] else "dim"),
+            "  ",
+            (f"{states['rejected']} rejected", "yellow" if states["rejected"] else "dim"),
+            "  ",
+            (f"{states['running']} running", "blue"),
+            "  ",
+            f"{states['pending']} pending",
+        )
+        parts: list[RenderableType] = [title, bar, counts, Text(""), self._tenants(s)]
+        if self.counters is not None:
+            c = self.counters
+            parts.append(
+                Text(
+                    f"copies submitted {c.submissions}  job polls {c.polls}  "
+                    f"cloud busy (IMG.0060) {c.back_pressure}  reconciled {c.reconciliations}",
+                    style="dim",
+                )
+            )
+        if self.failures:
+            parts.append(Text("recent failures", style="bold red"))
+            parts.extend(
+                Text(
+                    f"  {i.row.tenant} {i.row.image_id} -> {i.row.target_region}: "
+                    f"{i.error_code or ''} {i.error_message or i.detail}",
+                    style="red",
+                    overflow="ellipsis",
+                    no_wrap=True,
+                )
+                for i in self.failures
+            )
+        return Group(*parts)
+
+    def _tenants(self, s: Summary) -> Table:
+        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        for column in ("tenant", "slots in use", "running", "waiting", "done", "failed"):
+            table.add_column(
+                column, justify="left" if column in ("tenant", "slots in use") else "right"
+            )
         for tenant, counts in s.by_tenant.items():
             if not counts["running"] and not counts["pending"]:
                 continue
             used = s.in_flight.get(tenant, 0)
-            slots = "■" * used + "□" * max(0, self.slots - used)
+            slots = Text.assemble(
+                ("■" * used, "blue"),
+                ("□" * max(0, self.slots - used), "dim"),
+                f" {used}/{self.slots}",
+            )
             table.add_row(
                 tenant,
                 slots,
                 str(counts["running"]),
                 str(counts["pending"]),
                 str(counts["succeeded"] + counts["rejected"]),
-                str(counts["failed"]),
+                Text(str(counts["failed"]), style="red" if counts["failed"] else ""),
             )
-        failures = [
-            Text(f"failed {i.key}: {i.error_code or ''} {i.error_message or ''}", style="red")
-            for i in self.failures
-        ]
-        return Group(head, bar, table, *failures)
+        if not table.row_count:
+            table.add_row("(every tenant is done)", "", "", "", "", "")
+        return table

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import anyio
 import anyio.abc
 
 from orchestrator import logs
+from orchestrator.advice import next_step
 from orchestrator.checkpoint import CheckpointStore, acquire_lock, release_lock
 from orchestrator.clock import Clock, RealClock
 from orchestrator.cloud import TenantCloud
@@ -30,7 +33,7 @@ from orchestrator.config import (
     credential_fingerprint,
     resolve_credentials,
 )
-from orchestrator.context import Counters, RunContext
+from orchestrator.context import Counters, RunContext, log
 from orchestrator.engine import (
     EXIT_ATTENTION,
     EXIT_LATER,
@@ -47,9 +50,11 @@ from orchestrator.manifest import Manifest, Problem, load_manifest
 from orchestrator.model import Item
 from orchestrator.report import render_csv
 from orchestrator.speed import SpeedModel
+from orchestrator.store import StoreError
 from orchestrator.window import Window
 
 REPORT = "report.csv"
+REPORT_TEMP = ".report-"
 
 
 class UsageError(Exception):
@@ -107,15 +112,27 @@ def check_owner(store_meta: Mapping[str, Any], list_path: Path, state_dir: Path)
 
 def write_report(state_dir: Path, items: list[Item]) -> None:
     """``report.csv`` rewritten atomically (temp file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=".report-", dir=state_dir)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(render_csv(items))
-        os.replace(tmp, state_dir / REPORT)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        fd, tmp = tempfile.mkstemp(prefix=REPORT_TEMP, dir=state_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(render_csv(items))
+            os.replace(tmp, state_dir / REPORT)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:  # disk full: exit 74, like any other part of the state
+        raise StoreError(
+            f"cannot write the report {state_dir / REPORT}: {exc.strerror or exc} "
+            "(free disk space or fix permissions, then run again)"
+        ) from exc
+
+
+def sweep_report_temps(state_dir: Path) -> None:
+    """Temp files of a report write cut short by a kill (under the lock, at start)."""
+    for stale in state_dir.glob(REPORT_TEMP + "*"):
+        stale.unlink(missing_ok=True)
 
 
 def _selected(item: Item, request: RunRequest) -> bool:
@@ -200,6 +217,7 @@ async def _locked_run(
     store = CheckpointStore(state_dir)
     store.open()
     try:
+        sweep_report_temps(state_dir)
         check_owner(store.meta, request.list_path, state_dir)
         items = merge_list(store.items, manifest.rows)
         chosen = [item for item in items if _selected(item, request)]
@@ -211,6 +229,10 @@ async def _locked_run(
         except ConfigError as exc:
             raise UsageError(str(exc)) from exc
         sink = logs.configure(state_dir, quiet=request.quiet, stderr=None)
+        for problem in manifest.problems:  # the terminal shows the same words (cli.py)
+            log.error("list.bad_row", line=problem.line, error_message=str(problem))
+        for warning in manifest.warnings:
+            log.warning("list.warning", line=warning.line, error_message=str(warning))
         try:
             return await _run_with_clients(
                 request, state_dir, store, manifest, items, chosen, credentials, clock,
@@ -284,6 +306,23 @@ async def _run_with_clients(
     exit_code, reason = result.exit_code, result.reason
     if manifest.problems and exit_code in (EXIT_OK, EXIT_LATER):
         exit_code, reason = EXIT_ATTENTION, f"{len(manifest.problems)} bad row(s) in the list"
+    counters = ctx.counters
+    log.info(
+        "run.finished",
+        exit_code=exit_code,
+        reason=reason,
+        advice=next_step(exit_code),
+        items=len(final),
+        submissions=counters.submissions,
+        polls=counters.polls,
+        first_poll_at=counters.first_poll_at,
+        cpu_seconds=round(time.process_time(), 3),
+        peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        checkpoint_write_seconds=round(store.write_seconds, 3),
+        checkpoint_cpu_seconds=round(store.cpu_seconds, 3),
+        checkpoint_fsyncs=store.fsyncs,
+        checkpoint_compactions=store.compactions,
+    )
     return RunSummary(
         exit_code=exit_code,
         reason=reason,

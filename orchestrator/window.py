@@ -6,32 +6,58 @@ including copies adopted after a restart and items whose submission outcome is u
 After ``IMG.0060`` (the cloud says too many tasks, for example because of copies started
 outside the tool) the window shrinks to what is in use and waits with exponential back-off and
 full jitter; each copy that starts without refusal lets it grow back by one, up to the cap.
+
+Order: within a tenant, higher ``priority`` first, then the largest image first (longest
+processing time first keeps the tail short: the last copies to start are the small ones);
+tenants that share the window (config tenants of one account) take turns, the one that has
+started the fewest copies going next. ``order="list"`` (the list's order, nothing else) exists
+to measure that against.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 
 from orchestrator.model import Item
 
+SortKey = tuple[int, int, int, str]
+
 
 @dataclass(order=True)
 class _Queued:
-    sort_key: tuple[int, int, int, str]
+    sort_key: SortKey
     item: Item = field(compare=False)
 
 
-def queue_order(item: Item) -> tuple[int, int, int, str]:
+def queue_order(item: Item) -> SortKey:
     """Higher priority first, then largest first (LPT keeps the tail short), then list order."""
     return (-item.row.priority, -(item.size_bytes or 0), item.row.line, item.key)
 
 
+def list_order(item: Item) -> SortKey:
+    """The list's own order, nothing else (the naive strategy, for comparison)."""
+    return (0, 0, item.row.line, item.key)
+
+
+ORDERS: dict[str, Callable[[Item], SortKey]] = {"largest": queue_order, "list": list_order}
+
+
 class Window:
-    def __init__(self, key: str, limit: int, *, backoff_min: float, backoff_max: float) -> None:
+    def __init__(
+        self,
+        key: str,
+        limit: int,
+        *,
+        backoff_min: float,
+        backoff_max: float,
+        order: str = "largest",
+    ) -> None:
         self.key = key
         self.limit = limit
         self.capacity = limit
@@ -42,7 +68,10 @@ class Window:
         self.back_pressure_total = 0
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
-        self._queue: list[_Queued] = []
+        self._order = ORDERS[order]
+        self._queues: dict[str, list[_Queued]] = {}  # tenant -> heap of its waiting items
+        self._waiting = 0
+        self._started: Counter[str] = Counter()  # tenant -> items handed out
         self._delayed: list[tuple[float, str, Item]] = []  # (ready_at, key, item)
         self._changed = anyio.Event()
 
@@ -52,30 +81,44 @@ class Window:
         if ready_at > 0.0:
             heapq.heappush(self._delayed, (ready_at, item.key, item))
         else:
-            heapq.heappush(self._queue, _Queued(queue_order(item), item))
+            self._push(item)
         self._notify()
 
+    def _push(self, item: Item) -> None:
+        heapq.heappush(
+            self._queues.setdefault(item.row.tenant, []), _Queued(self._order(item), item)
+        )
+        self._waiting += 1
+
     def has_work(self) -> bool:
-        return bool(self._queue or self._delayed or self.in_use)
+        return bool(self._waiting or self._delayed or self.in_use)
 
     def queued(self) -> int:
-        return len(self._queue) + len(self._delayed)
+        return self._waiting + len(self._delayed)
 
     def next_ready(self, now: float) -> Item | None:
         """The best item that may be submitted now, if a slot is free; else None."""
         while self._delayed and self._delayed[0][0] <= now:
             _, _, item = heapq.heappop(self._delayed)
-            heapq.heappush(self._queue, _Queued(queue_order(item), item))
-        if not self._queue or not self.slot_free(now):
+            self._push(item)
+        if not self._waiting or not self.slot_free(now):
             return None
-        return heapq.heappop(self._queue).item
+        # The tenant that has started the fewest copies goes next; its best item goes first.
+        tenant = min(self._queues, key=lambda t: (self._started[t], self._queues[t][0].sort_key))
+        heap = self._queues[tenant]
+        item = heapq.heappop(heap).item
+        if not heap:
+            del self._queues[tenant]
+        self._waiting -= 1
+        self._started[tenant] += 1
+        return item
 
     def wake_at(self, now: float) -> float | None:
         """When something may become ready without any other event, or None."""
         times = []
         if self._delayed:
             times.append(self._delayed[0][0])
-        if self._queue and self.in_use < self.capacity and self.not_before > now:
+        if self._waiting and self.in_use < self.capacity and self.not_before > now:
             times.append(self.not_before)
         return min(times) if times else None
 

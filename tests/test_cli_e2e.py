@@ -71,8 +71,8 @@ def test_kill_9_then_resume_has_no_duplicate(cloud: Cloud) -> None:
 
 def test_second_run_while_first_holds_the_lock_exits_75(cloud: Cloud) -> None:
     """One run at a time: a concurrent run exits 75 at once."""
-    cloud.params["seconds_per_gib"] = 0.1
-    cloud.populate(tenants=1, per_tenant=6)
+    cloud.params["seconds_per_gib"] = 0.3  # slow enough that the first run outlives the second
+    cloud.populate(tenants=1, per_tenant=12)
     cloud.start()
     first = cloud.spawn()
     deadline = time.monotonic() + 20

@@ -460,3 +460,25 @@ def test_fingerprint_changes_with_any_part() -> None:
     assert base != credential_fingerprint(Credentials("AK", "SK2"))
     assert base != credential_fingerprint(Credentials("AK", "SK", "token"))
     assert base != credential_fingerprint(Credentials("AK2", "SK"))
+
+
+# --- [scheduling] -----------------------------------------------------------------------------
+
+
+def test_scheduling_defaults_to_the_good_strategy(tmp_path: Path) -> None:
+    """Without [scheduling]: largest first, adaptive polling."""
+    config = load_text(tmp_path, "")
+    assert (config.scheduling.order, config.scheduling.polling) == ("largest", "adaptive")
+
+
+def test_scheduling_takes_the_naive_strategy_for_benchmarks(tmp_path: Path) -> None:
+    """order = "list" and polling = "fixed" are read as given."""
+    config = load_text(tmp_path, '[scheduling]\norder = "list"\npolling = "fixed"\n')
+    assert (config.scheduling.order, config.scheduling.polling) == ("list", "fixed")
+
+
+def test_unknown_scheduling_value_is_named(tmp_path: Path) -> None:
+    """A value that is not one of the choices says which ones exist."""
+    message = error_of(tmp_path, '[scheduling]\npolling = "often"\n')
+    assert "[scheduling] polling" in message
+    assert "adaptive, fixed" in message

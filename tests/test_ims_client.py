@@ -22,10 +22,11 @@ import anyio
 import anyio.lowlevel
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from orchestrator.cloud import CloudError, CopyRequest, ErrorKind, Job, Quota
 from orchestrator.config import Config, Endpoints, TenantConfig, Timing
-from orchestrator.ims.client import ImsClient, open_session
+from orchestrator.ims.client import ImsClient, env_proxy, open_session
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.signer import (
     DATE_FORMAT,
@@ -741,10 +742,22 @@ async def test_every_request_takes_a_token_from_the_hosts_bucket(
     assert limits.for_host(f"127.0.0.1:{cloud.port}").tokens < 1
 
 
-async def test_open_session_trusts_the_environment() -> None:
-    """The session honours HTTPS_PROXY / NO_PROXY."""
+def test_the_proxy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY is used for the IMS hosts, except the ones NO_PROXY names."""
+    for name in ("https_proxy", "http_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "iam.example.com")
+    proxy, _ = env_proxy(URL("https://ims.cn-north-4.example.com"))
+    assert proxy == URL("http://proxy.example:3128")
+    assert env_proxy(URL("https://iam.example.com")) == (None, None)
+
+
+async def test_open_session_leaves_netrc_alone() -> None:
+    """The session does not take ~/.netrc credentials (they would clash with the signature)."""
     async with open_session(Config()) as client_session:
-        assert client_session.trust_env
+        assert not client_session.trust_env
 
 
 async def test_open_session_with_a_missing_ca_bundle_says_so(tmp_path: Any) -> None:

@@ -1,60 +1,200 @@
 """The poll schedule: near the expected end, backing off without a signal, always clamped."""
 
-from orchestrator.polling import PollState, next_delay, remaining_time
-from orchestrator.speed import SpeedModel
+import math
+import random
+import statistics
+
+import pytest
+
+from orchestrator.polling import (
+    FIRST_PROBE,
+    MARGIN,
+    PollState,
+    as_fraction,
+    estimate_end,
+    next_delay,
+    remaining_time,
+)
+from orchestrator.simulator.world import SUCCESS, SimJob
+from orchestrator.speed import WINDOW, SpeedModel
+
+GIB = 2**30
+
+
+def delay(state: PollState, now: float, expected: float | None = None, **kw: float) -> float:
+    options = {"poll_min": 10.0, "poll_max": 300.0, "jitter": 0.5, **kw}
+    return next_delay(state, now, expected_duration=expected, **options)
+
+
+def test_process_percent_above_one_is_a_percentage() -> None:
+    """0.42 and 42 both mean 42 % done; out-of-range values are clamped."""
+    assert as_fraction(0.42) == 0.42
+    assert as_fraction(42.0) == pytest.approx(0.42)
+    assert as_fraction(-1.0) == 0.0
+    assert as_fraction(None) is None
 
 
 def test_progress_rate_predicts_the_end() -> None:
     """Two progress samples give the rate; the time left follows from it."""
     state = PollState(started_at=0.0).observe(10.0, 0.1).observe(20.0, 0.2)
-    assert remaining_time(state, 20.0, None) == 80.0
+    assert remaining_time(state, 20.0, None) == pytest.approx(80.0)
+    estimate = estimate_end(state, None)
+    assert estimate is not None
+    assert estimate.precise
+
+
+def test_samples_too_close_do_not_count_as_a_rate() -> None:
+    """Progress that moved less than MIN_SPAN between two samples is not trusted as a rate."""
+    state = PollState(started_at=0.0).observe(10.0, 0.10).observe(11.0, 0.11)
+    estimate = estimate_end(state, None)
+    assert estimate is not None
+    assert not estimate.precise
 
 
 def test_first_poll_without_knowledge_is_the_minimum() -> None:
     """Nothing known yet: poll after poll_min."""
-    state = PollState(started_at=0.0)
-    assert next_delay(state, 0.0, expected_duration=None, poll_min=5, poll_max=60, jitter=0.5) == 5
+    assert delay(PollState(started_at=0.0), 0.0) == 10.0
 
 
 def test_backoff_grows_without_signal_and_is_capped() -> None:
-    """Quiet polls double the interval up to poll_max."""
+    """Polls that teach nothing double the interval up to poll_max."""
     state = PollState(started_at=0.0)
     delays = []
     for n in range(8):
         state = state.observe(float(n), None)
-        delays.append(
-            next_delay(state, float(n), expected_duration=None, poll_min=1, poll_max=30, jitter=0.5)
-        )
+        delays.append(delay(state, float(n), poll_min=1.0, poll_max=30.0))
     assert delays == sorted(delays)
-    assert delays[-1] == 30
+    assert delays[0] == 2.0
+    assert delays[-1] == 30.0
 
 
-def test_aims_before_the_expected_end() -> None:
-    """With an expected duration, the next poll lands shortly before the expected end."""
+def test_first_probe_is_half_way_to_the_expected_end() -> None:
+    """With only an expected duration, the first poll reads progress half-way there."""
+    assert delay(PollState(started_at=0.0), 0.0, expected=500.0) == FIRST_PROBE * 500.0
+
+
+def test_second_probe_lands_before_the_end_one_sample_suggests() -> None:
+    """One sample (40 % after 400 s): the next poll comes before the 1000 s it suggests."""
+    state = PollState(started_at=0.0).observe(400.0, 0.4)
+    wait = delay(state, 400.0, expected=1000.0)
+    assert 400.0 < 400.0 + wait < 1000.0
+
+
+def test_with_a_rate_the_poll_lands_just_after_the_end() -> None:
+    """Two samples: the next poll is aimed at the end plus a small margin, never before it."""
+    state = PollState(started_at=0.0).observe(300.0, 0.3).observe(800.0, 0.8)
+    for jitter in (0.0, 0.5, 0.99):
+        at = 800.0 + delay(state, 800.0, expected=1000.0, jitter=jitter)
+        assert 1000.0 <= at <= 1000.0 * (1 + 2 * MARGIN)
+
+
+def test_overdue_job_is_looked_at_again_soon_then_less_often() -> None:
+    """Past its expected end with no progress (still INIT), a job is polled after a share of
+    the time so far, then less and less often."""
+    state = PollState(started_at=0.0).observe(1010.0, 0.0)
+    first = delay(state, 1010.0, expected=1000.0)
+    state = state.observe(1010.0 + first, 0.0)
+    second = delay(state, 1010.0 + first, expected=1000.0)
+    assert first == pytest.approx(10.1)
+    assert second == pytest.approx(2 * 0.01 * (1010.0 + first))
+
+
+def test_an_adopted_job_past_its_expected_end_is_polled_at_once() -> None:
+    """After a restart, a job that should have ended by now gets its first poll at once."""
     state = PollState(started_at=0.0)
-    delay = next_delay(state, 0.0, expected_duration=100.0, poll_min=1, poll_max=1000, jitter=0.5)
-    assert 80 <= delay < 100
+    assert delay(state, 5000.0, expected=1000.0) == pytest.approx(10.0)
 
 
-def test_jitter_stays_within_ten_percent() -> None:
-    """Jitter spreads polls by at most 10 %."""
+def test_a_stalled_job_is_polled_less_often() -> None:
+    """Progress that stops moving slows the estimated rate: the polls spread out."""
+    state = PollState(started_at=0.0).observe(300.0, 0.3).observe(800.0, 0.8)
+    state = state.observe(1010.0, 0.8)
+    first = delay(state, 1010.0, expected=1000.0)
+    state = state.observe(1010.0 + first, 0.8)
+    second = delay(state, 1010.0 + first, expected=1000.0)
+    assert 10.0 <= first < second <= 300.0
+
+
+def test_probes_are_jittered_by_at_most_ten_percent() -> None:
+    """Jitter spreads probes by at most 10 % either way."""
     state = PollState(started_at=0.0)
-    low = next_delay(state, 0.0, expected_duration=None, poll_min=10, poll_max=100, jitter=0.0)
-    high = next_delay(
-        state.observe(1, None), 1.0, expected_duration=None, poll_min=10, poll_max=100, jitter=0.99
-    )
-    assert low == 10
-    assert 20 < high <= 22
+    low = delay(state, 0.0, expected=500.0, jitter=0.0)
+    high = delay(state, 0.0, expected=500.0, jitter=0.999)
+    assert low == pytest.approx(225.0)
+    assert high == pytest.approx(275.0, rel=1e-3)
+
+
+def test_every_delay_is_clamped() -> None:
+    """No wait is shorter than poll_min nor longer than poll_max."""
+    state = PollState(started_at=0.0).observe(1.0, 0.5).observe(2.0, 0.99)
+    assert delay(state, 2.0, poll_min=5.0) == 5.0
+    assert delay(PollState(started_at=0.0), 0.0, expected=1e6) == 300.0
+
+
+def test_fixed_polling_ignores_everything() -> None:
+    """The naive strategy (adaptive=False) polls every poll_min, whatever is known."""
+    state = PollState(started_at=0.0).observe(300.0, 0.3).observe(800.0, 0.8)
+    assert delay(state, 800.0, expected=1000.0, adaptive=False) == 10.0
+
+
+def _drive(job: SimJob, expected: float | None, rng: random.Random) -> tuple[int, float]:
+    """Poll a simulated job with the schedule; (polls, lag as a share of its duration)."""
+    state, now, polls = PollState(started_at=job.begin), job.begin, 0
+    while True:
+        now += delay(state, now, expected, jitter=rng.random())
+        polls += 1
+        if job.status(now) == SUCCESS:
+            return polls, (now - job.end) / (job.end - job.begin)
+        state = state.observe(now, job.progress(now))
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["speed-known", "nothing-known"])
+def test_a_mixed_fleet_is_polled_little_and_seen_ending_soon(known: bool) -> None:
+    """On the simulator's job model (INIT, linear progress rounded to 0.1 %, capped at 99 %),
+    copies of 1-300 GiB need few polls and are seen ending within a small share of their time."""
+    rng = random.Random(4)
+    polls, lags = [], []
+    for _ in range(500):
+        gib = min(300.0, max(1.0, rng.lognormvariate(math.log(40), 1.0)))
+        run = (240 + 12 * gib) * rng.uniform(0.8, 1.2)
+        job = SimJob("j", "a", "r", begin=0.0, run_start=20.0, end=20.0 + run)
+        count, lag = _drive(job, 260 + 12 * gib if known else None, rng)
+        polls.append(count)
+        lags.append(lag)
+    assert statistics.fmean(polls) <= (5 if known else 7)
+    assert statistics.fmean(lags) <= 0.015
+    assert min(lags) >= 0.0
 
 
 def test_speed_model_fits_fixed_part_and_rate() -> None:
     """Durations of finished copies give the fixed part and seconds per GiB."""
     model = SpeedModel()
     for gib in (1, 10, 100):
-        model.learn(gib * 2**30, 30 + 2 * gib)
+        model.learn(gib * GIB, 30 + 2 * gib)
     fitted = model.fit()
     assert fitted is not None
     fixed, per_gib = fitted
-    assert abs(fixed - 30) < 1e-6
-    assert abs(per_gib - 2) < 1e-6
-    assert model.expected(50 * 2**30) == 130
+    assert fixed == pytest.approx(30)
+    assert per_gib == pytest.approx(2)
+    assert model.expected(50 * GIB) == pytest.approx(130)
+
+
+def test_speed_model_needs_three_copies() -> None:
+    """Before three copies have finished there is no expectation."""
+    model = SpeedModel()
+    model.learn(GIB, 10.0)
+    model.learn(2 * GIB, 12.0)
+    assert model.expected(GIB) is None
+
+
+def test_speed_model_forgets_old_copies() -> None:
+    """Only the last WINDOW copies count: conditions change (running sums stay exact)."""
+    model = SpeedModel()
+    for n in range(WINDOW):
+        model.learn((1 + n % 9) * GIB, 1000.0 + 50 * (n % 9))
+    for n in range(WINDOW):
+        model.learn((1 + n % 9) * GIB, 10.0 + 2 * (n % 9))
+    assert len(model.samples) == WINDOW
+    assert model.expected(5 * GIB) == pytest.approx(10.0 + 2 * 5 - 2, rel=1e-6)
+    fresh = SpeedModel(samples=list(model.samples))
+    assert fresh.fit() == pytest.approx(model.fit())

@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import anyio
 import structlog
+from aiohttp.helpers import get_env_proxy_for_url
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from yarl import URL
 
@@ -73,10 +74,27 @@ async def open_session(config: Config) -> AsyncIterator[aiohttp.ClientSession]:
             ) from exc
     connector = aiohttp.TCPConnector(ssl=ssl_option)
     timeout = aiohttp.ClientTimeout(total=config.timing.request_timeout)
+    # Not trust_env: the clients apply the environment's proxy themselves (env_proxy).
     async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, trust_env=True
+        connector=connector, timeout=timeout, trust_env=False
     ) as session:
         yield session
+
+
+Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
+
+
+def env_proxy(url: URL) -> Proxy:
+    """The proxy that HTTPS_PROXY / HTTP_PROXY / NO_PROXY choose for ``url`` (aiohttp's rule).
+
+    The session does not ``trust_env``: aiohttp would then look the proxy up in a worker thread
+    on every request (most of a request's CPU cost), and add ``~/.netrc`` credentials that
+    clash with the signed Authorization header (a ValueError on every request).
+    """
+    try:
+        return get_env_proxy_for_url(url)
+    except LookupError:
+        return None, None
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -143,6 +161,7 @@ class ImsClient:
         self._projects: dict[str, _Project] = {}
         self._project_locks: dict[str, anyio.Lock] = {}
         self._legacy_job_api: set[str] = set()  # IMS bases that lack GET /v1/cloudimages/job
+        self._proxies: dict[str, Proxy] = {}  # origin -> its proxy, read once from the env
         self.domain_id: str | None = None
 
     # -- TenantCloud ---------------------------------------------------------------------------
@@ -371,6 +390,10 @@ class ImsClient:
         url = URL(
             f"{split.scheme}://{host}{full_path}" + (f"?{query}" if query else ""), encoded=True
         )
+        origin = f"{split.scheme}://{host}"
+        proxy = self._proxies.get(origin)
+        if proxy is None:
+            proxy = self._proxies[origin] = env_proxy(URL(origin))
         try:
             async with self._session.request(
                 method,
@@ -379,6 +402,8 @@ class ImsClient:
                 data=payload if body is not None else None,
                 timeout=self._timeout,
                 allow_redirects=False,
+                proxy=proxy[0],
+                proxy_auth=proxy[1],
             ) as response:
                 raw = await response.read()
                 status = response.status

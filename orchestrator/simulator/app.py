@@ -9,8 +9,8 @@ IAM ``http://127.0.0.1:PORT/iam`` works unchanged):
     GET  /ims/{region}/v1/{project_id}/jobs/{job_id}               job    (deprecated form)
     GET  /ims/{region}/v1/cloudimages/quota                        quota
     GET  /iam/v3/projects?name=                                    iam
-    GET  /_sim/health, GET /_sim/truth, GET|POST /_sim/faults, POST /_sim/occupy,
-    POST /_sim/fail_job                                            admin, never signed
+    GET  /_sim/health, GET /_sim/truth, GET /_sim/requests, GET|POST /_sim/faults,
+    POST /_sim/occupy, POST /_sim/fail_job                         admin, never signed
 
 Every IMS/IAM request must carry a valid SDK-HMAC-SHA256 signature (401 ``APIGW.0301``
 otherwise, ``APIGW.0303`` for an ``X-Sdk-Date`` more than 15 minutes off, ``APIGW.0307`` for an
@@ -176,14 +176,24 @@ class SimulatorService:
             return gateway_error(404, "APIGW.0101", NO_API_MESSAGE)
         auth = self.authenticate(request, body, now)
         if isinstance(auth, web.Response):
-            self.world.record_request(now, request.method, kind, None, auth.status)
+            self.world.record_request(
+                now, request.method, kind, None, auth.status, path=request.path_qs
+            )
             return auth
         account = auth
+        fault = self.faults.decide(kind) if self.faults is not None else None
 
         def record(status: int) -> None:
-            self.world.record_request(now, request.method, kind, account.name, status)
+            self.world.record_request(
+                now,
+                request.method,
+                kind,
+                account.name,
+                status,
+                path=request.path_qs,
+                fault=fault.value if fault is not None else "",
+            )
 
-        fault = self.faults.decide(kind) if self.faults is not None else None
         if fault is not None and not fault.performs:
             return await self._inflict(request, fault, record)
         try:
@@ -328,6 +338,14 @@ class SimulatorService:
         truth["faults"] = self.faults.decided if self.faults is not None else {}
         return web.json_response(truth)
 
+    async def requests(self, _request: web.Request) -> web.StreamResponse:
+        """Every IMS/IAM request: [time, method, kind, account, status, path, fault]."""
+        log = [
+            [r.time, r.method, r.kind, r.account, r.status, r.path, r.fault]
+            for r in self.world.request_log
+        ]
+        return web.json_response({"requests": log})
+
     async def get_faults(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response(self.faults.to_json() if self.faults is not None else None)
 
@@ -382,6 +400,7 @@ def build_app(
     add("GET", "/iam/v3/projects", service.iam_projects)
     add("GET", "/_sim/health", service.health)
     add("GET", "/_sim/truth", service.truth)
+    add("GET", "/_sim/requests", service.requests)
     add("GET", "/_sim/faults", service.get_faults)
     add("POST", "/_sim/faults", service.set_faults)
     add("POST", "/_sim/occupy", service.occupy)

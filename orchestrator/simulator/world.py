@@ -241,6 +241,8 @@ class RequestRecord:
     kind: str
     account: str | None
     status: int  # 0: no answer (connection dropped)
+    path: str = ""  # path and query as received (HTTP front only)
+    fault: str = ""  # the fault injected into this request, if any
 
 
 @dataclass
@@ -315,6 +317,7 @@ class World:
         self._rng = random.Random(f"{self.params.seed}:world")
         self._by_ak: dict[str, str] = {}
         self._copies: dict[str, SimJob] = {}  # target image id -> its job
+        self._owned: dict[str, set[str]] = {}  # project id -> ids of its images (an index)
         self._live: dict[str, list[SimJob]] = {}  # account -> jobs maybe still INIT/RUNNING
         self._quotas: dict[str, int] = {}  # project id -> quota
         self._keys: dict[str, _KeyState] = {}
@@ -406,6 +409,7 @@ class World:
             if key.startswith("__") and not isinstance(value, str):
                 image[key] = str(value).lower() if isinstance(value, bool) else str(value)
         self.images.setdefault(region, {})[image["id"]] = image
+        self._owned.setdefault(owner.id, set()).add(image["id"])
         return image
 
     def set_quota(self, account: str, region: str, quota: int, project: str | None = None) -> None:
@@ -487,7 +491,10 @@ class World:
         project = self.resolve_project(account, region, project_id)
         wanted = {k: v for k, v in (filters or {}).items() if k in FILTER_KEYS and v != ""}
         page: list[dict[str, Any]] = []
-        for image_id in sorted(self.images.get(region, {})):
+        ids = self._owned.get(project.id, set())
+        if "id" in wanted:  # a look-up by id need not walk the whole project
+            ids = ids & {wanted["id"]}
+        for image_id in sorted(ids):
             if marker is not None and image_id <= marker:
                 continue
             image = self.images[region][image_id]
@@ -505,10 +512,11 @@ class World:
         self, account: str, region: str, *, now: float, project_id: str | None = None
     ) -> dict[str, int]:
         project = self.resolve_project(account, region, project_id)
+        images = self.images.get(region, {})
         used = sum(
             1
-            for image in self.images.get(region, {}).values()
-            if image["owner"] == project.id and self._exists(image, now)
+            for image_id in self._owned.get(project.id, ())
+            if images[image_id]["owner"] == project.id and self._exists(images[image_id], now)
         )
         return {"used": used, "quota": self._quotas.get(project.id, self.params.default_quota)}
 
@@ -593,6 +601,7 @@ class World:
         job.image_id, job.target_region, job.target_project = image_id, target, target_project.id
         job.target_image_id, job.name = copied["id"], name
         self.images.setdefault(target, {})[copied["id"]] = copied
+        self._owned.setdefault(target_project.id, set()).add(copied["id"])
         self._copies[copied["id"]] = job
         return job.job_id
 
@@ -671,9 +680,17 @@ class World:
     # -- requests and signatures -------------------------------------------------------
 
     def record_request(
-        self, now: float, method: str, kind: str, account: str | None, status: int
+        self,
+        now: float,
+        method: str,
+        kind: str,
+        account: str | None,
+        status: int,
+        *,
+        path: str = "",
+        fault: str = "",
     ) -> None:
-        self.request_log.append(RequestRecord(now, method, kind, account, status))
+        self.request_log.append(RequestRecord(now, method, kind, account, status, path, fault))
         self.requests[kind] += 1
         self.responses.setdefault(kind, Counter())[str(status)] += 1
 

@@ -1,0 +1,109 @@
+"""argv -> commands. The only package that prints, reads argv or exits.
+
+``parser`` turns argv into a namespace; ``run`` runs a list (progress, metrics, the closing
+words); ``views`` plans, shows and reports; ``common`` holds what they share. ``main`` is
+callable from tests; ``entrypoint`` only wraps it.
+
+Exit codes (most severe first): 2 usage, config or input error (nothing submitted); 74 the
+state cannot be saved; 70 internal error (a bug); 1 failed or rejected items, a blocked tenant
+or a failure threshold reached; 75 lock held, or stopped early with work left (deadline,
+signal, outage): run again later; 0 every item succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+from rich.console import Console
+
+from orchestrator.advice import next_step
+from orchestrator.checkpoint import LockHeld
+from orchestrator.cli.common import (
+    EXIT_INTERNAL,
+    EXIT_STORE,
+    EXIT_USAGE,
+    USAGE_ERRORS,
+    exit_code_of,
+    leaves_of,
+    say,
+)
+from orchestrator.cli.parser import build_parser
+from orchestrator.cli.run import cmd_demo, cmd_run
+from orchestrator.cli.views import cmd_plan, cmd_report, cmd_simulator, cmd_status
+from orchestrator.engine import EXIT_LATER
+from orchestrator.store import StoreError
+
+__all__ = ["build_parser", "entrypoint", "main"]
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    environ = os.environ if environ is None else environ
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    out = Console(file=stdout, soft_wrap=False)
+    err = Console(file=stderr, stderr=True)
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args, environ, stdout, out, err)
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 -- every failure ends in an exit code
+        return _exit_for(exc, err, quiet=bool(getattr(args, "quiet", False)))
+
+
+def _dispatch(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    stdout: TextIO,
+    out: Console,
+    err: Console,
+) -> int:
+    if args.command == "run":
+        return cmd_run(args, environ, out, err)
+    if args.command == "plan":
+        return cmd_plan(args, environ, stdout, out)
+    if args.command == "status":
+        return cmd_status(args, out)
+    if args.command == "report":
+        return cmd_report(args, stdout)
+    if args.command == "simulator":
+        return cmd_simulator(args, err)
+    return cmd_demo(args, environ, out, err)
+
+
+def _exit_for(exc: BaseException, err: Console, *, quiet: bool = False) -> int:
+    """Map a failure to its exit code and say what to do. With ``quiet``, "run again later"
+    (the lock is held, an interrupt) says nothing: cron mails only what needs a look."""
+    leaves = leaves_of(exc)
+    code = exit_code_of(leaves)
+    if code == EXIT_USAGE:
+        for error in leaves:
+            if isinstance(error, USAGE_ERRORS):
+                say(err, f"ims-migrate: {error}")
+    elif code == EXIT_STORE:
+        say(err, f"ims-migrate: {next(e for e in leaves if isinstance(e, StoreError))}")
+    elif code == EXIT_INTERNAL:
+        bug = next(e for e in leaves if not isinstance(e, LockHeld | KeyboardInterrupt))
+        err.print("".join(traceback.format_exception(bug)), highlight=False, markup=False)
+        say(err, "ims-migrate: internal error (a bug); please report it with the lines above")
+    elif not quiet:
+        lock = [e for e in leaves if isinstance(e, LockHeld)]
+        if lock:
+            say(err, f"ims-migrate: another run holds {lock[0]}; {next_step(EXIT_LATER)}")
+    return code
+
+
+def entrypoint() -> None:
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""What the commands share: exit codes, the console helpers, the checkpoint readers."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot
+from orchestrator.codec import item_from_dict
+from orchestrator.config import Config, ConfigError, load_config
+from orchestrator.engine import EXIT_LATER
+from orchestrator.logs import EVENTS, KEEP_ROTATED
+from orchestrator.manifest import ManifestError
+from orchestrator.model import Item
+from orchestrator.report import summarize
+from orchestrator.runner import UsageError, state_dir_for
+from orchestrator.store import StoreError
+
+EXIT_USAGE = 2
+EXIT_STORE = 74
+EXIT_INTERNAL = 70
+
+EPILOG = """exit codes: 0 every item succeeded; 1 failed or rejected items, a blocked tenant or a
+failure threshold (someone must look); 2 usage, config or input error (nothing submitted);
+70 internal error; 74 the state cannot be saved; 75 lock held or stopped early with work left
+(run again later)."""
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+
+
+def config_of(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    return load_config(args.config, environ, Path.cwd())
+
+
+def state_dir_of(args: argparse.Namespace) -> Path:
+    if args.list is None and args.state_dir is None:
+        raise UsageError("give the migration list or --state-dir")
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    return state_dir_for(Path(args.list), None)
+
+
+def load_items(state_dir: Path) -> list[Item]:
+    snap = read_snapshot(state_dir)
+    if snap is None:
+        raise UsageError(f"{state_dir}: no checkpoint here (has `ims-migrate run` been started?)")
+    return [item_from_dict(value) for value in snap["items"].values()]
+
+
+def summary_table(items: list[Item]) -> Table:
+    summary = summarize(items)
+    table = Table(title=f"{summary.total} items", title_justify="left")
+    table.add_column("tenant")
+    for state in ("succeeded", "failed", "rejected", "running", "pending"):
+        table.add_column(state, justify="right")
+    for tenant, counts in summary.by_tenant.items():
+        table.add_row(
+            tenant,
+            *(str(counts[s]) for s in ("succeeded", "failed", "rejected", "running", "pending")),
+        )
+    return table
+
+
+def problem_line(item: Item) -> str:
+    """What failed or was rejected, where, and the cloud's or the rule's words."""
+    row = item.row
+    code = f" {item.error_code}" if item.error_code else ""
+    return (
+        f"{item.phase.public}{code}: {row.tenant} {row.image_id} "
+        f"{row.source_region} -> {row.target_region} (line {row.line}): "
+        f"{item.error_message or item.detail}"
+    )
+
+
+def problem_lines(items: list[Item]) -> list[str]:
+    """One line per failed or rejected item."""
+    return [problem_line(i) for i in items if i.phase.public in ("failed", "rejected")]
+
+
+def leaves_of(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups of task groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves_of(inner)]
+    return [exc]
+
+
+def say(err: Console, text: str) -> None:
+    err.print(text, highlight=False, soft_wrap=True, markup=False)
+
+
+USAGE_ERRORS = (UsageError, ConfigError, ManifestError, CheckpointCorrupt)
+
+
+def exit_code_of(leaves: Sequence[BaseException]) -> int:
+    """The exit code of a failure, most severe first."""
+    if any(isinstance(e, USAGE_ERRORS) for e in leaves):
+        return EXIT_USAGE
+    if any(isinstance(e, StoreError) for e in leaves):
+        return EXIT_STORE
+    if any(not isinstance(e, LockHeld | KeyboardInterrupt) for e in leaves):
+        return EXIT_INTERNAL
+    return EXIT_LATER
+
+
+def event_lines(state_dir: Path) -> list[str]:
+    """The lines of events.jsonl and its rotated files, oldest first (none if absent)."""
+    lines: list[str] = []
+    for index in range(KEEP_ROTATED, -1, -1):
+        path = state_dir / (EVENTS if index == 0 else f"{EVENTS}.{index}")
+        try:
+            lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            continue
+    return lines

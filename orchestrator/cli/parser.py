@@ -1,0 +1,183 @@
+"""argv -> an argparse namespace: every command and option, with its help."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrator import __version__
+from orchestrator.cli.common import EPILOG, EXIT_USAGE
+from orchestrator.config import parse_duration
+from orchestrator.metrics import METRICS_EVERY
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own exit code is already 2
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _failures(text: str) -> tuple[int | None, float | None]:
+    try:
+        if text.endswith("%"):
+            ratio = float(text[:-1]) / 100
+            if not 0 < ratio <= 1:
+                raise ValueError
+            return None, ratio
+        count = int(text)
+        if count < 1:
+            raise ValueError
+        return count, None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a count (e.g. 10) or a percentage of the items (e.g. 5%)"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ims-migrate",
+        description="Copy a fleet of Huawei Cloud IMS private images to other regions: "
+        "preflight every row, keep each tenant's 5 copy slots busy, resume after any stop.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"ims-migrate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser, *, list_required: bool = True) -> None:
+        if list_required:
+            p.add_argument("list", type=Path, help="migration list (.csv or .jsonl)")
+        p.add_argument(
+            "--config",
+            type=Path,
+            help="config file (default: $IMS_MIGRATE_CONFIG, else ./ims-migrate.toml if present)",
+        )
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            help="checkpoint folder (default: the list's path without suffix, plus .state)",
+        )
+
+    def filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tenant", action="append", default=[], help="only this tenant (repeat)")
+        p.add_argument(
+            "--source-region", action="append", default=[], help="only rows from here (repeat)"
+        )
+        p.add_argument(
+            "--target-region", action="append", default=[], help="only rows to here (repeat)"
+        )
+
+    run = sub.add_parser(
+        "run",
+        help="copy the images of a list (safe to kill and run again)",
+        description="Copy every valid row of LIST. Safe to kill at any moment: the next run "
+        "picks up where this one stopped and adopts the copies still running in the cloud.",
+        epilog=EPILOG,
+    )
+    common(run)
+    run.add_argument(
+        "--deadline",
+        type=_duration,
+        help="stop submitting after this long (90s, 50m, 2h, 1h30m), save, exit 75",
+    )
+    run.add_argument(
+        "--quiet", action="store_true", help="print nothing unless something needs a look (cron)"
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="give failed and rejected items a new attempt (a job still alive is adopted)",
+    )
+    run.add_argument(
+        "--max-failures",
+        type=_failures,
+        metavar="N|P%",
+        help="stop submitting after N failed items (or P%% of the list); running copies are "
+        "still followed; exit 1",
+    )
+    filters(run)
+    run.add_argument(
+        "--progress",
+        choices=("auto", "live", "plain", "none"),
+        default="auto",
+        help="live table on a terminal, plain lines on stderr otherwise (default: auto); "
+        "--quiet shows none",
+    )
+    run.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus metrics here (node_exporter textfile collector, e.g. "
+        "/var/lib/node_exporter/ims-migrate.prom) at the start, every "
+        f"{METRICS_EVERY:.0f} s and at the end of the run",
+    )
+
+    plan = sub.add_parser(
+        "plan",
+        help="what a run would do with LIST (read-only: nothing is copied)",
+        description="Look every row up in the cloud (read-only) and say what a run would do: "
+        "copy it, adopt the copy already in the target, or reject it and why; a summary by "
+        "tenant and target region, the target quotas, and an estimate of the time the list "
+        "takes.",
+        epilog="exit codes: 0 every row can go; 1 some cannot (rejected, failed, blocked "
+        "tenant, target quota too small); 2 usage, config or input error.",
+    )
+    common(plan)
+    plan.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    filters(plan)
+
+    status = sub.add_parser(
+        "status", help="what the checkpoint says (no cloud call)", epilog=EPILOG
+    )
+    status.add_argument("list", type=Path, nargs="?", help="migration list (or --state-dir)")
+    common(status, list_required=False)
+    status.add_argument("--format", choices=("table", "json"), default="table")
+
+    report = sub.add_parser(
+        "report",
+        help="one row per item: ids, job, times, errors (csv, json, md or html)",
+        description="Write the checkpoint as a report (no cloud call). html is one "
+        "self-contained file: the summary, a timeline of each tenant's copy slots, and the "
+        "failures with their codes and messages.",
+    )
+    report.add_argument("list", type=Path, nargs="?", help="migration list (or --state-dir)")
+    common(report, list_required=False)
+    report.add_argument("--format", choices=("csv", "json", "md", "html"), default="csv")
+    report.add_argument("--output", type=Path, help="write to this file instead of stdout")
+
+    sim = sub.add_parser(
+        "simulator",
+        help="serve the embedded IMS simulator on 127.0.0.1",
+        description="Serve a fake IMS + IAM for many regions (signature checks, the 5-copy "
+        "cap, progressing jobs, fault injection) from a scenario file.",
+    )
+    sim.add_argument("--scenario", type=Path, help="scenario JSON (default: the demo's)")
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    sim.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+
+    demo = sub.add_parser(
+        "demo",
+        help="migrate a generated list against the embedded simulator",
+        description="Generate a 60+ image list over 3 tenants and 4 regions (with rows that "
+        "must be rejected), serve a simulator, run the migration, print the report and check "
+        "the simulator's ground truth. Exit 0 when it all went as expected.",
+    )
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("demo-output"),
+        help="where to write (default: ./demo-output)",
+    )
+    demo.add_argument("--seed", type=int, default=7, help="scenario seed (default 7)")
+    demo.add_argument("--progress", choices=("auto", "live", "plain", "none"), default="auto")
+    return parser

@@ -1,0 +1,289 @@
+"""``run`` (and the demo, which runs the same way): progress, metrics, what to say at the end."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from orchestrator.advice import blocked_advice, next_step
+from orchestrator.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot
+from orchestrator.cli.common import (
+    config_of,
+    event_lines,
+    exit_code_of,
+    leaves_of,
+    problem_line,
+    problem_lines,
+    say,
+    summary_table,
+)
+from orchestrator.codec import item_from_dict
+from orchestrator.config import Config, load_config
+from orchestrator.context import RunContext
+from orchestrator.engine import EXIT_ATTENTION, EXIT_OK
+from orchestrator.metrics import METRICS_EVERY, RunFacts, render_metrics, write_metrics
+from orchestrator.model import Item, Phase
+from orchestrator.progress import ProgressModel
+from orchestrator.report_html import render_html
+from orchestrator.runner import RunRequest, RunSummary, UsageError, execute_run, state_dir_for
+
+PLAIN_PROGRESS_EVERY = 30.0  # seconds between two plain progress lines
+QUOTA_FULL = "target quota full"  # the detail lifecycle.py gives items the quota held back
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def progress_mode(choice: str, quiet: bool, stream: TextIO) -> str:
+    if quiet:
+        return "none"
+    if choice == "auto":
+        return "live" if stream.isatty() else "plain"
+    return choice
+
+
+class RunWatch:
+    """One run's callbacks: the live view or plain lines on stderr, and the metrics file."""
+
+    def __init__(self, mode: str, err: Console, list_path: Path, metrics: Path | None) -> None:
+        self.mode = mode
+        self.err = err
+        self.list_path = list_path
+        self.metrics = metrics
+        self.model: ProgressModel | None = None
+        self.live: Live | None = None
+        self.started = time.time()
+        self.last_line = time.monotonic()
+        self.last_metrics = time.monotonic()
+        self.previous: tuple[float | None, int | None] = (None, None)  # last run's end, exit
+        self.metrics_error = ""
+
+    def on_start(self, ctx: RunContext, items: list[Item]) -> None:
+        self.model = ProgressModel(
+            items,
+            ctx.config.max_concurrent_copies,
+            title=str(self.list_path),
+            counters=ctx.counters,
+        )
+        meta = ctx.store.meta
+        self.previous = (meta.get("last_end"), meta.get("last_exit"))
+        if self.mode == "live":
+            self.live = Live(self.model, console=self.err, refresh_per_second=4)
+            self.live.start()
+        elif self.mode == "plain":
+            say(self.err, self.model.line())
+        self.write_metrics(list(items), in_progress=True)
+
+    def on_change(self, item: Item) -> None:
+        model = self.model
+        if model is None:
+            return
+        model.update(item)
+        if self.mode == "plain":
+            if item.phase == Phase.FAILED:
+                say(self.err, problem_line(item))
+            if time.monotonic() - self.last_line >= PLAIN_PROGRESS_EVERY:
+                self.last_line = time.monotonic()
+                say(self.err, model.line())
+        if self.metrics is not None and time.monotonic() - self.last_metrics >= METRICS_EVERY:
+            self.write_metrics(list(model.items.values()), in_progress=True)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        elif self.model is not None and self.mode == "plain":
+            say(self.err, self.model.line())
+
+    def write_metrics(
+        self, items: list[Item], *, in_progress: bool, exit_code: int | None = None
+    ) -> None:
+        """Write the metrics file; a failure is remembered and said at the end."""
+        if self.metrics is None:
+            return
+        self.last_metrics = time.monotonic()
+        ended, last_exit = self.previous
+        facts = RunFacts(
+            list_path=str(self.list_path.absolute()),
+            started_at=self.started,
+            in_progress=in_progress,
+            ended_at=ended if in_progress else time.time(),
+            exit_code=last_exit if in_progress else exit_code,
+        )
+        try:
+            write_metrics(self.metrics, render_metrics(items, facts))
+        except OSError as exc:
+            self.metrics_error = (
+                f"cannot write the metrics file {self.metrics}: {exc.strerror or exc} "
+                "(create its folder or fix its permissions)"
+            )
+
+
+async def run_with_progress(
+    request: RunRequest, watch: RunWatch, run: Callable[..., Any] = execute_run
+) -> RunSummary:
+    try:
+        summary: RunSummary = await run(request, on_change=watch.on_change, on_start=watch.on_start)
+    finally:
+        watch.stop()
+    return summary
+
+
+def attention_lines(summary: RunSummary, config: Config) -> list[str]:
+    """Bad rows, refused credentials and full quotas: what is wrong and what to do, in the words
+    of events.jsonl."""
+    lines = [str(problem) for problem in summary.problems]
+    lines += [
+        f"tenant {tenant}: credentials refused ({why.get('code')}: {why.get('message')}); "
+        + blocked_advice(config, tenant)
+        for tenant, why in summary.blocked.items()
+    ]
+    quota_full: dict[tuple[str, str], Item] = {}
+    for item in summary.items:
+        if item.phase == Phase.PENDING and item.detail.startswith(QUOTA_FULL):
+            quota_full.setdefault((item.row.tenant, item.row.target_region), item)
+    lines += [f"tenant {t}, {r}: {item.detail}" for (t, r), item in sorted(quota_full.items())]
+    return lines
+
+
+def print_run_outcome(
+    summary: RunSummary, config: Config, quiet: bool, out: Console, err: Console
+) -> None:
+    for line in attention_lines(summary, config):
+        say(err, line)
+    if not quiet:
+        for warning in summary.warnings:
+            say(err, f"warning: {warning}")
+    if quiet and summary.exit_code != EXIT_ATTENTION:
+        return
+    target = err if quiet else out
+    listed = [i for i in summary.items if i.listed]
+    if not quiet:
+        target.print(summary_table(listed))
+    for line in problem_lines(listed):
+        say(target, line)
+    skipped = " (nothing to do: the list was already finished)" if summary.skipped else ""
+    say(
+        target,
+        f"exit {summary.exit_code}: {summary.reason}{skipped}. "
+        f"Next: {next_step(summary.exit_code)}",
+    )
+    say(target, f"report: {summary.state_dir / 'report.csv'}")
+
+
+def checkpoint_items(state_dir: Path) -> list[Item]:
+    """The checkpoint's items, or none when it cannot be read (for the metrics of a failed run)."""
+    try:
+        snap = read_snapshot(state_dir)
+    except (OSError, CheckpointCorrupt):
+        return []
+    return [item_from_dict(v) for v in snap["items"].values()] if snap else []
+
+
+def cmd_run(
+    args: argparse.Namespace, environ: Mapping[str, str], out: Console, err: Console
+) -> int:
+    metrics = args.metrics_file
+    if metrics is not None and not Path(metrics).parent.is_dir():
+        raise UsageError(
+            f"--metrics-file {metrics}: the folder {Path(metrics).parent} does not exist "
+            "(create it, or give the textfile collector's folder)"
+        )
+    config = config_of(args, environ)
+    max_failures, ratio = args.max_failures or (None, None)
+    request = RunRequest(
+        list_path=Path(args.list),
+        config=config,
+        environ=environ,
+        state_dir=args.state_dir,
+        deadline_seconds=args.deadline,
+        retry_failed=args.retry_failed,
+        quiet=args.quiet,
+        max_failures=max_failures,
+        max_failure_ratio=ratio,
+        tenants=frozenset(args.tenant),
+        source_regions=frozenset(args.source_region),
+        target_regions=frozenset(args.target_region),
+    )
+    watch = RunWatch(
+        progress_mode(args.progress, args.quiet, sys.stderr), err, request.list_path, metrics
+    )
+    try:
+        summary = anyio.run(run_with_progress, request, watch)
+    except BaseException as exc:
+        leaves = leaves_of(exc)
+        if not any(isinstance(e, LockHeld) for e in leaves):  # the holder owns the metrics
+            state_dir = state_dir_for(request.list_path, request.state_dir)
+            watch.write_metrics(
+                checkpoint_items(state_dir), in_progress=False, exit_code=exit_code_of(leaves)
+            )
+        raise
+    watch.write_metrics(summary.items, in_progress=False, exit_code=summary.exit_code)
+    print_run_outcome(summary, config, args.quiet, out, err)
+    if watch.metrics_error:
+        say(err, f"warning: {watch.metrics_error}")
+    return summary.exit_code
+
+
+def cmd_demo(
+    args: argparse.Namespace, environ: Mapping[str, str], out: Console, err: Console
+) -> int:
+    from orchestrator.demo import run_demo
+
+    mode = progress_mode(args.progress, False, sys.stderr)
+
+    async def run(request: RunRequest) -> RunSummary:
+        watch = RunWatch(mode, err, request.list_path, None)
+        return await run_with_progress(request, watch)
+
+    outcome = anyio.run(lambda: run_demo(args.workdir, seed=args.seed, run=run, environ=environ))
+    summary = outcome.summary
+    config = load_config(outcome.workdir / "ims-migrate.toml", environ, outcome.workdir)
+    print_run_outcome(summary, config, False, out, err)
+    html_report = outcome.workdir / "report.html"
+    snap = read_snapshot(summary.state_dir) or {}
+    html_report.write_text(
+        render_html(
+            summary.items,
+            snap.get("meta", {}),
+            generated_at=time.time(),
+            events=event_lines(summary.state_dir),
+        ),
+        encoding="utf-8",
+    )
+    truth = outcome.truth
+    copies = list(truth["copies"])
+    polls = truth["requests"].get("job", 0)
+    table = Table(title="demo: what the simulator saw", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("rows in the list", str(len(summary.items) + len(summary.problems)))
+    table.add_row("wall time", f"{outcome.elapsed:.1f} s")
+    table.add_row("copies made", str(len(copies)))
+    table.add_row("job polls per copy", f"{polls / max(1, len(copies)):.1f}")
+    table.add_row(
+        "max copies in flight per tenant",
+        ", ".join(f"{k}={v}" for k, v in sorted(truth["max_in_flight"].items())),
+    )
+    table.add_row("items submitted twice", str(len(truth["duplicates"])))
+    table.add_row("lost replies injected", str(truth["lost_replies"]))
+    table.add_row("requests", ", ".join(f"{k}={v}" for k, v in sorted(truth["requests"].items())))
+    out.print(table)
+    out.print(f"files: {outcome.workdir}", highlight=False, soft_wrap=True)
+    out.print(f"html report: {html_report}", highlight=False, soft_wrap=True)
+    if outcome.ok:
+        out.print("demo: every valid row succeeded, every planted bad row was rejected, "
+                  "at most 5 copies in flight per tenant, no duplicate.")  # fmt: skip
+        return EXIT_OK
+    for mismatch in outcome.mismatches:
+        say(err, f"demo: {mismatch}")
+    return EXIT_ATTENTION

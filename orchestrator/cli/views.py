@@ -1,0 +1,155 @@
+"""The commands that read and show: ``plan``, ``status``, ``report``, and ``simulator``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+from rich.console import Console
+
+from orchestrator.checkpoint import read_snapshot
+from orchestrator.cli.common import (
+    EXIT_USAGE,
+    config_of,
+    event_lines,
+    load_items,
+    problem_lines,
+    say,
+    state_dir_of,
+    summary_table,
+)
+from orchestrator.codec import item_from_dict
+from orchestrator.engine import EXIT_ATTENTION, EXIT_OK
+from orchestrator.plan import PlanRequest, make_plan
+from orchestrator.plan_output import plan_renderables, render_plan_csv, render_plan_json
+from orchestrator.report import render_csv, render_json, render_markdown, summarize
+from orchestrator.report_html import render_html
+from orchestrator.runner import UsageError
+
+# -- plan ----------------------------------------------------------------------------------------
+
+
+def cmd_plan(
+    args: argparse.Namespace, environ: Mapping[str, str], stdout: TextIO, out: Console
+) -> int:
+    request = PlanRequest(
+        list_path=Path(args.list),
+        config=config_of(args, environ),
+        environ=environ,
+        state_dir=args.state_dir,
+        tenants=frozenset(args.tenant),
+        source_regions=frozenset(args.source_region),
+        target_regions=frozenset(args.target_region),
+    )
+    if not request.list_path.is_file():
+        raise UsageError(f"{request.list_path}: no such file (the migration list)")
+    plan = anyio.run(make_plan, request)
+    if args.format == "json":
+        stdout.write(render_plan_json(plan))
+    elif args.format == "csv":
+        stdout.write(render_plan_csv(plan))
+    else:
+        console = out if stdout.isatty() else Console(file=stdout, width=160, soft_wrap=False)
+        for part in plan_renderables(plan):
+            console.print(part)
+    return EXIT_OK if plan.can_go else EXIT_ATTENTION
+
+
+# -- status and report ---------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace, out: Console) -> int:
+    state_dir = state_dir_of(args)
+    snap = read_snapshot(state_dir)
+    if snap is None:
+        raise UsageError(f"{state_dir}: no checkpoint here (has `ims-migrate run` been started?)")
+    items = [item_from_dict(value) for value in snap["items"].values()]
+    meta = snap.get("meta", {})
+    if args.format == "json":
+        document = {
+            "state_dir": str(state_dir),
+            "list": meta.get("list_path"),
+            "summary": summarize(items).to_dict(),
+            "last_exit": meta.get("last_exit"),
+            "last_reason": meta.get("last_reason"),
+            "blocked": {t: {k: v for k, v in b.items() if k != "fingerprint"}
+                        for t, b in meta.get("blocked", {}).items()},
+        }  # fmt: skip
+        out.print_json(json.dumps(document))
+        return EXIT_OK
+    out.print(f"list: {meta.get('list_path', '?')}", highlight=False, soft_wrap=True)
+    out.print(summary_table(items))
+    for line in problem_lines(items):
+        say(out, line)
+    for tenant, why in meta.get("blocked", {}).items():
+        say(
+            out,
+            f"tenant {tenant} blocked: credentials refused ({why.get('code')}: "
+            f"{why.get('message')}); fix them, then run again",
+        )
+    if "last_exit" in meta:
+        out.print(f"last run: exit {meta['last_exit']}: {meta.get('last_reason', '')}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    state_dir = state_dir_of(args)
+    if args.format == "html":
+        snap = read_snapshot(state_dir)
+        if snap is None:
+            raise UsageError(
+                f"{state_dir}: no checkpoint here (has `ims-migrate run` been started?)"
+            )
+        items = [item_from_dict(value) for value in snap["items"].values()]
+        text = render_html(
+            items, snap.get("meta", {}), generated_at=time.time(), events=event_lines(state_dir)
+        )
+    else:
+        items = load_items(state_dir)
+        if args.format == "csv":
+            text = render_csv(items)
+        elif args.format == "json":
+            text = render_json(items, summarize(items))
+        else:
+            text = render_markdown(items, summarize(items))
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"--output {args.output}: cannot write the report ({exc.strerror or exc})"
+            ) from exc
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
+# -- simulator and demo --------------------------------------------------------------------------
+
+
+def cmd_simulator(args: argparse.Namespace, err: Console) -> int:
+    from orchestrator.simulator.app import run_simulator
+    from orchestrator.simulator.scenario import (
+        ScenarioError,
+        dump_scenario,
+        generate_demo_scenario,
+    )
+
+    scenario = args.scenario
+    if scenario is None:
+        scenario = Path("demo-scenario.json")
+        dump_scenario(generate_demo_scenario(7)[0], scenario)
+        say(err, f"no --scenario: serving the demo's world (written to {scenario})")
+    try:
+        anyio.run(run_simulator, scenario, args.host, args.port, args.port_file)
+    except (ScenarioError, OSError, ValueError) as exc:
+        say(err, f"ims-migrate simulator: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK

@@ -1,0 +1,545 @@
+"""scripts/bench: how close ims-migrate keeps to the cloud's floor, and what it costs.
+
+Runs the real CLI (``python -m orchestrator run``) against the simulator
+(``python -m orchestrator simulator``), each in its own process, on time-scaled workloads, and
+prints a table (medians over the repetitions) and writes the same figures as JSON.
+
+    scripts/bench [mixed|scale|preflight|all] [--quick] [--reps N] [--json FILE] [--workdir DIR]
+
+* ``mixed``: the adaptive strategy (the defaults) and a naive baseline (list order, a fixed
+  poll every 10 cloud seconds, nothing learned) on the same workload, in the same run.
+* ``scale``: 100,000 rows over 1,000 tenants whose copies end almost at once: peak memory,
+  checkpoint cost, CPU per item, and the time from a resumed run's start to its first poll.
+* ``preflight``: 10,000 rows of one tenant from one region: how many requests preflight makes.
+
+Not part of CI (it takes minutes); ``--quick`` is a smoke run of a minute or two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_measure import (
+    copy_figures,
+    last_event,
+    median_of,
+    read_events,
+    recorded_successes,
+)
+from bench_workload import (
+    Built,
+    Mixed,
+    Preflight,
+    Scale,
+    Timing,
+    build_mixed,
+    build_preflight,
+    build_scale,
+    config_toml,
+    credentials_env,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)  # noqa: T201 -- a script's output is its point
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+@dataclass
+class Simulator:
+    folder: Path
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    def start(self, scenario: Mapping[str, Any], timeout: float = 300.0) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "scenario.json"
+        path.write_text(json.dumps(scenario), encoding="utf-8")
+        port_file = self.folder / "sim.port"
+        port_file.unlink(missing_ok=True)
+        with (self.folder / "simulator.log").open("wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603 -- our own CLI, our own arguments
+                [
+                    PYTHON,
+                    "-m",
+                    "orchestrator",
+                    "simulator",
+                    "--scenario",
+                    str(path),
+                    "--port-file",
+                    str(port_file),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=self.folder,
+            )
+        deadline = time.monotonic() + timeout
+        while not port_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError((self.folder / "simulator.log").read_text())
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+
+    def truth(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/_sim/truth"
+        with urllib.request.urlopen(url, timeout=300) as response:
+            return dict(json.loads(response.read()))
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Finished:
+    exit_code: int
+    started: float  # epoch seconds, just before the process was started
+    wall: float
+    cpu: float  # user + system seconds of the CLI process
+    peak_rss_mib: float
+
+
+class Run:
+    """One ``ims-migrate run`` in its own process; its CPU and memory come from wait4."""
+
+    def __init__(self, folder: Path, extra: Sequence[str], env: Mapping[str, str]) -> None:
+        self.folder = folder
+        args = [
+            PYTHON,
+            "-m",
+            "orchestrator",
+            "run",
+            str(folder / "migration.csv"),
+            "--config",
+            str(folder / "ims-migrate.toml"),
+            "--progress",
+            "none",
+            *extra,
+        ]
+        self.started = time.time()
+        self._clock = time.monotonic()
+        with (folder / "run.log").open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 -- our own CLI, our own arguments
+                args, env={**os.environ, **env}, stdout=log, stderr=log, cwd=folder
+            )
+
+    def signal(self, signum: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> Finished:
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(f"the run in {self.folder} did not finish in {timeout:g} s")
+            time.sleep(0.02)
+        self.process.returncode = os.waitstatus_to_exitcode(status)
+        return Finished(
+            exit_code=self.process.returncode,
+            started=self.started,
+            wall=time.monotonic() - self._clock,
+            cpu=usage.ru_utime + usage.ru_stime,
+            peak_rss_mib=usage.ru_maxrss / 1024,
+        )
+
+
+def write_inputs(folder: Path, built: Built, config: str) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = ["tenant", "image_id", "source_region", "target_region"]
+    with (folder / "migration.csv").open("w", encoding="utf-8") as handle:
+        handle.write(",".join(columns) + "\n")
+        for row in built.rows:
+            handle.write(",".join(row[c] for c in columns) + "\n")
+    (folder / "ims-migrate.toml").write_text(config, encoding="utf-8")
+    return credentials_env(built.scenario["accounts"])
+
+
+# -- the mixed workload -------------------------------------------------------------------------
+
+STRATEGIES = {
+    "adaptive": {"order": "largest", "polling": "adaptive"},
+    "baseline": {"order": "list", "polling": "fixed"},
+}
+MIXED_ROWS = [
+    ("efficiency", "efficiency (floor / makespan, mean of tenants)", "{:.3f}"),
+    ("efficiency_worst", "efficiency, worst tenant", "{:.3f}"),
+    ("efficiency_run", "efficiency, whole run", "{:.3f}"),
+    ("makespan", "makespan (wall s)", "{:.1f}"),
+    ("polls_per_copy", "polls per copy", "{:.2f}"),
+    ("requests_per_copy", "requests per copy (all kinds)", "{:.2f}"),
+    ("lag_mean", "detection lag, mean (share of copy)", "{:.2%}"),
+    ("lag_median", "detection lag, median", "{:.2%}"),
+    ("lag_p95", "detection lag, p95", "{:.2%}"),
+    ("tool_cpu", "tool CPU (s)", "{:.1f}"),
+]
+
+
+def run_mixed_once(work: Mixed, built: Built, strategy: str, folder: Path) -> dict[str, Any]:
+    scale = work.time_scale
+    timing = Timing.scaled(scale)
+    if strategy == "baseline":
+        timing = replace(timing, poll_min=work.baseline_poll_seconds * scale)
+    sim = Simulator(folder)
+    sim.start(built.scenario)
+    try:
+        config = config_toml(
+            sim.port,
+            built.scenario["accounts"],
+            timing=timing,
+            requests_per_second=work.requests_per_second / scale,
+            **STRATEGIES[strategy],
+        )
+        env = write_inputs(folder, built, config)
+        finished = Run(folder, [], env).wait(timeout=3600)
+        truth = sim.truth()
+    finally:
+        sim.stop()
+    (folder / "truth.json").write_text(json.dumps(truth), encoding="utf-8")
+    events = read_events(folder / "migration.state" / "events.jsonl")
+    figures = copy_figures(truth, recorded_successes(events))
+    figures.update(strategy=strategy, exit_code=finished.exit_code, tool_cpu=finished.cpu)
+    figures["tool_wall"] = finished.wall
+    return figures
+
+
+def bench_mixed(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    work = Mixed()
+    if args.quick:
+        work = work.smaller(25)
+    reps = args.reps or (1 if args.quick else 3)
+    built = build_mixed(work)
+    say(
+        f"mixed workload: {len(built.rows)} images, {len(work.images_per_tenant)} tenants, "
+        f"seed {work.seed}, {reps} repetition(s) of each strategy"
+    )
+    say("  " + json.dumps(work.describe(), sort_keys=True))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in STRATEGIES}
+    for rep in range(reps):
+        for strategy in STRATEGIES:
+            folder = root / f"mixed-{strategy}-{rep + 1}"
+            shutil.rmtree(folder, ignore_errors=True)
+            figures = run_mixed_once(work, built, strategy, folder)
+            runs[strategy].append(figures)
+            say(
+                f"  rep {rep + 1} {strategy:<8}  exit {figures['exit_code']}  "
+                f"efficiency {figures['efficiency']:.3f}  polls/copy "
+                f"{figures['polls_per_copy']:.2f}  lag {figures['lag_mean']:.2%}  "
+                f"makespan {figures['makespan']:.1f} s  duplicates {figures['duplicates']}  "
+                f"max in flight {figures['max_in_flight']}"
+            )
+    medians = {
+        name: {key: median_of(strategy_runs, key) for key, _, _ in MIXED_ROWS}
+        for name, strategy_runs in runs.items()
+    }
+    ratios = {
+        key: medians["adaptive"][key] / medians["baseline"][key]
+        for key, _, _ in MIXED_ROWS
+        if medians["baseline"][key]
+    }
+    say()
+    say(
+        f"{'median of ' + str(reps) + ' run(s)':<46} {'adaptive':>10} {'baseline':>10} {'ratio':>7}"
+    )
+    for key, label, form in MIXED_ROWS:
+        ratio = f"{ratios[key]:.3f}" if key in ratios else "-"
+        say(
+            f"{label:<46} {form.format(medians['adaptive'][key]):>10} "
+            f"{form.format(medians['baseline'][key]):>10} {ratio:>7}"
+        )
+    targets = {
+        "efficiency >= 0.95": medians["adaptive"]["efficiency"] >= 0.95,
+        "efficiency above the baseline's": medians["adaptive"]["efficiency"]
+        > medians["baseline"]["efficiency"],
+        "polls per copy <= 8": medians["adaptive"]["polls_per_copy"] <= 8,
+        "detection lag <= 3%": medians["adaptive"]["lag_mean"] <= 0.03,
+        "no duplicate, cap kept": all(
+            r["duplicates"] == 0 and r["max_in_flight"] <= 5 for rs in runs.values() for r in rs
+        ),
+    }
+    say("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
+    return {
+        "workload": work.describe(),
+        "repetitions": reps,
+        "runs": runs,
+        "medians": medians,
+        "ratios": ratios,
+        "targets": targets,
+    }
+
+
+# -- scale ---------------------------------------------------------------------------------------
+
+
+def read_events_upto(path: Path, before: os.stat_result) -> list[dict[str, Any]]:
+    """The events that were in ``path`` when ``before`` was taken (by size)."""
+    with path.open("rb") as handle:
+        head = handle.read(before.st_size)
+    return [json.loads(line) for line in head.splitlines() if line.strip()]
+
+
+def count_succeeded(path: Path, offset: int, seen: int) -> tuple[int, int]:
+    """Succeeded events appended to ``path`` since ``offset``; (new offset, new count)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read()
+    except FileNotFoundError:
+        return offset, seen
+    end = chunk.rfind(b"\n") + 1
+    return offset + end, seen + chunk[:end].count(b'"event":"item.succeeded"')
+
+
+def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    work = Scale()
+    if args.quick:
+        work = replace(work, rows=10_000, tenants=100)
+    say(
+        f"scale: {work.rows} rows over {work.tenants} tenants, copies of "
+        f"{work.copy_seconds:g} s; {json.dumps(work.describe(), sort_keys=True)}"
+    )
+    built = build_scale(work)
+    folder = root / "scale"
+    shutil.rmtree(folder, ignore_errors=True)
+    sim = Simulator(folder)
+    loading = time.monotonic()
+    sim.start(built.scenario, timeout=900)
+    say(f"  simulator up with {work.rows} images in {time.monotonic() - loading:.1f} s")
+    timing = Timing(
+        poll_min=work.poll_min,
+        poll_max=2.0,
+        settle=60.0,
+        backoff_max=2.0,
+        request_timeout=60.0,
+        job_deadline=3600.0,
+    )
+    config = config_toml(
+        sim.port,
+        built.scenario["accounts"],
+        timing=timing,
+        requests_per_second=work.requests_per_second,
+    )
+    env = write_inputs(folder, built, config)
+    events_path = folder / "migration.state" / "events.jsonl"
+    try:
+        # 1. A run stopped (SIGTERM) once half of the items are done, copies in flight.
+        first = Run(folder, [], env)
+        offset = done = 0
+        while done < work.rows // 2 and first.process.poll() is None:
+            time.sleep(0.5)
+            offset, done = count_succeeded(events_path, offset, done)
+        first.signal(signal.SIGTERM)
+        stopped = first.wait(timeout=600)
+        truth_mid = sim.truth()
+        events = read_events(events_path)
+        first_end = last_event(events, "run.finished") or {}
+        say(
+            f"  first run stopped by SIGTERM after {stopped.wall:.1f} s with {done} done: "
+            f"exit {stopped.exit_code}, peak RSS {stopped.peak_rss_mib:.0f} MiB, "
+            f"CPU {stopped.cpu:.1f} s"
+        )
+        # 2. The resumed run, to the end. (It may rotate events.jsonl as it starts.)
+        before = events_path.stat()
+        resumed = Run(folder, [], env)
+        finished = resumed.wait(timeout=3600)
+        truth = sim.truth()
+    finally:
+        sim.stop()
+    events = read_events(events_path)
+    rotated = events_path.stat().st_ino != before.st_ino
+    resume_events = events if rotated else events[len(read_events_upto(events_path, before)) :]
+    end = last_event(resume_events, "run.finished") or {}
+    preflight_lists = truth["requests"].get("list", 0) - truth_mid["requests"].get("list", 0)
+    items_after = sum(1 for e in resume_events if e.get("event") == "item.succeeded")
+    first_poll = end.get("first_poll_at")
+    runs = [(stopped, first_end), (finished, end)]
+    cpu = sum(f.cpu for f, _ in runs)
+    wall = sum(f.wall for f, _ in runs)
+    checkpoint_cpu = sum(float(e.get("checkpoint_cpu_seconds", 0)) for _, e in runs)
+    checkpoint_wall = sum(float(e.get("checkpoint_write_seconds", 0)) for _, e in runs)
+    state = folder / "migration.state"
+    figures = {
+        "rows": work.rows,
+        "tenants": work.tenants,
+        "exit_codes": [stopped.exit_code, finished.exit_code],
+        "succeeded": truth["jobs"].get("SUCCESS", 0),
+        "copies": truth["copies_total"],
+        "duplicates": len(truth["duplicates"]),
+        "max_in_flight": max(truth["max_in_flight"].values() or [0]),
+        "peak_rss_mib": max(f.peak_rss_mib for f, _ in runs),
+        "tool_cpu_seconds": cpu,
+        "tool_wall_seconds": wall,
+        "cpu_ms_per_item": 1000 * cpu / work.rows,
+        "checkpoint_cpu_seconds": checkpoint_cpu,
+        "checkpoint_write_seconds": checkpoint_wall,
+        "checkpoint_share_of_cpu": checkpoint_cpu / cpu,
+        "checkpoint_share_of_wall": checkpoint_wall / wall,
+        "fsyncs": sum(int(e.get("checkpoint_fsyncs", 0)) for _, e in runs),
+        "compactions": sum(int(e.get("checkpoint_compactions", 0)) for _, e in runs),
+        "snapshot_mib": (state / "checkpoint.json").stat().st_size / 2**20,
+        "resume_to_first_poll_seconds": (first_poll - finished.started) if first_poll else None,
+        "resume_list_requests": preflight_lists,
+        "resume_items_finished": items_after,
+        "requests_per_item": sum(truth["requests"].values()) / work.rows,
+        "polls_per_item": truth["requests"].get("job", 0) / work.rows,
+        "items_per_second": work.rows / wall,
+    }
+    say()
+    rows = [
+        ("peak RSS of the tool (MiB)", f"{figures['peak_rss_mib']:.0f}", "<= 500"),
+        ("tool CPU (s), both runs", f"{cpu:.1f}", ""),
+        ("tool wall (s), both runs", f"{wall:.1f}", ""),
+        ("CPU per item (ms)", f"{figures['cpu_ms_per_item']:.2f}", ""),
+        ("checkpoint CPU / tool CPU", f"{figures['checkpoint_share_of_cpu']:.1%}", "<= 10%"),
+        ("checkpoint writing / tool wall", f"{figures['checkpoint_share_of_wall']:.1%}", "<= 10%"),
+        ("fsyncs / compactions", f"{figures['fsyncs']} / {figures['compactions']}", ""),
+        ("snapshot size (MiB)", f"{figures['snapshot_mib']:.1f}", ""),
+        (
+            "resume: start to first poll (s)",
+            f"{figures['resume_to_first_poll_seconds'] or float('nan'):.2f}",
+            "<= 5",
+        ),
+        (
+            "resume: list requests (preflight + checks)",
+            str(preflight_lists),
+            f"~ {items_after} (one per finished copy)",
+        ),
+        (
+            "requests per item / polls per item",
+            f"{figures['requests_per_item']:.2f} / {figures['polls_per_item']:.2f}",
+            "",
+        ),
+        ("items per second", f"{figures['items_per_second']:.0f}", ""),
+        (
+            "duplicates / max in flight",
+            f"{figures['duplicates']} / {figures['max_in_flight']}",
+            "0 / <= 5",
+        ),
+    ]
+    for label, value, target in rows:
+        say(f"{label:<44} {value:>14}  {target}")
+    return {"workload": work.describe(), "figures": figures}
+
+
+# -- preflight -----------------------------------------------------------------------------------
+
+
+def bench_preflight(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    work = Preflight()
+    built = build_preflight(work)
+    folder = root / "preflight"
+    shutil.rmtree(folder, ignore_errors=True)
+    sim = Simulator(folder)
+    sim.start(built.scenario)
+    try:
+        timing = Timing(
+            poll_min=0.05, poll_max=1, settle=5, backoff_max=1, request_timeout=60, job_deadline=600
+        )
+        config = config_toml(
+            sim.port, built.scenario["accounts"], timing=timing, requests_per_second=1000
+        )
+        env = write_inputs(folder, built, config)
+        finished = Run(folder, [], env).wait(timeout=600)
+        truth = sim.truth()
+    finally:
+        sim.stop()
+    requests = dict(truth["requests"])
+    figures = {
+        "rows": work.rows,
+        "exit_code": finished.exit_code,
+        "requests": requests,
+        "preflight_requests": requests.get("list", 0) + requests.get("iam", 0),
+        "wall_seconds": finished.wall,
+    }
+    say(
+        f"preflight: {work.rows} rows of one tenant, one source and one target region "
+        f"(the target's quota is full, so the run stops at its first copy)"
+    )
+    say(f"  requests by kind: {json.dumps(requests, sort_keys=True)}")
+    say(
+        f"  preflight requests (list + iam): {figures['preflight_requests']}  (target: tens)  "
+        f"run wall {finished.wall:.1f} s, exit {finished.exit_code}"
+    )
+    return {"workload": work.describe(), "figures": figures}
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    started: str
+    machine: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "what", nargs="?", default="mixed", choices=("mixed", "scale", "preflight", "all")
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
+    parser.add_argument("--reps", type=int, default=0, help="repetitions (mixed; default 3)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "bench-output")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where the figures go (default: WORKDIR/bench-WHAT.json)",
+    )
+    args = parser.parse_args(argv)
+    root: Path = args.workdir.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    report = Report(
+        started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        machine={
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "quick": args.quick,
+        },
+    )
+    chosen = ("mixed", "scale", "preflight") if args.what == "all" else (args.what,)
+    benches = {"mixed": bench_mixed, "scale": bench_scale, "preflight": bench_preflight}
+    for name in chosen:
+        began = time.monotonic()
+        report.results[name] = benches[name](args, root)
+        report.results[name]["bench_seconds"] = time.monotonic() - began
+        say()
+    out = args.json or root / f"bench-{args.what}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(asdict(report), indent=1, default=str) + "\n", encoding="utf-8")
+    say(f"figures written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

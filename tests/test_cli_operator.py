@@ -1,0 +1,210 @@
+"""The operator's controls from the CLI against the simulator: quiet cron runs, plain progress,
+--retry-failed, --max-failures, --deadline, the filters, --metrics-file, and messages that say
+the same thing in the terminal and in events.jsonl."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from orchestrator.checkpoint import acquire_lock, release_lock
+from tests.e2e import Cloud
+
+pytestmark = pytest.mark.e2e
+
+
+def events(cloud: Cloud) -> list[dict[str, Any]]:
+    text = (cloud.state_dir / "events.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def wait_for(cloud: Cloud, what: Any, seconds: float = 30) -> Any:
+    """Poll the simulator's ground truth until ``what(truth)`` gives something."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = what(cloud.truth())
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("the simulator never showed what the test waits for")
+
+
+# -- cron: quiet, progress, lock -----------------------------------------------------------------
+
+
+def test_quiet_success_prints_nothing_at_all(cloud: Cloud) -> None:
+    """--quiet and every item succeeded: not one byte on stdout or stderr (cron mails nothing)."""
+    cloud.populate(tenants=1, per_tenant=3)
+    cloud.start()
+    done = cloud.run("--quiet")
+    assert done.returncode == 0
+    assert (done.stdout, done.stderr) == ("", "")
+
+
+def test_quiet_still_says_what_needs_a_look_in_the_words_of_the_log(cloud: Cloud) -> None:
+    """A bad row with --quiet: exit 1, the row named with what to do, the same words logged."""
+    cloud.populate(tenants=1, per_tenant=2)
+    cloud.start()
+    with cloud.list_path.open("a") as handle:
+        handle.write(f"t0,{cloud.image('t0', 1)},cn-north-4,cn-north-4\n")
+    done = cloud.run("--quiet")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    bad = next(e for e in events(cloud) if e["event"] == "list.bad_row")
+    assert bad["error_message"] in done.stderr
+    assert "migration.csv:4: target_region" in bad["error_message"]
+    finished = next(e for e in events(cloud) if e["event"] == "run.finished")
+    assert f"Next: {finished['advice']}" in done.stderr
+
+
+def test_quiet_run_while_the_lock_is_held_exits_75_silently(cloud: Cloud) -> None:
+    """Another run holds the lock: exit 75, nothing printed with --quiet, a line without it."""
+    cloud.populate(tenants=1, per_tenant=1)
+    cloud.write_list()  # no simulator: the lock is tried before anything else
+    cloud.write_config()
+    fd = acquire_lock(cloud.state_dir)
+    try:
+        quiet = cloud.run("--quiet")
+        loud = cloud.run()
+    finally:
+        release_lock(fd)
+    assert quiet.returncode == 75
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert loud.returncode == 75
+    assert "another run holds" in loud.stderr
+    assert "run the same command again later" in loud.stderr
+
+
+def test_not_a_terminal_gets_plain_progress_lines_on_stderr(cloud: Cloud) -> None:
+    """stderr is a pipe: plain progress lines there (start and end), the summary on stdout."""
+    cloud.populate(tenants=1, per_tenant=3)
+    cloud.start()
+    done = cloud.run()
+    assert done.returncode == 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("progress ")]
+    assert lines[0].startswith("progress 0/3 done")
+    assert lines[-1].startswith("progress 3/3 done: 3 succeeded")
+    assert "\x1b[" not in done.stderr  # no terminal control codes in a log file
+    assert "exit 0: every item succeeded" in done.stdout
+
+
+def test_refused_credentials_are_said_alike_in_the_terminal_and_the_log(cloud: Cloud) -> None:
+    """A wrong secret key: exit 1, the variables to fix named, in the words of events.jsonl."""
+    cloud.populate(tenants=1, per_tenant=2)
+    cloud.start()
+    done = cloud.run(env=cloud.env(E2E_T0_SK="wrong-secret-key-000000000000000"))
+    assert done.returncode == 1
+    blocked = next(e for e in events(cloud) if e["event"] == "tenant.blocked")
+    assert "E2E_T0_AK and E2E_T0_SK" in blocked["advice"]
+    assert blocked["advice"] in done.stderr
+
+
+# -- control -------------------------------------------------------------------------------------
+
+
+def test_retry_failed_is_needed_to_retry_and_then_succeeds(cloud: Cloud) -> None:
+    """A failed copy stays failed on a plain rerun (no call); --retry-failed copies it again."""
+    cloud.params["seconds_per_gib"] = 0.2
+    cloud.account("t0")
+    for _ in range(2):
+        cloud.row("t0", 10)
+    cloud.start()
+    first = cloud.spawn()
+    job = wait_for(
+        cloud, lambda t: next((c["job_id"] for c in t["copies"] if c["status"] == "RUNNING"), None)
+    )
+    cloud.admin("/_sim/fail_job", {"job_id": job, "code": "IMG.0500", "reason": "disk error"})
+    assert first.wait(60) == 1
+    requests = cloud.truth()["requests"]
+    again = cloud.run()
+    assert again.returncode == 1
+    assert "already finished" in again.stdout
+    assert "--retry-failed" in again.stdout
+    assert cloud.truth()["requests"] == requests  # no call at all
+    retried = cloud.run("--retry-failed")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert cloud.truth()["copies_total"] == 3
+    assert set(cloud.item_states().values()) == {"succeeded"}
+    assert any(e["event"] == "item.retry" for e in events(cloud))
+
+
+def test_max_failures_stops_submitting_and_follows_running_copies(cloud: Cloud) -> None:
+    """Every copy fails: after N (or P%) failures nothing more is submitted; exit 1."""
+    cloud.params["fail_rate"] = 1.0
+    cloud.account("t0")
+    for _ in range(12):
+        cloud.row("t0", 1)
+    cloud.start()
+    done = cloud.run("--max-failures", "2")
+    assert done.returncode == 1
+    assert "failure threshold reached" in done.stdout
+    copies = cloud.truth()["copies_total"]
+    assert 2 <= copies < 12
+    states = cloud.item_states().values()
+    assert "pending" in states
+    assert "running" not in states  # the copies in flight were followed to their end
+    ratio = cloud.run("--max-failures", "10%", "--state-dir", str(cloud.root / "ratio.state"))
+    assert ratio.returncode == 1
+    assert "failure threshold reached" in ratio.stdout
+    assert cloud.truth()["copies_total"] - copies < 12
+
+
+def test_deadline_stops_and_exits_75_with_work_left(cloud: Cloud) -> None:
+    """--deadline 1s on copies of 20 s: exit 75 while they still run, saying to run again."""
+    cloud.params["seconds_per_gib"] = 1.0
+    cloud.account("t0")
+    for _ in range(3):
+        cloud.row("t0", 20)
+    cloud.start()
+    done = cloud.run("--deadline", "1s")
+    assert done.returncode == 75
+    assert "run deadline reached" in done.stdout
+    assert "run the same command again later" in done.stdout
+    phases = set(cloud.item_states().values())
+    assert phases <= {"submitting", "running", "reconciling"}  # stopped before any copy ended
+    assert {c["status"] for c in cloud.truth()["copies"]} <= {"INIT", "RUNNING"}
+
+
+def test_filters_narrow_a_run(cloud: Cloud) -> None:
+    """--tenant, --source-region and --target-region each copy only the rows they name."""
+    for name in ("t0", "t1"):
+        cloud.account(name)
+    t0_east = cloud.row("t0", 1, target="cn-east-3")
+    t0_south = cloud.row("t0", 1, target="cn-south-1")
+    t1_east = cloud.row("t1", 1, target="cn-east-3")
+    t1_other = cloud.row("t1", 1, target="cn-east-3", region="cn-south-1")
+    cloud.rows[-1]["source_region"] = "cn-south-1"
+    cloud.start()
+
+    def copied() -> set[str]:
+        return {c["image_id"] for c in cloud.truth()["copies"]}
+
+    assert cloud.run("--tenant", "t0", "--target-region", "cn-south-1").returncode == 0
+    assert copied() == {t0_south}
+    assert cloud.run("--tenant", "t1", "--source-region", "cn-south-1").returncode == 0
+    assert copied() == {t0_south, t1_other}
+    report = (cloud.state_dir / "report.csv").read_text()
+    assert report.count(",pending,") == 2  # the rows no filter chose yet
+    assert t0_east in report
+    assert t1_east in report
+
+
+def test_metrics_file_after_a_run(cloud: Cloud) -> None:
+    """--metrics-file: the Prometheus file says how many items succeeded and the exit code."""
+    cloud.populate(tenants=1, per_tenant=3)
+    cloud.start()
+    metrics = cloud.root / "textfile" / "ims.prom"
+    missing = cloud.run("--metrics-file", str(metrics))
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr
+    assert sum(cloud.truth()["requests"].values()) == 0
+    metrics.parent.mkdir()
+    assert cloud.run("--metrics-file", str(metrics)).returncode == 0
+    text = metrics.read_text()
+    listed = f'list="{cloud.list_path}"'
+    assert f'ims_migrate_items{{{listed},tenant="t0",state="succeeded"}} 3' in text
+    assert f"ims_migrate_last_run_exit_code{{{listed}}} 0" in text
+    assert f"ims_migrate_run_in_progress{{{listed}}} 0" in text

@@ -1,0 +1,375 @@
+"""``ims-migrate plan``: a verdict per row, the estimate, the quotas, and not one mutating call."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from orchestrator.checkpoint import CheckpointStore, acquire_lock, release_lock
+from orchestrator.config import Config, TenantConfig
+from orchestrator.estimate import (
+    ASSUMED_FIXED_SECONDS,
+    ASSUMED_SECONDS_PER_GIB,
+    makespan,
+    speed_from_samples,
+)
+from orchestrator.model import Item, Phase, Row, item_key, item_token
+from orchestrator.plan import Plan, PlanRequest, PlanRow, Verdict, make_plan
+from orchestrator.plan_output import plan_renderables, render_plan_csv, render_plan_json
+from orchestrator.simulator.inmemory import InMemoryTenantCloud
+from orchestrator.simulator.world import World, WorldParams
+from tests.e2e import Cloud, cli
+
+GIB = 2**30
+SOURCE, TARGET = "cn-north-4", "cn-east-3"
+NOW = 1_800_000_000.0
+CONFIG = Config(agency_name="ims_admin_agency", tenants={"t0": TenantConfig("t0")})
+
+
+class Setup:
+    """A world with one account, a list file, and the plan of it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.world = World(WorldParams())
+        self.world.add_account("t0", "dom-t0", "AKT0", "SKT0")
+        self.rows: list[dict[str, str]] = []
+
+    def image(self, gib: float, **attrs: Any) -> str:
+        image = self.world.add_image(
+            "t0", SOURCE, {"name": f"img-{len(self.rows)}", "__image_size": str(int(gib * GIB)),
+                           **attrs},
+        )  # fmt: skip
+        return str(image["id"])
+
+    def row(self, gib: float, target: str = TARGET, **attrs: Any) -> str:
+        image_id = self.image(gib, **attrs)
+        self.rows.append(
+            {"tenant": "t0", "image_id": image_id, "source_region": SOURCE, "target_region": target}
+        )
+        return image_id
+
+    @property
+    def list_path(self) -> Path:
+        return self.root / "migration.csv"
+
+    def write(self, extra_lines: Sequence[str] = ()) -> None:
+        with self.list_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+            for line in extra_lines:
+                handle.write(line + "\n")
+
+    def clouds(self, secret_key: str | None = None) -> dict[str, InMemoryTenantCloud]:
+        return {"t0": InMemoryTenantCloud(self.world, "t0", lambda: NOW, secret_key=secret_key)}
+
+    async def plan(self, **request: Any) -> Plan:
+        fingerprints = request.pop("fingerprints", None)
+        clouds = request.pop("clouds", None) or self.clouds()
+        return await make_plan(
+            PlanRequest(self.list_path, CONFIG, {}, **request),
+            clouds=clouds,
+            fingerprints=fingerprints,
+            now=NOW,
+        )
+
+    def truth(self) -> dict[str, Any]:
+        return self.world.truth(NOW)
+
+
+def verdicts(plan: Plan) -> dict[int, Verdict]:
+    return {row.line: row.verdict for row in plan.rows}
+
+
+async def save_checkpoint(
+    state_dir: Path, items: Sequence[Item], meta: Mapping[str, Any] | None = None
+) -> None:
+    fd = acquire_lock(state_dir)  # creates the folder
+    try:
+        store = CheckpointStore(state_dir)
+        store.open()
+        await store.commit(items, meta=dict(meta or {}))
+        store.compact_now()
+        store.close()
+    finally:
+        release_lock(fd)
+
+
+def row_of(setup: Setup, index: int) -> Row:
+    raw = setup.rows[index]
+    return Row(line=index + 2, tenant="t0", image_id=raw["image_id"], source_region=SOURCE,
+               target_region=raw["target_region"])  # fmt: skip
+
+
+# -- verdicts ------------------------------------------------------------------------------------
+
+
+async def test_each_row_gets_copy_present_or_rejected_with_the_reason(tmp_path: Path) -> None:
+    """Copy, already present (by token), rejected by a rule and a bad row: each named, no POST."""
+    setup = Setup(tmp_path)
+    setup.row(5)
+    present = setup.row(3)
+    setup.row(2, __system__cmkid="kms-key-1")
+    setup.world.add_image(
+        "t0",
+        TARGET,
+        {"name": "img-1", "description": f"copy [{item_token(item_key('t0', present, TARGET))}]",
+         "__description": f"copy [{item_token(item_key('t0', present, TARGET))}]"},
+    )  # fmt: skip
+    setup.write(extra_lines=[f"t0,{setup.image(1)},{SOURCE},{SOURCE}"])
+    plan = await setup.plan()
+    assert verdicts(plan) == {
+        2: Verdict.COPY,
+        3: Verdict.PRESENT,
+        4: Verdict.REJECTED,
+        5: Verdict.REJECTED,
+    }
+    by_line = {row.line: row for row in plan.rows}
+    assert by_line[4].code == "encrypted"
+    assert "encrypted" in by_line[4].reason
+    assert "migration.csv:5" in by_line[5].reason
+    assert "not copied again" in by_line[3].reason
+    assert not plan.can_go
+    truth = setup.truth()
+    assert truth["copies_total"] == 0
+    assert "copy" not in truth["requests"]
+
+
+async def test_a_clean_list_can_go(tmp_path: Path) -> None:
+    """Every row copyable and room in the target: the plan says it can go (exit 0)."""
+    setup = Setup(tmp_path)
+    for gib in (1, 2, 3):
+        setup.row(gib)
+    setup.write()
+    plan = await setup.plan()
+    assert set(verdicts(plan).values()) == {Verdict.COPY}
+    assert plan.can_go
+    assert plan.quotas[0].adds == 3
+    assert plan.quotas[0].enough is True
+
+
+async def test_a_full_target_quota_means_the_list_cannot_go(tmp_path: Path) -> None:
+    """The list adds more images than the target's quota has room for: named, cannot go."""
+    setup = Setup(tmp_path)
+    for gib in (1, 2, 3):
+        setup.row(gib)
+    setup.write()
+    setup.world.set_quota("t0", TARGET, 2)
+    plan = await setup.plan()
+    assert set(verdicts(plan).values()) == {Verdict.COPY}
+    [check] = plan.quota_short
+    assert (check.region, check.adds, check.free) == (TARGET, 3, 2)
+    assert not plan.can_go
+
+
+async def test_filters_narrow_the_plan(tmp_path: Path) -> None:
+    """--target-region keeps only the rows going there."""
+    setup = Setup(tmp_path)
+    setup.row(1, target="cn-east-3")
+    setup.row(1, target="cn-south-1")
+    setup.write()
+    plan = await setup.plan(target_regions=frozenset({"cn-south-1"}))
+    assert [row.target_region for row in plan.rows] == ["cn-south-1"]
+
+
+def test_table_shows_reasons_verbatim() -> None:
+    """A reason naming a config section ("[limits]") is printed as is, not read as markup."""
+    plan = Plan(Path("m.csv"), Path("m.state"), 5)
+    plan.rows.append(
+        PlanRow(2, Verdict.REJECTED, "too big (set in [limits] of the config)", "too_large", "t0")
+    )
+    console = Console(width=200, record=True, file=io.StringIO())
+    for part in plan_renderables(plan):
+        console.print(part)
+    assert "(set in [limits] of the config)" in console.export_text()
+
+
+# -- credentials ---------------------------------------------------------------------------------
+
+
+async def test_refused_credentials_block_the_tenant_after_one_request(tmp_path: Path) -> None:
+    """A wrong secret: one probe, then the tenant's rows are blocked, with what to fix."""
+    setup = Setup(tmp_path)
+    setup.row(1)
+    setup.row(2)
+    setup.write()
+    plan = await setup.plan(clouds=setup.clouds(secret_key="wrong"))
+    assert set(verdicts(plan).values()) == {Verdict.BLOCKED}
+    assert "credentials refused" in plan.tenant_notes["t0"]
+    assert sum(setup.truth()["auth_failures"].values()) == 1
+
+
+async def test_credentials_refused_by_a_run_are_not_tried_again(tmp_path: Path) -> None:
+    """The checkpoint remembers a refused key: the plan makes no call with it."""
+    setup = Setup(tmp_path)
+    setup.row(1)
+    setup.write()
+    blocked = {"t0": {"fingerprint": "f1", "code": "APIGW.0301", "message": "bad key", "at": 1}}
+    await save_checkpoint(
+        tmp_path / "migration.state",
+        [],
+        {"list_path": str(setup.list_path.resolve()), "blocked": blocked},
+    )
+    plan = await setup.plan(fingerprints={"t0": "f1"})
+    assert verdicts(plan) == {2: Verdict.BLOCKED}
+    assert "not tried again" in plan.tenant_notes["t0"]
+    assert sum(setup.truth()["requests"].values()) == 0
+
+
+# -- the checkpoint ------------------------------------------------------------------------------
+
+
+async def test_checkpoint_states_become_done_in_flight_and_failed(tmp_path: Path) -> None:
+    """What a run already did is read from the checkpoint; only pending rows are judged."""
+    setup = Setup(tmp_path)
+    for gib in (1, 2, 3, 4):
+        setup.row(gib)
+    setup.write()
+    done = Item(row_of(setup, 0), Phase.SUCCEEDED, target_image_id="img-x", detail="copied")
+    running = Item(row_of(setup, 1), Phase.RUNNING, job_id="j1", size_bytes=2 * GIB,
+                   submitted_at=NOW - 60)  # fmt: skip
+    failed = Item(row_of(setup, 2), Phase.FAILED, job_id="j2", error_code="IMG.0500",
+                  error_message="internal error")  # fmt: skip
+    await save_checkpoint(
+        tmp_path / "migration.state",
+        [done, running, failed],
+        {"list_path": str(setup.list_path.resolve())},
+    )
+    plan = await setup.plan()
+    assert verdicts(plan) == {
+        2: Verdict.DONE,
+        3: Verdict.IN_FLIGHT,
+        4: Verdict.FAILED,
+        5: Verdict.COPY,
+    }
+    failed_row = next(row for row in plan.rows if row.line == 4)
+    assert failed_row.code == "IMG.0500"
+    assert "--retry-failed" in failed_row.reason
+    assert setup.truth()["requests"].get("job", 0) == 0
+
+
+async def test_plan_reads_the_checkpoint_while_a_run_holds_the_lock(tmp_path: Path) -> None:
+    """A run holding the lock does not stop the plan, and the plan writes nothing there."""
+    setup = Setup(tmp_path)
+    setup.row(1)
+    setup.write()
+    state_dir = tmp_path / "migration.state"
+    await save_checkpoint(state_dir, [], {"list_path": str(setup.list_path.resolve())})
+    before = {p.name: p.read_bytes() for p in state_dir.iterdir()}
+    fd = acquire_lock(state_dir)
+    try:
+        plan = await setup.plan()
+    finally:
+        release_lock(fd)
+    assert verdicts(plan) == {2: Verdict.COPY}
+    assert {p.name: p.read_bytes() for p in state_dir.iterdir()} == before
+
+
+async def test_no_checkpoint_no_state_dir_created(tmp_path: Path) -> None:
+    """Planning a list never run before leaves no state dir behind."""
+    setup = Setup(tmp_path)
+    setup.row(1)
+    setup.write()
+    await setup.plan()
+    assert not (tmp_path / "migration.state").exists()
+
+
+# -- the estimate --------------------------------------------------------------------------------
+
+
+def test_makespan_packs_copies_into_the_slots() -> None:
+    """Ten equal copies in five slots take two rounds; copies in flight hold their slot first."""
+    assert makespan([10.0] * 10, 5) == 20.0
+    assert makespan([10.0] * 5, 5, busy=[30.0]) == 30.0
+    assert makespan([40.0, 10.0, 10.0, 10.0, 10.0, 10.0], 5) == 40.0
+    assert makespan([], 5) == 0.0
+
+
+def test_speed_is_assumed_until_enough_copies_have_finished() -> None:
+    """Fewer than three samples: the stated assumption; more: the fitted line."""
+    assumed = speed_from_samples([(1.0, 10.0)])
+    assert assumed.assumed
+    assert (assumed.fixed_seconds, assumed.seconds_per_gib) == (
+        ASSUMED_FIXED_SECONDS,
+        ASSUMED_SECONDS_PER_GIB,
+    )
+    assert "ASSUMED" in assumed.describe()
+    learned = speed_from_samples([(1.0, 70.0), (2.0, 130.0), (4.0, 250.0)])
+    assert not learned.assumed
+    assert learned.seconds_per_gib == pytest.approx(60.0)
+    assert learned.fixed_seconds == pytest.approx(10.0)
+    assert "learned from 3 finished copies" in learned.describe()
+
+
+async def test_estimate_uses_the_speed_the_checkpoint_learned(tmp_path: Path) -> None:
+    """With speed samples in the checkpoint, the estimate is sizes x learned speed, packed."""
+    setup = Setup(tmp_path)
+    for _ in range(10):
+        setup.row(10)
+    setup.write()
+    samples = [[1.0, 70.0], [2.0, 130.0], [4.0, 250.0]]  # 10 s + 60 s per GiB
+    await save_checkpoint(
+        tmp_path / "migration.state",
+        [],
+        {"list_path": str(setup.list_path.resolve()), "speed_samples": samples},
+    )
+    plan = await setup.plan()
+    [account] = plan.accounts
+    assert account.copies == 10
+    assert plan.seconds == pytest.approx(2 * (10 + 600), rel=0.01)
+    assert plan.speed.learned_from == 3
+    document = json.loads(render_plan_json(plan))
+    assert document["estimate"]["speed"]["assumed"] is False
+    assert render_plan_csv(plan).splitlines()[0].startswith("line,tenant,image_id")
+
+
+# -- the CLI against the simulator ---------------------------------------------------------------
+
+
+def plan_cli(cloud: Cloud, *extra: str, env: Mapping[str, str] | None = None) -> Any:
+    return subprocess.run(
+        cli("plan", str(cloud.list_path), "--config", str(cloud.config_path), *extra),
+        env=dict(env) if env is not None else cloud.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.e2e
+def test_plan_cli_exit_codes_and_no_mutating_call(cloud: Cloud) -> None:
+    """plan exits 0 when all can go, 1 when a row cannot, 2 without credentials; never copies."""
+    cloud.populate(tenants=2, per_tenant=3)
+    cloud.start()
+    good = plan_cli(cloud, "--format", "json")
+    assert good.returncode == 0, good.stderr
+    document = json.loads(good.stdout)
+    assert document["counts"]["copy"] == 6
+    assert document["estimate"]["speed"]["assumed"] is True
+    table = plan_cli(cloud)
+    assert table.returncode == 0, table.stderr
+    assert "whole list: about" in table.stdout
+    assert "ASSUMED" in table.stdout
+    with cloud.list_path.open("a") as handle:
+        handle.write(f"t0,{cloud.image('t0', 1)},cn-north-4,cn-north-4\n")
+    bad = plan_cli(cloud, "--format", "csv")
+    assert bad.returncode == 1, bad.stderr
+    assert "bad_row" in bad.stdout
+    env = {k: v for k, v in cloud.env().items() if not k.startswith("E2E_T1")}
+    missing = plan_cli(cloud, env=env)
+    assert missing.returncode == 2
+    assert "E2E_T1_AK" in missing.stderr
+    truth = cloud.truth()
+    assert truth["copies_total"] == 0
+    assert "copy" not in truth["requests"]
+    assert not cloud.state_dir.exists()

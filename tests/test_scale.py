@@ -1,0 +1,200 @@
+"""Costs that must not grow with the list: checkpoint writes, preflight requests, resuming.
+
+The 100,000-row figures come from ``scripts/bench scale`` (not CI); these tests pin the
+mechanisms on lists small enough for CI.
+"""
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.checkpoint import JOURNAL, CheckpointStore, _parse_snapshot, read_snapshot
+from orchestrator.engine import RunOptions
+from orchestrator.model import Item, Phase, Row
+from orchestrator.preflight import preflight
+from orchestrator.simulator.inmemory import InMemoryTenantCloud
+from orchestrator.simulator.world import World, WorldParams
+from orchestrator.store import InMemoryStore
+from tests.engine_harness import CONFIG, SOURCE, TARGET, Scene
+
+GIB = 2**30
+
+
+def rows(count: int, tenants: int = 1) -> list[Item]:
+    return [
+        Item(
+            row=Row(
+                line=n + 2,
+                tenant=f"t{n % tenants}",
+                image_id=f"img-{n:06d}",
+                source_region=SOURCE,
+                target_region=TARGET,
+            )
+        )
+        for n in range(count)
+    ]
+
+
+def journal_lines(state_dir: Path) -> int:
+    return len((state_dir / JOURNAL).read_bytes().splitlines())
+
+
+async def test_a_state_change_appends_one_line_and_compaction_is_amortised(
+    tmp_path: Path,
+) -> None:
+    """Each commit appends one journal line whatever the list's size; the snapshot is rewritten
+    only once per list-length of lines, so the cost per change stays constant."""
+    store = CheckpointStore(tmp_path, compact_min=50)
+    store.open()
+    items = rows(200)
+    await store.commit(items)  # 200 lines: compacted at once into the snapshot
+    assert store.compactions == 1
+    assert journal_lines(tmp_path) == 0
+    sizes = []
+    for n, item in enumerate(items * 2):
+        before = (tmp_path / JOURNAL).stat().st_size
+        await store.commit([replace(item, polls=n % 7, detail="copying")])
+        after = (tmp_path / JOURNAL).stat().st_size
+        if after > before:
+            sizes.append(after - before)
+    assert store.compactions == 3  # 400 more lines: one snapshot per 200
+    assert max(sizes) - min(sizes) < 16  # one line each, of about the same size
+    snap = read_snapshot(tmp_path)
+    assert snap is not None
+    assert len(snap["items"]) == 200
+    store.close()
+
+
+async def test_concurrent_state_changes_share_fsyncs(tmp_path: Path) -> None:
+    """Changes committed at the same time are made durable together (group commit)."""
+    store = CheckpointStore(tmp_path)
+    store.open()
+    items = rows(400)
+    await store.commit(items)
+    before = store.fsyncs
+    async with anyio.create_task_group() as group:
+        for item in items:
+            group.start_soon(store.commit, [replace(item, detail="copying")])
+    assert store.fsyncs - before < len(items) / 4
+    store.close()
+
+
+async def test_preflight_of_ten_thousand_rows_lists_page_by_page() -> None:
+    """10,000 rows of one tenant and region are checked with tens of requests, not thousands."""
+    world = World(WorldParams(regions=(SOURCE, TARGET)))
+    world.add_account("t0", "dom-t0", "AKt0", "SKt0")
+    items = []
+    for item in rows(10_000):
+        image = world.add_image("t0", SOURCE, {"name": f"n{item.row.line}", "min_disk": 1})
+        items.append(replace(item, row=replace(item.row, image_id=image["id"])))
+    cloud = InMemoryTenantCloud(world, "t0", lambda: 1_800_000_000.0)
+    result = await preflight(items, {"t0": cloud}, CONFIG)
+    assert {item.phase for item in result.items} == {Phase.PENDING}
+    assert all(item.copy_name for item in result.items)
+    assert sum(world.requests.values()) <= 30
+
+
+class CountingStore(InMemoryStore):
+    """Remembers how many items each commit carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def commit(
+        self, items: Iterable[Item] = (), meta: Mapping[str, Any] | None = None
+    ) -> None:
+        items = list(items)
+        self.batches.append(len(items))
+        await super().commit(items, meta)
+
+
+async def test_a_state_change_writes_only_that_item() -> None:
+    """Past the start (the merged list, preflight's verdicts), every commit of a run carries a
+    single item: nothing rewrites the list on each change."""
+    scene = Scene(
+        world=World(WorldParams(seconds_per_gib=1.0, fixed_seconds=60.0, init_seconds=10.0))
+    )
+    for t in range(20):
+        scene.account(f"t{t}")
+        for n in range(10):
+            scene.row(f"t{t}", 1 + n)
+    store = CountingStore()
+    scene.store = store
+    result = await scene.run()
+    assert result.exit_code == 0
+    assert store.batches[:2] == [200, 200]  # the merged list, then preflight's verdicts
+    assert set(store.batches[2:]) == {1}
+    assert len(store.batches) - 2 == 3 * 200  # intent, job id, success: three per item
+
+
+async def test_a_resumed_run_does_not_list_the_images_again() -> None:
+    """Items checked by an earlier run are not checked again: the resumed run's listings are
+    only the one look at each finished copy in the target."""
+    scene = Scene()
+    for t in range(3):
+        scene.account(f"t{t}")
+        for n in range(15):
+            scene.row(f"t{t}", 5 + n)
+    start = scene.clock.now()
+    first = await scene.run(options=RunOptions(deadline_at=start + 500.0))
+    assert first.exit_code == 75
+    lists_before = scene.world.requests["list"]
+    done_before = sum(state == "succeeded" for state in scene.states().values())
+    second = await scene.run()
+    assert second.exit_code == 0
+    finished_now = len(scene.rows) - done_before
+    assert scene.world.requests["list"] - lists_before == finished_now
+    assert scene.truth()["duplicates"] == []
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+snapshots = st.fixed_dictionaries(
+    {
+        "items": st.dictionaries(
+            st.text(max_size=6), st.dictionaries(st.text(max_size=3), json_values)
+        )
+    },
+    optional={"version": st.integers(), "meta": json_values, "blocked": json_values},
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(snapshot=snapshots, indent=st.sampled_from([None, 0, 2]), cut=st.integers(1, 40))
+def test_the_streaming_snapshot_reader_agrees_with_json_loads(
+    snapshot: dict[str, Any], indent: int | None, cut: int
+) -> None:
+    """The reader that converts items as it goes reads what json.loads reads, and refuses what
+    json.loads refuses (a snapshot cut short)."""
+    text = json.dumps(snapshot, indent=indent)
+    assert _parse_snapshot(text, lambda value: value) == json.loads(text)
+    torn = text[: max(0, len(text) - cut)]
+    with pytest.raises(ValueError):  # noqa: PT011 -- json.loads raises a bare ValueError subclass
+        json.loads(torn)
+    with pytest.raises(ValueError):  # noqa: PT011 -- ... and so must the streaming reader
+        _parse_snapshot(torn, lambda value: value)
+
+
+async def test_the_store_reads_back_what_it_wrote_in_parts(tmp_path: Path) -> None:
+    """A snapshot written a thousand items at a time reads back item for item."""
+    store = CheckpointStore(tmp_path)
+    store.open()
+    items = [replace(item, polls=n % 5) for n, item in enumerate(rows(2500))]
+    await store.commit(items)
+    store.compact_now()
+    store.close()
+    again = CheckpointStore(tmp_path)
+    again.open()
+    assert dict(again.items) == {item.key: item for item in items}
+    again.close()
