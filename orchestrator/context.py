@@ -31,6 +31,7 @@ class Counters:
     reconciliations: int = 0
     failures: int = 0
     first_poll_at: float | None = None  # when the run's first job poll was answered
+    first_poll_cpu: float | None = None  # the process's CPU seconds by then
 
 
 @dataclass

@@ -15,6 +15,7 @@ blocked tenant. Only bugs escape.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import anyio
@@ -290,6 +291,7 @@ class Driver:
             self.ctx.counters.polls += 1
             if self.ctx.counters.first_poll_at is None:
                 self.ctx.counters.first_poll_at = self.now
+                self.ctx.counters.first_poll_cpu = time.process_time()
             self.item = replace(self.item, polls=self.item.polls + 1)
             state = state.observe(self.now, job.progress)
             if job.status == "SUCCESS":

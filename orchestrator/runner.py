@@ -129,6 +129,16 @@ def write_report(state_dir: Path, items: list[Item]) -> None:
         ) from exc
 
 
+def peak_rss_kib() -> float:
+    """This process's peak resident memory. Linux's VmHWM counts this program only; getrusage's
+    ru_maxrss also counts what the parent held when it forked us (kept across exec)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def sweep_report_temps(state_dir: Path) -> None:
     """Temp files of a report write cut short by a kill (under the lock, at start)."""
     for stale in state_dir.glob(REPORT_TEMP + "*"):
@@ -316,8 +326,9 @@ async def _run_with_clients(
         submissions=counters.submissions,
         polls=counters.polls,
         first_poll_at=counters.first_poll_at,
+        first_poll_cpu_seconds=counters.first_poll_cpu,
         cpu_seconds=round(time.process_time(), 3),
-        peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        peak_rss_mib=round(peak_rss_kib() / 1024, 1),
         checkpoint_write_seconds=round(store.write_seconds, 3),
         checkpoint_cpu_seconds=round(store.cpu_seconds, 3),
         checkpoint_fsyncs=store.fsyncs,

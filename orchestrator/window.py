@@ -73,7 +73,7 @@ class Window:
         self._waiting = 0
         self._started: Counter[str] = Counter()  # tenant -> items handed out
         self._delayed: list[tuple[float, str, Item]] = []  # (ready_at, key, item)
-        self._changed = anyio.Event()
+        self._changed: anyio.Event | None = None  # made when someone waits for a change
 
     # -- queue ----------------------------------------------------------------------------------
 
@@ -161,10 +161,15 @@ class Window:
     # -- waiting --------------------------------------------------------------------------------
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        # Only a waiter needs waking: filling the queue with 100,000 items costs no events.
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     async def changed(self) -> None:
+        """Return at the next change of the queue or the slots."""
+        if self._changed is None:
+            self._changed = anyio.Event()
         await self._changed.wait()
 
     def notify(self) -> None:

@@ -170,7 +170,7 @@ snapshots = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(snapshot=snapshots, indent=st.sampled_from([None, 0, 2]), cut=st.integers(1, 40))
 def test_the_streaming_snapshot_reader_agrees_with_json_loads(
     snapshot: dict[str, Any], indent: int | None, cut: int

@@ -82,6 +82,9 @@ async def open_session(config: Config) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
+# origin -> its proxy, read from the environment once per process: the look-up walks every
+# environment variable (thousands with a thousand tenants' keys) and reads ~/.netrc.
+_PROXIES: dict[str, Proxy] = {}
 
 
 def env_proxy(url: URL) -> Proxy:
@@ -161,7 +164,6 @@ class ImsClient:
         self._projects: dict[str, _Project] = {}
         self._project_locks: dict[str, anyio.Lock] = {}
         self._legacy_job_api: set[str] = set()  # IMS bases that lack GET /v1/cloudimages/job
-        self._proxies: dict[str, Proxy] = {}  # origin -> its proxy, read once from the env
         self.domain_id: str | None = None
 
     # -- TenantCloud ---------------------------------------------------------------------------
@@ -391,9 +393,9 @@ class ImsClient:
             f"{split.scheme}://{host}{full_path}" + (f"?{query}" if query else ""), encoded=True
         )
         origin = f"{split.scheme}://{host}"
-        proxy = self._proxies.get(origin)
+        proxy = _PROXIES.get(origin)
         if proxy is None:
-            proxy = self._proxies[origin] = env_proxy(URL(origin))
+            proxy = _PROXIES[origin] = env_proxy(URL(origin))
         try:
             async with self._session.request(
                 method,
