@@ -61,6 +61,26 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
 }
 
 
+def _forward_closure() -> dict[Phase, frozenset[Phase]]:
+    """Every phase reachable from each phase without a new attempt (terminal phases lead on
+    only through an explicit retry, which is a new attempt)."""
+    graph = {p: frozenset() if p.is_terminal else nxt for p, nxt in TRANSITIONS.items()}
+    reach: dict[Phase, frozenset[Phase]] = {}
+    for start in graph:
+        seen: set[Phase] = set()
+        todo = list(graph[start])
+        while todo:
+            phase = todo.pop()
+            if phase not in seen:
+                seen.add(phase)
+                todo.extend(graph[phase])
+        reach[start] = frozenset(seen)
+    return reach
+
+
+FORWARD_WITHIN_ATTEMPT = _forward_closure()
+
+
 class TransitionError(ValueError):
     """A move the state machine forbids: a bug, never a cloud condition."""
 
@@ -102,6 +122,20 @@ class Row:
     @property
     def source_project(self) -> str:
         return self.source_project_name or self.source_region
+
+    def matches(
+        self,
+        tenants: frozenset[str],
+        source_regions: frozenset[str],
+        target_regions: frozenset[str],
+    ) -> bool:
+        """Whether the row passes the --tenant/--source-region/--target-region filters
+        (an empty set lets everything through)."""
+        return (
+            (not tenants or self.tenant in tenants)
+            and (not source_regions or self.source_region in source_regions)
+            and (not target_regions or self.target_region in target_regions)
+        )
 
     def digest(self) -> str:
         """Fingerprint of what the row asks for (not its line), to notice an edited row."""

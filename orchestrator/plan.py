@@ -226,22 +226,17 @@ def bad_rows(manifest: Manifest) -> list[PlanRow]:
 
 
 def _selected(item: Item, request: PlanRequest) -> bool:
-    row = item.row
-    return (
-        (not request.tenants or row.tenant in request.tenants)
-        and (not request.source_regions or row.source_region in request.source_regions)
-        and (not request.target_regions or row.target_region in request.target_regions)
-    )
+    return item.row.matches(request.tenants, request.source_regions, request.target_regions)
 
 
 def _read_state(request: PlanRequest, state_dir: Path) -> tuple[dict[str, Item], dict[str, Any]]:
     """The checkpoint's items and meta, read as ``status`` reads them: no lock, no write."""
-    snap = read_snapshot(state_dir) if (state_dir / "checkpoint.json").exists() else None
+    snap = read_snapshot(state_dir, item_from_dict)
     if snap is None:
         return {}, {}
     meta = dict(snap.get("meta", {}))
     check_owner(meta, request.list_path, state_dir)
-    return {key: item_from_dict(value) for key, value in snap["items"].items()}, meta
+    return dict(snap["items"]), meta
 
 
 class _Flags:

@@ -146,12 +146,7 @@ def sweep_report_temps(state_dir: Path) -> None:
 
 
 def _selected(item: Item, request: RunRequest) -> bool:
-    row = item.row
-    return (
-        (not request.tenants or row.tenant in request.tenants)
-        and (not request.source_regions or row.source_region in request.source_regions)
-        and (not request.target_regions or row.target_region in request.target_regions)
-    )
+    return item.row.matches(request.tenants, request.source_regions, request.target_regions)
 
 
 def load_list(request: RunRequest) -> Manifest:

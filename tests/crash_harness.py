@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.checkpoint import JOURNAL, LOCK, SNAPSHOT, TEMP_PREFIX
-from orchestrator.model import TRANSITIONS, Phase
+from orchestrator.model import FORWARD_WITHIN_ATTEMPT, Phase
 
 if TYPE_CHECKING:  # run as a script, this file must not need the tests package
     from tests.e2e import Cloud
@@ -50,26 +50,7 @@ STATE_FILES = frozenset({LOCK, SNAPSHOT, JOURNAL, "events.jsonl", "report.csv"})
 # -- the state machine as the judge sees it ------------------------------------------------------
 
 
-def _within_attempt() -> dict[Phase, frozenset[Phase]]:
-    """TRANSITIONS without the moves out of a terminal phase (those start a new attempt)."""
-    return {p: frozenset() if p.is_terminal else nxt for p, nxt in TRANSITIONS.items()}
-
-
-def _closure(graph: Mapping[Phase, frozenset[Phase]]) -> dict[Phase, frozenset[Phase]]:
-    out: dict[Phase, frozenset[Phase]] = {}
-    for start in graph:
-        seen: set[Phase] = set()
-        todo = list(graph[start])
-        while todo:
-            phase = todo.pop()
-            if phase not in seen:
-                seen.add(phase)
-                todo.extend(graph[phase])
-        out[start] = frozenset(seen)
-    return out
-
-
-FORWARD = _closure(_within_attempt())  # phases reachable from each phase within one attempt
+FORWARD = FORWARD_WITHIN_ATTEMPT  # phases reachable from each phase within one attempt
 
 
 def _rank(phase: Phase) -> int:

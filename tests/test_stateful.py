@@ -40,7 +40,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from orchestrator.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
 from orchestrator.context import RunContext
 from orchestrator.engine import Engine, RunOptions, merge_list
-from orchestrator.model import TRANSITIONS, Item, Phase, Row, item_key, item_token
+from orchestrator.model import FORWARD_WITHIN_ATTEMPT, Item, Phase, Row, item_key, item_token
 from orchestrator.simulator.faults import COPY_ONLY, Fault, FaultPlan
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import LIVE, World, WorldParams
@@ -61,23 +61,7 @@ class Killed(BaseException):
     """The process died here (a simulated kill -9): nothing after it happens."""
 
 
-def _within_attempt() -> dict[Phase, frozenset[Phase]]:
-    """Where each phase may lead without a new attempt (transitively)."""
-    graph = {p: frozenset() if p.is_terminal else nxt for p, nxt in TRANSITIONS.items()}
-    reach: dict[Phase, frozenset[Phase]] = {}
-    for start in graph:
-        seen: set[Phase] = set()
-        todo = list(graph[start])
-        while todo:
-            phase = todo.pop()
-            if phase not in seen:
-                seen.add(phase)
-                todo.extend(graph[phase])
-        reach[start] = frozenset(seen)
-    return reach
-
-
-WITHIN_ATTEMPT = _within_attempt()
+WITHIN_ATTEMPT = FORWARD_WITHIN_ATTEMPT
 
 
 @dataclass

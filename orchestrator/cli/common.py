@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -45,11 +46,16 @@ def state_dir_of(args: argparse.Namespace) -> Path:
     return state_dir_for(Path(args.list), None)
 
 
-def load_items(state_dir: Path) -> list[Item]:
-    snap = read_snapshot(state_dir)
+def load_state(state_dir: Path) -> tuple[list[Item], dict[str, Any]]:
+    """The checkpoint's items and meta, read without the lock; a usage error when absent."""
+    snap = read_snapshot(state_dir, item_from_dict)
     if snap is None:
         raise UsageError(f"{state_dir}: no checkpoint here (has `ims-migrate run` been started?)")
-    return [item_from_dict(value) for value in snap["items"].values()]
+    return list(snap["items"].values()), dict(snap.get("meta", {}))
+
+
+def load_items(state_dir: Path) -> list[Item]:
+    return load_state(state_dir)[0]
 
 
 def summary_table(items: list[Item]) -> Table:

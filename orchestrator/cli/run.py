@@ -183,10 +183,10 @@ def print_run_outcome(
 def checkpoint_items(state_dir: Path) -> list[Item]:
     """The checkpoint's items, or none when it cannot be read (for the metrics of a failed run)."""
     try:
-        snap = read_snapshot(state_dir)
+        snap = read_snapshot(state_dir, item_from_dict)
     except (OSError, CheckpointCorrupt):
         return []
-    return [item_from_dict(v) for v in snap["items"].values()] if snap else []
+    return list(snap["items"].values()) if snap else []
 
 
 def cmd_run(

@@ -12,18 +12,17 @@ from typing import TextIO
 import anyio
 from rich.console import Console
 
-from orchestrator.checkpoint import read_snapshot
 from orchestrator.cli.common import (
     EXIT_USAGE,
     config_of,
     event_lines,
     load_items,
+    load_state,
     problem_lines,
     say,
     state_dir_of,
     summary_table,
 )
-from orchestrator.codec import item_from_dict
 from orchestrator.engine import EXIT_ATTENTION, EXIT_OK
 from orchestrator.plan import PlanRequest, make_plan
 from orchestrator.plan_output import plan_renderables, render_plan_csv, render_plan_json
@@ -65,11 +64,7 @@ def cmd_plan(
 
 def cmd_status(args: argparse.Namespace, out: Console) -> int:
     state_dir = state_dir_of(args)
-    snap = read_snapshot(state_dir)
-    if snap is None:
-        raise UsageError(f"{state_dir}: no checkpoint here (has `ims-migrate run` been started?)")
-    items = [item_from_dict(value) for value in snap["items"].values()]
-    meta = snap.get("meta", {})
+    items, meta = load_state(state_dir)
     if args.format == "json":
         document = {
             "state_dir": str(state_dir),
@@ -100,15 +95,8 @@ def cmd_status(args: argparse.Namespace, out: Console) -> int:
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     state_dir = state_dir_of(args)
     if args.format == "html":
-        snap = read_snapshot(state_dir)
-        if snap is None:
-            raise UsageError(
-                f"{state_dir}: no checkpoint here (has `ims-migrate run` been started?)"
-            )
-        items = [item_from_dict(value) for value in snap["items"].values()]
-        text = render_html(
-            items, snap.get("meta", {}), generated_at=time.time(), events=event_lines(state_dir)
-        )
+        items, meta = load_state(state_dir)
+        text = render_html(items, meta, generated_at=time.time(), events=event_lines(state_dir))
     else:
         items = load_items(state_dir)
         if args.format == "csv":
