@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import os
 import tempfile
@@ -164,13 +165,28 @@ def _parse_snapshot(text: str, convert: Callable[[Any], Any]) -> Any:
     return snap
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Loading builds hundreds of thousands of objects that all stay alive: the cyclic garbage
+    collector would walk them again and again for nothing (a third of the load time at 100,000
+    items). Nothing made here forms a cycle; reference counting frees what is dropped."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _read_json(path: Path, convert: Callable[[Any], Any] | None) -> Any:
     raw = path.read_bytes()
     if convert is None:
         return json.loads(raw)
     text = raw.decode()
     del raw  # the text is enough from here on (peak memory)
-    return _parse_snapshot(text, convert)
+    with _collector_paused():
+        return _parse_snapshot(text, convert)
 
 
 def read_snapshot(
@@ -235,6 +251,10 @@ class CheckpointStore:
         self.cpu_seconds = 0.0
 
     # -- opening -----------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the state dir holds a snapshot already (before :meth:`open`)."""
+        return (self.state_dir / SNAPSHOT).exists()
 
     def open(self) -> bool:
         """Load the state (repairing torn lines, sweeping temp files). False if there was none.

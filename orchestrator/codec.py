@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import Any
+from dataclasses import MISSING, fields
+from typing import Any, TypeVar
 
 from orchestrator.model import Item, Phase, Row
 
-_ROW_FIELDS = frozenset(f.name for f in fields(Row))
-_ITEM_FIELDS = frozenset(f.name for f in fields(Item)) - {"row", "phase"}
 _ROW_NAMES = tuple(f.name for f in fields(Row))
 _ITEM_NAMES = tuple(f.name for f in fields(Item))
+_ROW_FIELDS = frozenset(_ROW_NAMES)
+_ITEM_FIELDS = frozenset(_ITEM_NAMES)
+_PHASES = {phase.value: phase for phase in Phase}
+
+T = TypeVar("T")
+
+
+def _defaults(cls: type[Any]) -> dict[str, Any]:
+    out = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    if any(f.default_factory is not MISSING for f in fields(cls)):
+        raise TypeError(f"{cls.__name__}: a default factory is not supported here")
+    return out
+
+
+_ROW_DEFAULTS = _defaults(Row)
+_ITEM_DEFAULTS = _defaults(Item)
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:
@@ -22,8 +36,23 @@ def item_to_dict(item: Item) -> dict[str, Any]:
     return data
 
 
+def _build(cls: type[T], defaults: dict[str, Any], names: frozenset[str], data: Any) -> T:
+    """``cls(**data)`` for a frozen dataclass of plain fields, without its generated
+    ``__init__`` (a setattr call per field, three times the cost): what a checkpoint holds was
+    built by that ``__init__`` when it was saved. Unknown keys (from a newer version) are left
+    out; a missing key takes its default, a missing required one is a KeyError."""
+    values = dict(defaults)
+    values.update(data if data.keys() <= names else {k: data[k] for k in data.keys() & names})
+    if len(values) != len(names):
+        raise KeyError(f"{cls.__name__}: missing {sorted(names - values.keys())}")
+    obj = object.__new__(cls)
+    vars(obj).update(values)
+    return obj
+
+
 def item_from_dict(data: dict[str, Any]) -> Item:
-    """Inverse of :func:`item_to_dict`; unknown keys (from a newer version) are ignored."""
-    row = Row(**{k: v for k, v in data["row"].items() if k in _ROW_FIELDS})
-    rest = {k: v for k, v in data.items() if k in _ITEM_FIELDS}
-    return Item(row=row, phase=Phase(data["phase"]), **rest)
+    """Inverse of :func:`item_to_dict`. Runs for every item of a checkpoint as it loads."""
+    values = dict(data)
+    values["row"] = _build(Row, _ROW_DEFAULTS, _ROW_FIELDS, data["row"])
+    values["phase"] = _PHASES[data["phase"]]
+    return _build(Item, _ITEM_DEFAULTS, _ITEM_FIELDS, values)

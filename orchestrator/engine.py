@@ -11,7 +11,7 @@ copies still running in the cloud.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -76,12 +76,14 @@ def merge_list(existing: Mapping[str, Item], rows: Sequence[Row]) -> list[Item]:
     return list(merged.values())
 
 
-def is_finished(items: Sequence[Item]) -> bool:
+def is_done(item: Item) -> bool:
+    """Nothing left to do for this item: terminal, or pending and no longer listed."""
+    return item.phase.is_terminal or (not item.listed and item.phase == Phase.PENDING)
+
+
+def is_finished(items: Iterable[Item]) -> bool:
     """Nothing left to do: every listed item terminal, nothing in flight for unlisted ones."""
-    return all(
-        item.phase.is_terminal or (not item.listed and item.phase == Phase.PENDING)
-        for item in items
-    )
+    return all(map(is_done, items))
 
 
 def exit_code_for(items: Sequence[Item], ctx: RunContext) -> tuple[int, str]:
@@ -152,14 +154,60 @@ class Engine:
             {
                 i.row.tenant
                 for i in items
-                if not is_finished([i])
+                if not is_done(i)
                 or (retry and i.listed and i.phase in (Phase.FAILED, Phase.REJECTED))
             }
         )  # --retry-failed on a list that ended with failures must still reach their tenants
-        await self._probe(active_tenants, items)
-        usable = [t for t in active_tenants if t not in ctx.blocked and t not in ctx.unavailable]
+        await self._work(items, current, active_tenants)
+        final = [ctx.store.items[key] for key in current]
+        code, reason = exit_code_for(final, ctx)
+        return RunResult(code, reason, self.windows)
+
+    async def _work(
+        self, items: list[Item], current: dict[str, Item], active_tenants: list[str]
+    ) -> None:
+        """Probe, check, then keep the windows busy; a stop cancels all of it at once.
+
+        The copies a resumed run finds in flight are followed as soon as their tenant's probe
+        answers (a resumed 1,000-tenant list polls within a second); nothing is submitted
+        before every tenant is probed, so that each account's window counts all its copies.
+        """
+        ctx = self.ctx
+        followed: set[str] = set()
+        async with anyio.create_task_group() as outer:
+            with anyio.CancelScope() as work_scope:
+
+                async def on_stop() -> None:
+                    await ctx.stop.wait()
+                    work_scope.cancel()
+
+                outer.start_soon(on_stop)
+                if self.options.deadline_at is not None:
+                    outer.start_soon(self._deadline_watch, self.options.deadline_at)
+                async with anyio.create_task_group() as work:
+                    in_flight: dict[str, list[Item]] = defaultdict(list)
+                    for item in current.values():
+                        if item.phase.holds_slot:
+                            in_flight[item.row.tenant].append(item)
+
+                    def follow(tenant: str) -> None:
+                        window = self.window_of[tenant]
+                        for item in in_flight.pop(tenant, []):
+                            followed.add(item.key)
+                            window.take()
+                            work.start_soon(self._drive, window, item)
+
+                    await self._probe(active_tenants, items, follow)
+                    await self._prepare(current)
+                    self._start(work, current, followed)
+            outer.cancel_scope.cancel()
+
+    async def _prepare(self, current: dict[str, Item]) -> None:
+        """--retry-failed, then the preflight of items never checked; ``current`` is updated."""
+        ctx = self.ctx
+        usable = {t for t in self.window_of if t not in ctx.blocked and t not in ctx.unavailable}
         if self.options.retry_failed:
-            for item in await self._retry_failed([current[k] for k in current], usable):
+            for item in await self._retry_failed(list(current.values()), usable):
                 current[item.key] = item
         # Preflight sets ``copy_name``; an item that has one was checked by an earlier run (a
         # new row, an edited one or a retried one has none): a resumed run does not list again.
@@ -171,33 +219,33 @@ class Engine:
             and item.row.tenant in usable
             and item.copy_name is None
         ]
-        if pending:
-            checked = await preflight(pending, ctx.clouds, ctx.config)
-            for tenant, error in checked.tenant_errors.items():
-                await self._tenant_error(tenant, error)
-            changed = [item for item in checked.items if item != current[item.key]]
-            await ctx.save_many(changed, "item.preflight")  # one commit, however many items
-            for item in changed:
-                current[item.key] = item
-            for item, image in checked.stale:
-                log.warning(
-                    "item.stale_copy",
-                    tenant=item.row.tenant,
-                    item=item.key,
-                    target_image_id=image.id,
-                    status=image.status,
-                    advice="a broken copy of this item is in the target region: delete it",
-                )
-        await self._schedule(list(current.values()))
-        final = [ctx.store.items[key] for key in current]
-        code, reason = exit_code_for(final, ctx)
-        return RunResult(code, reason, self.windows)
+        if not pending:
+            return
+        checked = await preflight(pending, ctx.clouds, ctx.config)
+        for tenant, error in checked.tenant_errors.items():
+            await self._tenant_error(tenant, error)
+        changed = [item for item in checked.items if item != current[item.key]]
+        await ctx.save_many(changed, "item.preflight")  # one commit, however many items
+        for item in changed:
+            current[item.key] = item
+        for item, image in checked.stale:
+            log.warning(
+                "item.stale_copy",
+                tenant=item.row.tenant,
+                item=item.key,
+                target_image_id=image.id,
+                status=image.status,
+                advice="a broken copy of this item is in the target region: delete it",
+            )
 
-    async def _probe(self, tenants: Sequence[str], items: Sequence[Item]) -> None:
+    async def _probe(
+        self, tenants: Sequence[str], items: Sequence[Item], on_ready: Callable[[str], None]
+    ) -> None:
+        """Check each tenant's credentials with one request before anything else is sent for
+        it (design I5), and join it to its account's window; ``on_ready`` then hears of it."""
         ctx = self.ctx
         remembered = dict(ctx.store.meta.get("blocked", {}))
         region_of = {item.row.tenant: item.row.source_region for item in reversed(items)}
-        domains: dict[str, str] = {}
         to_probe: list[str] = []
         for tenant in tenants:
             old = remembered.get(tenant)
@@ -217,9 +265,12 @@ class Engine:
         async def probe(tenant: str) -> None:
             async with limiter:
                 try:
-                    domains[tenant] = await ctx.clouds[tenant].probe(region_of[tenant])
+                    domain = await ctx.clouds[tenant].probe(region_of[tenant])
                 except CloudError as error:
                     await self._tenant_error(tenant, error)
+                    return
+            self._join(tenant, domain)
+            on_ready(tenant)
 
         async with anyio.create_task_group() as group:  # 1,000 tenants: not one after another
             for tenant in to_probe:
@@ -227,21 +278,23 @@ class Engine:
         unblocked = {t: v for t, v in remembered.items() if t in ctx.blocked or t not in tenants}
         if unblocked != remembered or ctx.blocked:
             await ctx.store.commit(meta={"blocked": {**unblocked, **ctx.blocked}})
-        for tenant in tenants:
-            if tenant in domains:
-                key = domains[tenant] or f"tenant:{tenant}"
-                window = self.windows.get(key)
-                if window is None:
-                    timing = ctx.config.timing
-                    window = Window(
-                        key,
-                        ctx.config.max_concurrent_copies,
-                        backoff_min=timing.poll_min,
-                        backoff_max=timing.backoff_max,
-                        order=ctx.config.scheduling.order,
-                    )
-                    self.windows[key] = window
-                self.window_of[tenant] = window
+
+    def _join(self, tenant: str, domain: str) -> None:
+        """The tenant's window: its account's (IAM domain), shared with the account's other
+        tenants of the config."""
+        key = domain or f"tenant:{tenant}"
+        window = self.windows.get(key)
+        if window is None:
+            timing = self.ctx.config.timing
+            window = Window(
+                key,
+                self.ctx.config.max_concurrent_copies,
+                backoff_min=timing.poll_min,
+                backoff_max=timing.backoff_max,
+                order=self.ctx.config.scheduling.order,
+            )
+            self.windows[key] = window
+        self.window_of[tenant] = window
 
     async def _tenant_error(self, tenant: str, error: CloudError) -> None:
         if error.kind == ErrorKind.AUTH:
@@ -250,7 +303,7 @@ class Engine:
             self.ctx.unavailable[tenant] = str(error)
             log.warning("tenant.unavailable", tenant=tenant, error_message=str(error))
 
-    async def _retry_failed(self, items: Sequence[Item], usable: Sequence[str]) -> list[Item]:
+    async def _retry_failed(self, items: Sequence[Item], usable: Set[str]) -> list[Item]:
         """--retry-failed: failed and rejected items get a new attempt; a job that may still be
         alive in the cloud is polled first and adopted rather than copied again."""
         out = []
@@ -294,36 +347,22 @@ class Engine:
 
     # -- scheduling -----------------------------------------------------------------------------
 
-    async def _schedule(self, items: list[Item]) -> None:
-        ctx = self.ctx
-        by_window: dict[str, list[Item]] = defaultdict(list)
-        for item in items:
+    def _start(
+        self, work: anyio.abc.TaskGroup, current: dict[str, Item], followed: set[str]
+    ) -> None:
+        """Every window gets its pending items and starts submitting; copies in flight not
+        followed yet (adopted by --retry-failed) are followed now."""
+        for item in current.values():
             window = self.window_of.get(item.row.tenant)
             if window is None:
                 continue
-            if item.phase.holds_slot or (item.phase == Phase.PENDING and item.listed):
-                by_window[window.key].append(item)
-        async with anyio.create_task_group() as outer:
-            with anyio.CancelScope() as work_scope:
-
-                async def on_stop() -> None:
-                    await ctx.stop.wait()
-                    work_scope.cancel()
-
-                outer.start_soon(on_stop)
-                if self.options.deadline_at is not None:
-                    outer.start_soon(self._deadline_watch, self.options.deadline_at)
-                async with anyio.create_task_group() as work:
-                    for key, window_items in by_window.items():
-                        window = self.windows[key]
-                        for item in window_items:
-                            if item.phase.holds_slot:
-                                window.take()
-                                work.start_soon(self._drive, window, item)
-                            else:
-                                window.enqueue(item)
-                        work.start_soon(self._serve, window, work)
-            outer.cancel_scope.cancel()
+            if item.phase.holds_slot and item.key not in followed:
+                window.take()
+                work.start_soon(self._drive, window, item)
+            elif item.phase == Phase.PENDING and item.listed:
+                window.enqueue(item)
+        for window in self.windows.values():  # also those whose followed copies come back
+            work.start_soon(self._serve, window, work)
 
     async def _deadline_watch(self, deadline_at: float) -> None:
         await self.ctx.clock.sleep(max(0.0, deadline_at - self.ctx.clock.now()))

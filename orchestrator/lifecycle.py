@@ -23,7 +23,7 @@ import anyio
 from orchestrator import crashpoints
 from orchestrator.advice import quota_advice
 from orchestrator.cloud import ACTIVE, KILLED, CloudError, CopyRequest, ErrorKind, Image, Job
-from orchestrator.context import MAX_AUTOMATIC_ATTEMPTS, RunContext
+from orchestrator.context import MAX_AUTOMATIC_ATTEMPTS, RunContext, log
 from orchestrator.manifest import describe_copy
 from orchestrator.model import Item, Phase
 from orchestrator.polling import PollState, next_delay
@@ -292,6 +292,7 @@ class Driver:
             if self.ctx.counters.first_poll_at is None:
                 self.ctx.counters.first_poll_at = self.now
                 self.ctx.counters.first_poll_cpu = time.process_time()
+                log.info("run.first_poll", tenant=row.tenant, item=self.item.key)
             self.item = replace(self.item, polls=self.item.polls + 1)
             state = state.observe(self.now, job.progress)
             if job.status == "SUCCESS":

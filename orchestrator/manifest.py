@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import hashlib
 import io
 import json
 import re
@@ -24,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator import __version__
 from orchestrator.config import DEFAULT_CONFIG_NAME, KNOWN_REGIONS, Config
 from orchestrator.model import DEFAULT_TENANT, Row, item_key, item_token
 
@@ -40,6 +42,7 @@ OPTIONAL_COLUMNS = (
 )
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 SUFFIXES = (".csv", ".jsonl")
+LIST_RULES = 1  # bump when a check below changes what a list gives (see read_list)
 
 NAME_MAX = 128  # IMS: 1-128 characters (ims-api.md §3.1)
 DESCRIPTION_MAX = 1024  # IMS: at most 1024 characters, including the tool's token suffix
@@ -83,6 +86,7 @@ class Manifest:
     rows: list[Row] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    fingerprint: str = ""  # of the list file as read (see read_list)
 
 
 # --- the copy's name and description --------------------------------------------------------
@@ -155,6 +159,25 @@ def description_problem(description: str, token: str) -> str | None:
 
 def load_manifest(path: Path, config: Config) -> Manifest:
     """Read and check a migration list (``.csv`` or ``.jsonl``, chosen by suffix)."""
+    return parse_list(read_list(path, config), config)
+
+
+@dataclass(frozen=True)
+class ListFile:
+    """A list's bytes as read, and the fingerprint of what checking them would give."""
+
+    path: Path
+    raw: bytes
+    fingerprint: str
+
+
+def read_list(path: Path, config: Config) -> ListFile:
+    """The list's bytes (ManifestError if unreadable or of an unknown format).
+
+    The fingerprint covers everything the checks depend on: the bytes, the tenants and extra
+    regions of the config, and the version of these rules. Two lists with the same fingerprint
+    give the same rows and problems, which lets a resumed run take them from its checkpoint.
+    """
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         shown = repr(path.suffix) if path.suffix else "no suffix"
@@ -162,21 +185,31 @@ def load_manifest(path: Path, config: Config) -> Manifest:
             f"{path}: unknown list format ({shown}); name the file .csv (with a header row) "
             "or .jsonl (one JSON object per line)"
         )
-    text = _read_text(path)
-    collector = _Collector(path, config)
-    if suffix == ".csv":
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ManifestError(f"{path}: cannot read the list: {reason}") from exc
+    digest = hashlib.sha256()
+    context = [__version__, str(LIST_RULES), suffix, str(config.source)]
+    context += ["tenants", *sorted(config.tenants), "regions", *sorted(config.extra_regions)]
+    digest.update(json.dumps(context).encode())
+    digest.update(raw)
+    return ListFile(path, raw, digest.hexdigest())
+
+
+def parse_list(source: ListFile, config: Config) -> Manifest:
+    """Check every row of a list read by :func:`read_list`."""
+    text = _decode(source.path, source.raw)
+    collector = _Collector(source.path, config, source.fingerprint)
+    if source.path.suffix.lower() == ".csv":
         _parse_csv(text, collector)
     else:
         _parse_jsonl(text, collector)
     return collector.manifest
 
 
-def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ManifestError(f"{path}: cannot read the list: {reason}") from exc
+def _decode(path: Path, raw: bytes) -> str:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -319,10 +352,10 @@ def _kind(value: object) -> str:
 class _Collector:
     """Turns the cells of one line into a ``Row`` or problems, and remembers item keys."""
 
-    def __init__(self, path: Path, config: Config) -> None:
+    def __init__(self, path: Path, config: Config, fingerprint: str) -> None:
         self.path = path
         self.config = config
-        self.manifest = Manifest(path=path)
+        self.manifest = Manifest(path=path, fingerprint=fingerprint)
         self.first_line: dict[str, int] = {}
 
     def problem(self, line: int, column: str, message: str) -> None:

@@ -40,14 +40,16 @@ from orchestrator.engine import (
     EXIT_OK,
     Engine,
     RunOptions,
+    is_done,
     is_finished,
     merge_list,
 )
 from orchestrator.ims.client import ImsClient, open_session
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.signer import Credentials
-from orchestrator.manifest import Manifest, Problem, load_manifest
+from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_list
 from orchestrator.model import Item
+from orchestrator.recall import LIST_META, recall, remember
 from orchestrator.report import render_csv
 from orchestrator.speed import SpeedModel
 from orchestrator.store import StoreError
@@ -149,11 +151,26 @@ def _selected(item: Item, request: RunRequest) -> bool:
     return item.row.matches(request.tenants, request.source_regions, request.target_regions)
 
 
-def load_list(request: RunRequest) -> Manifest:
-    try:
-        return load_manifest(request.list_path, request.config)
-    except OSError as exc:
-        raise UsageError(f"{request.list_path}: cannot read the list ({exc.strerror})") from exc
+def open_with_list(
+    request: RunRequest, source: ListFile, store: CheckpointStore
+) -> tuple[Manifest, list[Item], bool]:
+    """Open the store and give the run's items: the checkpoint's, updated by the list.
+
+    A state dir that remembers this very list gives them straight from its checkpoint (a
+    resumed 100,000-row list is not checked again: the third value says so); a new state dir
+    is only created once the list is known to be readable (a bad list leaves nothing behind).
+    """
+    if not store.exists():
+        manifest = parse_list(source, request.config)
+        store.open()
+        return manifest, merge_list(store.items, manifest.rows), False
+    store.open()
+    check_owner(store.meta, request.list_path, store.state_dir)
+    recalled = recall(store.meta, source, store.items)
+    if recalled is not None:
+        return *recalled, True
+    manifest = parse_list(source, request.config)
+    return manifest, merge_list(store.items, manifest.rows), False
 
 
 def _credentials(
@@ -218,15 +235,15 @@ async def _locked_run(
     on_start: Callable[[RunContext, list[Item]], None] | None,
     handle_signals: bool,
 ) -> RunSummary:
-    manifest = load_list(request)
+    loading = time.perf_counter()
+    source = read_list(request.list_path, request.config)  # ManifestError: exit 2
     store = CheckpointStore(state_dir)
-    store.open()
     try:
+        manifest, items, recalled = open_with_list(request, source, store)
         sweep_report_temps(state_dir)
-        check_owner(store.meta, request.list_path, state_dir)
-        items = merge_list(store.items, manifest.rows)
+        loaded = time.perf_counter() - loading
         chosen = [item for item in items if _selected(item, request)]
-        active = {item.row.tenant for item in chosen if not is_finished([item])}
+        active = {item.row.tenant for item in chosen if not is_done(item)}
         if request.retry_failed:
             active |= {i.row.tenant for i in chosen if i.listed and i.phase.is_terminal}
         try:
@@ -238,10 +255,16 @@ async def _locked_run(
             log.error("list.bad_row", line=problem.line, error_message=str(problem))
         for warning in manifest.warnings:
             log.warning("list.warning", line=warning.line, error_message=str(warning))
+        log.info(
+            "run.loaded",
+            items=len(items),
+            list_checked=not recalled,  # False: the list is the one the checkpoint remembers
+            seconds=round(loaded, 3),
+        )
         try:
             return await _run_with_clients(
                 request, state_dir, store, manifest, items, chosen, credentials, clock,
-                on_change, on_start, handle_signals,
+                on_change, on_start, handle_signals, recalled,
             )  # fmt: skip
         finally:
             logs.close(sink)
@@ -261,10 +284,15 @@ async def _run_with_clients(
     on_change: Callable[[Item], None] | None,
     on_start: Callable[[RunContext, list[Item]], None] | None,
     handle_signals: bool,
+    recalled: bool,
 ) -> RunSummary:
     config = request.config
-    if not store.meta.get("list_path"):
-        await store.commit(meta={"list_path": str(request.list_path.resolve())})
+    if not recalled:  # the whole list, chosen or not, with what lets the next run recall it
+        stored = store.items
+        await store.commit(
+            [item for item in items if (old := stored.get(item.key)) is not item and old != item],
+            meta={"list_path": str(request.list_path.resolve()), LIST_META: remember(manifest)},
+        )
     speed = SpeedModel(samples=[tuple(s) for s in store.meta.get("speed_samples", [])])
     limits = RateLimits(config.requests_per_second, clock)
     async with open_session(config) as session:

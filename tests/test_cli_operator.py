@@ -184,6 +184,7 @@ def test_filters_narrow_a_run(cloud: Cloud) -> None:
 
     assert cloud.run("--tenant", "t0", "--target-region", "cn-south-1").returncode == 0
     assert copied() == {t0_south}
+    assert len(cloud.item_states()) == 4  # the rows no filter chose are tracked, as pending
     assert cloud.run("--tenant", "t1", "--source-region", "cn-south-1").returncode == 0
     assert copied() == {t0_south, t1_other}
     report = (cloud.state_dir / "report.csv").read_text()

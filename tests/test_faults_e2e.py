@@ -300,9 +300,9 @@ def test_slots_held_outside_the_tool_are_back_pressure(cloud: Cloud) -> None:
         if truth["rejections"].get("IMG.0060") and truth["jobs"].get("SUCCESS", 0) >= 2:
             break
         time.sleep(0.05)
+    freed_at = cloud.truth()["now"]  # before the first slot frees: later copies may use it
     for job_id in outside:  # the outside copies end
         cloud.admin("/_sim/fail_job", {"job_id": job_id})
-    freed_at = cloud.truth()["now"]
     assert run.wait(60) == 0, (cloud.root / f"run-{cloud.seq}.log").read_text()
     truth = cloud.truth()
     assert truth["rejections"].get("IMG.0060", 0) >= 1
