@@ -22,12 +22,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import gc
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ import anyio.to_thread
 from orchestrator import crashpoints
 from orchestrator.codec import item_from_dict, item_to_dict
 from orchestrator.model import Item, item_key
+from orchestrator.snapshot import SNAPSHOT_CHUNK, parse_snapshot, render_snapshot
 from orchestrator.store import StoreError
 
 VERSION = 1
@@ -44,7 +44,6 @@ SNAPSHOT = "checkpoint.json"
 JOURNAL = "journal.jsonl"
 LOCK = "lock"
 TEMP_PREFIX = ".checkpoint-"
-SNAPSHOT_CHUNK = 1000  # items per write while a snapshot (or a large batch) is written
 _UNTAGGED = len('{"g":0,')  # a queued line's generation tag, replaced when it is written
 
 
@@ -108,87 +107,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_BLANK = " \t\n\r"
-
-
-def _skip(text: str, at: int) -> int:
-    while at < len(text) and text[at] in _BLANK:
-        at += 1
-    return at
-
-
-def _parse_object(
-    text: str, at: int, decoder: json.JSONDecoder, value_of: Callable[[str, int], tuple[Any, int]]
-) -> tuple[dict[str, Any], int]:
-    """The JSON object whose ``{`` is at ``at`` (blanks skipped) and the index after its ``}``;
-    each member's value is read by ``value_of(key, start)``. ValueError as ``json.loads``."""
-    at = _skip(text, at)
-    if text[at : at + 1] != "{":
-        raise ValueError(f"expected an object at character {at}")
-    out: dict[str, Any] = {}
-    at = _skip(text, at + 1)
-    if text[at : at + 1] == "}":
-        return out, at + 1
-    while True:
-        key, at = decoder.raw_decode(text, at)
-        if not isinstance(key, str):
-            raise ValueError(f"a key is not a string before character {at}")
-        at = _skip(text, at)
-        if text[at : at + 1] != ":":
-            raise ValueError(f"expected ':' at character {at}")
-        out[key], at = value_of(key, _skip(text, at + 1))
-        at = _skip(text, at)
-        if text[at : at + 1] == "}":
-            return out, at + 1
-        if text[at : at + 1] != ",":
-            raise ValueError(f"expected ',' or '}}' at character {at}")
-        at = _skip(text, at + 1)
-
-
-def _parse_snapshot(text: str, convert: Callable[[Any], Any]) -> Any:
-    """The snapshot's JSON object, each value of its ``items`` object converted as soon as it is
-    read: 100,000 items never exist as 100,000 dicts at once (peak memory)."""
-    decoder = json.JSONDecoder()
-
-    def item(_key: str, at: int) -> tuple[Any, int]:
-        value, end = decoder.raw_decode(text, at)
-        return convert(value), end
-
-    def member(key: str, at: int) -> tuple[Any, int]:
-        if key == "items" and text[at : at + 1] == "{":
-            return _parse_object(text, at, decoder, item)
-        return decoder.raw_decode(text, at)
-
-    snap, end = _parse_object(text, 0, decoder, member)
-    if _skip(text, end) != len(text):
-        raise ValueError(f"extra data after character {end}")
-    return snap
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Loading builds hundreds of thousands of objects that all stay alive: the cyclic garbage
-    collector would walk them again and again for nothing (a third of the load time at 100,000
-    items). Nothing made here forms a cycle; reference counting frees what is dropped."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _read_json(path: Path, convert: Callable[[Any], Any] | None) -> Any:
-    raw = path.read_bytes()
-    if convert is None:
-        return json.loads(raw)
-    text = raw.decode()
-    del raw  # the text is enough from here on (peak memory)
-    with _collector_paused():
-        return _parse_snapshot(text, convert)
-
-
 def read_snapshot(
     state_dir: Path, convert: Callable[[Any], Any] | None = None
 ) -> dict[str, Any] | None:
@@ -198,7 +116,7 @@ def read_snapshot(
     """
     path = state_dir / SNAPSHOT
     try:
-        snap = _read_json(path, convert)
+        snap = parse_snapshot(path.read_bytes(), convert)
     except FileNotFoundError:
         return None
     except ValueError as exc:
@@ -368,25 +286,14 @@ class CheckpointStore:
             )
             raise self._failed from exc
 
-    def _snapshot_chunks(self) -> Iterator[bytes]:
-        """The snapshot's JSON, a thousand items at a time: a 100,000-item list is written
-        without holding its whole text (and a dict per item) in memory at once."""
-        items = list(self._items.items())  # taken at once: the event loop may change the dict
-        head = {"version": VERSION, "generation": self._generation, "meta": dict(self._meta)}
-        yield json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"items":{'
-        for start in range(0, len(items), SNAPSHOT_CHUNK):
-            chunk = ",".join(
-                json.dumps(key) + ":" + json.dumps(item_to_dict(item), separators=(",", ":"))
-                for key, item in items[start : start + SNAPSHOT_CHUNK]
-            )
-            yield (b"," if start else b"") + chunk.encode()
-        yield b"}}"
-
     def _write_snapshot(self) -> None:
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.state_dir)
         try:
             with os.fdopen(fd, "wb") as handle:
-                for chunk in self._snapshot_chunks():
+                items = list(self._items.items())  # at once: the event loop may change it
+                meta = dict(self._meta)
+                head = {"version": VERSION, "generation": self._generation, "meta": meta}
+                for chunk in render_snapshot(head, items, item_to_dict):
                     handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())

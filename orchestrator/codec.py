@@ -27,11 +27,28 @@ _ROW_DEFAULTS = _defaults(Row)
 _ITEM_DEFAULTS = _defaults(Item)
 
 
+# Written even when they hold their default: what a reader of the raw JSON looks at first.
+_ALWAYS = frozenset({"phase", "attempt"})
+
+
+def _sparse(obj: Any, names: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        value = getattr(obj, name)
+        if name in defaults and name not in _ALWAYS:
+            default = defaults[name]
+            if value is default or (type(value) is type(default) and value == default):
+                continue
+        out[name] = value
+    return out
+
+
 def item_to_dict(item: Item) -> dict[str, Any]:
-    """What ``dataclasses.asdict`` gives (every field is a plain value), without its deep copies:
-    this runs for every state change of every item."""
-    data = {name: getattr(item, name) for name in _ITEM_NAMES}
-    data["row"] = {name: getattr(item.row, name) for name in _ROW_NAMES}
+    """A JSON-able dict of the item. Fields that hold their default are left out (a third of a
+    checkpoint's size and of its reading time), except ``phase`` and ``attempt``; the row's
+    required fields (its identity) are always there. :func:`item_from_dict` puts them back."""
+    data = _sparse(item, _ITEM_NAMES, _ITEM_DEFAULTS)
+    data["row"] = _sparse(item.row, _ROW_NAMES, _ROW_DEFAULTS)
     data["phase"] = item.phase.value
     return data
 

@@ -132,11 +132,11 @@ def test_file_size_limit_fails_a_write_midway_then_exits_74(cloud: Cloud) -> Non
     run's new snapshot does (a temp file cut short): each exits 74, checkpoint.json stays the
     last good one and loads, the cut line is repaired; a run without the limit finishes."""
     world(cloud)
-    done = faulty_run(cloud, preexec=limit_file_size(60_000))
+    done = faulty_run(cloud, preexec=limit_file_size(30_000))
     assert_stopped_cleanly(cloud, done)
     last_good = (cloud.state_dir / "checkpoint.json").read_bytes()
-    assert len(last_good) < 8_000 < (cloud.state_dir / "journal.jsonl").stat().st_size
-    again = faulty_run(cloud, preexec=limit_file_size(8_000))
+    assert len(last_good) < 4_000 < (cloud.state_dir / "journal.jsonl").stat().st_size
+    again = faulty_run(cloud, preexec=limit_file_size(4_000))
     assert_stopped_cleanly(cloud, again)
     assert (cloud.state_dir / "checkpoint.json").read_bytes() == last_good
     run_to_end(cloud)

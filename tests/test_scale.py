@@ -9,18 +9,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.checkpoint import JOURNAL, CheckpointStore, _parse_snapshot, read_snapshot
+from orchestrator.checkpoint import JOURNAL, CheckpointStore, read_snapshot
 from orchestrator.engine import RunOptions
 from orchestrator.model import Item, Phase, Row
 from orchestrator.preflight import preflight
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import World, WorldParams
+from orchestrator.snapshot import parse_snapshot, render_snapshot
 from orchestrator.store import InMemoryStore
 from tests.engine_harness import CONFIG, SOURCE, TARGET, Scene
 
@@ -170,20 +172,43 @@ snapshots = st.fixed_dictionaries(
 )
 
 
+def identity(value: Any) -> Any:
+    return value
+
+
+def agrees_with_json_loads(text: str, cut: int) -> None:
+    """The reader that converts items as it goes reads what json.loads reads, and refuses what
+    json.loads refuses (the text cut short, or a line break turned into a space)."""
+    assert parse_snapshot(text.encode(), identity) == json.loads(text)
+    for bad in (text[: max(0, len(text) - cut)], text.replace(",\n", "\n", 1)):
+        if bad == text:
+            continue
+        with pytest.raises(ValueError):  # noqa: PT011 -- json.loads raises a bare ValueError
+            json.loads(bad)
+        with pytest.raises(ValueError):  # noqa: PT011 -- ... and so must this reader
+            parse_snapshot(bad.encode(), identity)
+
+
 @settings(max_examples=60, deadline=None)
 @given(snapshot=snapshots, indent=st.sampled_from([None, 0, 2]), cut=st.integers(1, 40))
-def test_the_streaming_snapshot_reader_agrees_with_json_loads(
+def test_any_json_layout_reads_as_json_loads_reads_it(
     snapshot: dict[str, Any], indent: int | None, cut: int
 ) -> None:
-    """The reader that converts items as it goes reads what json.loads reads, and refuses what
-    json.loads refuses (a snapshot cut short)."""
-    text = json.dumps(snapshot, indent=indent)
-    assert _parse_snapshot(text, lambda value: value) == json.loads(text)
-    torn = text[: max(0, len(text) - cut)]
-    with pytest.raises(ValueError):  # noqa: PT011 -- json.loads raises a bare ValueError subclass
-        json.loads(torn)
-    with pytest.raises(ValueError):  # noqa: PT011 -- ... and so must the streaming reader
-        _parse_snapshot(torn, lambda value: value)
+    agrees_with_json_loads(json.dumps(snapshot, indent=indent), cut)
+
+
+@settings(max_examples=60, deadline=None)
+@given(snapshot=snapshots, cut=st.integers(1, 40), chunk=st.integers(1, 4))
+def test_the_layout_written_reads_as_json_loads_reads_it(
+    snapshot: dict[str, Any], cut: int, chunk: int
+) -> None:
+    """What render_snapshot writes (one line per chunk of items) is JSON, read line by line."""
+    head = {k: v for k, v in snapshot.items() if k != "items"}
+    items = list(snapshot["items"].items())
+    with patch("orchestrator.snapshot.SNAPSHOT_CHUNK", chunk):
+        text = b"".join(render_snapshot(head, items, identity)).decode()
+    assert text.count("\n") == 1 + -(-len(items) // chunk)
+    agrees_with_json_loads(text, cut)
 
 
 async def test_the_store_reads_back_what_it_wrote_in_parts(tmp_path: Path) -> None:
@@ -195,6 +220,7 @@ async def test_the_store_reads_back_what_it_wrote_in_parts(tmp_path: Path) -> No
     store.compact_now()
     store.close()
     again = CheckpointStore(tmp_path)
-    again.open()
+    with patch("orchestrator.snapshot._parse_any", side_effect=AssertionError("slow reader")):
+        again.open()  # the fast reader, line by line
     assert dict(again.items) == {item.key: item for item in items}
     again.close()
