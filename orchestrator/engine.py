@@ -143,28 +143,34 @@ class Engine:
         if is_finished(items) and not self.options.retry_failed and "last_exit" in ctx.store.meta:
             code = int(ctx.store.meta["last_exit"])
             return RunResult(code, "the list was already finished", skipped=True)
-        # Only what the list changed is written: a resumed 100,000-row list costs nothing here.
+        # One pass over the items (100,000 of them on a resumed list): only what the list changed
+        # is written, and the tenants with work are found. --retry-failed on a list that ended
+        # with failures must still reach their tenants.
         stored = ctx.store.items
-        await ctx.store.commit(
-            [item for item in items if (old := stored.get(item.key)) is not item and old != item]
-        )
-        current = {item.key: item for item in items}
         retry = self.options.retry_failed
-        active_tenants = sorted(
-            {
-                i.row.tenant
-                for i in items
-                if not is_done(i)
-                or (retry and i.listed and i.phase in (Phase.FAILED, Phase.REJECTED))
-            }
-        )  # --retry-failed on a list that ended with failures must still reach their tenants
-        await self._work(items, current, active_tenants)
+        current: dict[str, Item] = {}
+        changed: list[Item] = []
+        active: set[str] = set()
+        region_of: dict[str, str] = {}  # where each tenant's credentials are probed
+        for item in items:
+            key = item.key
+            current[key] = item
+            region_of.setdefault(item.row.tenant, item.row.source_region)
+            old = stored.get(key)
+            if old is not item and old != item:
+                changed.append(item)
+            if not is_done(item) or (
+                retry and item.listed and item.phase in (Phase.FAILED, Phase.REJECTED)
+            ):
+                active.add(item.row.tenant)
+        await ctx.store.commit(changed)
+        await self._work(current, sorted(active), region_of)
         final = [ctx.store.items[key] for key in current]
         code, reason = exit_code_for(final, ctx)
         return RunResult(code, reason, self.windows)
 
     async def _work(
-        self, items: list[Item], current: dict[str, Item], active_tenants: list[str]
+        self, current: dict[str, Item], active_tenants: list[str], region_of: Mapping[str, str]
     ) -> None:
         """Probe, check, then keep the windows busy; a stop cancels all of it at once.
 
@@ -197,7 +203,7 @@ class Engine:
                             window.take()
                             work.start_soon(self._drive, window, item)
 
-                    await self._probe(active_tenants, items, follow)
+                    await self._probe(active_tenants, region_of, follow)
                     await self._prepare(current)
                     self._start(work, current, followed)
             outer.cancel_scope.cancel()
@@ -239,13 +245,15 @@ class Engine:
             )
 
     async def _probe(
-        self, tenants: Sequence[str], items: Sequence[Item], on_ready: Callable[[str], None]
+        self,
+        tenants: Sequence[str],
+        region_of: Mapping[str, str],
+        on_ready: Callable[[str], None],
     ) -> None:
         """Check each tenant's credentials with one request before anything else is sent for
         it (design I5), and join it to its account's window; ``on_ready`` then hears of it."""
         ctx = self.ctx
         remembered = dict(ctx.store.meta.get("blocked", {}))
-        region_of = {item.row.tenant: item.row.source_region for item in reversed(items)}
         to_probe: list[str] = []
         for tenant in tenants:
             old = remembered.get(tenant)

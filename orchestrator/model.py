@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from functools import cached_property
 from typing import Any
 
 DEFAULT_TENANT = "default"
@@ -112,9 +111,8 @@ class Row:
     vault_id: str | None = None
     priority: int = 0
 
-    @cached_property
+    @property
     def key(self) -> str:
-        """The item's identity (computed once: a 100,000-row run asks for it often)."""
         return item_key(self.tenant, self.image_id, self.target_region)
 
     @property

@@ -8,6 +8,7 @@ any call (exit 2), the state saved before any POST. No printing: the CLI shows t
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -51,11 +52,13 @@ from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_
 from orchestrator.model import Item
 from orchestrator.recall import LIST_META, recall, remember
 from orchestrator.report import render_csv
+from orchestrator.snapshot import collector_paused
 from orchestrator.speed import SpeedModel
 from orchestrator.store import StoreError
 from orchestrator.window import Window
 
 REPORT = "report.csv"
+FREEZE_MIN = 10_000  # items from which the loaded state is frozen out of the collector's sight
 REPORT_TEMP = ".report-"
 
 
@@ -239,13 +242,25 @@ async def _locked_run(
     source = read_list(request.list_path, request.config)  # ManifestError: exit 2
     store = CheckpointStore(state_dir)
     try:
-        manifest, items, recalled = open_with_list(request, source, store)
+        with collector_paused():
+            manifest, items, recalled = open_with_list(request, source, store)
+            if len(items) >= FREEZE_MIN:
+                # What was just loaded lives as long as the run: out of the cyclic collector's
+                # sight, it is not walked again by every collection (all of it, twice, right
+                # after loading; then at every full collection). Nothing loaded forms a cycle,
+                # so reference counting still frees the items the run replaces.
+                gc.freeze()
         sweep_report_temps(state_dir)
         loaded = time.perf_counter() - loading
-        chosen = [item for item in items if _selected(item, request)]
-        active = {item.row.tenant for item in chosen if not is_done(item)}
-        if request.retry_failed:
-            active |= {i.row.tenant for i in chosen if i.listed and i.phase.is_terminal}
+        chosen: list[Item] = []
+        active: set[str] = set()  # the tenants whose credentials are needed
+        for item in items:
+            if _selected(item, request):
+                chosen.append(item)
+                if not is_done(item) or (
+                    request.retry_failed and item.listed and item.phase.is_terminal
+                ):
+                    active.add(item.row.tenant)
         try:
             credentials = _credentials(request, active)
         except ConfigError as exc:

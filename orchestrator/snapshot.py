@@ -51,13 +51,13 @@ def parse_snapshot(raw: bytes, convert: Callable[[Any], Any] | None = None) -> A
         return json.loads(raw)
     text = raw.decode()
     del raw  # the text is enough from here on (peak memory)
-    with _collector_paused():
+    with collector_paused():
         fast = _parse_lines(text, convert)
         return fast if fast is not None else _parse_any(text, convert)
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Loading builds hundreds of thousands of objects that all stay alive: the cyclic garbage
     collector would walk them again and again for nothing (a third of the load time at 100,000
     items). Nothing made here forms a cycle; reference counting frees what is dropped."""
