@@ -176,6 +176,22 @@ def open_with_list(
     return manifest, merge_list(store.items, manifest.rows), False
 
 
+async def save_list(
+    store: CheckpointStore, owner: str, manifest: Manifest, items: list[Item]
+) -> None:
+    """Store the whole list (chosen rows or not) with what lets the next run recall it;
+    ``owner`` is the list's resolved path (the state dir belongs to it)."""
+    if store.meta.get(LIST_META):
+        # Forgotten first: should a crash keep only part of the next commit, the old
+        # fingerprint must not vouch for rows this list changed.
+        await store.commit(meta={LIST_META: None})
+    stored = store.items
+    await store.commit(
+        [item for item in items if (old := stored.get(item.key)) is not item and old != item],
+        meta={"list_path": owner, LIST_META: remember(manifest)},
+    )
+
+
 def _credentials(
     request: RunRequest, tenants: set[str]
 ) -> dict[str, tuple[TenantConfig, Credentials]]:
@@ -302,12 +318,8 @@ async def _run_with_clients(
     recalled: bool,
 ) -> RunSummary:
     config = request.config
-    if not recalled:  # the whole list, chosen or not, with what lets the next run recall it
-        stored = store.items
-        await store.commit(
-            [item for item in items if (old := stored.get(item.key)) is not item and old != item],
-            meta={"list_path": str(request.list_path.resolve()), LIST_META: remember(manifest)},
-        )
+    if not recalled:
+        await save_list(store, str(request.list_path.resolve()), manifest, items)
     speed = SpeedModel(samples=[tuple(s) for s in store.meta.get("speed_samples", [])])
     limits = RateLimits(config.requests_per_second, clock)
     async with open_session(config) as session:

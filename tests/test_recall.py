@@ -12,11 +12,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import pytest
+
+from orchestrator.checkpoint import CheckpointStore
 from orchestrator.config import Config, TenantConfig
 from orchestrator.engine import merge_list
 from orchestrator.manifest import parse_list, read_list
 from orchestrator.model import Item
 from orchestrator.recall import LIST_META, recall, remember
+from orchestrator.runner import save_list
 from tests.e2e import Cloud
 
 CONFIG = Config(
@@ -74,6 +78,38 @@ def test_recall_refuses_another_list_or_a_damaged_meta(tmp_path: Path) -> None:
     assert recall({LIST_META: {**meta[LIST_META], "fingerprint": "x"}}, source, items) is None
     assert recall({LIST_META: {**meta[LIST_META], "problems": [[1, "a"]]}}, source, items) is None
     assert recall({LIST_META: "nonsense"}, source, items) is None
+
+
+async def test_a_commit_cut_short_leaves_no_fingerprint_to_vouch_for_it(tmp_path: Path) -> None:
+    """The list is edited, the run that stores it dies part-way through that commit (the item
+    lines written, not the meta line), the edit is undone: the old fingerprint must not bring
+    back the rows of the edit (the added row would be copied though no longer listed)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    store = CheckpointStore(state)
+    store.open()
+    source = read_list(write(tmp_path, ROWS), CONFIG)
+    first = parse_list(source, CONFIG)
+    await save_list(store, str(source.path), first, merge_list(store.items, first.rows))
+    edited = parse_list(
+        read_list(write(tmp_path, [*ROWS, "a,img-9,cn-north-4,cn-east-3"]), CONFIG), CONFIG
+    )
+    real_commit = store.commit
+
+    async def cut_short(items: Any = (), meta: Any = None) -> None:
+        if meta and meta.get(LIST_META):
+            await real_commit(items)  # the item lines made it to disk, the meta line did not
+            raise KeyboardInterrupt
+        await real_commit(items, meta)
+
+    store.commit = cut_short  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        await save_list(store, str(source.path), edited, merge_list(store.items, edited.rows))
+    store.close()
+    again = CheckpointStore(state)
+    again.open()
+    assert recall(again.meta, read_list(write(tmp_path, ROWS), CONFIG), again.items) is None
+    again.close()
 
 
 # -- end to end: the real CLI, run twice ----------------------------------------------------------
