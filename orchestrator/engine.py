@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -24,6 +25,7 @@ from orchestrator.context import RunContext, log
 from orchestrator.lifecycle import Driver
 from orchestrator.model import Item, Phase, Row
 from orchestrator.preflight import preflight
+from orchestrator.store import Store
 from orchestrator.window import Window
 
 EXIT_OK = 0
@@ -74,6 +76,20 @@ def merge_list(existing: Mapping[str, Item], rows: Sequence[Row]) -> list[Item]:
         if key not in merged:
             merged[key] = replace(old, listed=False)
     return list(merged.values())
+
+
+async def store_merged(
+    store: Store, items: Iterable[Item], meta: Mapping[str, Any] | None = None
+) -> None:
+    """Commit the items of :func:`merge_list` that differ from the stored ones, before a run.
+
+    An item the list did not change is the stored object itself: a resumed 100,000-row list
+    costs one look-up per item and writes nothing."""
+    stored = store.items
+    await store.commit(
+        [item for item in items if (old := stored.get(item.key)) is not item and old != item],
+        meta=meta,
+    )
 
 
 def is_done(item: Item) -> bool:
@@ -139,38 +155,38 @@ class Engine:
     # -- phases of a run ------------------------------------------------------------------------
 
     async def run(self, items: list[Item]) -> RunResult:
+        """Run ``items`` (from :func:`merge_list`, stored already: :func:`store_merged`)."""
         ctx = self.ctx
         if is_finished(items) and not self.options.retry_failed and "last_exit" in ctx.store.meta:
             code = int(ctx.store.meta["last_exit"])
             return RunResult(code, "the list was already finished", skipped=True)
-        # One pass over the items (100,000 of them on a resumed list): only what the list changed
-        # is written, and the tenants with work are found. --retry-failed on a list that ended
-        # with failures must still reach their tenants.
-        stored = ctx.store.items
+        # One pass over the items (100,000 of them on a resumed list). --retry-failed on a list
+        # that ended with failures must still reach their tenants.
         retry = self.options.retry_failed
         current: dict[str, Item] = {}
-        changed: list[Item] = []
         active: set[str] = set()
         region_of: dict[str, str] = {}  # where each tenant's credentials are probed
+        in_flight: dict[str, list[Item]] = defaultdict(list)  # by tenant
         for item in items:
-            key = item.key
-            current[key] = item
+            current[item.key] = item
             region_of.setdefault(item.row.tenant, item.row.source_region)
-            old = stored.get(key)
-            if old is not item and old != item:
-                changed.append(item)
+            if item.phase.holds_slot:
+                in_flight[item.row.tenant].append(item)
             if not is_done(item) or (
                 retry and item.listed and item.phase in (Phase.FAILED, Phase.REJECTED)
             ):
                 active.add(item.row.tenant)
-        await ctx.store.commit(changed)
-        await self._work(current, sorted(active), region_of)
+        await self._work(current, sorted(active), region_of, in_flight)
         final = [ctx.store.items[key] for key in current]
         code, reason = exit_code_for(final, ctx)
         return RunResult(code, reason, self.windows)
 
     async def _work(
-        self, current: dict[str, Item], active_tenants: list[str], region_of: Mapping[str, str]
+        self,
+        current: dict[str, Item],
+        active_tenants: list[str],
+        region_of: Mapping[str, str],
+        in_flight: dict[str, list[Item]],
     ) -> None:
         """Probe, check, then keep the windows busy; a stop cancels all of it at once.
 
@@ -191,10 +207,6 @@ class Engine:
                 if self.options.deadline_at is not None:
                     outer.start_soon(self._deadline_watch, self.options.deadline_at)
                 async with anyio.create_task_group() as work:
-                    in_flight: dict[str, list[Item]] = defaultdict(list)
-                    for item in current.values():
-                        if item.phase.holds_slot:
-                            in_flight[item.row.tenant].append(item)
 
                     def follow(tenant: str) -> None:
                         window = self.window_of[tenant]

@@ -8,7 +8,6 @@ any call (exit 2), the state saved before any POST. No printing: the CLI shows t
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import resource
 import signal
@@ -44,7 +43,9 @@ from orchestrator.engine import (
     is_done,
     is_finished,
     merge_list,
+    store_merged,
 )
+from orchestrator.heap import collector_paused, keep_for_the_run
 from orchestrator.ims.client import ImsClient, open_session
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.signer import Credentials
@@ -52,13 +53,11 @@ from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_
 from orchestrator.model import Item
 from orchestrator.recall import LIST_META, recall, remember
 from orchestrator.report import render_csv
-from orchestrator.snapshot import collector_paused
 from orchestrator.speed import SpeedModel
 from orchestrator.store import StoreError
 from orchestrator.window import Window
 
 REPORT = "report.csv"
-FREEZE_MIN = 10_000  # items from which the loaded state is frozen out of the collector's sight
 REPORT_TEMP = ".report-"
 
 
@@ -185,11 +184,7 @@ async def save_list(
         # Forgotten first: should a crash keep only part of the next commit, the old
         # fingerprint must not vouch for rows this list changed.
         await store.commit(meta={LIST_META: None})
-    stored = store.items
-    await store.commit(
-        [item for item in items if (old := stored.get(item.key)) is not item and old != item],
-        meta={"list_path": owner, LIST_META: remember(manifest)},
-    )
+    await store_merged(store, items, meta={"list_path": owner, LIST_META: remember(manifest)})
 
 
 def _credentials(
@@ -260,12 +255,7 @@ async def _locked_run(
     try:
         with collector_paused():
             manifest, items, recalled = open_with_list(request, source, store)
-            if len(items) >= FREEZE_MIN:
-                # What was just loaded lives as long as the run: out of the cyclic collector's
-                # sight, it is not walked again by every collection (all of it, twice, right
-                # after loading; then at every full collection). Nothing loaded forms a cycle,
-                # so reference counting still frees the items the run replaces.
-                gc.freeze()
+            keep_for_the_run(len(items))
         sweep_report_temps(state_dir)
         loaded = time.perf_counter() - loading
         chosen: list[Item] = []

@@ -16,11 +16,11 @@ otherwise (by hand, or by an older version) is read by a slower reader that acce
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
+
+from orchestrator.heap import collector_paused
 
 SNAPSHOT_CHUNK = 1000  # items per line of the snapshot (and per write)
 _ITEMS_OPEN = ',"items":{'
@@ -54,20 +54,6 @@ def parse_snapshot(raw: bytes, convert: Callable[[Any], Any] | None = None) -> A
     with collector_paused():
         fast = _parse_lines(text, convert)
         return fast if fast is not None else _parse_any(text, convert)
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Loading builds hundreds of thousands of objects that all stay alive: the cyclic garbage
-    collector would walk them again and again for nothing (a third of the load time at 100,000
-    items). Nothing made here forms a cycle; reference counting frees what is dropped."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 # -- the fast reader: the layout render_snapshot writes -------------------------------------------

@@ -11,7 +11,7 @@ import anyio
 
 from orchestrator.config import Config, Timing
 from orchestrator.context import RunContext
-from orchestrator.engine import Engine, RunOptions, RunResult, merge_list
+from orchestrator.engine import Engine, RunOptions, RunResult, merge_list, store_merged
 from orchestrator.model import Item, Row
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
@@ -105,6 +105,7 @@ class Scene:
         result: RunResult | None = None
         async with anyio.create_task_group() as group:
             group.start_soon(self.clock.autojump)
+            await store_merged(self.store, items)
             result = await Engine(ctx, options or RunOptions()).run(items)
             group.cancel_scope.cancel()
         assert result is not None

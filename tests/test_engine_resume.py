@@ -9,7 +9,15 @@ from typing import Any
 import anyio
 
 from orchestrator.cloud import TenantCloud
-from orchestrator.engine import EXIT_LATER, EXIT_OK, Engine, RunOptions, RunResult, merge_list
+from orchestrator.engine import (
+    EXIT_LATER,
+    EXIT_OK,
+    Engine,
+    RunOptions,
+    RunResult,
+    merge_list,
+    store_merged,
+)
 from orchestrator.model import Item, Phase
 from tests.engine_harness import GIB, Scene
 from tests.virtual_clock import VirtualClock
@@ -54,7 +62,9 @@ async def resume_with_slow_probe(
         group.start_soon(scene.clock.autojump)
         if stop_after is not None:
             group.start_soon(stop)
-        result = await engine.run(merge_list(scene.store.items, scene.rows))
+        items = merge_list(scene.store.items, scene.rows)
+        await store_merged(scene.store, items)
+        result = await engine.run(items)
         group.cancel_scope.cancel()
     scene.last_ctx = ctx
     return engine, cloud, started, result

@@ -39,7 +39,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from orchestrator.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
 from orchestrator.context import RunContext
-from orchestrator.engine import Engine, RunOptions, merge_list
+from orchestrator.engine import Engine, RunOptions, merge_list, store_merged
 from orchestrator.model import FORWARD_WITHIN_ATTEMPT, Item, Phase, Row, item_key, item_token
 from orchestrator.simulator.faults import COPY_ONLY, Fault, FaultPlan
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
@@ -314,6 +314,7 @@ class Machine(RuleBasedStateMachine):
                     group.start_soon(kill_later, kill_at)
                 if stuck_after is not None:
                     group.start_soon(stuck, stuck_after)
+                await store_merged(self.store, items)
                 code = (await Engine(ctx, options).run(items)).exit_code
                 group.cancel_scope.cancel()
             return code
