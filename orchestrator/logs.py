@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 import structlog
 
-from orchestrator.checkpoint import repair_jsonl
-from orchestrator.store import StoreError
+from orchestrator.state.checkpoint import repair_jsonl
+from orchestrator.state.store import StoreError
 
 EVENTS = "events.jsonl"
 ROTATE_BYTES = 50 * 2**20

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from orchestrator import __version__
 from orchestrator.config import DEFAULT_CONFIG_NAME, KNOWN_REGIONS, Config
-from orchestrator.model import DEFAULT_TENANT, Row, item_key, item_token
+from orchestrator.core.model import DEFAULT_TENANT, Row, item_key, item_token
 
 REQUIRED_COLUMNS = ("image_id", "source_region", "target_region")
 OPTIONAL_COLUMNS = (

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.checkpoint import JOURNAL, LOCK, SNAPSHOT, TEMP_PREFIX
-from orchestrator.model import FORWARD_WITHIN_ATTEMPT, Phase
+from orchestrator.core.model import FORWARD_WITHIN_ATTEMPT, Phase
+from orchestrator.state.checkpoint import JOURNAL, LOCK, SNAPSHOT, TEMP_PREFIX
 
 if TYPE_CHECKING:  # run as a script, this file must not need the tests package
     from tests.e2e import Cloud
@@ -475,7 +475,7 @@ def _install_save_kill(environ: Mapping[str, str]) -> None:
         return
     phase, nth = spec.split(":")
     marker, hits = f'"phase":"{phase}"', [0]
-    from orchestrator.checkpoint import CheckpointStore
+    from orchestrator.state.checkpoint import CheckpointStore
 
     original = CheckpointStore._append
 

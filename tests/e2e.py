@@ -240,7 +240,7 @@ class Cloud:
         return dict(json.loads((self.state_dir / "checkpoint.json").read_text()))
 
     def item_states(self) -> dict[str, str]:
-        from orchestrator.checkpoint import read_snapshot
+        from orchestrator.state.checkpoint import read_snapshot
 
         snap = read_snapshot(self.state_dir)
         assert snap is not None

@@ -10,13 +10,13 @@ from typing import Any
 import anyio
 
 from orchestrator.config import Config, Timing
-from orchestrator.context import RunContext
-from orchestrator.engine import Engine, RunOptions, RunResult, merge_list, store_merged
-from orchestrator.model import Item, Row
+from orchestrator.core.model import Item, Row
+from orchestrator.engine.context import RunContext
+from orchestrator.engine.scheduler import Engine, RunOptions, RunResult, merge_list, store_merged
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import World, WorldParams
-from orchestrator.store import InMemoryStore
+from orchestrator.state.store import InMemoryStore
 from tests.virtual_clock import VirtualClock
 
 GIB = 2**30

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.model import item_key, item_token
+from orchestrator.core.model import item_key, item_token
 from tests.e2e import Cloud
 
 pytestmark = pytest.mark.e2e

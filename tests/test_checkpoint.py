@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.checkpoint import (
+from orchestrator.core.model import Item, Phase
+from orchestrator.state.checkpoint import (
     JOURNAL,
     SNAPSHOT,
     CheckpointStore,
@@ -16,8 +17,7 @@ from orchestrator.checkpoint import (
     release_lock,
     repair_jsonl,
 )
-from orchestrator.model import Item, Phase
-from orchestrator.store import StoreError
+from orchestrator.state.store import StoreError
 from tests.test_model import make_row
 
 

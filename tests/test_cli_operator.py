@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.checkpoint import acquire_lock, release_lock
+from orchestrator.state.checkpoint import acquire_lock, release_lock
 from tests.e2e import Cloud
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.model import Phase
+from orchestrator.core.model import Phase
 from tests.crash_harness import (
     History,
     copy_posts,

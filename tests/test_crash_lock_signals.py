@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.checkpoint import read_snapshot
+from orchestrator.state.checkpoint import read_snapshot
 from tests.crash_harness import History, copy_posts, judge_finished, reap, run_to_end, spawn
 from tests.e2e import Cloud
 

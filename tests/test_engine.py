@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from orchestrator.engine import EXIT_ATTENTION, EXIT_LATER, EXIT_OK, RunOptions
-from orchestrator.model import Phase
+from orchestrator.core.model import Phase
+from orchestrator.engine.scheduler import EXIT_ATTENTION, EXIT_LATER, EXIT_OK, RunOptions
 from orchestrator.simulator.faults import FaultPlan
 from tests.engine_harness import CONFIG, TIMING, Scene
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import anyio
 
-from orchestrator.cloud import TenantCloud
-from orchestrator.engine import (
+from orchestrator.core.cloud import TenantCloud
+from orchestrator.core.model import Item, Phase
+from orchestrator.engine.scheduler import (
     EXIT_LATER,
     EXIT_OK,
     Engine,
@@ -18,7 +19,6 @@ from orchestrator.engine import (
     merge_list,
     store_merged,
 )
-from orchestrator.model import Item, Phase
 from tests.engine_harness import GIB, Scene
 from tests.virtual_clock import VirtualClock
 

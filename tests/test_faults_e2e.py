@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 import pytest
 
 from orchestrator.clock import RealClock
-from orchestrator.cloud import CloudError, CopyRequest, ErrorKind
 from orchestrator.config import Config, Endpoints, TenantConfig, Timing
+from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind
 from orchestrator.ims.client import ImsClient, open_session
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.signer import Credentials
@@ -53,7 +53,7 @@ def request_log(cloud: Cloud) -> list[Request]:
 
 
 def checkpoint_items(cloud: Cloud) -> dict[str, dict[str, Any]]:
-    from orchestrator.checkpoint import read_snapshot
+    from orchestrator.state.checkpoint import read_snapshot
 
     snap = read_snapshot(cloud.state_dir)
     assert snap is not None

@@ -24,8 +24,8 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from orchestrator.cloud import CloudError, CopyRequest, ErrorKind, Job, Quota
 from orchestrator.config import Config, Endpoints, TenantConfig, Timing
+from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Job, Quota
 from orchestrator.ims.client import ImsClient, env_proxy, open_session
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.signer import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.cloud import CloudError, ErrorKind
+from orchestrator.core.cloud import CloudError, ErrorKind
 from orchestrator.ims.errors import classify, parse_error_body
 
 # -- parse_error_body ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from types import MappingProxyType
 import pytest
 
 from orchestrator.config import Config, TenantConfig
+from orchestrator.core.model import Row, item_key, item_token
 from orchestrator.manifest import (
     DESCRIPTION_MAX,
     Manifest,
@@ -21,7 +22,6 @@ from orchestrator.manifest import (
     load_manifest,
     name_problem,
 )
-from orchestrator.model import Row, item_key, item_token
 
 HEADER = "image_id,source_region,target_region"
 CONFIG = Config(

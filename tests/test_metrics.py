@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.metrics import RunFacts, render_metrics, write_metrics
-from orchestrator.model import Item, Phase, Row
+from orchestrator.core.model import Item, Phase, Row
+from orchestrator.output.metrics import RunFacts, render_metrics, write_metrics
 
 LABEL_PAIR = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
 SAMPLE = re.compile(

@@ -2,8 +2,8 @@
 
 import pytest
 
-from orchestrator.engine import is_finished, merge_list
-from orchestrator.model import Item, Phase, Row, TransitionError, item_token
+from orchestrator.core.model import Item, Phase, Row, TransitionError, item_token
+from orchestrator.engine.scheduler import is_finished, merge_list
 
 
 def make_row(image_id: str = "img-1", line: int = 2, **changes: object) -> Row:

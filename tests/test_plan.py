@@ -13,19 +13,19 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from orchestrator.checkpoint import CheckpointStore, acquire_lock, release_lock
+from orchestrator.commands.plan import Plan, PlanRequest, PlanRow, Verdict, make_plan
 from orchestrator.config import Config, TenantConfig
-from orchestrator.estimate import (
+from orchestrator.core.estimate import (
     ASSUMED_FIXED_SECONDS,
     ASSUMED_SECONDS_PER_GIB,
     makespan,
     speed_from_samples,
 )
-from orchestrator.model import Item, Phase, Row, item_key, item_token
-from orchestrator.plan import Plan, PlanRequest, PlanRow, Verdict, make_plan
-from orchestrator.plan_output import plan_renderables, render_plan_csv, render_plan_json
+from orchestrator.core.model import Item, Phase, Row, item_key, item_token
+from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import World, WorldParams
+from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
 from tests.e2e import Cloud, cli
 
 GIB = 2**30

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from orchestrator.polling import (
+from orchestrator.core.polling import (
     FIRST_PROBE,
     MARGIN,
     PollState,
@@ -15,8 +15,8 @@ from orchestrator.polling import (
     next_delay,
     remaining_time,
 )
+from orchestrator.core.speed import WINDOW, SpeedModel
 from orchestrator.simulator.world import SUCCESS, SimJob
-from orchestrator.speed import WINDOW, SpeedModel
 
 GIB = 2**30
 

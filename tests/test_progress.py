@@ -7,9 +7,9 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from orchestrator.context import Counters
-from orchestrator.model import Item, Phase, Row
-from orchestrator.progress import ProgressModel
+from orchestrator.core.model import Item, Phase, Row
+from orchestrator.engine.context import Counters
+from orchestrator.output.progress import ProgressModel
 
 
 class Clock:

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator.checkpoint import CheckpointStore
+from orchestrator.commands.run import save_list
 from orchestrator.config import Config, TenantConfig
-from orchestrator.engine import merge_list
+from orchestrator.core.model import Item
+from orchestrator.engine.scheduler import merge_list
 from orchestrator.manifest import parse_list, read_list
-from orchestrator.model import Item
-from orchestrator.recall import LIST_META, recall, remember
-from orchestrator.runner import save_list
+from orchestrator.state.checkpoint import CheckpointStore
+from orchestrator.state.recall import LIST_META, recall, remember
 from tests.e2e import Cloud
 
 CONFIG = Config(

@@ -8,8 +8,8 @@ import json
 from dataclasses import fields, replace
 from typing import Any
 
-from orchestrator.model import Item, Phase, Row
-from orchestrator.report import (
+from orchestrator.core.model import Item, Phase, Row
+from orchestrator.output.report import (
     REPORT_COLUMNS,
     format_time,
     item_detail,

@@ -14,11 +14,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator.checkpoint import CheckpointStore, acquire_lock, release_lock
 from orchestrator.cli import main
-from orchestrator.model import Item, Phase, Row
-from orchestrator.report_html import render_html
-from orchestrator.timeline import build_timeline, earlier_attempts, last_known
+from orchestrator.core.model import Item, Phase, Row
+from orchestrator.output.report_html import render_html
+from orchestrator.output.timeline import build_timeline, earlier_attempts, last_known
+from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
 
 T0 = 1_800_000_000.0
 CHROMIUM = shutil.which("chromium")

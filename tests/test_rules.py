@@ -9,10 +9,10 @@ from types import MappingProxyType
 
 import pytest
 
-from orchestrator.cloud import Image
 from orchestrator.config import Config
-from orchestrator.model import Row, item_token
-from orchestrator.rules import (
+from orchestrator.core.cloud import Image
+from orchestrator.core.model import Row, item_token
+from orchestrator.core.rules import (
     Flag,
     Rejection,
     TargetKind,

@@ -16,14 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.checkpoint import JOURNAL, CheckpointStore, read_snapshot
-from orchestrator.engine import RunOptions
-from orchestrator.model import Item, Phase, Row
-from orchestrator.preflight import preflight
+from orchestrator.core.model import Item, Phase, Row
+from orchestrator.engine.preflight import preflight
+from orchestrator.engine.scheduler import RunOptions
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import World, WorldParams
-from orchestrator.snapshot import parse_snapshot, render_snapshot
-from orchestrator.store import InMemoryStore
+from orchestrator.state.checkpoint import JOURNAL, CheckpointStore, read_snapshot
+from orchestrator.state.snapshot import parse_snapshot, render_snapshot
+from orchestrator.state.store import InMemoryStore
 from tests.engine_harness import CONFIG, SOURCE, TARGET, Scene
 
 GIB = 2**30
@@ -205,7 +205,7 @@ def test_the_layout_written_reads_as_json_loads_reads_it(
     """What render_snapshot writes (one line per chunk of items) is JSON, read line by line."""
     head = {k: v for k, v in snapshot.items() if k != "items"}
     items = list(snapshot["items"].items())
-    with patch("orchestrator.snapshot.SNAPSHOT_CHUNK", chunk):
+    with patch("orchestrator.state.snapshot.SNAPSHOT_CHUNK", chunk):
         text = b"".join(render_snapshot(head, items, identity)).decode()
     assert text.count("\n") == 1 + -(-len(items) // chunk)
     agrees_with_json_loads(text, cut)
@@ -220,7 +220,7 @@ async def test_the_store_reads_back_what_it_wrote_in_parts(tmp_path: Path) -> No
     store.compact_now()
     store.close()
     again = CheckpointStore(tmp_path)
-    with patch("orchestrator.snapshot._parse_any", side_effect=AssertionError("slow reader")):
+    with patch("orchestrator.state.snapshot._parse_any", side_effect=AssertionError("slow reader")):
         again.open()  # the fast reader, line by line
     assert dict(again.items) == {item.key: item for item in items}
     again.close()

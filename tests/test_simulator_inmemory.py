@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.cloud import CloudError, CopyRequest, ErrorKind, TenantCloud
+from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, TenantCloud
 from orchestrator.simulator.faults import Fault, FaultPlan, FaultRates
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import GIB, World, WorldParams

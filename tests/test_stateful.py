@@ -37,10 +37,10 @@ from hypothesis import Phase as Stage
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from orchestrator.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
-from orchestrator.context import RunContext
-from orchestrator.engine import Engine, RunOptions, merge_list, store_merged
-from orchestrator.model import FORWARD_WITHIN_ATTEMPT, Item, Phase, Row, item_key, item_token
+from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
+from orchestrator.core.model import FORWARD_WITHIN_ATTEMPT, Item, Phase, Row, item_key, item_token
+from orchestrator.engine.context import RunContext
+from orchestrator.engine.scheduler import Engine, RunOptions, merge_list, store_merged
 from orchestrator.simulator.faults import COPY_ONLY, Fault, FaultPlan
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import LIVE, World, WorldParams

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from orchestrator.model import Item, Row
-from orchestrator.window import Window
+from orchestrator.core.model import Item, Row
+from orchestrator.engine.window import Window
 
 GIB = 2**30
 

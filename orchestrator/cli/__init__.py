@@ -21,8 +21,6 @@ from typing import TextIO
 
 from rich.console import Console
 
-from orchestrator.advice import next_step
-from orchestrator.checkpoint import LockHeld
 from orchestrator.cli.common import (
     EXIT_INTERNAL,
     EXIT_STORE,
@@ -35,8 +33,10 @@ from orchestrator.cli.common import (
 from orchestrator.cli.parser import build_parser
 from orchestrator.cli.run import cmd_demo, cmd_run
 from orchestrator.cli.views import cmd_plan, cmd_report, cmd_simulator, cmd_status
-from orchestrator.engine import EXIT_LATER
-from orchestrator.store import StoreError
+from orchestrator.core.advice import next_step
+from orchestrator.engine.scheduler import EXIT_LATER
+from orchestrator.state.checkpoint import LockHeld
+from orchestrator.state.store import StoreError
 
 __all__ = ["build_parser", "entrypoint", "main"]
 

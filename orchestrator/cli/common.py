@@ -10,16 +10,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot
-from orchestrator.codec import item_from_dict
+from orchestrator.commands.run import UsageError, state_dir_for
 from orchestrator.config import Config, ConfigError, load_config
-from orchestrator.engine import EXIT_LATER
+from orchestrator.core.model import Item
+from orchestrator.engine.scheduler import EXIT_LATER
 from orchestrator.logs import EVENTS, KEEP_ROTATED
 from orchestrator.manifest import ManifestError
-from orchestrator.model import Item
-from orchestrator.report import summarize
-from orchestrator.runner import UsageError, state_dir_for
-from orchestrator.store import StoreError
+from orchestrator.output.report import summarize
+from orchestrator.state.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot
+from orchestrator.state.codec import item_from_dict
+from orchestrator.state.store import StoreError
 
 EXIT_USAGE = 2
 EXIT_STORE = 74

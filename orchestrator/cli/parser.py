@@ -10,7 +10,7 @@ from typing import Any
 from orchestrator import __version__
 from orchestrator.cli.common import EPILOG, EXIT_USAGE
 from orchestrator.config import parse_duration
-from orchestrator.metrics import METRICS_EVERY
+from orchestrator.output.metrics import METRICS_EVERY
 
 
 class _Parser(argparse.ArgumentParser):

@@ -14,8 +14,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from orchestrator.advice import blocked_advice, next_step
-from orchestrator.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot
 from orchestrator.cli.common import (
     config_of,
     event_lines,
@@ -26,15 +24,17 @@ from orchestrator.cli.common import (
     say,
     summary_table,
 )
-from orchestrator.codec import item_from_dict
+from orchestrator.commands.run import RunRequest, RunSummary, UsageError, execute_run, state_dir_for
 from orchestrator.config import Config, load_config
-from orchestrator.context import RunContext
-from orchestrator.engine import EXIT_ATTENTION, EXIT_OK
-from orchestrator.metrics import METRICS_EVERY, RunFacts, render_metrics, write_metrics
-from orchestrator.model import Item, Phase
-from orchestrator.progress import ProgressModel
-from orchestrator.report_html import render_html
-from orchestrator.runner import RunRequest, RunSummary, UsageError, execute_run, state_dir_for
+from orchestrator.core.advice import blocked_advice, next_step
+from orchestrator.core.model import Item, Phase
+from orchestrator.engine.context import RunContext
+from orchestrator.engine.scheduler import EXIT_ATTENTION, EXIT_OK
+from orchestrator.output.metrics import METRICS_EVERY, RunFacts, render_metrics, write_metrics
+from orchestrator.output.progress import ProgressModel
+from orchestrator.output.report_html import render_html
+from orchestrator.state.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot
+from orchestrator.state.codec import item_from_dict
 
 PLAIN_PROGRESS_EVERY = 30.0  # seconds between two plain progress lines
 QUOTA_FULL = "target quota full"  # the detail lifecycle.py gives items the quota held back
@@ -237,7 +237,7 @@ def cmd_run(
 def cmd_demo(
     args: argparse.Namespace, environ: Mapping[str, str], out: Console, err: Console
 ) -> int:
-    from orchestrator.demo import run_demo
+    from orchestrator.commands.demo import run_demo
 
     mode = progress_mode(args.progress, False, sys.stderr)
 

@@ -23,12 +23,12 @@ from orchestrator.cli.common import (
     state_dir_of,
     summary_table,
 )
-from orchestrator.engine import EXIT_ATTENTION, EXIT_OK
-from orchestrator.plan import PlanRequest, make_plan
-from orchestrator.plan_output import plan_renderables, render_plan_csv, render_plan_json
-from orchestrator.report import render_csv, render_json, render_markdown, summarize
-from orchestrator.report_html import render_html
-from orchestrator.runner import UsageError
+from orchestrator.commands.plan import PlanRequest, make_plan
+from orchestrator.commands.run import UsageError
+from orchestrator.engine.scheduler import EXIT_ATTENTION, EXIT_OK
+from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
+from orchestrator.output.report import render_csv, render_json, render_markdown, summarize
+from orchestrator.output.report_html import render_html
 
 # -- plan ----------------------------------------------------------------------------------------
 

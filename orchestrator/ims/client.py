@@ -1,4 +1,4 @@
-"""``ImsClient``: the aiohttp implementation of :class:`~orchestrator.cloud.TenantCloud`.
+"""``ImsClient``: the aiohttp implementation of :class:`~orchestrator.core.cloud.TenantCloud`.
 
 One client serves one tenant (access key pair) in every region. Each request is rate limited
 per host, signed (``SDK-HMAC-SHA256``) over exactly the path, query and body bytes it sends,
@@ -35,14 +35,14 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from yarl import URL
 
 from orchestrator.clock import Clock
-from orchestrator.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
 from orchestrator.config import Config, TenantConfig
+from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
 from orchestrator.ims.errors import classify, parse_error_body
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.signer import DATE_FORMAT, Credentials, canonical_query, sign
 
 if TYPE_CHECKING:
-    from orchestrator.cloud import TenantCloud
+    from orchestrator.core.cloud import TenantCloud
 
 log = structlog.get_logger(__name__)
 

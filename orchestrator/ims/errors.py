@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrator.cloud import CloudError, ErrorKind
+from orchestrator.core.cloud import CloudError, ErrorKind
 
 AUTH_CODES = frozenset({"APIGW.0301", "APIGW.0302", "APIGW.0303", "APIGW.0306", "APIGW.0307"})
 THROTTLE_CODES = frozenset({"APIGW.0308", "APIG.0308"})

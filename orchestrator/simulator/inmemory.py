@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import anyio.lowlevel
 
-from orchestrator.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
+from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
 from orchestrator.ims.errors import classify
 from orchestrator.simulator.faults import Fault, FaultPlan
 from orchestrator.simulator.world import Account, SimError, World

@@ -22,10 +22,7 @@ import anyio
 import anyio.abc
 
 from orchestrator import logs
-from orchestrator.advice import next_step
-from orchestrator.checkpoint import CheckpointStore, acquire_lock, release_lock
 from orchestrator.clock import Clock, RealClock
-from orchestrator.cloud import TenantCloud
 from orchestrator.config import (
     Config,
     ConfigError,
@@ -33,8 +30,12 @@ from orchestrator.config import (
     credential_fingerprint,
     resolve_credentials,
 )
-from orchestrator.context import Counters, RunContext, log
-from orchestrator.engine import (
+from orchestrator.core.advice import next_step
+from orchestrator.core.cloud import TenantCloud
+from orchestrator.core.model import Item
+from orchestrator.core.speed import SpeedModel
+from orchestrator.engine.context import Counters, RunContext, log
+from orchestrator.engine.scheduler import (
     EXIT_ATTENTION,
     EXIT_LATER,
     EXIT_OK,
@@ -45,17 +46,16 @@ from orchestrator.engine import (
     merge_list,
     store_merged,
 )
-from orchestrator.heap import collector_paused, keep_for_the_run
+from orchestrator.engine.window import Window
 from orchestrator.ims.client import ImsClient, open_session
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.signer import Credentials
 from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_list
-from orchestrator.model import Item
-from orchestrator.recall import LIST_META, recall, remember
-from orchestrator.report import render_csv
-from orchestrator.speed import SpeedModel
-from orchestrator.store import StoreError
-from orchestrator.window import Window
+from orchestrator.output.report import render_csv
+from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
+from orchestrator.state.gcpause import collector_paused, keep_for_the_run
+from orchestrator.state.recall import LIST_META, recall, remember
+from orchestrator.state.store import StoreError
 
 REPORT = "report.csv"
 REPORT_TEMP = ".report-"

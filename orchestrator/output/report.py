@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.model import Item
+from orchestrator.core.model import Item
 
 REPORT_COLUMNS = (
     "tenant",

@@ -1,11 +1,11 @@
 """The scheduler: probe tenants, preflight, then keep every account's slots busy until done.
 
-One :class:`~orchestrator.window.Window` per cloud account (tenants that resolve to the same
-IAM domain share one). Each window hands its free slots to the best pending items (priority,
-then largest first); each item is driven by a :class:`~orchestrator.lifecycle.Driver` while it
-holds its slot. A stop (signal, ``--deadline``, failure threshold) stops submitting at once and
-cancels the polls: every state that matters is already durable, and the next run adopts the
-copies still running in the cloud.
+One :class:`~orchestrator.engine.window.Window` per cloud account (tenants that resolve to the
+same IAM domain share one). Each window hands its free slots to the best pending items
+(priority, then largest first); each item is driven by a
+:class:`~orchestrator.engine.lifecycle.Driver` while it holds its slot. A stop (signal,
+``--deadline``, failure threshold) stops submitting at once and cancels the polls: every state
+that matters is already durable, and the next run adopts the copies still running in the cloud.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from orchestrator.advice import blocked_advice
 from orchestrator.clock import Clock
-from orchestrator.cloud import CloudError, ErrorKind
-from orchestrator.context import RunContext, log
-from orchestrator.lifecycle import Driver
-from orchestrator.model import Item, Phase, Row
-from orchestrator.preflight import preflight
-from orchestrator.store import Store
-from orchestrator.window import Window
+from orchestrator.core.advice import blocked_advice
+from orchestrator.core.cloud import CloudError, ErrorKind
+from orchestrator.core.model import Item, Phase, Row
+from orchestrator.engine.context import RunContext, log
+from orchestrator.engine.lifecycle import Driver
+from orchestrator.engine.preflight import preflight
+from orchestrator.engine.window import Window
+from orchestrator.state.store import Store
 
 EXIT_OK = 0
 EXIT_ATTENTION = 1

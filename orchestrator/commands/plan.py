@@ -31,19 +31,19 @@ from typing import Any
 import anyio
 
 from orchestrator import logs
-from orchestrator.checkpoint import read_snapshot
 from orchestrator.clock import RealClock
-from orchestrator.cloud import CloudError, ErrorKind, TenantCloud
-from orchestrator.codec import item_from_dict
+from orchestrator.commands.run import UsageError, check_owner, state_dir_for
 from orchestrator.config import Config, ConfigError, credential_fingerprint, resolve_credentials
-from orchestrator.engine import merge_list
-from orchestrator.estimate import AccountEstimate, Speed, estimate, speed_from_samples
+from orchestrator.core.cloud import CloudError, ErrorKind, TenantCloud
+from orchestrator.core.estimate import AccountEstimate, Speed, estimate, speed_from_samples
+from orchestrator.core.model import Item, Phase
+from orchestrator.engine.preflight import preflight
+from orchestrator.engine.scheduler import merge_list
 from orchestrator.ims.client import ImsClient, open_session
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.manifest import Manifest, load_manifest
-from orchestrator.model import Item, Phase
-from orchestrator.preflight import preflight
-from orchestrator.runner import UsageError, check_owner, state_dir_for
+from orchestrator.state.checkpoint import read_snapshot
+from orchestrator.state.codec import item_from_dict
 
 
 class Verdict(StrEnum):

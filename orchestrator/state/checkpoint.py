@@ -34,10 +34,10 @@ import anyio
 import anyio.to_thread
 
 from orchestrator import crashpoints
-from orchestrator.codec import item_from_dict, item_to_dict
-from orchestrator.model import Item, item_key
-from orchestrator.snapshot import SNAPSHOT_CHUNK, parse_snapshot, render_snapshot
-from orchestrator.store import StoreError
+from orchestrator.core.model import Item, item_key
+from orchestrator.state.codec import item_from_dict, item_to_dict
+from orchestrator.state.snapshot import SNAPSHOT_CHUNK, parse_snapshot, render_snapshot
+from orchestrator.state.store import StoreError
 
 VERSION = 1
 SNAPSHOT = "checkpoint.json"
@@ -146,7 +146,7 @@ def read_snapshot(
 
 
 class CheckpointStore:
-    """The file-backed :class:`~orchestrator.store.Store`. Open it with :meth:`open`."""
+    """The file-backed :class:`~orchestrator.state.store.Store`. Open it with :meth:`open`."""
 
     def __init__(self, state_dir: Path, *, compact_min: int = 1000) -> None:
         self.state_dir = state_dir

@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.estimate import format_duration
-from orchestrator.model import Item
-from orchestrator.report import STATES, Summary, format_time, item_record, summarize
-from orchestrator.timeline import Timeline, build_timeline, earlier_attempts, last_known
+from orchestrator.core.estimate import format_duration
+from orchestrator.core.model import Item
+from orchestrator.output.report import STATES, Summary, format_time, item_record, summarize
+from orchestrator.output.timeline import Timeline, build_timeline, earlier_attempts, last_known
 
 COLOURS = {
     "succeeded": "#2e7d32",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from typing import Any, TypeVar
 
-from orchestrator.model import Item, Phase, Row
+from orchestrator.core.model import Item, Phase, Row
 
 _ROW_NAMES = tuple(f.name for f in fields(Row))
 _ITEM_NAMES = tuple(f.name for f in fields(Item))

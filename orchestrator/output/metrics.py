@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.model import Item
-from orchestrator.report import STATES, summarize
+from orchestrator.core.model import Item
+from orchestrator.output.report import STATES, summarize
 
 METRICS_EVERY = 30.0  # seconds between two writes while a run goes on
 PREFIX = "ims_migrate_"

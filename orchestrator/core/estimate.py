@@ -3,7 +3,7 @@
 Pure values. Before any copy has finished, the speed is an assumption
 (:data:`ASSUMED_FIXED_SECONDS`, :data:`ASSUMED_SECONDS_PER_GIB`, kept here and nowhere else);
 a checkpoint's finished copies (``meta.speed_samples``, fitted by
-:class:`~orchestrator.speed.SpeedModel`) replace it.
+:class:`~orchestrator.core.speed.SpeedModel`) replace it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from orchestrator.model import Item
-from orchestrator.speed import SpeedModel
-from orchestrator.window import queue_order
+from orchestrator.core.model import Item
+from orchestrator.core.speed import SpeedModel
+from orchestrator.engine.window import queue_order
 
 GIB = 2**30
 # Assumed duration of one copy before any has finished: a fixed part plus a part per GiB.

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator.core.model import Item
 from orchestrator.manifest import ListFile, Manifest, Problem
-from orchestrator.model import Item
 
 LIST_META = "list"
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from orchestrator.model import Item
+from orchestrator.core.model import Item
 
 HOLDING = frozenset({"submitting", "reconciling", "running", "adopted"})  # phases with a slot
 

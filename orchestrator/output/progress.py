@@ -17,10 +17,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.context import Counters
-from orchestrator.estimate import format_duration
-from orchestrator.model import Item, Phase
-from orchestrator.report import Summary, summarize
+from orchestrator.core.estimate import format_duration
+from orchestrator.core.model import Item, Phase
+from orchestrator.engine.context import Counters
+from orchestrator.output.report import Summary, summarize
 
 RECENT_FAILURES = 5
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from orchestrator.model import Item
+from orchestrator.core.model import Item
 
 SortKey = tuple[int, int, int, str]
 

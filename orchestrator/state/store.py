@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from orchestrator.model import Item
+from orchestrator.core.model import Item
 
 
 class StoreError(Exception):

@@ -10,13 +10,13 @@ from typing import Any
 import anyio
 import structlog
 
-from orchestrator.advice import blocked_advice
 from orchestrator.clock import Clock
-from orchestrator.cloud import CloudError, TenantCloud
 from orchestrator.config import Config
-from orchestrator.model import Item
-from orchestrator.speed import SpeedModel
-from orchestrator.store import Store
+from orchestrator.core.advice import blocked_advice
+from orchestrator.core.cloud import CloudError, TenantCloud
+from orchestrator.core.model import Item
+from orchestrator.core.speed import SpeedModel
+from orchestrator.state.store import Store
 
 log = structlog.get_logger("ims_migrate")
 

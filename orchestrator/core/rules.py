@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from orchestrator.cloud import ACTIVE, KILLED, Image
 from orchestrator.config import Config
+from orchestrator.core.cloud import ACTIVE, KILLED, Image
+from orchestrator.core.model import Row
 from orchestrator.manifest import description_problem, name_problem
-from orchestrator.model import Row
 
 PRIVATE = "private"
 DELETED = "deleted"

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from orchestrator.heap import collector_paused
+from orchestrator.state.gcpause import collector_paused
 
 SNAPSHOT_CHUNK = 1000  # items per line of the snapshot (and per write)
 _ITEMS_OPEN = ',"items":{'

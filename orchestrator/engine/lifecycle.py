@@ -21,13 +21,13 @@ from dataclasses import dataclass, replace
 import anyio
 
 from orchestrator import crashpoints
-from orchestrator.advice import quota_advice
-from orchestrator.cloud import ACTIVE, KILLED, CloudError, CopyRequest, ErrorKind, Image, Job
-from orchestrator.context import MAX_AUTOMATIC_ATTEMPTS, RunContext, log
+from orchestrator.core.advice import quota_advice
+from orchestrator.core.cloud import ACTIVE, KILLED, CloudError, CopyRequest, ErrorKind, Image, Job
+from orchestrator.core.model import Item, Phase
+from orchestrator.core.polling import PollState, next_delay
+from orchestrator.engine.context import MAX_AUTOMATIC_ATTEMPTS, RunContext, log
+from orchestrator.engine.window import Window
 from orchestrator.manifest import describe_copy
-from orchestrator.model import Item, Phase
-from orchestrator.polling import PollState, next_delay
-from orchestrator.window import Window
 
 GONE = frozenset({KILLED, "deleted"})
 SUBMIT_GRACE = 10.0  # seconds a POST under way may finish after a stop was asked for

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 
 import anyio
 
-from orchestrator.cloud import CloudError, ErrorKind, Image, TenantCloud
 from orchestrator.config import Config
-from orchestrator.context import log
-from orchestrator.model import Item, Phase
-from orchestrator.rules import TargetKind, check_source, check_target, source_flags
+from orchestrator.core.cloud import CloudError, ErrorKind, Image, TenantCloud
+from orchestrator.core.model import Item, Phase
+from orchestrator.core.rules import TargetKind, check_source, check_target, source_flags
+from orchestrator.engine.context import log
 
 LOOKUP_CONCURRENCY = 8
 

@@ -15,8 +15,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.estimate import GIB, format_duration
-from orchestrator.plan import VERDICTS, Plan, PlanRow, Verdict
+from orchestrator.commands.plan import VERDICTS, Plan, PlanRow, Verdict
+from orchestrator.core.estimate import GIB, format_duration
 
 PLAN_COLUMNS = (
     "line",

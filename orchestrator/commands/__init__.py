@@ -1,0 +1,1 @@
+"""One module per command's work (run, plan, demo), with its collaborators passed in."""

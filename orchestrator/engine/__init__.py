@@ -1,0 +1,1 @@
+"""The async scheduler: per-tenant windows, submit, poll, reconcile, deadlines."""

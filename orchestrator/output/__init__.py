@@ -1,0 +1,1 @@
+"""Views of the stored state: reports, progress, metrics, timeline, plan tables."""
