@@ -11,7 +11,6 @@ and :func:`resolve_credentials` reads those (and never puts a value in a message
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import re
@@ -23,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator.core.suggest import suggest
 from orchestrator.ims.signer import Credentials
 
 DEFAULT_AK_ENV = "HUAWEICLOUD_SDK_AK"
@@ -277,11 +277,6 @@ def _toml_message(shown: str, error: str) -> str:
     return f"{shown}: not valid TOML: {error} (fix the syntax; see https://toml.io)"
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"did you mean {close[0]}? " if close else ""
-
-
 class _Table:
     """One TOML table being read, for messages ``file: [section] key: ...``."""
 
@@ -298,7 +293,7 @@ class _Table:
         known = list(known)
         for key in self.data:
             if key not in known:
-                hint = _suggest(key, known)
+                hint = suggest(key, known)
                 raise self.error(
                     key, f"unknown {what} ({hint}known {what}s: {', '.join(known) or 'none'})"
                 )
@@ -428,7 +423,7 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
     for key, value in data.items():
         if key not in _SECTIONS:
             homes = [name for name, keys in _SECTIONS.items() if key in keys]
-            hint = f"did you mean [{homes[0]}] {key}? " if homes else _suggest(key, _SECTIONS)
+            hint = f"did you mean [{homes[0]}] {key}? " if homes else suggest(key, _SECTIONS)
             raise ConfigError(
                 f"{shown}: [{key}]: unknown section ({hint}known sections: {', '.join(_SECTIONS)})"
             )
@@ -446,7 +441,7 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
         if key not in known:
             raise table.error(
                 key,
-                f"unknown region ({_suggest(key, known)}a private region can be added with "
+                f"unknown region ({suggest(key, known)}a private region can be added with "
                 "[regions] extra = [...])",
             )
 

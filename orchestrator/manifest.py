@@ -8,26 +8,27 @@ the header, an unknown suffix) raises :class:`ManifestError` instead.
 Line numbers are physical lines of the file: the CSV header is line 1, and a CSV record whose
 quoted value spans several lines is numbered by the line it starts on.
 
-The name and description rules of the copy request live here too (``name_problem``,
-``description_problem``, ``describe_copy``), because the preflight rules apply the same ones to
-the copy's final name and description.
+The name and description rules of the copy request are the core's
+(orchestrator/core/request_text.py): the preflight rules apply the same ones to the copy's final
+name and description.
 """
 
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import __version__
 from orchestrator.config import DEFAULT_CONFIG_NAME, KNOWN_REGIONS, Config
 from orchestrator.core.model import DEFAULT_TENANT, Row, item_key, item_token
+from orchestrator.core.request_text import description_problem, name_problem, quoted
+from orchestrator.core.suggest import suggest
 
 REQUIRED_COLUMNS = ("image_id", "source_region", "target_region")
 OPTIONAL_COLUMNS = (
@@ -44,11 +45,6 @@ COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 SUFFIXES = (".csv", ".jsonl")
 LIST_RULES = 1  # bump when a check below changes what a list gives (see read_list)
 
-NAME_MAX = 128  # IMS: 1-128 characters (ims-api.md §3.1)
-DESCRIPTION_MAX = 1024  # IMS: at most 1024 characters, including the tool's token suffix
-NAME_ALLOWED = "letters, digits, -, ., _, space and Chinese characters"
-_NAME_CHAR = re.compile(r"[A-Za-z0-9\-._ \u4e00-\u9fa5]")
-_DESCRIPTION_FORBIDDEN = {"<": "<", ">": ">", "\r": "a carriage return", "\n": "a line break"}
 _IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PRIORITY = re.compile(r"[+-]?\d{1,9}")
 _ONE_WORD = re.compile(r"\S+")
@@ -87,71 +83,6 @@ class Manifest:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     fingerprint: str = ""  # of the list file as read (see read_list)
-
-
-# --- the copy's name and description --------------------------------------------------------
-
-
-def _show(text: str, limit: int = 40) -> str:
-    shown = text if len(text) <= limit else text[: limit - 1] + "…"
-    return json.dumps(shown, ensure_ascii=False)
-
-
-def name_problem(name: str) -> str | None:
-    """What IMS would refuse in ``name`` as an image name, or None if it is acceptable.
-
-    1 to 128 characters; letters, digits, ``-``, ``.``, ``_``, space and Chinese characters;
-    no leading or trailing space (ims-api.md §3.1). The strict reading of the documentation:
-    "letters" are ASCII letters and "Chinese" the common ideographs U+4E00-U+9FA5 (the range
-    the simulator checks too), so that a name accepted here is one the cloud accepts.
-    """
-    if not name:
-        return "is empty; an image name needs 1 to 128 characters"
-    if len(name) > NAME_MAX:
-        return f"{_show(name)} is {len(name)} characters long; IMS allows at most {NAME_MAX}"
-    bad = sorted({char for char in name if not _NAME_CHAR.fullmatch(char)})
-    if bad:
-        listed = ", ".join(json.dumps(char, ensure_ascii=False) for char in bad)
-        return (
-            f"{_show(name)} has characters IMS does not accept: {listed} (allowed: {NAME_ALLOWED})"
-        )
-    if name != name.strip(" "):
-        return f"{_show(name)} starts or ends with a space; IMS does not accept that"
-    return None
-
-
-def copy_suffix(token: str) -> str:
-    """What the tool appends to a non-empty description so it can find the copy again."""
-    return f" [{token}]"
-
-
-def describe_copy(row: Row, token: str) -> str:
-    """The description actually sent with the copy: the row's, plus the item's token."""
-    return f"{row.description}{copy_suffix(token)}" if row.description else f"[{token}]"
-
-
-def description_max(token: str) -> int:
-    """How long the user's description may be, once the token suffix is counted."""
-    return DESCRIPTION_MAX - len(copy_suffix(token))
-
-
-def description_problem(description: str, token: str) -> str | None:
-    """What IMS would refuse in the description sent (``description`` plus the token suffix)."""
-    bad = [label for char, label in _DESCRIPTION_FORBIDDEN.items() if char in description]
-    if bad:
-        return (
-            f"contains {' and '.join(bad)}; IMS does not accept <, > or line breaks in a "
-            "description"
-        )
-    maximum = description_max(token)
-    if len(description) > maximum:
-        suffix = copy_suffix(token)
-        return (
-            f"is {len(description)} characters long; at most {maximum} are allowed, because "
-            f'ims-migrate appends "{suffix}" ({len(suffix)} characters) to find the copy again '
-            f"and IMS accepts {DESCRIPTION_MAX} in all"
-        )
-    return None
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -223,11 +154,6 @@ def _decode(path: Path, raw: bytes) -> str:
     return text
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"did you mean {close[0]}? " if close else ""
-
-
 def _parse_csv(text: str, collector: _Collector) -> None:
     path = collector.path
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -290,7 +216,7 @@ def _check_header(record: list[str], line: int, collector: _Collector) -> list[s
 
 def _unknown_column(column: str) -> str:
     return (
-        f"unknown column, ignored ({_suggest(column, COLUMNS)}known columns: {', '.join(COLUMNS)})"
+        f"unknown column, ignored ({suggest(column, COLUMNS)}known columns: {', '.join(COLUMNS)})"
     )
 
 
@@ -420,12 +346,12 @@ class _Collector:
             self.problem(
                 line,
                 "image_id",
-                f"{_show(image_id)} is not an image id "
+                f"{quoted(image_id)} is not an image id "
                 "(expected e.g. 1f8bbc1e-5a1b-4f43-9a3c-6a9a1d1c2b3e)",
             )
         for column in ("project_name", "source_project_name", "vault_id"):
             if ident[column] and not _ONE_WORD.fullmatch(ident[column]):
-                self.problem(line, column, f"{_show(ident[column])} must be one word")
+                self.problem(line, column, f"{quoted(ident[column])} must be one word")
 
     def _check_tenant(self, line: int, tenant: str) -> None:
         if self.config.tenant(tenant) is not None:
@@ -438,7 +364,7 @@ class _Collector:
         self.problem(
             line,
             "tenant",
-            f"{_show(tenant)} is not configured (only {DEFAULT_TENANT!r} needs no section); "
+            f"{quoted(tenant)} is not configured (only {DEFAULT_TENANT!r} needs no section); "
             f"{fix} (access_key_env, secret_key_env)",
         )
 
@@ -470,7 +396,7 @@ class _Collector:
                 self.problem(
                     line,
                     column,
-                    f"unknown region {_show(region)} ({_suggest(region, known)}a private region "
+                    f"unknown region {quoted(region)} ({suggest(region, known)}a private region "
                     "can be added with [regions] extra = [...] in the config)",
                 )
         if source and source == target:
@@ -487,7 +413,7 @@ class _Collector:
             self.problem(
                 line,
                 "priority",
-                f"{_show(text)} is not a whole number (higher goes first within a tenant; "
+                f"{quoted(text)} is not a whole number (higher goes first within a tenant; "
                 "default 0)",
             )
             return 0

@@ -11,17 +11,14 @@ import pytest
 
 from orchestrator.config import Config, TenantConfig
 from orchestrator.core.model import Row, item_key, item_token
-from orchestrator.manifest import (
+from orchestrator.core.request_text import (
     DESCRIPTION_MAX,
-    Manifest,
-    ManifestError,
-    Problem,
     describe_copy,
     description_max,
     description_problem,
-    load_manifest,
     name_problem,
 )
+from orchestrator.manifest import Manifest, ManifestError, Problem, load_manifest
 
 HEADER = "image_id,source_region,target_region"
 CONFIG = Config(

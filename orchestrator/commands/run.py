@@ -272,7 +272,7 @@ async def _locked_run(
         except ConfigError as exc:
             raise UsageError(str(exc)) from exc
         sink = logs.configure(state_dir, quiet=request.quiet, stderr=None)
-        for problem in manifest.problems:  # the terminal shows the same words (cli.py)
+        for problem in manifest.problems:  # the terminal shows the same words (cli/run.py)
             log.error("list.bad_row", line=problem.line, error_message=str(problem))
         for warning in manifest.warnings:
             log.warning("list.warning", line=warning.line, error_message=str(warning))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from orchestrator.config import Config
 
-# By exit code (engine.py and cli.py name them; this module imports neither, so both can use it).
+# By exit code (engine/scheduler.py and cli/common.py name them; this module imports neither,
+# so both can use it).
 _NEXT = {
     0: "nothing left to do",
     1: "read the problems above (they are also in report.csv and events.jsonl), "

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from orchestrator.core.model import Item
 from orchestrator.core.speed import SpeedModel
+from orchestrator.core.units import GIB
 from orchestrator.engine.window import queue_order
 
-GIB = 2**30
 # Assumed duration of one copy before any has finished: a fixed part plus a part per GiB.
 # IMS publishes no copy speed: these are assumptions, replaced by what finished copies show.
 ASSUMED_FIXED_SECONDS = 300.0

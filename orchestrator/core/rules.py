@@ -17,14 +17,14 @@ from enum import StrEnum
 from orchestrator.config import Config
 from orchestrator.core.cloud import ACTIVE, KILLED, Image
 from orchestrator.core.model import Row
-from orchestrator.manifest import description_problem, name_problem
+from orchestrator.core.request_text import description_problem, name_problem
+from orchestrator.core.units import GIB
 
 PRIVATE = "private"
 DELETED = "deleted"
 ISO_FORMAT = "iso"
 ISO_ENV_TYPE = "IsoImage"
 ENCRYPTED_FLAGS = frozenset({"1", "true", "True"})
-GIB = 2**30
 DEAD_STATUSES = frozenset({KILLED, DELETED})
 
 
@@ -39,15 +39,9 @@ class Rejection:
         return f"{self.code}: {self.message}"
 
 
-@dataclass(frozen=True)
-class Flag:
-    """Something doubtful about an item that does not stop its copy (e.g. ``windows``)."""
-
-    code: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
+# Something doubtful about an item that does not stop its copy (e.g. ``windows``): the same
+# shape as a rejection, a code and a message, so the same type under the name that says so.
+Flag = Rejection
 
 
 class TargetKind(StrEnum):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from orchestrator.core.units import GIB
+
 MIN_SAMPLES = 3
 WINDOW = 500  # recent copies speak for the current conditions
-GIB = 2**30
 
 
 @dataclass
@@ -77,9 +78,3 @@ class SpeedModel:
             return None
         fixed, per_gib = fitted
         return fixed + per_gib * size_bytes / GIB
-
-    def bytes_per_second(self) -> float | None:
-        n, sum_x, sum_y = self._sums[:3]
-        if not n or sum_y <= 0:
-            return None
-        return sum_x * GIB / sum_y

@@ -22,14 +22,23 @@ import anyio
 
 from orchestrator import crashpoints
 from orchestrator.core.advice import quota_advice
-from orchestrator.core.cloud import ACTIVE, KILLED, CloudError, CopyRequest, ErrorKind, Image, Job
+from orchestrator.core.cloud import (
+    ACTIVE,
+    JOB_FAIL,
+    JOB_SUCCESS,
+    CloudError,
+    CopyRequest,
+    ErrorKind,
+    Image,
+    Job,
+)
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.polling import PollState, next_delay
+from orchestrator.core.request_text import describe_copy
+from orchestrator.core.rules import DEAD_STATUSES
 from orchestrator.engine.context import MAX_AUTOMATIC_ATTEMPTS, RunContext, log
 from orchestrator.engine.window import Window
-from orchestrator.manifest import describe_copy
 
-GONE = frozenset({KILLED, "deleted"})
 SUBMIT_GRACE = 10.0  # seconds a POST under way may finish after a stop was asked for
 
 
@@ -238,7 +247,7 @@ class Driver:
         if kind == ErrorKind.QUOTA:
             key = (self.item.row.tenant, self.item.row.target_region)
             self.ctx.quota_blocked[key] = str(error)
-            advice = quota_advice(*key)  # the terminal says the same (cli.py)
+            advice = quota_advice(*key)  # the terminal says the same (cli/run.py)
             await self._save(
                 self.item.new_attempt(f"target quota full: {error}; {advice}", **fields)
             )
@@ -295,9 +304,9 @@ class Driver:
                 log.info("run.first_poll", tenant=row.tenant, item=self.item.key)
             self.item = replace(self.item, polls=self.item.polls + 1)
             state = state.observe(self.now, job.progress)
-            if job.status == "SUCCESS":
+            if job.status == JOB_SUCCESS:
                 return await self._job_succeeded(job)
-            if job.status == "FAIL":
+            if job.status == JOB_FAIL:
                 return await self._job_failed(job)
 
     async def _job_succeeded(self, job: Job) -> Outcome:
@@ -349,7 +358,7 @@ class Driver:
                 image = None
             if image is not None and image.status == ACTIVE:
                 return await self._succeed(image_id, "copied" if finishing else "adopted")
-            if image is not None and image.status in GONE:
+            if image is not None and image.status in DEAD_STATUSES:
                 return await self._fail(
                     "TARGET_IMAGE_" + image.status.upper(),
                     f"the copy {image_id} in {self.item.row.target_region} is {image.status}; "
@@ -385,7 +394,7 @@ class Driver:
                 images = None
             if images is not None:
                 mine = [image for image in images if self.item.token in image.description]
-                live = [image for image in mine if image.status not in GONE]
+                live = [image for image in mine if image.status not in DEAD_STATUSES]
                 if live:
                     found = live[0]
                     if found.status == ACTIVE:

@@ -20,7 +20,7 @@ import anyio.abc
 
 from orchestrator.clock import Clock
 from orchestrator.core.advice import blocked_advice
-from orchestrator.core.cloud import CloudError, ErrorKind
+from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind
 from orchestrator.core.model import Item, Phase, Row
 from orchestrator.engine.context import RunContext, log
 from orchestrator.engine.lifecycle import Driver
@@ -357,7 +357,7 @@ class Engine:
                 error_code=None,
                 error_message=None,
             )
-        if job.status == "FAIL":
+        if job.status == JOB_FAIL:
             return item.new_attempt(
                 "retry requested", error_code=None, error_message=None, copy_name=None
             )

@@ -65,7 +65,6 @@ class Window:
         self.max_in_use = 0
         self.not_before = 0.0
         self.back_pressure_streak = 0
-        self.back_pressure_total = 0
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
         self._order = ORDERS[order]
@@ -143,7 +142,6 @@ class Window:
         to the other copies in flight (at least one).
         """
         self.back_pressure_streak += 1
-        self.back_pressure_total += 1
         self.capacity = max(1, min(self.capacity, self.in_use - 1))
         ceiling = min(self._backoff_max, self._backoff_min * 2.0**self.back_pressure_streak)
         wait = max(self._backoff_min, rng.uniform(0.0, ceiling))
@@ -171,6 +169,3 @@ class Window:
         if self._changed is None:
             self._changed = anyio.Event()
         await self._changed.wait()
-
-    def notify(self) -> None:
-        self._notify()

@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.commands.plan import VERDICTS, Plan, PlanRow, Verdict
-from orchestrator.core.estimate import GIB, format_duration
+from orchestrator.core.estimate import format_duration
+from orchestrator.core.units import GIB
 
 PLAN_COLUMNS = (
     "line",
