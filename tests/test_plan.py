@@ -14,7 +14,13 @@ import pytest
 from rich.console import Console
 
 from orchestrator.commands.plan import Plan, PlanRequest, PlanRow, Verdict, make_plan
-from orchestrator.config import Config, TenantConfig
+from orchestrator.config import (
+    DEFAULT_AK_ENV,
+    DEFAULT_SK_ENV,
+    Config,
+    TenantConfig,
+    credential_fingerprint,
+)
 from orchestrator.core.estimate import (
     ASSUMED_FIXED_SECONDS,
     ASSUMED_SECONDS_PER_GIB,
@@ -22,15 +28,18 @@ from orchestrator.core.estimate import (
     speed_from_samples,
 )
 from orchestrator.core.model import Item, Phase, Row, item_key, item_token
+from orchestrator.ims.signer import Credentials
 from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
-from orchestrator.simulator.inmemory import InMemoryTenantCloud
+from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.simulator.world import World, WorldParams
 from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
 from tests.e2e import Cloud, cli
+from tests.virtual_clock import VirtualClock
 
 GIB = 2**30
 SOURCE, TARGET = "cn-north-4", "cn-east-3"
 NOW = 1_800_000_000.0
+ACCESS_KEY, SECRET_KEY = "AKT0", "SKT0"
 CONFIG = Config(agency_name="ims_admin_agency", tenants={"t0": TenantConfig("t0")})
 
 
@@ -40,7 +49,7 @@ class Setup:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.world = World(WorldParams())
-        self.world.add_account("t0", "dom-t0", "AKT0", "SKT0")
+        self.world.add_account("t0", "dom-t0", ACCESS_KEY, SECRET_KEY)
         self.rows: list[dict[str, str]] = []
 
     def image(self, gib: float, **attrs: Any) -> str:
@@ -69,17 +78,13 @@ class Setup:
             for line in extra_lines:
                 handle.write(line + "\n")
 
-    def clouds(self, secret_key: str | None = None) -> dict[str, InMemoryTenantCloud]:
-        return {"t0": InMemoryTenantCloud(self.world, "t0", lambda: NOW, secret_key=secret_key)}
-
-    async def plan(self, **request: Any) -> Plan:
-        fingerprints = request.pop("fingerprints", None)
-        clouds = request.pop("clouds", None) or self.clouds()
+    async def plan(self, secret_key: str = SECRET_KEY, **request: Any) -> Plan:
+        """The plan of the list against the world, with ``secret_key`` in the environment."""
+        environ = {DEFAULT_AK_ENV: ACCESS_KEY, DEFAULT_SK_ENV: secret_key}
         return await make_plan(
-            PlanRequest(self.list_path, CONFIG, {}, **request),
-            clouds=clouds,
-            fingerprints=fingerprints,
-            now=NOW,
+            PlanRequest(self.list_path, CONFIG, environ, **request),
+            clouds=in_memory_clouds(self.world),
+            clock=VirtualClock(NOW),
         )
 
     def truth(self) -> dict[str, Any]:
@@ -202,7 +207,7 @@ async def test_refused_credentials_block_the_tenant_after_one_request(tmp_path: 
     setup.row(1)
     setup.row(2)
     setup.write()
-    plan = await setup.plan(clouds=setup.clouds(secret_key="wrong"))
+    plan = await setup.plan(secret_key="wrong")
     assert set(verdicts(plan).values()) == {Verdict.BLOCKED}
     assert "credentials refused" in plan.tenant_notes["t0"]
     assert sum(setup.truth()["auth_failures"].values()) == 1
@@ -213,13 +218,16 @@ async def test_credentials_refused_by_a_run_are_not_tried_again(tmp_path: Path) 
     setup = Setup(tmp_path)
     setup.row(1)
     setup.write()
-    blocked = {"t0": {"fingerprint": "f1", "code": "APIGW.0301", "message": "bad key", "at": 1}}
+    fingerprint = credential_fingerprint(Credentials(ACCESS_KEY, SECRET_KEY))
+    blocked = {
+        "t0": {"fingerprint": fingerprint, "code": "APIGW.0301", "message": "bad key", "at": 1}
+    }
     await save_checkpoint(
         tmp_path / "migration.state",
         [],
         {"list_path": str(setup.list_path.resolve()), "blocked": blocked},
     )
-    plan = await setup.plan(fingerprints={"t0": "f1"})
+    plan = await setup.plan()
     assert verdicts(plan) == {2: Verdict.BLOCKED}
     assert "not tried again" in plan.tenant_notes["t0"]
     assert sum(setup.truth()["requests"].values()) == 0

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.commands.run import UsageError, state_dir_for
+from orchestrator.commands.common import UsageError, state_dir_for
 from orchestrator.config import Config, ConfigError, load_config
 from orchestrator.core.model import Item
 from orchestrator.engine.scheduler import EXIT_LATER

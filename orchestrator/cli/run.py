@@ -24,7 +24,8 @@ from orchestrator.cli.common import (
     say,
     summary_table,
 )
-from orchestrator.commands.run import RunRequest, RunSummary, UsageError, execute_run, state_dir_for
+from orchestrator.commands.common import UsageError, state_dir_for
+from orchestrator.commands.run import RunRequest, RunSummary, execute_run
 from orchestrator.config import Config, load_config
 from orchestrator.core.advice import blocked_advice, next_step
 from orchestrator.core.model import Item, Phase

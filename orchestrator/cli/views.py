@@ -23,8 +23,8 @@ from orchestrator.cli.common import (
     state_dir_of,
     summary_table,
 )
+from orchestrator.commands.common import UsageError
 from orchestrator.commands.plan import PlanRequest, make_plan
-from orchestrator.commands.run import UsageError
 from orchestrator.engine.scheduler import EXIT_ATTENTION, EXIT_OK
 from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
 from orchestrator.output.report import render_csv, render_json, render_markdown, summarize

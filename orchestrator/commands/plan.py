@@ -20,7 +20,6 @@ learned from the checkpoint); the plan says which.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -31,16 +30,15 @@ from typing import Any
 import anyio
 
 from orchestrator import logs
-from orchestrator.clock import RealClock
-from orchestrator.commands.run import UsageError, check_owner, state_dir_for
-from orchestrator.config import Config, ConfigError, credential_fingerprint, resolve_credentials
+from orchestrator.clock import Clock, RealClock
+from orchestrator.commands.clouds import CloudFactory, open_clouds
+from orchestrator.commands.common import UsageError, check_owner, state_dir_for, tenant_credentials
+from orchestrator.config import Config, credential_fingerprint
 from orchestrator.core.cloud import CloudError, ErrorKind, TenantCloud
 from orchestrator.core.estimate import AccountEstimate, Speed, estimate, speed_from_samples
 from orchestrator.core.model import Item, Phase
 from orchestrator.engine.preflight import preflight
 from orchestrator.engine.scheduler import merge_list
-from orchestrator.ims.client import ImsClient, open_session
-from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.manifest import Manifest, load_manifest
 from orchestrator.state.checkpoint import read_snapshot
 from orchestrator.state.codec import item_from_dict
@@ -311,12 +309,13 @@ class _Judgement:
 async def make_plan(
     request: PlanRequest,
     *,
-    clouds: Mapping[str, TenantCloud] | None = None,
-    fingerprints: Mapping[str, str] | None = None,
-    now: float | None = None,
+    clouds: CloudFactory = open_clouds,
+    clock: Clock | None = None,
 ) -> Plan:
-    """Judge every row of the list with read-only calls. ``clouds`` (with the credentials'
-    ``fingerprints``) replaces the HTTP clients built from the environment (tests)."""
+    """Judge every row of the list with read-only calls. ``clouds`` opens the tenants' clouds
+    (default: HTTP clients from the credentials in the environment), ``clock`` tells the time
+    the estimate starts from."""
+    clock = clock or RealClock()
     config = request.config
     try:
         manifest = load_manifest(request.list_path, config)
@@ -333,12 +332,11 @@ async def make_plan(
     flags = _Flags()
     sink = logs.configure(None, stderr=None)  # preflight's warnings become the rows' notes
     sink.listeners.append(flags)
-    if not open_items:
-        judgement = _Judgement()
-    elif clouds is None:
-        judgement = await _ask_cloud(request, plan, open_items, meta, flags)
-    else:
-        judgement = await _judge(config, plan, clouds, open_items, meta, fingerprints or {}, flags)
+    judgement = (
+        await _ask_cloud(request, plan, open_items, meta, flags, clouds, clock)
+        if open_items
+        else _Judgement()
+    )
     verdicts: dict[str, Verdict] = {}
     judged_items = []
     for item in chosen:
@@ -368,7 +366,7 @@ async def make_plan(
         judgement.account_of,
         plan.speed,
         plan.slots,
-        time.time() if now is None else now,
+        clock.now(),
     )
     return plan
 
@@ -379,27 +377,16 @@ async def _ask_cloud(
     open_items: Sequence[Item],
     meta: Mapping[str, Any],
     flags: _Flags,
+    clouds: CloudFactory,
+    clock: Clock,
 ) -> _Judgement:
-    """The tenants' HTTP clients, from the credentials in the environment (missing: exit 2)."""
+    """The tenants' clouds, from the credentials in the environment (missing: exit 2)."""
     config = request.config
-    credentials = {}
-    for name in sorted({item.row.tenant for item in open_items}):
-        tenant = config.tenant(name)
-        if tenant is None:
-            raise UsageError(f"tenant {name!r} is not in the config: add [tenants.{name}]")
-        try:
-            credentials[name] = (tenant, resolve_credentials(tenant, request.environ))
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from exc
+    tenants = {item.row.tenant for item in open_items}
+    credentials = tenant_credentials(config, request.environ, tenants)
     fingerprints = {name: credential_fingerprint(creds) for name, (_, creds) in credentials.items()}
-    clock = RealClock()
-    async with open_session(config) as session:
-        limits = RateLimits(config.requests_per_second, clock)
-        clouds: dict[str, TenantCloud] = {
-            name: ImsClient(session, tenant, creds, config, limits, clock)
-            for name, (tenant, creds) in credentials.items()
-        }
-        return await _judge(config, plan, clouds, open_items, meta, fingerprints, flags)
+    async with clouds(config, credentials, clock) as opened:
+        return await _judge(config, plan, opened, open_items, meta, fingerprints, flags)
 
 
 def _remembered_blocks(

@@ -23,15 +23,16 @@ import anyio.abc
 
 from orchestrator import logs
 from orchestrator.clock import Clock, RealClock
-from orchestrator.config import (
-    Config,
-    ConfigError,
-    TenantConfig,
-    credential_fingerprint,
-    resolve_credentials,
+from orchestrator.commands.clouds import CloudFactory, open_clouds
+from orchestrator.commands.common import (
+    TenantCredentials,
+    UsageError,
+    check_owner,
+    state_dir_for,
+    tenant_credentials,
 )
+from orchestrator.config import Config, credential_fingerprint
 from orchestrator.core.advice import next_step
-from orchestrator.core.cloud import TenantCloud
 from orchestrator.core.model import Item
 from orchestrator.core.speed import SpeedModel
 from orchestrator.engine.context import Counters, RunContext, log
@@ -47,9 +48,6 @@ from orchestrator.engine.scheduler import (
     store_merged,
 )
 from orchestrator.engine.window import Window
-from orchestrator.ims.client import ImsClient, open_session
-from orchestrator.ims.ratelimit import RateLimits
-from orchestrator.ims.signer import Credentials
 from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_list
 from orchestrator.output.report import render_csv
 from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
@@ -59,10 +57,6 @@ from orchestrator.state.store import StoreError
 
 REPORT = "report.csv"
 REPORT_TEMP = ".report-"
-
-
-class UsageError(Exception):
-    """Bad input, config or state dir: nothing was submitted (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -93,25 +87,6 @@ class RunSummary:
     counters: Counters = field(default_factory=Counters)
     skipped: bool = False
     blocked: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def default_state_dir(list_path: Path) -> Path:
-    """The list's path without its suffix, plus ``.state``."""
-    return list_path.with_name(list_path.stem + ".state")
-
-
-def state_dir_for(list_path: Path, state_dir: Path | None) -> Path:
-    return state_dir if state_dir is not None else default_state_dir(list_path)
-
-
-def check_owner(store_meta: Mapping[str, Any], list_path: Path, state_dir: Path) -> None:
-    """A state dir belongs to one list (by its resolved path)."""
-    owner = store_meta.get("list_path")
-    if owner and owner != str(list_path.resolve()):
-        raise UsageError(
-            f"{state_dir}: this state dir belongs to the list {owner}, not {list_path.resolve()}; "
-            "give this list its own --state-dir"
-        )
 
 
 def write_report(state_dir: Path, items: list[Item]) -> None:
@@ -187,19 +162,6 @@ async def save_list(
     await store_merged(store, items, meta={"list_path": owner, LIST_META: remember(manifest)})
 
 
-def _credentials(
-    request: RunRequest, tenants: set[str]
-) -> dict[str, tuple[TenantConfig, Credentials]]:
-    """Every tenant's credentials, before any call: a missing variable is a usage error."""
-    out = {}
-    for name in sorted(tenants):
-        tenant = request.config.tenant(name)
-        if tenant is None:
-            raise UsageError(f"tenant {name!r} is not in the config: add [tenants.{name}]")
-        out[name] = (tenant, resolve_credentials(tenant, request.environ))
-    return out
-
-
 @contextlib.asynccontextmanager
 async def _signals(ctx: RunContext) -> AsyncIterator[None]:
     """SIGINT/SIGTERM: stop submitting, save, exit 75. A second signal stops at once."""
@@ -221,37 +183,49 @@ async def _signals(ctx: RunContext) -> AsyncIterator[None]:
             group.cancel_scope.cancel()
 
 
+StoreFactory = Callable[[Path], CheckpointStore]
+
+
+@dataclass(frozen=True)
+class _Seams:
+    """What a run talks to: the clouds, the store, the clock, and the callers' callbacks."""
+
+    clouds: CloudFactory
+    store: StoreFactory
+    clock: Clock
+    on_change: Callable[[Item], None] | None
+    on_start: Callable[[RunContext, list[Item]], None] | None
+    handle_signals: bool
+
+
 async def execute_run(
     request: RunRequest,
     *,
+    clouds: CloudFactory = open_clouds,
+    store: StoreFactory = CheckpointStore,
     clock: Clock | None = None,
     on_change: Callable[[Item], None] | None = None,
     on_start: Callable[[RunContext, list[Item]], None] | None = None,
     handle_signals: bool = True,
 ) -> RunSummary:
-    clock = clock or RealClock()
+    """One run of the list. ``clouds`` opens the tenants' clouds (default: HTTP clients from
+    the credentials), ``store`` opens the state dir's checkpoint, ``clock`` tells the time."""
+    seams = _Seams(clouds, store, clock or RealClock(), on_change, on_start, handle_signals)
     list_path = request.list_path
     if not list_path.is_file():
         raise UsageError(f"{list_path}: no such file (the migration list)")
     state_dir = state_dir_for(list_path, request.state_dir)
     lock_fd = acquire_lock(state_dir)  # LockHeld propagates: exit 75
     try:
-        return await _locked_run(request, state_dir, clock, on_change, on_start, handle_signals)
+        return await _locked_run(request, state_dir, seams)
     finally:
         release_lock(lock_fd)
 
 
-async def _locked_run(
-    request: RunRequest,
-    state_dir: Path,
-    clock: Clock,
-    on_change: Callable[[Item], None] | None,
-    on_start: Callable[[RunContext, list[Item]], None] | None,
-    handle_signals: bool,
-) -> RunSummary:
+async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> RunSummary:
     loading = time.perf_counter()
     source = read_list(request.list_path, request.config)  # ManifestError: exit 2
-    store = CheckpointStore(state_dir)
+    store = seams.store(state_dir)
     try:
         with collector_paused():
             manifest, items, recalled = open_with_list(request, source, store)
@@ -267,10 +241,7 @@ async def _locked_run(
                     request.retry_failed and item.listed and item.phase.is_terminal
                 ):
                     active.add(item.row.tenant)
-        try:
-            credentials = _credentials(request, active)
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from exc
+        credentials = tenant_credentials(request.config, request.environ, active)
         sink = logs.configure(state_dir, quiet=request.quiet, stderr=None)
         for problem in manifest.problems:  # the terminal shows the same words (cli/run.py)
             log.error("list.bad_row", line=problem.line, error_message=str(problem))
@@ -284,9 +255,8 @@ async def _locked_run(
         )
         try:
             return await _run_with_clients(
-                request, state_dir, store, manifest, items, chosen, credentials, clock,
-                on_change, on_start, handle_signals, recalled,
-            )  # fmt: skip
+                request, state_dir, store, manifest, items, chosen, credentials, recalled, seams
+            )
         finally:
             logs.close(sink)
     finally:
@@ -300,23 +270,16 @@ async def _run_with_clients(
     manifest: Manifest,
     items: list[Item],
     chosen: list[Item],
-    credentials: Mapping[str, tuple[TenantConfig, Credentials]],
-    clock: Clock,
-    on_change: Callable[[Item], None] | None,
-    on_start: Callable[[RunContext, list[Item]], None] | None,
-    handle_signals: bool,
+    credentials: TenantCredentials,
     recalled: bool,
+    seams: _Seams,
 ) -> RunSummary:
+    clock = seams.clock
     config = request.config
     if not recalled:
         await save_list(store, str(request.list_path.resolve()), manifest, items)
     speed = SpeedModel(samples=[tuple(s) for s in store.meta.get("speed_samples", [])])
-    limits = RateLimits(config.requests_per_second, clock)
-    async with open_session(config) as session:
-        clouds: dict[str, TenantCloud] = {
-            name: ImsClient(session, tenant, creds, config, limits, clock)
-            for name, (tenant, creds) in credentials.items()
-        }
+    async with seams.clouds(config, credentials, clock) as clouds:
         max_failures = request.max_failures
         if request.max_failure_ratio is not None:
             count = max(1, round(request.max_failure_ratio * len(chosen)))
@@ -328,15 +291,15 @@ async def _run_with_clients(
             clouds=clouds,
             speed=speed,
             fingerprints={n: credential_fingerprint(c) for n, (_, c) in credentials.items()},
-            on_change=on_change,
+            on_change=seams.on_change,
             max_failures=max_failures,
         )
-        if on_start is not None:
-            on_start(ctx, chosen)
+        if seams.on_start is not None:
+            seams.on_start(ctx, chosen)
         deadline_at = clock.now() + request.deadline_seconds if request.deadline_seconds else None
         engine = Engine(ctx, RunOptions(deadline_at=deadline_at, retry_failed=request.retry_failed))
         async with contextlib.AsyncExitStack() as stack:
-            if handle_signals:
+            if seams.handle_signals:
                 await stack.enter_async_context(_signals(ctx))
             result = await engine.run(chosen)
     final = [store.items.get(item.key, item) for item in items]

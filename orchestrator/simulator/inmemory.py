@@ -17,13 +17,25 @@ Every call is recorded in the world's request counters like an HTTP request woul
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 import anyio.lowlevel
 
-from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
+from orchestrator.clock import Clock
+from orchestrator.config import Config, TenantConfig
+from orchestrator.core.cloud import (
+    CloudError,
+    CopyRequest,
+    ErrorKind,
+    Image,
+    Job,
+    Quota,
+    TenantCloud,
+)
 from orchestrator.ims.errors import classify
+from orchestrator.ims.signer import Credentials
 from orchestrator.simulator.faults import Fault, FaultPlan
 from orchestrator.simulator.world import Account, SimError, World
 
@@ -220,3 +232,29 @@ class InMemoryTenantCloud:
             self.world.note_lost_reply()
             return CloudError(dropped, "the connection was closed before the answer (lost reply)")
         return CloudError(dropped, "the connection was reset by the server")
+
+
+OpenClouds = Callable[
+    [Config, Mapping[str, tuple[TenantConfig, Credentials]], Clock],
+    AbstractAsyncContextManager[Mapping[str, TenantCloud]],
+]
+
+
+def in_memory_clouds(
+    world: World, faults: FaultPlan | None = None, *, page_size: int = 500
+) -> OpenClouds:
+    """A cloud factory for ``execute_run`` / ``make_plan``: each tenant is the world's account
+    of the same name, on the run's clock; its secret key is checked like a signature."""
+
+    @asynccontextmanager
+    async def open_clouds(
+        _config: Config, credentials: Mapping[str, tuple[TenantConfig, Credentials]], clock: Clock
+    ) -> AsyncIterator[Mapping[str, TenantCloud]]:
+        yield {
+            name: InMemoryTenantCloud(
+                world, name, clock.now, faults, secret_key=creds.secret_key, page_size=page_size
+            )
+            for name, (_, creds) in credentials.items()
+        }
+
+    return open_clouds

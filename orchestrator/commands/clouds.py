@@ -1,0 +1,42 @@
+"""The cloud seam at the top: ``run`` and ``plan`` open their tenants' clouds through one factory.
+
+A :class:`CloudFactory` turns the config, the tenants' credentials and the clock into an async
+context manager of ``{tenant: TenantCloud}``. The default, :func:`open_clouds`, builds one
+aiohttp session and an :class:`~orchestrator.ims.client.ImsClient` per tenant sharing the rate
+limits; tests pass the simulator's in-memory clouds instead
+(``orchestrator.simulator.inmemory.in_memory_clouds``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+from orchestrator.clock import Clock
+from orchestrator.commands.common import TenantCredentials
+from orchestrator.config import Config
+from orchestrator.core.cloud import TenantCloud
+from orchestrator.ims.client import ImsClient, open_session
+from orchestrator.ims.ratelimit import RateLimits
+
+
+class CloudFactory(Protocol):
+    def __call__(
+        self, config: Config, credentials: TenantCredentials, clock: Clock
+    ) -> AbstractAsyncContextManager[Mapping[str, TenantCloud]]:
+        """The tenants' clouds, open for the duration of the ``async with``."""
+        ...
+
+
+@asynccontextmanager
+async def open_clouds(
+    config: Config, credentials: TenantCredentials, clock: Clock
+) -> AsyncIterator[Mapping[str, TenantCloud]]:
+    """One HTTP session, one rate limiter per host, one ``ImsClient`` per tenant."""
+    limits = RateLimits(config.requests_per_second, clock)
+    async with open_session(config) as session:
+        yield {
+            name: ImsClient(session, tenant, creds, config, limits, clock)
+            for name, (tenant, creds) in credentials.items()
+        }

@@ -1,0 +1,51 @@
+"""What ``run`` and ``plan`` share: the usage error, the state dir a list owns, its credentials."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import Config, ConfigError, TenantConfig, resolve_credentials
+from orchestrator.ims.signer import Credentials
+
+TenantCredentials = Mapping[str, tuple[TenantConfig, Credentials]]
+
+
+class UsageError(Exception):
+    """Bad input, config or state dir: nothing was submitted (exit 2)."""
+
+
+def default_state_dir(list_path: Path) -> Path:
+    """The list's path without its suffix, plus ``.state``."""
+    return list_path.with_name(list_path.stem + ".state")
+
+
+def state_dir_for(list_path: Path, state_dir: Path | None) -> Path:
+    return state_dir if state_dir is not None else default_state_dir(list_path)
+
+
+def check_owner(store_meta: Mapping[str, Any], list_path: Path, state_dir: Path) -> None:
+    """A state dir belongs to one list (by its resolved path)."""
+    owner = store_meta.get("list_path")
+    if owner and owner != str(list_path.resolve()):
+        raise UsageError(
+            f"{state_dir}: this state dir belongs to the list {owner}, not {list_path.resolve()}; "
+            "give this list its own --state-dir"
+        )
+
+
+def tenant_credentials(
+    config: Config, environ: Mapping[str, str], tenants: Iterable[str]
+) -> dict[str, tuple[TenantConfig, Credentials]]:
+    """Every tenant's credentials, before any call: a missing variable is a usage error."""
+    out = {}
+    for name in sorted(tenants):
+        tenant = config.tenant(name)
+        if tenant is None:
+            raise UsageError(f"tenant {name!r} is not in the config: add [tenants.{name}]")
+        try:
+            out[name] = (tenant, resolve_credentials(tenant, environ))
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from exc
+    return out
