@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from tests.e2e import Cloud
 
@@ -17,7 +18,7 @@ def anyio_backend() -> str:
 def _quiet_structlog() -> Iterator[None]:
     """Events are dropped unless a test captures them (structlog.testing.capture_logs)."""
 
-    def drop(*_args: object) -> None:
+    def drop(_logger: WrappedLogger, _method: str, _event: EventDict) -> EventDict:
         raise structlog.DropEvent
 
     structlog.configure(processors=[drop], cache_logger_on_first_use=False)

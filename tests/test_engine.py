@@ -2,6 +2,8 @@
 
 from dataclasses import replace
 
+import pytest
+
 from orchestrator.core.model import Phase
 from orchestrator.engine.scheduler import EXIT_ATTENTION, EXIT_LATER, EXIT_OK, RunOptions
 from orchestrator.simulator.faults import FaultPlan
@@ -221,7 +223,7 @@ async def test_finished_list_makes_no_call() -> None:
     assert sum(scene.truth()["requests"].values()) == before
 
 
-async def test_bad_credentials_block_the_tenant_only() -> None:
+async def test_bad_credentials_block_the_tenant_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """A tenant whose key is refused stops at once; the other tenant finishes."""
     scene = Scene()
     scene.account("good")
@@ -232,7 +234,7 @@ async def test_bad_credentials_block_the_tenant_only() -> None:
     from orchestrator.simulator.inmemory import InMemoryTenantCloud
 
     ctx_clouds["bad"] = InMemoryTenantCloud(scene.world, "bad", scene.clock.now, secret_key="x")
-    scene.clouds = lambda: ctx_clouds  # type: ignore[method-assign]
+    monkeypatch.setattr(scene, "clouds", lambda: ctx_clouds)
     result = await scene.run()
     truth = scene.truth()
     assert result.exit_code == EXIT_ATTENTION

@@ -49,7 +49,7 @@ async def resume_with_slow_probe(
     ``stop_after`` seconds); return the engine, the slow cloud, the start time and the result."""
     ctx = scene.context()
     cloud = SlowProbe(ctx.clouds[slow], scene.clock)
-    ctx.clouds[slow] = cloud  # type: ignore[assignment]
+    ctx.clouds = {**ctx.clouds, slow: cloud}
     engine = Engine(ctx, RunOptions())
     started = scene.clock.now()
 

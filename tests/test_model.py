@@ -1,21 +1,16 @@
 """The item state machine: forward only within an attempt, attempts never go down."""
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
 
 from orchestrator.core.model import Item, Phase, Row, TransitionError, item_token
 from orchestrator.engine.scheduler import is_finished, merge_list
 
 
-def make_row(image_id: str = "img-1", line: int = 2, **changes: object) -> Row:
-    fields: dict[str, object] = {
-        "line": line,
-        "tenant": "default",
-        "image_id": image_id,
-        "source_region": "cn-north-4",
-        "target_region": "cn-east-3",
-    }
-    fields.update(changes)
-    return Row(**fields)  # type: ignore[arg-type]
+def make_row(image_id: str = "img-1", line: int = 2, **changes: Any) -> Row:
+    return replace(Row(line, "default", image_id, "cn-north-4", "cn-east-3"), **changes)
 
 
 def test_forward_moves_are_allowed() -> None:

@@ -21,9 +21,25 @@ from orchestrator.simulator.world import SUCCESS, SimJob
 GIB = 2**30
 
 
-def delay(state: PollState, now: float, expected: float | None = None, **kw: float) -> float:
-    options = {"poll_min": 10.0, "poll_max": 300.0, "jitter": 0.5, **kw}
-    return next_delay(state, now, expected_duration=expected, **options)
+def delay(
+    state: PollState,
+    now: float,
+    expected: float | None = None,
+    *,
+    poll_min: float = 10.0,
+    poll_max: float = 300.0,
+    jitter: float = 0.5,
+    adaptive: bool = True,
+) -> float:
+    return next_delay(
+        state,
+        now,
+        expected_duration=expected,
+        poll_min=poll_min,
+        poll_max=poll_max,
+        jitter=jitter,
+        adaptive=adaptive,
+    )
 
 
 def test_process_percent_above_one_is_a_percentage() -> None:

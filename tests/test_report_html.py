@@ -8,8 +8,10 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -40,9 +42,9 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def item(n: int, phase: Phase, tenant: str = "alpha", **fields: object) -> Item:
+def item(n: int, phase: Phase, tenant: str = "alpha", **fields: Any) -> Item:
     row = Row(n, tenant, f"img-{n:04d}", "cn-north-4", "cn-east-3")
-    return Item(row, phase, copy_name=f"copy-{n}", **fields)  # type: ignore[arg-type]
+    return replace(Item(row, phase, copy_name=f"copy-{n}"), **fields)
 
 
 def story() -> list[Item]:

@@ -363,7 +363,9 @@ def test_immediate_visibility_shows_saving_then_active() -> None:
     world.copy("acme", NORTH, src, body(name="mine", description="tok"), T0)
     (image,) = listed(world, T0)
     assert (image["status"], image["name"], image["__description"]) == ("saving", "mine", "tok")
-    assert image["owner"] == world.account("acme").project(EAST).id  # type: ignore[union-attr]
+    project = world.account("acme").project(EAST)
+    assert project is not None
+    assert image["owner"] == project.id
     assert image["__image_size"] == str(10 * GIB)
     assert listed(world, T0 + 26)[0]["status"] == "active"
 

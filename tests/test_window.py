@@ -73,7 +73,7 @@ def test_tenants_of_one_account_take_turns() -> None:
         ["big", "small", "big", "small"],
         ["small", "big", "small", "big"],
     )
-    small = [i.size_bytes for i in handed if i.row.tenant == "small"]
+    small = [i.size_bytes or 0 for i in handed if i.row.tenant == "small"]
     assert small == sorted(small, reverse=True)
 
 
