@@ -35,6 +35,7 @@ from orchestrator.ims.signer import (
     compute_signature,
     parse_authorization,
 )
+from tests.virtual_clock import InstantClock, VirtualClock
 
 AK = "AKTEST00000000000000"
 SK = "SKTEST0000000000000000000000000000000000"
@@ -52,20 +53,6 @@ COPY = CopyRequest(
 )
 
 Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class VirtualClock:
-    """Wall time that moves only when someone sleeps on it."""
-
-    def __init__(self) -> None:
-        self.time = START
-
-    def now(self) -> float:
-        return self.time
-
-    async def sleep(self, seconds: float) -> None:
-        self.time += max(0.0, seconds)
-        await anyio.lowlevel.checkpoint()
 
 
 @dataclass
@@ -207,7 +194,7 @@ def closed_port() -> int:
 
 @pytest.fixture
 def clock() -> VirtualClock:
-    return VirtualClock()
+    return InstantClock(START)
 
 
 @pytest.fixture

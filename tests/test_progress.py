@@ -10,14 +10,7 @@ from rich.console import Console
 from orchestrator.core.model import Item, Phase, Row
 from orchestrator.engine.context import Counters
 from orchestrator.output.progress import ProgressModel
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.virtual_clock import VirtualClock
 
 
 def items(tenant: str, count: int) -> list[Item]:
@@ -32,15 +25,15 @@ def screen(model: ProgressModel) -> str:
 
 def test_eta_follows_the_rate_copies_end_and_ignores_instant_rejections() -> None:
     """No ETA before a copy ended; rejections (instant) do not make the ETA look short."""
-    clock = Clock()
+    clock = VirtualClock(start=0.0)
     alpha = items("alpha", 10)
-    model = ProgressModel(alpha, 5, clock=clock)
+    model = ProgressModel(alpha, 5, clock=clock.now)
     model.update(replace(alpha[9], phase=Phase.REJECTED))
-    clock.now = 10.0
+    clock.advance(10.0)
     assert model.eta() == "—"
     for item in alpha[:2]:
         model.update(replace(item, phase=Phase.SUCCEEDED))
-    clock.now = 60.0
+    clock.advance(50.0)
     assert model.eta() == "3m30s"  # 2 copies a minute, 7 left
     assert model.line().startswith("progress 3/10 done: 2 succeeded, 0 failed, 1 rejected")
 

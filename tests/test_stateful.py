@@ -199,12 +199,6 @@ class KillableCloud:
         return await self._op(lambda: self.inner.get_quota(region, project=project))
 
 
-class SteppingClock(VirtualClock):
-    def advance(self, seconds: float) -> None:
-        """Time passing while no run is going (the machine is off)."""
-        self._now += seconds
-
-
 FAULTS_BY_KIND = {
     kind: [f.value for f in Fault if kind == "copy" or f not in COPY_ONLY]
     for kind in ("list", "copy", "job", "iam")
@@ -216,7 +210,7 @@ class Machine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock = SteppingClock()
+        self.clock = VirtualClock()
         self.world = World(WorldParams())
         self.switch = KillSwitch()
         self.judge = Judge()

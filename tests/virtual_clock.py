@@ -1,8 +1,13 @@
-"""Virtual time for the engine's tests, in the spirit of trio's MockClock with autojump.
+"""The tests' one virtual clock, in the spirit of trio's MockClock with autojump.
 
 ``VirtualClock.sleep`` parks the task; a background task (:meth:`autojump`) waits until every
 task of the event loop is blocked, then jumps the clock to the earliest sleeper's wake-up time
-and wakes it. A 6-hour settle window therefore takes no real time.
+and wakes it. A 6-hour settle window therefore takes no real time. :meth:`advance` moves time
+while nothing runs (the machine is off, the wall clock is set).
+
+``InstantClock`` is the same clock for code that sleeps in one task at a time (a client's
+retries, a token bucket): a sleep moves time at once, no background task needed.
+Every sleep asked for is recorded in ``sleeps``.
 """
 
 from __future__ import annotations
@@ -29,11 +34,17 @@ class VirtualClock:
         self._heap: list[tuple[float, int, _Sleeper]] = []
         self._seq = itertools.count()
         self.jumps = 0
+        self.sleeps: list[float] = []
 
     def now(self) -> float:
         return self._now
 
+    def advance(self, seconds: float) -> None:
+        """Time passing while no run is going; negative: the wall clock is set back."""
+        self._now += seconds
+
     async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
             return
@@ -71,6 +82,15 @@ class VirtualClock:
                 continue
             if not self._pop_due():
                 await asyncio.sleep(0.001)  # nobody sleeps on the clock: let real I/O finish
+
+
+class InstantClock(VirtualClock):
+    """A sleep moves time by its length at once (after one checkpoint); no autojump."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(max(0.0, seconds))
+        await anyio.lowlevel.checkpoint()
 
 
 def _all_blocked(this: asyncio.Task[object] | None) -> bool:
