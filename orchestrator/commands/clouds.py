@@ -23,7 +23,7 @@ from orchestrator.ims.ratelimit import RateLimits
 
 class CloudFactory(Protocol):
     def __call__(
-        self, config: Config, credentials: TenantCredentials, clock: Clock
+        self, config: Config, credentials: TenantCredentials, clock: Clock, /
     ) -> AbstractAsyncContextManager[Mapping[str, TenantCloud]]:
         """The tenants' clouds, open for the duration of the ``async with``."""
         ...
