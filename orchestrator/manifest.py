@@ -19,35 +19,19 @@ import csv
 import hashlib
 import io
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import __version__
-from orchestrator.config import DEFAULT_CONFIG_NAME, KNOWN_REGIONS, Config
-from orchestrator.core.model import DEFAULT_TENANT, Row, item_key, item_token
-from orchestrator.core.request_text import description_problem, name_problem, quoted
+from orchestrator.config import Config
+from orchestrator.core.model import Row
 from orchestrator.core.suggest import suggest
+from orchestrator.manifest_rows import COLUMNS, REQUIRED_COLUMNS, RowChecker, json_kind
 
-REQUIRED_COLUMNS = ("image_id", "source_region", "target_region")
-OPTIONAL_COLUMNS = (
-    "name",
-    "description",
-    "project_name",
-    "source_project_name",
-    "agency_name",
-    "tenant",
-    "vault_id",
-    "priority",
-)
-COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 SUFFIXES = (".csv", ".jsonl")
-LIST_RULES = 1  # bump when a check below changes what a list gives (see read_list)
-
-_IMAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_PRIORITY = re.compile(r"[+-]?\d{1,9}")
-_ONE_WORD = re.compile(r"\S+")
+# Bump when a check here or in manifest_rows.py changes what a list gives (see read_list).
+LIST_RULES = 1
 
 
 class ManifestError(Exception):
@@ -236,7 +220,9 @@ def _parse_jsonl(text: str, collector: _Collector) -> None:
             continue
         if not isinstance(value, dict):
             collector.problem(
-                number, "", f'must be a JSON object like {{"image_id": ...}}, not {_kind(value)}'
+                number,
+                "",
+                f'must be a JSON object like {{"image_id": ...}}, not {json_kind(value)}',
             )
             continue
         for key in value:
@@ -261,28 +247,13 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return out
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
-
-
 class _Collector:
-    """Turns the cells of one line into a ``Row`` or problems, and remembers item keys."""
+    """Gathers a list's rows, problems and warnings; the rows are checked by :class:`RowChecker`."""
 
     def __init__(self, path: Path, config: Config, fingerprint: str) -> None:
         self.path = path
-        self.config = config
         self.manifest = Manifest(path=path, fingerprint=fingerprint)
-        self.first_line: dict[str, int] = {}
+        self.checker = RowChecker(config, self.problem)
 
     def problem(self, line: int, column: str, message: str) -> None:
         self.manifest.problems.append(Problem(self.path, line, column, message))
@@ -291,130 +262,6 @@ class _Collector:
         self.manifest.warnings.append(Problem(self.path, line, column, message))
 
     def add(self, line: int, cells: Mapping[str, object]) -> None:
-        before = len(self.manifest.problems)
-        text = {column: self._text(line, column, cells.get(column)) for column in COLUMNS}
-        if before != len(self.manifest.problems):
-            return  # a cell of the wrong JSON type: nothing more to say about this line
-        # Identifiers are trimmed (", " separators are common); name and description are not,
-        # because IMS refuses the spaces a trim would silently remove.
-        ident = {column: (text[column] or "").strip() for column in COLUMNS}
-        image_id, source, target = (ident[column] for column in REQUIRED_COLUMNS)
-        tenant = ident["tenant"] or DEFAULT_TENANT
-        name = text["name"] or None
-        description = text["description"] or ""
-        self._check_identifiers(line, ident)
-        self._check_regions(line, source, target)
-        self._check_tenant(line, tenant)
-        priority = self._priority(line, ident["priority"])
-        if name is not None:
-            self._report(line, "name", name_problem(name))
-        if image_id and target:
-            key = item_key(tenant, image_id, target)
-            self._report(line, "description", description_problem(description, item_token(key)))
-            self._check_duplicate(line, key, tenant, image_id, target)
-        if before != len(self.manifest.problems):
-            return
-        self.manifest.rows.append(
-            Row(
-                line=line,
-                tenant=tenant,
-                image_id=image_id,
-                source_region=source,
-                target_region=target,
-                name=name,
-                description=description,
-                project_name=ident["project_name"],
-                source_project_name=ident["source_project_name"],
-                agency_name=ident["agency_name"] or None,
-                vault_id=ident["vault_id"] or None,
-                priority=priority,
-            )
-        )
-
-    def _report(self, line: int, column: str, trouble: str | None) -> None:
-        if trouble:
-            self.problem(line, column, trouble)
-
-    def _check_identifiers(self, line: int, ident: Mapping[str, str]) -> None:
-        for column in REQUIRED_COLUMNS:
-            if not ident[column]:
-                self.problem(
-                    line, column, f"missing (every row needs {', '.join(REQUIRED_COLUMNS)})"
-                )
-        image_id = ident["image_id"]
-        if image_id and not _IMAGE_ID.fullmatch(image_id):
-            self.problem(
-                line,
-                "image_id",
-                f"{quoted(image_id)} is not an image id "
-                "(expected e.g. 1f8bbc1e-5a1b-4f43-9a3c-6a9a1d1c2b3e)",
-            )
-        for column in ("project_name", "source_project_name", "vault_id"):
-            if ident[column] and not _ONE_WORD.fullmatch(ident[column]):
-                self.problem(line, column, f"{quoted(ident[column])} must be one word")
-
-    def _check_tenant(self, line: int, tenant: str) -> None:
-        if self.config.tenant(tenant) is not None:
-            return
-        section = f"a [tenants.{tenant}] section naming the variables of its keys"
-        if self.config.source is None:
-            fix = f"no config file was found: create {DEFAULT_CONFIG_NAME} with {section}"
-        else:
-            fix = f"add {section} to {self.config.source}"
-        self.problem(
-            line,
-            "tenant",
-            f"{quoted(tenant)} is not configured (only {DEFAULT_TENANT!r} needs no section); "
-            f"{fix} (access_key_env, secret_key_env)",
-        )
-
-    def _check_duplicate(
-        self, line: int, key: str, tenant: str, image_id: str, target: str
-    ) -> None:
-        first = self.first_line.setdefault(key, line)
-        if first != line:
-            self.problem(
-                line,
-                "image_id",
-                f"duplicate of line {first} (same tenant {tenant}, image {image_id} and "
-                f"target_region {target}); an image is copied once per tenant and target "
-                "region, so remove one of the two rows",
-            )
-
-    def _text(self, line: int, column: str, value: object) -> str | None:
-        if value is None or isinstance(value, str):
-            return value
-        if column == "priority" and isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        self.problem(line, column, f"must be a string, not {_kind(value)}")
-        return None
-
-    def _check_regions(self, line: int, source: str, target: str) -> None:
-        for column, region in (("source_region", source), ("target_region", target)):
-            if region and not self.config.knows_region(region):
-                known = sorted(self.config.extra_regions) + sorted(KNOWN_REGIONS)
-                self.problem(
-                    line,
-                    column,
-                    f"unknown region {quoted(region)} ({suggest(region, known)}a private region "
-                    "can be added with [regions] extra = [...] in the config)",
-                )
-        if source and source == target:
-            self.problem(
-                line,
-                "target_region",
-                f"same as source_region ({source}); a cross-region copy needs another region",
-            )
-
-    def _priority(self, line: int, text: str) -> int:
-        if not text:
-            return 0
-        if not _PRIORITY.fullmatch(text):
-            self.problem(
-                line,
-                "priority",
-                f"{quoted(text)} is not a whole number (higher goes first within a tenant; "
-                "default 0)",
-            )
-            return 0
-        return int(text)
+        row = self.checker.check(line, cells)
+        if row is not None:
+            self.manifest.rows.append(row)
