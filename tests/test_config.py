@@ -11,12 +11,11 @@ from orchestrator.config import (
     Config,
     ConfigError,
     TenantConfig,
-    credential_fingerprint,
-    load_config,
     parse_duration,
     resolve_credentials,
 )
-from orchestrator.ims.signer import Credentials
+from orchestrator.config_file import load_config
+from orchestrator.core.credentials import Credentials, credential_fingerprint
 
 
 def write(folder: Path, text: str, name: str = "ims-migrate.toml") -> Path:

@@ -24,9 +24,9 @@ import pytest
 from orchestrator.clock import RealClock
 from orchestrator.config import Config, Endpoints, TenantConfig, Timing
 from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind
+from orchestrator.core.credentials import Credentials
 from orchestrator.ims.client import ImsClient, open_session
 from orchestrator.ims.ratelimit import RateLimits
-from orchestrator.ims.signer import Credentials
 from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.faults import KINDS, FaultPlan
 from orchestrator.simulator.world import GIB, World, WorldParams

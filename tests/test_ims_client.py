@@ -26,11 +26,11 @@ from yarl import URL
 
 from orchestrator.config import Config, Endpoints, TenantConfig, Timing
 from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Job, Quota
+from orchestrator.core.credentials import Credentials
 from orchestrator.ims.client import ImsClient, env_proxy, open_session
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.signer import (
     DATE_FORMAT,
-    Credentials,
     canonical_query,
     compute_signature,
     parse_authorization,

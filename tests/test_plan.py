@@ -19,8 +19,8 @@ from orchestrator.config import (
     DEFAULT_SK_ENV,
     Config,
     TenantConfig,
-    credential_fingerprint,
 )
+from orchestrator.core.credentials import Credentials, credential_fingerprint
 from orchestrator.core.estimate import (
     ASSUMED_FIXED_SECONDS,
     ASSUMED_SECONDS_PER_GIB,
@@ -28,7 +28,6 @@ from orchestrator.core.estimate import (
     speed_from_samples,
 )
 from orchestrator.core.model import Item, Phase, Row, item_key, item_token
-from orchestrator.ims.signer import Credentials
 from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.simulator.world import World, WorldParams

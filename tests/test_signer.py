@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.core.credentials import Credentials
 from orchestrator.ims.signer import (
-    Credentials,
     canonical_query,
     canonical_request,
     compute_signature,

@@ -16,7 +16,8 @@ import anyio
 import pytest
 from yarl import URL
 
-from orchestrator.ims.signer import Credentials, canonical_query, format_sdk_date, sign
+from orchestrator.core.credentials import Credentials
+from orchestrator.ims.signer import canonical_query, format_sdk_date, sign
 from orchestrator.simulator.app import SERVICE, build_app, run_simulator, serve
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.scenario import dump_scenario, generate_demo_scenario

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.commands.common import UsageError, state_dir_for
-from orchestrator.config import Config, ConfigError, load_config
+from orchestrator.config import Config, ConfigError
+from orchestrator.config_file import load_config
 from orchestrator.core.model import Item
 from orchestrator.engine.scheduler import EXIT_LATER
 from orchestrator.logs import EVENTS, KEEP_ROTATED

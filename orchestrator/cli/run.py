@@ -26,7 +26,8 @@ from orchestrator.cli.common import (
 )
 from orchestrator.commands.common import UsageError, state_dir_for
 from orchestrator.commands.run import RunRequest, RunSummary, execute_run
-from orchestrator.config import Config, load_config
+from orchestrator.config import Config
+from orchestrator.config_file import load_config
 from orchestrator.core.advice import blocked_advice, next_step
 from orchestrator.core.model import Item, Phase
 from orchestrator.engine.context import RunContext

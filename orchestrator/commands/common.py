@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config import Config, ConfigError, TenantConfig, resolve_credentials
-from orchestrator.ims.signer import Credentials
+from orchestrator.core.credentials import Credentials
 
 TenantCredentials = Mapping[str, tuple[TenantConfig, Credentials]]
 

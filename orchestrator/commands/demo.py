@@ -18,7 +18,7 @@ from typing import Any
 import anyio.to_thread
 
 from orchestrator.commands.run import RunRequest, RunSummary
-from orchestrator.config import load_config
+from orchestrator.config_file import load_config
 from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.scenario import (
     build_world,

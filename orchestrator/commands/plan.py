@@ -33,8 +33,9 @@ from orchestrator import logs
 from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import CloudFactory, open_clouds
 from orchestrator.commands.common import UsageError, check_owner, state_dir_for, tenant_credentials
-from orchestrator.config import Config, credential_fingerprint
+from orchestrator.config import Config
 from orchestrator.core.cloud import CloudError, ErrorKind, TenantCloud
+from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.estimate import AccountEstimate, Speed, estimate, speed_from_samples
 from orchestrator.core.model import Item, Phase
 from orchestrator.engine.preflight import preflight

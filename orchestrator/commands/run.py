@@ -31,8 +31,9 @@ from orchestrator.commands.common import (
     state_dir_for,
     tenant_credentials,
 )
-from orchestrator.config import Config, credential_fingerprint
+from orchestrator.config import Config
 from orchestrator.core.advice import next_step
+from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.model import Item
 from orchestrator.core.speed import SpeedModel
 from orchestrator.engine.context import Counters, RunContext, log

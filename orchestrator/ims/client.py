@@ -37,9 +37,10 @@ from yarl import URL
 from orchestrator.clock import Clock
 from orchestrator.config import Config, TenantConfig
 from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
+from orchestrator.core.credentials import Credentials
 from orchestrator.ims.errors import classify, parse_error_body
 from orchestrator.ims.ratelimit import RateLimits
-from orchestrator.ims.signer import DATE_FORMAT, Credentials, canonical_query, sign
+from orchestrator.ims.signer import DATE_FORMAT, canonical_query, sign
 
 if TYPE_CHECKING:
     from orchestrator.core.cloud import TenantCloud

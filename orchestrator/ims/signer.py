@@ -15,22 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
+from orchestrator.core.credentials import Credentials
+
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_HEADER = "X-Sdk-Date"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """An access key pair, with the security token of a temporary (STS) pair when there is one."""
-
-    access_key: str
-    secret_key: str
-    security_token: str | None = None
-
-    def __repr__(self) -> str:  # never print a secret, even by accident
-        return f"Credentials(access_key={self.access_key[:4]}…, secret_key=***)"
 
 
 def format_sdk_date(moment: datetime) -> str:

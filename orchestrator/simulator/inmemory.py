@@ -34,8 +34,8 @@ from orchestrator.core.cloud import (
     Quota,
     TenantCloud,
 )
+from orchestrator.core.credentials import Credentials
 from orchestrator.ims.errors import classify
-from orchestrator.ims.signer import Credentials
 from orchestrator.simulator.faults import Fault, FaultPlan
 from orchestrator.simulator.world import Account, SimError, World
 

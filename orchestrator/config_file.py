@@ -1,0 +1,399 @@
+"""The config file: ``ims-migrate.toml`` read and checked into a :class:`Config`.
+
+Where the file comes from: ``--config FILE``, else ``$IMS_MIGRATE_CONFIG``, else
+``./ims-migrate.toml`` if present, else the defaults. Every problem is a :class:`ConfigError`
+whose message reads ``file: [section] key: what is wrong (what to do)``; unknown sections and
+keys are errors too, so that a typo never passes silently. The shapes it fills are in
+orchestrator/config.py.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from orchestrator.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_NAME,
+    DEFAULT_LIMIT_GIB,
+    KNOWN_REGIONS,
+    LARGE_LIMIT_GIB,
+    LARGE_LIMIT_REGIONS,
+    MAX_CONCURRENT_COPIES,
+    SCHEDULING_ORDERS,
+    SCHEDULING_POLLING,
+    Config,
+    ConfigError,
+    Endpoints,
+    Scheduling,
+    TenantConfig,
+    Timing,
+    frozen_mapping,
+    parse_duration,
+)
+from orchestrator.core.suggest import suggest
+
+_TIMING_KEYS = ("poll_min", "poll_max", "settle", "backoff_max", "request_timeout", "job_deadline")
+_SECTIONS: Mapping[str, tuple[str, ...]] = {
+    "defaults": ("agency_name", "max_concurrent_copies"),
+    "tenants": (),
+    "endpoints": ("ims", "iam", "ca_bundle", "ims_by_region"),
+    "limits": ("default",),
+    "rate": ("requests_per_second",),
+    "timing": _TIMING_KEYS,
+    "scheduling": ("order", "polling"),
+    "retry": ("fail_codes",),
+    "regions": ("extra",),
+}
+_TENANT_KEYS = ("access_key_env", "secret_key_env", "security_token_env", "project_ids")
+_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REGION_ID = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+_NO_SPACE = re.compile(r"\S+")
+
+
+def load_config(path: Path | None, environ: Mapping[str, str], cwd: Path) -> Config:
+    """The configuration: ``path`` (``--config``), else ``$IMS_MIGRATE_CONFIG``, else
+    ``ims-migrate.toml`` in ``cwd`` if present, else the defaults."""
+    if path is not None:
+        file, shown, how = cwd / path, str(path), "given with --config"
+    elif environ.get(CONFIG_ENV, "").strip():
+        named = environ[CONFIG_ENV].strip()
+        file, shown, how = cwd / named, named, f"named by ${CONFIG_ENV}"
+    elif (cwd / DEFAULT_CONFIG_NAME).exists():
+        file, shown, how = cwd / DEFAULT_CONFIG_NAME, DEFAULT_CONFIG_NAME, "in the current folder"
+    else:
+        return Config()
+    data = _read_toml(file, shown, how)
+    return _build(data, shown, file)
+
+
+def _read_toml(file: Path, shown: str, how: str) -> dict[str, Any]:
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{shown}: cannot read the config file {how}: {reason}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{shown}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}; "
+            "save the file as UTF-8)"
+        ) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_toml_message(shown, str(exc))) from exc
+
+
+def _toml_message(shown: str, error: str) -> str:
+    where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", error)
+    if where:
+        what = error[: where.start()]
+        return f"{shown}:{where[1]}:{where[2]}: not valid TOML: {what} (fix the syntax there)"
+    return f"{shown}: not valid TOML: {error} (fix the syntax; see https://toml.io)"
+
+
+class _Table:
+    """One TOML table being read, for messages ``file: [section] key: ...``."""
+
+    def __init__(self, shown: str, section: str, data: Mapping[str, Any]) -> None:
+        self.shown = shown
+        self.section = section
+        self.data = data
+
+    def error(self, key: str | None, what: str) -> ConfigError:
+        where = f"[{self.section}] {key}" if key else f"[{self.section}]"
+        return ConfigError(f"{self.shown}: {where}: {what}")
+
+    def only(self, known: Iterable[str], what: str = "key") -> None:
+        known = list(known)
+        for key in self.data:
+            if key not in known:
+                hint = suggest(key, known)
+                raise self.error(
+                    key, f"unknown {what} ({hint}known {what}s: {', '.join(known) or 'none'})"
+                )
+
+    def sub(self, key: str, section: str) -> _Table:
+        value = self.data.get(key, {})
+        if not isinstance(value, Mapping):
+            raise self.error(key, f"must be a table (write it as a [{section}] section)")
+        return _Table(self.shown, section, value)
+
+    def text(self, key: str, check: Callable[[str], str | None] | None = None) -> str | None:
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if not isinstance(value, str):
+            raise self.error(key, f"must be a string in quotes, not {_kind(value)}")
+        if not value.strip():
+            raise self.error(key, "is empty (give a value or remove the line)")
+        problem = check(value) if check else None
+        if problem:
+            raise self.error(key, problem)
+        return value.strip()
+
+    def integer(self, key: str, low: int, high: int | None = None) -> int | None:
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"must be a whole number, not {_kind(value)}")
+        number: int = value
+        if number < low or (high is not None and number > high):
+            allowed = f"{low}..{high}" if high is not None else f"at least {low}"
+            raise self.error(key, f"{number} is out of range (allowed: {allowed})")
+        return number
+
+    def positive(self, key: str, *, duration: bool = False) -> float | None:
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if duration and isinstance(value, str):
+            try:
+                number = parse_duration(value)
+            except ValueError as exc:
+                raise self.error(key, str(exc)) from exc
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            kinds = "a number of seconds or a duration string" if duration else "a number"
+            raise self.error(key, f"must be {kinds}, not {_kind(value)}")
+        if not math.isfinite(number):
+            raise self.error(key, f"{value!r} must be a finite number")
+        if number <= 0:
+            raise self.error(key, f"{value!r} must be more than zero")
+        return number
+
+    def strings(self, key: str, check: Callable[[str], str | None]) -> tuple[str, ...] | None:
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if not isinstance(value, list):
+            raise self.error(key, f'must be a list of strings, e.g. ["a", "b"], not {_kind(value)}')
+        out: list[str] = []
+        for element in value:
+            if not isinstance(element, str):
+                raise self.error(key, f"every element must be a string, not {_kind(element)}")
+            problem = check(element)
+            if problem:
+                raise self.error(key, problem)
+            if element not in out:
+                out.append(element)
+        return tuple(out)
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def _url_problem(url: str) -> str | None:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"{url!r} is not an http(s) URL (e.g. https://ims.{{region}}.myhuaweicloud.com)"
+    return None
+
+
+def _ims_template_problem(template: str) -> str | None:
+    if "{region}" not in template:
+        return f"{template!r} must contain {{region}} (e.g. https://ims.{{region}}.example.com)"
+    try:
+        url = template.format(region="cn-north-4")
+    except (KeyError, IndexError, ValueError):
+        return f"{template!r} may contain no placeholder other than {{region}}"
+    return _url_problem(url)
+
+
+def _env_name_problem(value: str) -> str | None:
+    # The value is not echoed: it may be a key pasted where its variable's name belongs.
+    if _ENV_NAME.fullmatch(value.strip()):
+        return None
+    return (
+        "is not an environment variable name (give the NAME of the variable that holds the "
+        "key, e.g. PROD_AK, never the key itself)"
+    )
+
+
+def _no_space_problem(value: str) -> str | None:
+    return None if _NO_SPACE.fullmatch(value) else f"{value!r} must be one word without spaces"
+
+
+def _region_id_problem(value: str) -> str | None:
+    if _REGION_ID.fullmatch(value):
+        return None
+    return f"{value!r} is not a region id (lower-case letters, digits and -, e.g. cn-north-4)"
+
+
+def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
+    top = _Table(shown, "", data)
+    for key, value in data.items():
+        if key not in _SECTIONS:
+            homes = [name for name, keys in _SECTIONS.items() if key in keys]
+            hint = f"did you mean [{homes[0]}] {key}? " if homes else suggest(key, _SECTIONS)
+            raise ConfigError(
+                f"{shown}: [{key}]: unknown section ({hint}known sections: {', '.join(_SECTIONS)})"
+            )
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{shown}: {key}: must be a section (write [{key}] on a line of its own)"
+            )
+
+    regions = top.sub("regions", "regions")
+    regions.only(_SECTIONS["regions"])
+    extra = regions.strings("extra", _region_id_problem) or ()
+    known = KNOWN_REGIONS | set(extra)
+
+    def region_key(table: _Table, key: str) -> None:
+        if key not in known:
+            raise table.error(
+                key,
+                f"unknown region ({suggest(key, known)}a private region can be added with "
+                "[regions] extra = [...])",
+            )
+
+    defaults = top.sub("defaults", "defaults")
+    defaults.only(_SECTIONS["defaults"])
+    agency = defaults.text("agency_name")
+    max_copies = defaults.integer("max_concurrent_copies", 1, MAX_CONCURRENT_COPIES)
+
+    endpoints = _endpoints(top.sub("endpoints", "endpoints"), file, region_key)
+    limits, default_limit = _limits(top.sub("limits", "limits"), region_key)
+
+    rate = top.sub("rate", "rate")
+    rate.only(_SECTIONS["rate"])
+    per_second = rate.positive("requests_per_second")
+
+    timing = _timing(top.sub("timing", "timing"))
+    scheduling = _scheduling(top.sub("scheduling", "scheduling"))
+
+    retry = top.sub("retry", "retry")
+    retry.only(_SECTIONS["retry"])
+    fail_codes = retry.strings("fail_codes", _no_space_problem)
+
+    base = Config()
+    return Config(
+        agency_name=agency,
+        max_concurrent_copies=max_copies or base.max_concurrent_copies,
+        tenants=_tenants(top.sub("tenants", "tenants")),
+        endpoints=endpoints,
+        size_limits_gib=limits,
+        default_limit_gib=default_limit,
+        requests_per_second=per_second or base.requests_per_second,
+        timing=timing,
+        scheduling=scheduling,
+        retry_fail_codes=base.retry_fail_codes if fail_codes is None else fail_codes,
+        extra_regions=extra,
+        source=file,
+    )
+
+
+def _tenants(table: _Table) -> Mapping[str, TenantConfig]:
+    tenants: dict[str, TenantConfig] = {}
+    for name in table.data:
+        if not _TENANT_NAME.fullmatch(name):
+            raise table.error(
+                name, "is not a usable tenant name (letters, digits, -, _ and ., at most 64)"
+            )
+        section = f"tenants.{name}"
+        tenant = table.sub(name, section)
+        tenant.only(_TENANT_KEYS)
+        projects = tenant.sub("project_ids", f"{section}.project_ids")
+        project_ids = {key: projects.text(key, _no_space_problem) or "" for key in projects.data}
+        base = TenantConfig(name=name)
+        tenants[name] = TenantConfig(
+            name=name,
+            access_key_env=tenant.text("access_key_env", _env_name_problem) or base.access_key_env,
+            secret_key_env=tenant.text("secret_key_env", _env_name_problem) or base.secret_key_env,
+            security_token_env=tenant.text("security_token_env", _env_name_problem)
+            or base.security_token_env,
+            project_ids=frozen_mapping(project_ids),
+        )
+    return MappingProxyType(tenants)
+
+
+def _endpoints(table: _Table, file: Path, region_key: Callable[[_Table, str], None]) -> Endpoints:
+    table.only(_SECTIONS["endpoints"])
+    base = Endpoints()
+    ca_bundle = table.text("ca_bundle")
+    if ca_bundle is not None:
+        bundle = file.parent / Path(ca_bundle).expanduser()
+        if not bundle.is_file():
+            raise table.error(
+                "ca_bundle",
+                f"{ca_bundle!r} is not a file (a relative path is read from the config "
+                "file's folder)",
+            )
+        ca_bundle = str(bundle)
+    overrides = table.sub("ims_by_region", "endpoints.ims_by_region")
+    by_region: dict[str, str] = {}
+    for region in overrides.data:
+        region_key(overrides, region)
+        by_region[region] = overrides.text(region, _url_problem) or ""
+    return Endpoints(
+        ims=table.text("ims", _ims_template_problem) or base.ims,
+        iam=table.text("iam", _url_problem) or base.iam,
+        ca_bundle=ca_bundle,
+        ims_by_region=frozen_mapping(by_region),
+    )
+
+
+def _limits(
+    table: _Table, region_key: Callable[[_Table, str], None]
+) -> tuple[Mapping[str, int], int]:
+    limits = dict.fromkeys(LARGE_LIMIT_REGIONS, LARGE_LIMIT_GIB)
+    default = DEFAULT_LIMIT_GIB
+    for key in table.data:
+        if key != "default":
+            region_key(table, key)
+        value = table.integer(key, 1) or DEFAULT_LIMIT_GIB  # present, so never None
+        if key == "default":
+            default = value
+        else:
+            limits[key] = value
+    return MappingProxyType(limits), default
+
+
+def _scheduling(table: _Table) -> Scheduling:
+    table.only(_SECTIONS["scheduling"])
+
+    def one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
+        return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+    base = Scheduling()
+    return Scheduling(
+        order=table.text("order", one_of(SCHEDULING_ORDERS)) or base.order,
+        polling=table.text("polling", one_of(SCHEDULING_POLLING)) or base.polling,
+    )
+
+
+def _timing(table: _Table) -> Timing:
+    table.only(_TIMING_KEYS)
+    base = Timing()
+    values = {key: table.positive(key, duration=True) for key in _TIMING_KEYS}
+    timing = Timing(**{key: getattr(base, key) if v is None else v for key, v in values.items()})
+    if timing.poll_min > timing.poll_max:
+        raise table.error(
+            "poll_min",
+            f"{timing.poll_min:g} s is more than poll_max ({timing.poll_max:g} s) "
+            "(the shortest wait between polls cannot exceed the longest)",
+        )
+    return timing
