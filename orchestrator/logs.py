@@ -1,7 +1,8 @@
-"""structlog setup: every event as one JSON line in ``events.jsonl``; humans see a short line.
+"""structlog setup: every event as one JSON line in the run's ``events.jsonl``.
 
-The file gets everything (INFO and up); the terminal gets warnings and errors (or, with
-``quiet``, errors only), so a cron job mails only what needs a look. Keys that could hold a
+The CLI configures structlog once (:func:`configure`); a run then sends its events to its
+state dir's file for as long as it holds it open (:func:`events_to`). Events logged outside a
+run go nowhere: the terminal hears from the CLI, in the same words. Keys that could hold a
 secret are masked before anything is written, whoever logs them.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,7 +27,6 @@ KEEP_ROTATED = 3
 SECRET_KEYS = frozenset(
     {"sk", "secret_key", "secret", "password", "security_token", "authorization", "x-auth-token"}
 )
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
 def rotate(path: Path, max_bytes: int = ROTATE_BYTES, keep: int = KEEP_ROTATED) -> bool:
@@ -53,76 +53,70 @@ def mask_secrets(
     return event
 
 
-def human_line(event: MutableMapping[str, Any]) -> str:
-    """``LEVEL event key=value ...`` with the noisy keys left out."""
-    level = str(event.get("level", "info")).upper()
-    parts = [f"{level:<7}", str(event.get("event", ""))]
-    for key, value in event.items():
-        if key in ("event", "level", "timestamp") or value is None or value == "":
-            continue
-        parts.append(f"{key}={value}")
-    return " ".join(parts)
+class EventsFile:
+    """The open ``events.jsonl`` of one run: a JSON line per event, flushed at once."""
+
+    def __init__(self, path: Path, handle: TextIO) -> None:
+        self.path = path
+        self.handle: TextIO | None = handle
+
+    def write(self, event: MutableMapping[str, Any]) -> None:
+        if self.handle is None:
+            return
+        try:
+            self.handle.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
+            self.handle.flush()
+        except OSError as exc:  # disk full: the state dir cannot be written (exit 74)
+            self.close()
+            raise StoreError(
+                f"cannot write the event log {self.path}: "
+                f"{exc.strerror or exc} (free disk space or fix permissions, then run again)"
+            ) from exc
+
+    def close(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()
 
 
-class Sink:
-    """The last processor: the JSON line to the events file, a short line to the terminal."""
-
-    def __init__(self, events: TextIO | None, stderr: TextIO | None, stderr_level: int) -> None:
-        self.events = events
-        self.stderr = stderr
-        self.stderr_level = stderr_level
-        self.listeners: list[Callable[[MutableMapping[str, Any]], None]] = []
-        self.path: Path | None = None  # of the events file, for messages
-
-    def __call__(self, _logger: object, _method: str, event: MutableMapping[str, Any]) -> str:
-        if self.events is not None:
-            try:
-                self.events.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
-                self.events.flush()
-            except OSError as exc:  # disk full: the state dir cannot be written (exit 74)
-                events, self.events = self.events, None
-                with contextlib.suppress(OSError):
-                    events.close()
-                raise StoreError(
-                    f"cannot write the event log {self.path or EVENTS}: "
-                    f"{exc.strerror or exc} (free disk space or fix permissions, then run again)"
-                ) from exc
-        level = _LEVELS.get(str(event.get("level")), 20)
-        if self.stderr is not None and level >= self.stderr_level:
-            self.stderr.write(human_line(event) + "\n")
-            self.stderr.flush()
-        for listener in self.listeners:
-            listener(event)
-        raise structlog.DropEvent
+_EVENTS: ContextVar[EventsFile | None] = ContextVar("ims_migrate_events", default=None)
 
 
-def configure(
-    state_dir: Path | None, *, quiet: bool = False, stderr: TextIO | None = sys.stderr
-) -> Sink:
-    """Route structlog to ``state_dir/events.jsonl`` (repaired and rotated first) and stderr."""
-    events: TextIO | None = None
-    if state_dir is not None:
-        path = state_dir / EVENTS
-        repair_jsonl(path)
-        rotate(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        events = os.fdopen(fd, "a", encoding="utf-8")
-    sink = Sink(events, stderr, _LEVELS["error"] if quiet else _LEVELS["warning"])
-    sink.path = state_dir / EVENTS if state_dir is not None else None
+def write_event(_logger: object, _method: str, event: MutableMapping[str, Any]) -> str:
+    """The last processor: the event to the current run's file, if there is one."""
+    events = _EVENTS.get()
+    if events is not None:
+        events.write(event)
+    raise structlog.DropEvent
+
+
+def configure() -> None:
+    """Route structlog's events to the running list's ``events.jsonl`` (once, by the CLI)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             mask_secrets,
-            sink,
+            write_event,
         ],
         cache_logger_on_first_use=False,
     )
-    return sink
 
 
-def close(sink: Sink) -> None:
-    if sink.events is not None:
-        sink.events.close()
-        sink.events = None
+@contextlib.contextmanager
+def events_to(state_dir: Path) -> Iterator[EventsFile]:
+    """Send this task's (and its children's) events to ``state_dir/events.jsonl``, repaired
+    and rotated first, until the block ends."""
+    path = state_dir / EVENTS
+    repair_jsonl(path)
+    rotate(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    events = EventsFile(path, os.fdopen(fd, "a", encoding="utf-8"))
+    token = _EVENTS.set(events)
+    try:
+        yield events
+    finally:
+        _EVENTS.reset(token)
+        events.close()

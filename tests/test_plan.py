@@ -148,6 +148,19 @@ async def test_each_row_gets_copy_present_or_rejected_with_the_reason(tmp_path: 
     assert "copy" not in truth["requests"]
 
 
+async def test_a_doubtful_image_is_copied_with_preflight_s_flag_as_a_note(tmp_path: Path) -> None:
+    """A Windows image can go; the plan shows preflight's flag on its row, not a log line."""
+    setup = Setup(tmp_path)
+    setup.row(1, __os_type="Windows")
+    setup.row(1)
+    setup.write()
+    plan = await setup.plan()
+    assert verdicts(plan) == {2: Verdict.COPY, 3: Verdict.COPY}
+    windows, linux = plan.rows
+    assert any("Windows" in note for note in windows.notes), windows.notes
+    assert linux.notes == ()
+
+
 async def test_a_clean_list_can_go(tmp_path: Path) -> None:
     """Every row copyable and room in the target: the plan says it can go (exit 0)."""
     setup = Setup(tmp_path)

@@ -21,6 +21,7 @@ from typing import TextIO
 
 from rich.console import Console
 
+from orchestrator import logs
 from orchestrator.cli.common import (
     EXIT_INTERNAL,
     EXIT_STORE,
@@ -55,6 +56,7 @@ def main(
     out = Console(file=stdout, soft_wrap=False)
     err = Console(file=stderr, stderr=True)
     args = build_parser().parse_args(argv)
+    logs.configure()  # once: a run sends its events to its state dir's events.jsonl
     try:
         return _dispatch(args, environ, stdout, out, err)
     except (SystemExit, GeneratorExit):

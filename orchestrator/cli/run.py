@@ -209,7 +209,6 @@ def cmd_run(
         state_dir=args.state_dir,
         deadline_seconds=args.deadline,
         retry_failed=args.retry_failed,
-        quiet=args.quiet,
         max_failures=max_failures,
         max_failure_ratio=ratio,
         tenants=frozenset(args.tenant),

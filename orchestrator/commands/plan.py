@@ -29,7 +29,6 @@ from typing import Any
 
 import anyio
 
-from orchestrator import logs
 from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import CloudFactory, open_clouds
 from orchestrator.commands.common import UsageError, check_owner, state_dir_for, tenant_credentials
@@ -238,17 +237,6 @@ def _read_state(request: PlanRequest, state_dir: Path) -> tuple[dict[str, Item],
     return dict(snap["items"]), meta
 
 
-class _Flags:
-    """Collects preflight's ``item.flag`` warnings (e.g. Windows images) for the rows' notes."""
-
-    def __init__(self) -> None:
-        self.by_item: dict[str, list[str]] = defaultdict(list)
-
-    def __call__(self, event: MutableMapping[str, Any]) -> None:
-        if event.get("event") == "item.flag":
-            self.by_item[str(event.get("item"))].append(str(event.get("flag")))
-
-
 async def _probe(
     clouds: Mapping[str, TenantCloud], region_of: Mapping[str, str]
 ) -> tuple[dict[str, str], dict[str, CloudError]]:
@@ -330,11 +318,9 @@ async def make_plan(
     plan.not_listed = sum(not item.listed for item in merged)
     plan.speed = speed_from_samples(meta.get("speed_samples", []))
     open_items = [item for item in chosen if not item.phase.is_terminal]
-    flags = _Flags()
-    sink = logs.configure(None, stderr=None)  # preflight's warnings become the rows' notes
-    sink.listeners.append(flags)
+    notes: dict[str, list[str]] = defaultdict(list)  # item key -> preflight's flags and more
     judgement = (
-        await _ask_cloud(request, plan, open_items, meta, flags, clouds, clock)
+        await _ask_cloud(request, plan, open_items, meta, notes, clouds, clock)
         if open_items
         else _Judgement()
     )
@@ -353,7 +339,7 @@ async def make_plan(
             judged = item
         verdicts[item.key] = verdict
         judged_items.append(judged)
-        plan.rows.append(_row_of(judged, verdict, reason, plan.speed, flags.by_item[item.key]))
+        plan.rows.append(_row_of(judged, verdict, reason, plan.speed, notes[item.key]))
     plan.rows.extend(bad_rows(manifest))
     plan.rows.sort(key=lambda row: row.line)
     plan.accounts = estimate(
@@ -377,7 +363,7 @@ async def _ask_cloud(
     plan: Plan,
     open_items: Sequence[Item],
     meta: Mapping[str, Any],
-    flags: _Flags,
+    notes: MutableMapping[str, list[str]],
     clouds: CloudFactory,
     clock: Clock,
 ) -> _Judgement:
@@ -387,7 +373,7 @@ async def _ask_cloud(
     credentials = tenant_credentials(config, request.environ, tenants)
     fingerprints = {name: credential_fingerprint(creds) for name, (_, creds) in credentials.items()}
     async with clouds(config, credentials, clock) as opened:
-        return await _judge(config, plan, opened, open_items, meta, fingerprints, flags)
+        return await _judge(config, plan, opened, open_items, meta, fingerprints, notes)
 
 
 def _remembered_blocks(
@@ -413,7 +399,7 @@ async def _judge(
     open_items: Sequence[Item],
     meta: Mapping[str, Any],
     fingerprints: Mapping[str, str],
-    flags: _Flags,
+    notes: MutableMapping[str, list[str]],
 ) -> _Judgement:
     """Probe the tenants, judge the pending items, read the quotas of what they add."""
     region_of = {item.row.tenant: item.row.source_region for item in reversed(open_items)}
@@ -434,8 +420,10 @@ async def _judge(
         if item.row.tenant not in out.held:
             verdict, reason = verdict_of(item, judged_now=True)
             out.verdicts[item.key] = (verdict, reason, item)
+    for key, flags in checked.flags.items():
+        notes[key].extend(flags)
     for item, image in checked.stale:
-        flags.by_item[item.key].append(
+        notes[item.key].append(
             f"a broken copy of it ({image.id}, {image.status}) is in the target: delete it"
         )
     adds: dict[tuple[str, str, str], int] = defaultdict(int)

@@ -68,7 +68,6 @@ class RunRequest:
     state_dir: Path | None = None
     deadline_seconds: float | None = None
     retry_failed: bool = False
-    quiet: bool = False
     max_failures: int | None = None
     max_failure_ratio: float | None = None
     tenants: frozenset[str] = frozenset()
@@ -243,23 +242,20 @@ async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> Ru
                 ):
                     active.add(item.row.tenant)
         credentials = tenant_credentials(request.config, request.environ, active)
-        sink = logs.configure(state_dir, quiet=request.quiet, stderr=None)
-        for problem in manifest.problems:  # the terminal shows the same words (cli/run.py)
-            log.error("list.bad_row", line=problem.line, error_message=str(problem))
-        for warning in manifest.warnings:
-            log.warning("list.warning", line=warning.line, error_message=str(warning))
-        log.info(
-            "run.loaded",
-            items=len(items),
-            list_checked=not recalled,  # False: the list is the one the checkpoint remembers
-            seconds=round(loaded, 3),
-        )
-        try:
+        with logs.events_to(state_dir):
+            for problem in manifest.problems:  # the terminal shows the same words (cli/run.py)
+                log.error("list.bad_row", line=problem.line, error_message=str(problem))
+            for warning in manifest.warnings:
+                log.warning("list.warning", line=warning.line, error_message=str(warning))
+            log.info(
+                "run.loaded",
+                items=len(items),
+                list_checked=not recalled,  # False: the list is the one the checkpoint remembers
+                seconds=round(loaded, 3),
+            )
             return await _run_with_clients(
                 request, state_dir, store, manifest, items, chosen, credentials, recalled, seams
             )
-        finally:
-            logs.close(sink)
     finally:
         store.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import anyio
 
@@ -27,6 +28,7 @@ class PreflightResult:
     items: list[Item] = field(default_factory=list)  # every input item, judged
     tenant_errors: dict[str, CloudError] = field(default_factory=dict)
     stale: list[tuple[Item, Image]] = field(default_factory=list)  # broken copies to clean up
+    flags: dict[str, list[str]] = field(default_factory=dict)  # item key -> doubts (Windows)
 
 
 @dataclass
@@ -99,20 +101,26 @@ async def _catalog_tenant(
             group.start_soon(fill_target, key)
 
 
-def judge(item: Item, catalog: _Catalog, config: Config) -> tuple[Item, list[Image]]:
-    """The item after preflight, and any broken copies of it found in the target."""
+class Judged(NamedTuple):
+    item: Item  # as preflight leaves it: pending, rejected or adopted
+    stale: list[Image]  # broken copies of it found in the target
+    flags: list[str]  # what is allowed but doubtful about its source image (Windows)
+
+
+def judge(item: Item, catalog: _Catalog, config: Config) -> Judged:
+    """The item after preflight, the broken copies of it in the target, and its flags."""
     row = item.row
     image = catalog.sources[(row.tenant, row.source_region, row.source_project)].get(row.image_id)
     rejections = check_source(row, image, config, token=item.token)
     if rejections:
         reason = "; ".join(r.message for r in rejections)
         code = ",".join(r.code for r in rejections)
-        return item.advance(
+        rejected = item.advance(
             Phase.REJECTED, detail=reason, error_code=code, error_message=reason
-        ), []
+        )
+        return Judged(rejected, [], [])
     assert image is not None  # noqa: S101 -- check_source rejects a missing image
-    for flag in source_flags(image):
-        log.warning("item.flag", tenant=row.tenant, item=item.key, flag=str(flag))
+    flags = [str(flag) for flag in source_flags(image)]
     copy_name = row.name or image.name
     item = replace(item, size_bytes=image.size_bytes or image.min_disk * 2**30, copy_name=copy_name)
     targets = catalog.targets[(row.tenant, row.target_region, row.target_project)]
@@ -120,20 +128,37 @@ def judge(item: Item, catalog: _Catalog, config: Config) -> tuple[Item, list[Ima
     stale = list(verdict.stale)
     if verdict.kind == TargetKind.CONFLICT:
         reason = verdict.rejection.message if verdict.rejection else "name conflict in the target"
-        return item.advance(
+        rejected = item.advance(
             Phase.REJECTED, detail=reason, error_code="name_conflict", error_message=reason
-        ), stale
+        )
+        return Judged(rejected, stale, flags)
     if verdict.kind == TargetKind.PRESENT and verdict.image is not None:
         if verdict.succeeded:
-            return item.advance(
+            done = item.advance(
                 Phase.SUCCEEDED,
                 target_image_id=verdict.image.id,
                 detail="adopted: already in the target",
-            ), stale
-        return item.advance(
+            )
+            return Judged(done, stale, flags)
+        adopted = item.advance(
             Phase.ADOPTED, target_image_id=verdict.image.id, detail="adopted: copy in progress"
-        ), stale
-    return item, stale
+        )
+        return Judged(adopted, stale, flags)
+    return Judged(item, stale, flags)
+
+
+def _judge_tenant(items: Iterable[Item], catalog: _Catalog, config: Config) -> PreflightResult:
+    """One tenant's items judged against its listings; each flag is logged as it is found."""
+    out = PreflightResult()
+    for item in items:
+        judged, stale, flags = judge(item, catalog, config)
+        out.items.append(judged)
+        out.stale.extend((judged, image) for image in stale)
+        for flag in flags:
+            log.warning("item.flag", tenant=item.row.tenant, item=item.key, flag=flag)
+        if flags:
+            out.flags[item.key] = flags
+    return out
 
 
 async def preflight(
@@ -160,11 +185,7 @@ async def preflight(
                 raise
             result.tenant_errors[tenant] = errors[0]
             return
-        mine = verdicts[tenant] = PreflightResult()
-        for item in tenant_items:
-            judged, stale = judge(item, catalog, config)
-            mine.items.append(judged)
-            mine.stale.extend((judged, image) for image in stale)
+        verdicts[tenant] = _judge_tenant(tenant_items, catalog, config)
 
     async with anyio.create_task_group() as group:
         for tenant, tenant_items in by_tenant.items():
@@ -177,4 +198,5 @@ async def preflight(
         mine = verdicts.pop(tenant)
         result.items.extend(mine.items)
         result.stale.extend(mine.stale)
+        result.flags.update(mine.flags)
     return result
