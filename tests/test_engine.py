@@ -4,8 +4,9 @@ from dataclasses import replace
 
 import pytest
 
+from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Phase
-from orchestrator.engine.scheduler import EXIT_ATTENTION, EXIT_LATER, EXIT_OK, RunOptions
+from orchestrator.engine.scheduler import RunOptions
 from orchestrator.simulator.faults import FaultPlan
 from tests.engine_harness import CONFIG, TIMING, Scene
 
@@ -18,7 +19,7 @@ async def test_happy_path_copies_everything_within_the_cap() -> None:
         scene.row("t1", 5 + n)
     result = await scene.run()
     truth = scene.truth()
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert set(scene.states().values()) == {"succeeded"}
     assert truth["max_in_flight"]["t1"] == 5
     assert truth["duplicates"] == []
@@ -63,7 +64,7 @@ async def test_two_tenants_of_one_account_share_one_window() -> None:
 
     config = replace(CONFIG, tenants={"ops": TenantConfig("ops"), "dev": TenantConfig("dev")})
     result = await scene.run(config=config)
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert scene.truth()["max_in_flight"]["acct"] == 5
 
 
@@ -91,7 +92,7 @@ async def test_slots_held_by_others_cause_back_pressure_not_failures() -> None:
     scene.world.occupy("t1", 3, 2000.0, scene.clock.now())
     result = await scene.run()
     truth = scene.truth()
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert truth["max_in_flight"]["t1"] <= 5
     assert scene.last_ctx.counters.back_pressure >= 1
     assert truth["duplicates"] == []
@@ -108,7 +109,7 @@ async def test_lost_replies_are_adopted_not_resent() -> None:
     truth = scene.truth()
     assert truth["lost_replies"] >= 3
     assert truth["duplicates"] == []
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert any(item.detail == "adopted" for item in scene.items())
 
 
@@ -136,7 +137,7 @@ async def test_at_end_visibility_with_settle_has_no_duplicates() -> None:
     config = replace(CONFIG, timing=replace(TIMING, settle=4 * 3600.0))
     result = await scene.run(config=config)
     assert scene.truth()["duplicates"] == []
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
 
 
 async def test_unknown_items_keep_their_slot() -> None:
@@ -161,7 +162,7 @@ async def test_failed_job_keeps_code_and_reason() -> None:
     scene.row("t1", 5)
     result = await scene.run()
     (item,) = scene.items()
-    assert result.exit_code == EXIT_ATTENTION
+    assert result.exit_code == ExitCode.ATTENTION
     assert item.phase == Phase.FAILED
     assert item.error_code == "IMG.0500"
     assert item.error_message
@@ -176,7 +177,7 @@ async def test_rejected_rows_are_never_submitted() -> None:
     scene.row("t1", 200, target="ap-southeast-1")  # over the 128 GiB outside the big four?
     result = await scene.run()
     assert scene.truth()["copies_total"] <= 1
-    assert result.exit_code == EXIT_ATTENTION
+    assert result.exit_code == ExitCode.ATTENTION
     rejected = [i for i in scene.items() if i.phase == Phase.REJECTED]
     assert len(rejected) >= 2
     assert all(i.error_message for i in rejected)
@@ -190,7 +191,7 @@ async def test_run_deadline_stops_submitting_and_exits_75() -> None:
         scene.row("t1", 50 + n)
     deadline_at = scene.clock.now() + 1000.0
     result = await scene.run(options=RunOptions(deadline_at=deadline_at))
-    assert result.exit_code == EXIT_LATER
+    assert result.exit_code == ExitCode.LATER
     assert all(c["begin"] <= deadline_at for c in scene.truth()["copies"])
     assert "pending" in set(scene.states().values())
 
@@ -204,7 +205,7 @@ async def test_resume_adopts_running_jobs_without_duplicates() -> None:
     await scene.run(options=RunOptions(deadline_at=scene.clock.now() + 1000.0))
     result = await scene.run()
     truth = scene.truth()
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert truth["duplicates"] == []
     assert truth["copies_total"] == 20
 
@@ -215,11 +216,11 @@ async def test_finished_list_makes_no_call() -> None:
     scene.account("t1")
     scene.row("t1", 5)
     await scene.run()
-    scene.store._meta["last_exit"] = EXIT_OK
+    scene.store._meta["last_exit"] = ExitCode.OK
     before = sum(scene.truth()["requests"].values())
     result = await scene.run()
     assert result.skipped
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert sum(scene.truth()["requests"].values()) == before
 
 
@@ -237,7 +238,7 @@ async def test_bad_credentials_block_the_tenant_only(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(scene, "clouds", lambda: ctx_clouds)
     result = await scene.run()
     truth = scene.truth()
-    assert result.exit_code == EXIT_ATTENTION
+    assert result.exit_code == ExitCode.ATTENTION
     assert "bad" in scene.last_ctx.blocked
     assert truth["auth_failures"].get("AKbad", 0) == 1
     assert {i.row.tenant: i.phase for i in scene.items()}["good"] == Phase.SUCCEEDED
@@ -252,7 +253,7 @@ async def test_failure_threshold_stops_submitting_but_follows_running_copies() -
         scene.row("t1", 5 + n)
     result = await scene.run(max_failures=2)
     truth = scene.truth()
-    assert result.exit_code == EXIT_ATTENTION
+    assert result.exit_code == ExitCode.ATTENTION
     assert truth["copies_total"] < 20
     assert truth["in_flight_now"]["t1"] == 0
     submitted = {c["image_id"] for c in truth["copies"]}

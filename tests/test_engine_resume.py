@@ -9,10 +9,9 @@ from typing import Any
 import anyio
 
 from orchestrator.core.cloud import TenantCloud
+from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
 from orchestrator.engine.scheduler import (
-    EXIT_LATER,
-    EXIT_OK,
     Engine,
     RunOptions,
     RunResult,
@@ -84,7 +83,7 @@ async def test_copies_in_flight_are_polled_before_a_slow_probe_of_another_tenant
             scene.row(tenant, 10 + n)
     await in_flight_after_a_stop(scene)
     _, cloud, started, result = await resume_with_slow_probe(scene, "slow")
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     first_poll = scene.last_ctx.counters.first_poll_at
     assert first_poll is not None
     assert cloud.probed_at is not None
@@ -112,7 +111,7 @@ async def test_nothing_is_submitted_before_every_tenant_of_an_account_is_probed(
         ]
     )
     engine, cloud, _, result = await resume_with_slow_probe(scene, "slow")
-    assert result.exit_code == EXIT_OK
+    assert result.exit_code == ExitCode.OK
     assert cloud.probed_at is not None
     fast = [i for i in scene.items() if i.row.tenant == "fast"]
     assert all(i.phase == Phase.SUCCEEDED and i.attempt == 1 for i in fast)
@@ -131,7 +130,7 @@ async def test_a_stop_during_the_probes_ends_the_run_at_once() -> None:
         for n in range(3):
             scene.row(tenant, 10 + n)
     _, cloud, started, result = await resume_with_slow_probe(scene, "slow", stop_after=5.0)
-    assert result.exit_code == EXIT_LATER
+    assert result.exit_code == ExitCode.LATER
     assert scene.clock.now() - started < 60.0
     assert cloud.probed_at is None
     assert scene.truth()["copies_total"] == 0

@@ -23,9 +23,6 @@ from rich.console import Console
 
 from orchestrator import logs
 from orchestrator.cli.common import (
-    EXIT_INTERNAL,
-    EXIT_STORE,
-    EXIT_USAGE,
     USAGE_ERRORS,
     exit_code_of,
     leaves_of,
@@ -35,7 +32,7 @@ from orchestrator.cli.parser import build_parser
 from orchestrator.cli.run import cmd_demo, cmd_run
 from orchestrator.cli.views import cmd_plan, cmd_report, cmd_simulator, cmd_status
 from orchestrator.core.advice import next_step
-from orchestrator.engine.scheduler import EXIT_LATER
+from orchestrator.core.exits import ExitCode
 from orchestrator.state.checkpoint import LockHeld
 from orchestrator.state.store import StoreError
 
@@ -90,20 +87,20 @@ def _exit_for(exc: BaseException, err: Console, *, quiet: bool = False) -> int:
     (the lock is held, an interrupt) says nothing: cron mails only what needs a look."""
     leaves = leaves_of(exc)
     code = exit_code_of(leaves)
-    if code == EXIT_USAGE:
+    if code == ExitCode.USAGE:
         for error in leaves:
             if isinstance(error, USAGE_ERRORS):
                 say(err, f"ims-migrate: {error}")
-    elif code == EXIT_STORE:
+    elif code == ExitCode.STORE:
         say(err, f"ims-migrate: {next(e for e in leaves if isinstance(e, StoreError))}")
-    elif code == EXIT_INTERNAL:
+    elif code == ExitCode.INTERNAL:
         bug = next(e for e in leaves if not isinstance(e, LockHeld | KeyboardInterrupt))
         err.print("".join(traceback.format_exception(bug)), highlight=False, markup=False)
         say(err, "ims-migrate: internal error (a bug); please report it with the lines above")
     elif not quiet:
         lock = [e for e in leaves if isinstance(e, LockHeld)]
         if lock:
-            say(err, f"ims-migrate: another run holds {lock[0]}; {next_step(EXIT_LATER)}")
+            say(err, f"ims-migrate: another run holds {lock[0]}; {next_step(ExitCode.LATER)}")
     return code
 
 

@@ -13,18 +13,14 @@ from rich.table import Table
 from orchestrator.commands.common import UsageError, state_dir_for
 from orchestrator.config import Config, ConfigError
 from orchestrator.config_file import load_config
+from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item
-from orchestrator.engine.scheduler import EXIT_LATER
 from orchestrator.logs import EVENTS, KEEP_ROTATED
 from orchestrator.manifest import ManifestError
 from orchestrator.output.report import summarize
 from orchestrator.state.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot
 from orchestrator.state.codec import item_from_dict
 from orchestrator.state.store import StoreError
-
-EXIT_USAGE = 2
-EXIT_STORE = 74
-EXIT_INTERNAL = 70
 
 EPILOG = """exit codes: 0 every item succeeded; 1 failed or rejected items, a blocked tenant or a
 failure threshold (someone must look); 2 usage, config or input error (nothing submitted);
@@ -106,12 +102,12 @@ USAGE_ERRORS = (UsageError, ConfigError, ManifestError, CheckpointCorrupt)
 def exit_code_of(leaves: Sequence[BaseException]) -> int:
     """The exit code of a failure, most severe first."""
     if any(isinstance(e, USAGE_ERRORS) for e in leaves):
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if any(isinstance(e, StoreError) for e in leaves):
-        return EXIT_STORE
+        return ExitCode.STORE
     if any(not isinstance(e, LockHeld | KeyboardInterrupt) for e in leaves):
-        return EXIT_INTERNAL
-    return EXIT_LATER
+        return ExitCode.INTERNAL
+    return ExitCode.LATER
 
 
 def event_lines(state_dir: Path) -> list[str]:

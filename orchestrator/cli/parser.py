@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.cli.common import EPILOG, EXIT_USAGE
+from orchestrator.cli.common import EPILOG
 from orchestrator.config import parse_duration
+from orchestrator.core.exits import ExitCode
 from orchestrator.output.metrics import METRICS_EVERY
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own exit code is already 2
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _duration(text: str) -> float:

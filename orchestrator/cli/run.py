@@ -29,9 +29,9 @@ from orchestrator.commands.run import RunRequest, RunSummary, execute_run
 from orchestrator.config import Config
 from orchestrator.config_file import load_config
 from orchestrator.core.advice import blocked_advice, next_step
+from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
 from orchestrator.engine.context import RunContext
-from orchestrator.engine.scheduler import EXIT_ATTENTION, EXIT_OK
 from orchestrator.output.metrics import METRICS_EVERY, RunFacts, render_metrics, write_metrics
 from orchestrator.output.progress import ProgressModel
 from orchestrator.output.report_html import render_html
@@ -146,7 +146,7 @@ def attention_lines(summary: RunSummary, config: Config) -> list[str]:
     lines = [str(problem) for problem in summary.problems]
     lines += [
         f"tenant {tenant}: credentials refused ({why.get('code')}: {why.get('message')}); "
-        + blocked_advice(config, tenant)
+        + blocked_advice(tenant, config.tenant(tenant))
         for tenant, why in summary.blocked.items()
     ]
     quota_full: dict[tuple[str, str], Item] = {}
@@ -165,7 +165,7 @@ def print_run_outcome(
     if not quiet:
         for warning in summary.warnings:
             say(err, f"warning: {warning}")
-    if quiet and summary.exit_code != EXIT_ATTENTION:
+    if quiet and summary.exit_code != ExitCode.ATTENTION:
         return
     target = err if quiet else out
     listed = [i for i in summary.items if i.listed]
@@ -284,7 +284,7 @@ def cmd_demo(
     if outcome.ok:
         out.print("demo: every valid row succeeded, every planted bad row was rejected, "
                   "at most 5 copies in flight per tenant, no duplicate.")  # fmt: skip
-        return EXIT_OK
+        return ExitCode.OK
     for mismatch in outcome.mismatches:
         say(err, f"demo: {mismatch}")
-    return EXIT_ATTENTION
+    return ExitCode.ATTENTION

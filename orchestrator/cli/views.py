@@ -13,7 +13,6 @@ import anyio
 from rich.console import Console
 
 from orchestrator.cli.common import (
-    EXIT_USAGE,
     config_of,
     event_lines,
     load_items,
@@ -25,7 +24,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.commands.common import UsageError
 from orchestrator.commands.plan import PlanRequest, make_plan
-from orchestrator.engine.scheduler import EXIT_ATTENTION, EXIT_OK
+from orchestrator.core.exits import ExitCode
 from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
 from orchestrator.output.report import render_csv, render_json, render_markdown, summarize
 from orchestrator.output.report_html import render_html
@@ -56,7 +55,7 @@ def cmd_plan(
         console = out if stdout.isatty() else Console(file=stdout, width=160, soft_wrap=False)
         for part in plan_renderables(plan):
             console.print(part)
-    return EXIT_OK if plan.can_go else EXIT_ATTENTION
+    return ExitCode.OK if plan.can_go else ExitCode.ATTENTION
 
 
 # -- status and report ---------------------------------------------------------------------------
@@ -76,7 +75,7 @@ def cmd_status(args: argparse.Namespace, out: Console) -> int:
                         for t, b in meta.get("blocked", {}).items()},
         }  # fmt: skip
         out.print_json(json.dumps(document))
-        return EXIT_OK
+        return ExitCode.OK
     out.print(f"list: {meta.get('list_path', '?')}", highlight=False, soft_wrap=True)
     out.print(summary_table(items))
     for line in problem_lines(items):
@@ -89,7 +88,7 @@ def cmd_status(args: argparse.Namespace, out: Console) -> int:
         )
     if "last_exit" in meta:
         out.print(f"last run: exit {meta['last_exit']}: {meta.get('last_reason', '')}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
@@ -114,7 +113,7 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
             ) from exc
     else:
         out.write(text)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # -- simulator and demo --------------------------------------------------------------------------
@@ -137,7 +136,7 @@ def cmd_simulator(args: argparse.Namespace, err: Console) -> int:
         anyio.run(run_simulator, scenario, args.host, args.port, args.port_file)
     except (ScenarioError, OSError, ValueError) as exc:
         say(err, f"ims-migrate simulator: {exc}")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except KeyboardInterrupt:
-        return EXIT_OK
-    return EXIT_OK
+        return ExitCode.OK
+    return ExitCode.OK

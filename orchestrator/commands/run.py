@@ -34,13 +34,11 @@ from orchestrator.commands.common import (
 from orchestrator.config import Config
 from orchestrator.core.advice import next_step
 from orchestrator.core.credentials import credential_fingerprint
+from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item
 from orchestrator.core.speed import SpeedModel
 from orchestrator.engine.context import Counters, RunContext, log
 from orchestrator.engine.scheduler import (
-    EXIT_ATTENTION,
-    EXIT_LATER,
-    EXIT_OK,
     Engine,
     RunOptions,
     is_done,
@@ -314,8 +312,8 @@ async def _run_with_clients(
         store.compact_now()
     write_report(state_dir, final)
     exit_code, reason = result.exit_code, result.reason
-    if manifest.problems and exit_code in (EXIT_OK, EXIT_LATER):
-        exit_code, reason = EXIT_ATTENTION, f"{len(manifest.problems)} bad row(s) in the list"
+    if manifest.problems and exit_code in (ExitCode.OK, ExitCode.LATER):
+        exit_code, reason = ExitCode.ATTENTION, f"{len(manifest.problems)} bad row(s) in the list"
     counters = ctx.counters
     log.info(
         "run.finished",

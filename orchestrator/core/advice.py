@@ -6,16 +6,28 @@ line reads ``<what is wrong>: <what to do>``.
 
 from __future__ import annotations
 
-from orchestrator.config import Config
+from typing import Protocol
 
-# By exit code (engine/scheduler.py and cli/common.py name them; this module imports neither,
-# so both can use it).
-_NEXT = {
-    0: "nothing left to do",
-    1: "read the problems above (they are also in report.csv and events.jsonl), "
+from orchestrator.core.exits import ExitCode
+
+
+class CredentialNames(Protocol):
+    """Where a tenant's key is read from (a config tenant): the names, never the values."""
+
+    @property
+    def access_key_env(self) -> str: ...
+    @property
+    def secret_key_env(self) -> str: ...
+    @property
+    def security_token_env(self) -> str: ...
+
+
+_NEXT: dict[int, str] = {
+    ExitCode.OK: "nothing left to do",
+    ExitCode.ATTENTION: "read the problems above (they are also in report.csv and events.jsonl), "
     "fix what they name, then run again; `run --retry-failed` gives failed items a new attempt",
-    2: "fix what the message names; nothing was submitted",
-    75: "run the same command again later: it resumes where this run stopped and "
+    ExitCode.USAGE: "fix what the message names; nothing was submitted",
+    ExitCode.LATER: "run the same command again later: it resumes where this run stopped and "
     "follows the copies still running in the cloud",
 }
 
@@ -25,9 +37,9 @@ def next_step(exit_code: int) -> str:
     return _NEXT.get(exit_code, "see the message above")
 
 
-def blocked_advice(config: Config, tenant: str) -> str:
-    """Credentials refused: which variables to fix, and why the key is not tried again."""
-    found = config.tenant(tenant)
+def blocked_advice(tenant: str, found: CredentialNames | None) -> str:
+    """Credentials refused: which variables to fix (``found``: the config's tenant, if any),
+    and why the key is not tried again."""
     where = (
         f" (environment variables {found.access_key_env} and {found.secret_key_env}"
         f", and {found.security_token_env} for a temporary key)"
@@ -46,8 +58,3 @@ def quota_advice(tenant: str, region: str) -> str:
         f"raise the private-image quota of tenant {tenant} in {region} or delete images there "
         "that are no longer needed, then run again"
     )
-
-
-def unavailable_advice() -> str:
-    """The cloud could not be reached for a tenant: its items wait."""
-    return "its items wait; check the endpoint and the network if it lasts, and run again later"

@@ -116,6 +116,6 @@ class RunContext:
             tenant=tenant,
             error_code=why["code"],
             error_message=error.message,
-            advice=blocked_advice(self.config, tenant),
+            advice=blocked_advice(tenant, self.config.tenant(tenant)),
         )
         await self.store.commit(meta={"blocked": dict(self.blocked)})

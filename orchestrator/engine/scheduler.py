@@ -21,6 +21,7 @@ import anyio.abc
 from orchestrator.clock import Clock
 from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind
+from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase, Row
 from orchestrator.engine.context import RunContext, log
 from orchestrator.engine.lifecycle import Driver
@@ -28,9 +29,6 @@ from orchestrator.engine.preflight import preflight
 from orchestrator.engine.window import Window
 from orchestrator.state.store import Store
 
-EXIT_OK = 0
-EXIT_ATTENTION = 1
-EXIT_LATER = 75
 PROBE_CONCURRENCY = 16  # tenants whose credentials are checked at the same time
 
 
@@ -118,11 +116,11 @@ def exit_code_for(items: Sequence[Item], ctx: RunContext) -> tuple[int, str]:
     if ctx.stop_reason.startswith("failure threshold"):
         reasons.append(ctx.stop_reason)
     if reasons:
-        return EXIT_ATTENTION, "; ".join(reasons)
+        return ExitCode.ATTENTION, "; ".join(reasons)
     if not is_finished(items):
         why = ctx.stop_reason or ", ".join(f"{t}: {m}" for t, m in sorted(ctx.unavailable.items()))
-        return EXIT_LATER, f"work left ({why or 'run again'})"
-    return EXIT_OK, "every item succeeded"
+        return ExitCode.LATER, f"work left ({why or 'run again'})"
+    return ExitCode.OK, "every item succeeded"
 
 
 async def _wait(window: Window, clock: Clock, until: float | None, stop: anyio.Event) -> None:
@@ -276,7 +274,7 @@ class Engine:
                     tenant=tenant,
                     error_code=old.get("code"),
                     error_message=old.get("message"),
-                    advice=blocked_advice(ctx.config, tenant),
+                    advice=blocked_advice(tenant, ctx.config.tenant(tenant)),
                 )
                 continue
             to_probe.append(tenant)
