@@ -11,8 +11,9 @@ import anyio
 
 from orchestrator.config import Config, Timing
 from orchestrator.core.model import Item, Row
+from orchestrator.core.outcome import merge_list
 from orchestrator.engine.context import RunContext
-from orchestrator.engine.scheduler import Engine, RunOptions, RunResult, merge_list, store_merged
+from orchestrator.engine.scheduler import Engine, RunOptions, RunResult, store_merged
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import World, WorldParams

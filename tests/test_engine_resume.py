@@ -11,11 +11,11 @@ import anyio
 from orchestrator.core.cloud import TenantCloud
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
+from orchestrator.core.outcome import merge_list
 from orchestrator.engine.scheduler import (
     Engine,
     RunOptions,
     RunResult,
-    merge_list,
     store_merged,
 )
 from tests.engine_harness import GIB, Scene

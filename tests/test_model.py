@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from orchestrator.core.model import Item, Phase, Row, TransitionError, item_token
-from orchestrator.engine.scheduler import is_finished, merge_list
+from orchestrator.core.outcome import is_finished, merge_list
 
 
 def make_row(image_id: str = "img-1", line: int = 2, **changes: Any) -> Row:

@@ -17,7 +17,7 @@ import pytest
 from orchestrator.commands.run import save_list
 from orchestrator.config import Config, TenantConfig
 from orchestrator.core.model import Item
-from orchestrator.engine.scheduler import merge_list
+from orchestrator.core.outcome import merge_list
 from orchestrator.manifest import parse_list, read_list
 from orchestrator.state.checkpoint import CheckpointStore
 from orchestrator.state.recall import LIST_META, recall, remember

@@ -39,8 +39,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
 from orchestrator.core.model import FORWARD_WITHIN_ATTEMPT, Item, Phase, Row, item_key, item_token
+from orchestrator.core.outcome import merge_list
 from orchestrator.engine.context import RunContext
-from orchestrator.engine.scheduler import Engine, RunOptions, merge_list, store_merged
+from orchestrator.engine.scheduler import Engine, RunOptions, store_merged
 from orchestrator.simulator.faults import COPY_ONLY, Fault, FaultPlan
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import LIVE, World, WorldParams

@@ -37,8 +37,8 @@ from orchestrator.core.cloud import CloudError, ErrorKind, TenantCloud
 from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.estimate import AccountEstimate, Speed, estimate, speed_from_samples
 from orchestrator.core.model import Item, Phase
+from orchestrator.core.outcome import merge_list
 from orchestrator.engine.preflight import preflight
-from orchestrator.engine.scheduler import merge_list
 from orchestrator.manifest import Manifest, load_manifest
 from orchestrator.state.checkpoint import read_snapshot
 from orchestrator.state.codec import item_from_dict

@@ -36,14 +36,12 @@ from orchestrator.core.advice import next_step
 from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item
+from orchestrator.core.outcome import is_done, is_finished, merge_list
 from orchestrator.core.speed import SpeedModel
 from orchestrator.engine.context import Counters, RunContext, log
 from orchestrator.engine.scheduler import (
     Engine,
     RunOptions,
-    is_done,
-    is_finished,
-    merge_list,
     store_merged,
 )
 from orchestrator.engine.window import Window

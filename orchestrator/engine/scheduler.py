@@ -21,8 +21,8 @@ import anyio.abc
 from orchestrator.clock import Clock
 from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind
-from orchestrator.core.exits import ExitCode
-from orchestrator.core.model import Item, Phase, Row
+from orchestrator.core.model import Item, Phase
+from orchestrator.core.outcome import exit_code_for, is_done, is_finished
 from orchestrator.engine.context import RunContext, log
 from orchestrator.engine.lifecycle import Driver
 from orchestrator.engine.preflight import preflight
@@ -46,36 +46,6 @@ class RunResult:
     skipped: bool = False  # the list was already finished: nothing was called
 
 
-def merge_list(existing: Mapping[str, Item], rows: Sequence[Row]) -> list[Item]:
-    """The items of a run: the checkpoint's, updated by the list as it is now.
-
-    New rows join as pending; rows no longer listed stay tracked (``listed=False``); an edited
-    row replaces the old one while nothing is in flight for it (a rejected one is judged again).
-    """
-    merged: dict[str, Item] = {}
-    for row in rows:
-        key = row.key
-        old = existing.get(key)
-        if old is None:
-            merged[key] = Item(row=row)
-        elif old.row == row and old.listed:
-            merged[key] = old  # the usual case on resume: nothing to rebuild
-        elif old.row.digest() == row.digest():
-            merged[key] = replace(old, row=row, listed=True)
-        elif old.phase == Phase.PENDING:
-            merged[key] = replace(old, row=row, listed=True, copy_name=None, size_bytes=None)
-        elif old.phase == Phase.REJECTED:
-            merged[key] = replace(old, row=row, listed=True).new_attempt(
-                "row edited", copy_name=None, size_bytes=None
-            )
-        else:
-            merged[key] = replace(old, listed=True)
-    for key, old in existing.items():
-        if key not in merged:
-            merged[key] = replace(old, listed=False)
-    return list(merged.values())
-
-
 async def store_merged(
     store: Store, items: Iterable[Item], meta: Mapping[str, Any] | None = None
 ) -> None:
@@ -88,39 +58,6 @@ async def store_merged(
         [item for item in items if (old := stored.get(item.key)) is not item and old != item],
         meta=meta,
     )
-
-
-def is_done(item: Item) -> bool:
-    """Nothing left to do for this item: terminal, or pending and no longer listed."""
-    return item.phase.is_terminal or (not item.listed and item.phase == Phase.PENDING)
-
-
-def is_finished(items: Iterable[Item]) -> bool:
-    """Nothing left to do: every listed item terminal, nothing in flight for unlisted ones."""
-    return all(map(is_done, items))
-
-
-def exit_code_for(items: Sequence[Item], ctx: RunContext) -> tuple[int, str]:
-    listed = [item for item in items if item.listed]
-    failed = sum(item.phase == Phase.FAILED for item in listed)
-    rejected = sum(item.phase == Phase.REJECTED for item in listed)
-    reasons = []
-    if failed:
-        reasons.append(f"{failed} failed")
-    if rejected:
-        reasons.append(f"{rejected} rejected")
-    if ctx.blocked:
-        reasons.append("blocked tenant(s): " + ", ".join(sorted(ctx.blocked)))
-    if ctx.quota_blocked:
-        reasons.append("target quota full: " + ", ".join(f"{t}/{r}" for t, r in ctx.quota_blocked))
-    if ctx.stop_reason.startswith("failure threshold"):
-        reasons.append(ctx.stop_reason)
-    if reasons:
-        return ExitCode.ATTENTION, "; ".join(reasons)
-    if not is_finished(items):
-        why = ctx.stop_reason or ", ".join(f"{t}: {m}" for t, m in sorted(ctx.unavailable.items()))
-        return ExitCode.LATER, f"work left ({why or 'run again'})"
-    return ExitCode.OK, "every item succeeded"
 
 
 async def _wait(window: Window, clock: Clock, until: float | None, stop: anyio.Event) -> None:
@@ -176,7 +113,13 @@ class Engine:
                 active.add(item.row.tenant)
         await self._work(current, sorted(active), region_of, in_flight)
         final = [ctx.store.items[key] for key in current]
-        code, reason = exit_code_for(final, ctx)
+        code, reason = exit_code_for(
+            final,
+            blocked=ctx.blocked,
+            quota_full=ctx.quota_blocked,
+            stop_reason=ctx.stop_reason,
+            unavailable=ctx.unavailable,
+        )
         return RunResult(code, reason, self.windows)
 
     async def _work(

@@ -1,0 +1,85 @@
+"""How a run ended: the exit code and its reason, computed from values alone."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from orchestrator.cli.common import EPILOG
+from orchestrator.core.exits import ExitCode
+from orchestrator.core.model import Item, Phase, Row
+from orchestrator.core.outcome import exit_code_for
+
+
+def item(image_id: str, phase: Phase, *, listed: bool = True) -> Item:
+    row = Row(
+        line=2, tenant="t0", image_id=image_id, source_region="cn-north-4", target_region="x-1"
+    )
+    return Item(row=row, phase=phase, listed=listed)
+
+
+def outcome(
+    items: list[Item],
+    *,
+    blocked: Collection[str] = (),
+    quota_full: Collection[tuple[str, str]] = (),
+    stop_reason: str = "",
+    unavailable: Mapping[str, str] | None = None,
+) -> tuple[ExitCode, str]:
+    return exit_code_for(
+        items,
+        blocked=blocked,
+        quota_full=quota_full,
+        stop_reason=stop_reason,
+        unavailable=unavailable or {},
+    )
+
+
+def test_every_item_succeeded_is_ok() -> None:
+    """Only succeeded items: exit 0."""
+    assert outcome([item("a", Phase.SUCCEEDED)]) == (ExitCode.OK, "every item succeeded")
+
+
+def test_failed_and_rejected_items_need_attention() -> None:
+    """Failed and rejected listed items are counted in the reason of exit 1."""
+    items = [item("a", Phase.FAILED), item("b", Phase.REJECTED), item("c", Phase.FAILED)]
+    assert outcome(items) == (ExitCode.ATTENTION, "2 failed; 1 rejected")
+
+
+def test_unlisted_failures_do_not_count() -> None:
+    """A failed item no longer in the list does not make the run exit 1."""
+    assert outcome([item("a", Phase.FAILED, listed=False)])[0] == ExitCode.OK
+
+
+def test_blocked_tenants_and_full_quotas_are_named() -> None:
+    """Blocked tenants (sorted) and full quotas (in the order found) are the reason of exit 1."""
+    code, reason = outcome(
+        [item("a", Phase.PENDING)], blocked={"t2": {}, "t1": {}}, quota_full=[("t0", "x-1")]
+    )
+    assert (code, reason) == (
+        ExitCode.ATTENTION,
+        "blocked tenant(s): t1, t2; target quota full: t0/x-1",
+    )
+
+
+def test_failure_threshold_needs_attention() -> None:
+    """A stop for the failure threshold is exit 1, even with work left."""
+    reason = "failure threshold reached (3 failed)"
+    assert outcome([item("a", Phase.PENDING)], stop_reason=reason) == (ExitCode.ATTENTION, reason)
+
+
+def test_work_left_after_a_stop_is_later() -> None:
+    """Stopped early with work left: exit 75, the stop named."""
+    code, reason = outcome([item("a", Phase.RUNNING)], stop_reason="run deadline reached")
+    assert (code, reason) == (ExitCode.LATER, "work left (run deadline reached)")
+
+
+def test_work_left_after_an_outage_names_it() -> None:
+    """Work left because a tenant was unreachable: exit 75 with the outage's words."""
+    code, reason = outcome([item("a", Phase.PENDING)], unavailable={"t0": "timed out"})
+    assert (code, reason) == (ExitCode.LATER, "work left (t0: timed out)")
+
+
+def test_every_exit_code_is_in_the_help() -> None:
+    """The CLI's help names each exit code."""
+    for code in ExitCode:
+        assert f"{code.value} " in EPILOG
