@@ -8,7 +8,7 @@ from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Phase
 from orchestrator.engine.scheduler import RunOptions
 from orchestrator.simulator.faults import FaultPlan
-from tests.engine_harness import CONFIG, TIMING, Scene
+from tests.engine_harness import CONFIG, SOURCE, TIMING, Scene
 
 
 async def test_happy_path_copies_everything_within_the_cap() -> None:
@@ -174,13 +174,16 @@ async def test_rejected_rows_are_never_submitted() -> None:
     scene.account("t1")
     scene.row("t1", 5, __system__cmkid="kms-key")
     scene.row("t1", 5, disk_format="iso")
-    scene.row("t1", 200, target="ap-southeast-1")  # over the 128 GiB outside the big four?
+    limit = CONFIG.size_limit_gib(SOURCE)  # the limit is the source region's: 300 GiB here
+    scene.row("t1", limit + 1)
     result = await scene.run()
-    assert scene.truth()["copies_total"] <= 1
+    assert scene.truth()["copies_total"] == 0
     assert result.exit_code == ExitCode.ATTENTION
-    rejected = [i for i in scene.items() if i.phase == Phase.REJECTED]
-    assert len(rejected) >= 2
-    assert all(i.error_message for i in rejected)
+    assert [(i.phase, i.error_code) for i in scene.items()] == [
+        (Phase.REJECTED, "encrypted"),
+        (Phase.REJECTED, "iso"),
+        (Phase.REJECTED, "too_large"),
+    ]
 
 
 async def test_run_deadline_stops_submitting_and_exits_75() -> None:
