@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from orchestrator.clock import Clock
 from orchestrator.config import Config
 from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import CloudError, TenantCloud
-from orchestrator.core.model import Item
+from orchestrator.core.model import Item, Phase
 from orchestrator.core.speed import SpeedModel
 from orchestrator.state.store import Store
 
@@ -32,6 +33,14 @@ class Counters:
     failures: int = 0
     first_poll_at: float | None = None  # when the run's first job poll was answered
     first_poll_cpu: float | None = None  # the process's CPU seconds by then
+
+    def poll_answered(self, now: float) -> bool:
+        """Count an answered job poll; True for the run's first (its time and CPU are kept)."""
+        self.polls += 1
+        if self.first_poll_at is not None:
+            return False
+        self.first_poll_at, self.first_poll_cpu = now, time.process_time()
+        return True
 
 
 @dataclass
@@ -79,26 +88,19 @@ class RunContext:
             self._announce(item, event)
 
     def _announce(self, item: Item, event: str | None, **fields: Any) -> None:
-        log.info(
-            event or f"item.{item.phase.value}",
-            tenant=item.row.tenant,
-            item=item.key,
-            state=item.phase.public,
-            phase=item.phase.value,
-            attempt=item.attempt,
-            job_id=item.job_id,
-            target_image_id=item.target_image_id,
-            detail=item.detail,
-            error_code=item.error_code,
-            error_message=item.error_message,
-            **fields,
-        )
-        if item.phase.value == "failed":
-            self.counters.failures += 1
-            if self.max_failures is not None and self.counters.failures >= self.max_failures:
-                self.stop_submitting(f"failure threshold reached ({self.counters.failures} failed)")
+        """An item's state is durable: log it, count it against the failure threshold, and
+        tell the terminal, in that order."""
+        log_item(item, event, **fields)
+        if item.phase == Phase.FAILED:
+            self._count_failure()
         if self.on_change is not None:
             self.on_change(item)
+
+    def _count_failure(self) -> None:
+        """``--max-failures``: once reached, submit nothing more (running copies finish)."""
+        self.counters.failures += 1
+        if self.max_failures is not None and self.counters.failures >= self.max_failures:
+            self.stop_submitting(f"failure threshold reached ({self.counters.failures} failed)")
 
     async def block_tenant(self, tenant: str, error: CloudError) -> None:
         """Credentials refused: stop this tenant now and remember it until the key changes."""
@@ -119,3 +121,21 @@ class RunContext:
             advice=blocked_advice(tenant, self.config.tenant(tenant)),
         )
         await self.store.commit(meta={"blocked": dict(self.blocked)})
+
+
+def log_item(item: Item, event: str | None = None, **fields: Any) -> None:
+    """One ``events.jsonl`` line for an item's new durable state."""
+    log.info(
+        event or f"item.{item.phase.value}",
+        tenant=item.row.tenant,
+        item=item.key,
+        state=item.phase.public,
+        phase=item.phase.value,
+        attempt=item.attempt,
+        job_id=item.job_id,
+        target_image_id=item.target_image_id,
+        detail=item.detail,
+        error_code=item.error_code,
+        error_message=item.error_message,
+        **fields,
+    )

@@ -15,7 +15,6 @@ blocked tenant. Only bugs escape.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 import anyio
@@ -297,10 +296,7 @@ class Driver:
                 state = state.observe(self.now, None)
                 continue
             polls += 1
-            self.ctx.counters.polls += 1
-            if self.ctx.counters.first_poll_at is None:
-                self.ctx.counters.first_poll_at = self.now
-                self.ctx.counters.first_poll_cpu = time.process_time()
+            if self.ctx.counters.poll_answered(self.now):
                 log.info("run.first_poll", tenant=row.tenant, item=self.item.key)
             self.item = replace(self.item, polls=self.item.polls + 1)
             state = state.observe(self.now, job.progress)
