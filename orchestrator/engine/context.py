@@ -17,6 +17,7 @@ from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import CloudError, TenantCloud
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.speed import SpeedModel
+from orchestrator.engine.targets import TargetIndex
 from orchestrator.state.store import Store
 
 log = structlog.get_logger("ims_migrate")
@@ -61,6 +62,10 @@ class RunContext:
     counters: Counters = field(default_factory=Counters)
     on_change: Callable[[Item], None] | None = None
     max_failures: int | None = None
+    targets: TargetIndex = field(init=False)  # what the target regions hold (design I2)
+
+    def __post_init__(self) -> None:
+        self.targets = TargetIndex(self.clouds, self.clock.now, self.config.timing.settle)
 
     def request_stop(self, reason: str) -> None:
         """Stop submitting and cancel the polls now (their state is durable)."""

@@ -168,9 +168,42 @@ class Driver:
             vault_id=row.vault_id,
         )
 
+    async def _absent(self) -> Outcome | None:
+        """None once this run has seen the target without the item's copy (a listing at most
+        ``settle`` old); else how the drive ends: the copy adopted, or a wait when the cloud
+        cannot say. The checkpoint may be wrong (a second state dir, a damaged journal): the
+        cloud is asked before every copy request (design I2)."""
+        try:
+            found = await self.ctx.targets.find(self.item)
+        except CloudError as error:
+            if error.kind == ErrorKind.AUTH:
+                return await self._auth_stop(error)
+            log.warning(
+                "item.target_unknown",
+                tenant=self.item.row.tenant,
+                item=self.item.key,
+                error_message=str(error),
+            )
+            return Outcome(self.item, retry_at=self.now + self._backoff(self.item.attempt))
+        if found is None:
+            return None
+        return await self._adopt(found)
+
+    async def _adopt(self, found: Image) -> Outcome:
+        """This item's copy is in the target: follow it, never copy again."""
+        if found.status == ACTIVE:
+            return await self._succeed(found.id, "adopted")
+        await self._save(
+            self.item.advance(Phase.ADOPTED, target_image_id=found.id, detail="adopted")
+        )
+        return await self.poll_image()
+
     async def submit(self) -> Outcome:
         if self.ctx.no_more_submits.is_set():
             return Outcome(self.item)
+        settled = await self._absent()
+        if settled is not None or self.ctx.no_more_submits.is_set():
+            return settled or Outcome(self.item)
         crashpoints.reach("before_intent")
         request = self._copy_request()
         intent = self.item.advance(
@@ -392,13 +425,7 @@ class Driver:
                 mine = [image for image in images if self.item.token in image.description]
                 live = [image for image in mine if image.status not in DEAD_STATUSES]
                 if live:
-                    found = live[0]
-                    if found.status == ACTIVE:
-                        return await self._succeed(found.id, "adopted")
-                    await self._save(
-                        self.item.advance(Phase.ADOPTED, target_image_id=found.id, detail="adopted")
-                    )
-                    return await self.poll_image()
+                    return await self._adopt(live[0])
                 if self.now - since >= self.timing.settle:
                     stale = f"; {len(mine)} broken copy(ies) left to clean up" if mine else ""
                     return await self._retry_later(

@@ -19,6 +19,7 @@ from orchestrator.core.cloud import CloudError, ErrorKind, Image, TenantCloud
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.rules import TargetKind, check_source, check_target, source_flags
 from orchestrator.engine.context import log
+from orchestrator.engine.targets import TargetIndex
 
 LOOKUP_CONCURRENCY = 8
 
@@ -67,19 +68,12 @@ async def _list_sources(
     return found
 
 
-async def _list_targets(
-    cloud: TenantCloud, region: str, project: str, limiter: anyio.CapacityLimiter
-) -> dict[str, list[Image]]:
-    async with limiter:
-        images = await cloud.list_images(region, project=project)
-    by_name: dict[str, list[Image]] = defaultdict(list)
-    for image in images:
-        by_name[image.name].append(image)
-    return dict(by_name)
-
-
 async def _catalog_tenant(
-    cloud: TenantCloud, items: Sequence[Item], catalog: _Catalog, limiter: anyio.CapacityLimiter
+    cloud: TenantCloud,
+    items: Sequence[Item],
+    catalog: _Catalog,
+    limiter: anyio.CapacityLimiter,
+    index: TargetIndex,
 ) -> None:
     wanted: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     targets: set[tuple[str, str, str]] = set()
@@ -92,7 +86,8 @@ async def _catalog_tenant(
         catalog.sources[key] = await _list_sources(cloud, key[1], key[2], wanted[key], limiter)
 
     async def fill_target(key: tuple[str, str, str]) -> None:
-        catalog.targets[key] = await _list_targets(cloud, key[1], key[2], limiter)
+        async with limiter:  # the run's listing, kept: the engine looks for tokens in it
+            catalog.targets[key] = (await index.listing(key)).by_name()
 
     async with anyio.create_task_group() as group:
         for key in wanted:
@@ -162,9 +157,14 @@ def _judge_tenant(items: Iterable[Item], catalog: _Catalog, config: Config) -> P
 
 
 async def preflight(
-    items: Iterable[Item], clouds: Mapping[str, TenantCloud], config: Config
+    items: Iterable[Item],
+    clouds: Mapping[str, TenantCloud],
+    config: Config,
+    targets: TargetIndex | None = None,
 ) -> PreflightResult:
-    """Judge every item; a tenant whose listing fails keeps its items as they were."""
+    """Judge every item; a tenant whose listing fails keeps its items as they were.
+    ``targets`` keeps the target listings taken (the run's, see ``engine/targets.py``)."""
+    targets = targets or TargetIndex(clouds, lambda: 0.0, settle=float("inf"))
     by_tenant: dict[str, list[Item]] = defaultdict(list)
     for item in items:
         by_tenant[item.row.tenant].append(item)
@@ -175,7 +175,7 @@ async def preflight(
     async def one_tenant(tenant: str, tenant_items: list[Item]) -> None:
         catalog = _Catalog()  # this tenant's listings only, let go once its items are judged
         try:
-            await _catalog_tenant(clouds[tenant], tenant_items, catalog, limiter)
+            await _catalog_tenant(clouds[tenant], tenant_items, catalog, limiter, targets)
         except CloudError as error:
             result.tenant_errors[tenant] = error
             return

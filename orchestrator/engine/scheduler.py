@@ -26,6 +26,7 @@ from orchestrator.core.outcome import exit_code_for, is_done, is_finished
 from orchestrator.engine.context import RunContext, log
 from orchestrator.engine.lifecycle import Driver
 from orchestrator.engine.preflight import preflight
+from orchestrator.engine.targets import adopt_found
 from orchestrator.engine.window import Window
 from orchestrator.state.store import Store
 
@@ -169,7 +170,8 @@ class Engine:
             for item in await self._retry_failed(list(current.values()), usable):
                 current[item.key] = item
         # Preflight sets ``copy_name``; an item that has one was checked by an earlier run (a
-        # new row, an edited one or a retried one has none): a resumed run does not list again.
+        # new row, an edited one or a retried one has none): its source is not looked up again,
+        # but its target is (below): the checkpoint may be wrong, the cloud is not.
         pending = [
             item
             for item in current.values()
@@ -178,9 +180,14 @@ class Engine:
             and item.row.tenant in usable
             and item.copy_name is None
         ]
-        if not pending:
-            return
-        checked = await preflight(pending, ctx.clouds, ctx.config)
+        if pending:
+            await self._preflight(current, pending)
+        usable -= ctx.unavailable.keys()
+        await self._look_for_copies(current, usable)
+
+    async def _preflight(self, current: dict[str, Item], pending: list[Item]) -> None:
+        ctx = self.ctx
+        checked = await preflight(pending, ctx.clouds, ctx.config, ctx.targets)
         for tenant, error in checked.tenant_errors.items():
             await self._tenant_error(tenant, error)
         changed = [item for item in checked.items if item != current[item.key]]
@@ -196,6 +203,21 @@ class Engine:
                 status=image.status,
                 advice="a broken copy of this item is in the target region: delete it",
             )
+
+    async def _look_for_copies(self, current: dict[str, Item], usable: Set[str]) -> None:
+        """Every item this run may submit is looked for in its target region first, whatever
+        the checkpoint says (design I2); a copy carrying its token is adopted, not copied."""
+        ctx = self.ctx
+        waiting = [
+            item
+            for item in current.values()
+            if item.phase == Phase.PENDING and item.listed and item.row.tenant in usable
+        ]
+        adopted, failed = await adopt_found(ctx.targets, waiting, ctx.clock.now)
+        for tenant, error in failed.items():
+            await self._tenant_error(tenant, error)
+        await ctx.save_many(adopted, "item.adopted")
+        current.update((item.key, item) for item in adopted)
 
     async def _probe(
         self,
