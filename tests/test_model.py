@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.model import Item, Phase, Row, TransitionError, item_token
+from orchestrator.core.model import Item, Phase, PublicState, Row, TransitionError, item_token
 from orchestrator.core.outcome import is_finished, merge_list
 
 
@@ -91,3 +91,17 @@ def test_merge_rejudges_an_edited_rejected_row() -> None:
     old = Item(row=make_row("a", description="bad<"), phase=Phase.REJECTED)
     merged = merge_list({old.key: old}, [make_row("a", description="good")])
     assert (merged[0].phase, merged[0].attempt) == (Phase.PENDING, 2)
+
+
+def test_public_state_of_each_phase() -> None:
+    """Phases that may hold a copy are running; the others are their own public state."""
+    public = {phase: phase.public for phase in Phase}
+    assert {phase for phase, state in public.items() if state is PublicState.RUNNING} == {
+        phase for phase in Phase if phase.holds_slot
+    }
+    assert public[Phase.PENDING] is PublicState.PENDING
+    assert {public[p] for p in Phase if p.is_terminal} == {
+        PublicState.SUCCEEDED,
+        PublicState.FAILED,
+        PublicState.REJECTED,
+    }

@@ -8,7 +8,7 @@ import json
 from dataclasses import fields, replace
 from typing import Any
 
-from orchestrator.core.model import Item, Phase, Row
+from orchestrator.core.model import Item, Phase, PublicState, Row
 from orchestrator.output.report import (
     REPORT_COLUMNS,
     format_time,
@@ -137,7 +137,7 @@ def test_summary_counts_by_state_tenant_and_region() -> None:
         "failed": 0,
         "rejected": 1,
     }
-    assert summary.by_target_region["cn-east-3"]["running"] == 1
+    assert summary.by_target_region["cn-east-3"][PublicState.RUNNING] == 1
     assert dict(summary.in_flight) == {"default": 1, "prod": 0}
     assert summary.not_listed == 1
     assert not summary.finished

@@ -14,7 +14,7 @@ from orchestrator.commands.common import UsageError, state_dir_for
 from orchestrator.config import Config, ConfigError
 from orchestrator.config_file import load_config
 from orchestrator.core.exits import ExitCode
-from orchestrator.core.model import Item
+from orchestrator.core.model import Item, PublicState
 from orchestrator.logs import EVENTS, KEEP_ROTATED
 from orchestrator.manifest import ManifestError
 from orchestrator.output.report import summarize
@@ -55,17 +55,23 @@ def load_items(state_dir: Path) -> list[Item]:
     return load_state(state_dir)[0]
 
 
+TABLE_STATES = (
+    PublicState.SUCCEEDED,
+    PublicState.FAILED,
+    PublicState.REJECTED,
+    PublicState.RUNNING,
+    PublicState.PENDING,
+)  # the columns of the summary table, in this order
+
+
 def summary_table(items: list[Item]) -> Table:
     summary = summarize(items)
     table = Table(title=f"{summary.total} items", title_justify="left")
     table.add_column("tenant")
-    for state in ("succeeded", "failed", "rejected", "running", "pending"):
+    for state in TABLE_STATES:
         table.add_column(state, justify="right")
     for tenant, counts in summary.by_tenant.items():
-        table.add_row(
-            tenant,
-            *(str(counts[s]) for s in ("succeeded", "failed", "rejected", "running", "pending")),
-        )
+        table.add_row(tenant, *(str(counts[s]) for s in TABLE_STATES))
     return table
 
 
@@ -82,7 +88,7 @@ def problem_line(item: Item) -> str:
 
 def problem_lines(items: list[Item]) -> list[str]:
     """One line per failed or rejected item."""
-    return [problem_line(i) for i in items if i.phase.public in ("failed", "rejected")]
+    return [problem_line(i) for i in items if i.phase.public.is_problem]
 
 
 def leaves_of(exc: BaseException) -> list[BaseException]:

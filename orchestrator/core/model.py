@@ -16,6 +16,21 @@ DEFAULT_TENANT = "default"
 TOKEN_PREFIX = "ims-migrate:"  # noqa: S105 -- a marker in image descriptions, not a secret
 
 
+class PublicState(StrEnum):
+    """The coarse state of an item that people see: report, progress, metrics, status."""
+
+    PENDING = "pending"
+    RUNNING = "running"  # a copy may be in progress in the cloud (any phase holding a slot)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def is_problem(self) -> bool:
+        """Failed or rejected: someone must look."""
+        return self in (PublicState.FAILED, PublicState.REJECTED)
+
+
 class Phase(StrEnum):
     PENDING = "pending"  # nothing in the cloud for this attempt (yet)
     SUBMITTING = "submitting"  # intent durable; the POST may have been sent
@@ -36,11 +51,11 @@ class Phase(StrEnum):
         return self in (Phase.SUBMITTING, Phase.RECONCILING, Phase.RUNNING, Phase.ADOPTED)
 
     @property
-    def public(self) -> str:
+    def public(self) -> PublicState:
         """The coarse state of the report: pending, running, succeeded, failed, rejected."""
         if self.holds_slot:
-            return "running"
-        return self.value
+            return PublicState.RUNNING
+        return PublicState(self.value)
 
 
 # Forward moves within one attempt. A move to PENDING (a new attempt) is allowed from any

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.core.estimate import format_duration
-from orchestrator.core.model import Item, Phase
+from orchestrator.core.model import Item, Phase, PublicState
 from orchestrator.engine.context import Counters
 from orchestrator.output.report import Summary, summarize
 
@@ -27,6 +27,17 @@ RECENT_FAILURES = 5
 
 def _duration(seconds: float) -> str:
     return format_duration(seconds)
+
+
+def _counts(by_state: Mapping[PublicState, int]) -> tuple[int, int, int, int, int]:
+    """Succeeded, failed, rejected, running and pending, in that order."""
+    return (
+        by_state[PublicState.SUCCEEDED],
+        by_state[PublicState.FAILED],
+        by_state[PublicState.REJECTED],
+        by_state[PublicState.RUNNING],
+        by_state[PublicState.PENDING],
+    )
 
 
 class ProgressModel:
@@ -66,7 +77,7 @@ class ProgressModel:
     def eta(self, summary: Summary | None = None) -> str:
         """Time left at the rate copies have ended in this run (— before any has)."""
         s = summary or self.summary()
-        left = s.by_state["pending"] + s.by_state["running"]
+        left = s.by_state[PublicState.PENDING] + s.by_state[PublicState.RUNNING]
         gained = self._ended(list(self.items.values())) - self.ended_at_start
         elapsed = self.clock() - self.started
         if left <= 0:
@@ -78,12 +89,12 @@ class ProgressModel:
     def line(self) -> str:
         """One plain progress line (for logs and non-terminals)."""
         s = self.summary()
-        states = s.by_state
-        done = states["succeeded"] + states["failed"] + states["rejected"]
+        succeeded, failed, rejected, running, pending = _counts(s.by_state)
+        done = succeeded + failed + rejected
         return (
-            f"progress {done}/{s.total} done: {states['succeeded']} succeeded, "
-            f"{states['failed']} failed, {states['rejected']} rejected, "
-            f"{states['running']} running, {states['pending']} pending; "
+            f"progress {done}/{s.total} done: {succeeded} succeeded, "
+            f"{failed} failed, {rejected} rejected, "
+            f"{running} running, {pending} pending; "
             f"elapsed {_duration(self.clock() - self.started)}, eta {self.eta(s)}"
         )
 
@@ -92,8 +103,8 @@ class ProgressModel:
 
     def render(self) -> RenderableType:
         s = self.summary()
-        states = s.by_state
-        done = states["succeeded"] + states["failed"] + states["rejected"]
+        succeeded, failed, rejected, running, pending = _counts(s.by_state)
+        done = succeeded + failed + rejected
         percent = 100 * done / s.total if s.total else 100.0
         title = Text.assemble(("ims-migrate run ", "bold"), (self.title, "bold cyan"))
         bar = Table.grid(padding=(0, 1))
@@ -106,15 +117,15 @@ class ProgressModel:
             ),
         )
         counts = Text.assemble(
-            (f"{states['succeeded']} succeeded", "green"),
+            (f"{succeeded} succeeded", "green"),
             "  ",
-            (f"{states['failed']} failed", "bold red" if states["failed"] else "dim"),
+            (f"{failed} failed", "bold red" if failed else "dim"),
             "  ",
-            (f"{states['rejected']} rejected", "yellow" if states["rejected"] else "dim"),
+            (f"{rejected} rejected", "yellow" if rejected else "dim"),
             "  ",
-            (f"{states['running']} running", "blue"),
+            (f"{running} running", "blue"),
             "  ",
-            f"{states['pending']} pending",
+            f"{pending} pending",
         )
         parts: list[RenderableType] = [title, bar, counts, Text(""), self._tenants(s)]
         if self.counters is not None:
@@ -147,7 +158,8 @@ class ProgressModel:
                 column, justify="left" if column in ("tenant", "slots in use") else "right"
             )
         for tenant, counts in s.by_tenant.items():
-            if not counts["running"] and not counts["pending"]:
+            succeeded, failed, rejected, running, pending = _counts(counts)
+            if not running and not pending:
                 continue
             used = s.in_flight.get(tenant, 0)
             slots = Text.assemble(
@@ -158,10 +170,10 @@ class ProgressModel:
             table.add_row(
                 tenant,
                 slots,
-                str(counts["running"]),
-                str(counts["pending"]),
-                str(counts["succeeded"] + counts["rejected"]),
-                Text(str(counts["failed"]), style="red" if counts["failed"] else ""),
+                str(running),
+                str(pending),
+                str(succeeded + rejected),
+                Text(str(failed), style="red" if failed else ""),
             )
         if not table.row_count:
             table.add_row("(every tenant is done)", "", "", "", "", "")

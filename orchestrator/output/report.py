@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.core.model import Item
+from orchestrator.core.model import Item, PublicState
 
 REPORT_COLUMNS = (
     "tenant",
@@ -33,9 +33,8 @@ REPORT_COLUMNS = (
     "error_code",
     "error_message",
 )
-STATES = ("pending", "running", "succeeded", "failed", "rejected")
+STATES = tuple(PublicState)  # pending, running, succeeded, failed, rejected: the column order
 NOT_LISTED = "no longer listed"
-_PROBLEM_STATES = ("failed", "rejected")
 
 Value = str | int | None
 
@@ -81,16 +80,16 @@ class Summary:
     """Counts by public state, overall, per tenant and per target region."""
 
     total: int
-    by_state: Mapping[str, int]
-    by_tenant: Mapping[str, Mapping[str, int]]
-    by_target_region: Mapping[str, Mapping[str, int]]
+    by_state: Mapping[PublicState, int]
+    by_tenant: Mapping[str, Mapping[PublicState, int]]
+    by_target_region: Mapping[str, Mapping[PublicState, int]]
     in_flight: Mapping[str, int]  # per tenant: items that may hold a copy slot in the cloud
     not_listed: int
 
     @property
     def finished(self) -> bool:
         """Every item is in a terminal state (succeeded, failed or rejected)."""
-        return self.by_state["pending"] == 0 and self.by_state["running"] == 0
+        return self.by_state[PublicState.PENDING] == 0 and self.by_state[PublicState.RUNNING] == 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,7 +105,7 @@ class Summary:
         }
 
 
-def _zero() -> dict[str, int]:
+def _zero() -> dict[PublicState, int]:
     return dict.fromkeys(STATES, 0)
 
 
@@ -115,8 +114,8 @@ def summarize(items: Iterable[Item]) -> Summary:
     total = 0
     not_listed = 0
     by_state = _zero()
-    by_tenant: dict[str, dict[str, int]] = {}
-    by_region: dict[str, dict[str, int]] = {}
+    by_tenant: dict[str, dict[PublicState, int]] = {}
+    by_region: dict[str, dict[PublicState, int]] = {}
     in_flight: dict[str, int] = {}
     for item in items:
         state = item.phase.public
@@ -204,7 +203,7 @@ def render_markdown(items: Iterable[Item], summary: Summary) -> str:
         numeric_from=1,
     )
     lines += ["", "## Failures and rejections", ""]
-    problems = [item_record(item) for item in items if item.phase.public in _PROBLEM_STATES]
+    problems = [item_record(item) for item in items if item.phase.public.is_problem]
     if problems:
         lines += _table(
             ["tenant", "image_id", "source", "target", "name", "state", "attempts", "code", "why"],

@@ -17,18 +17,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.core.estimate import format_duration
-from orchestrator.core.model import Item
+from orchestrator.core.model import Item, PublicState
 from orchestrator.output.report import STATES, Summary, format_time, item_record, summarize
 from orchestrator.output.timeline import Timeline, build_timeline, earlier_attempts, last_known
 
-COLOURS = {
-    "succeeded": "#2e7d32",
-    "failed": "#c62828",
-    "running": "#1565c0",
+EARLIER = "earlier"  # the colour of an earlier attempt's bar
+COLOURS: dict[str, str] = {
+    PublicState.SUCCEEDED: "#2e7d32",
+    PublicState.FAILED: "#c62828",
+    PublicState.RUNNING: "#1565c0",
     "adopted": "#6a1b9a",
-    "rejected": "#b26a00",
-    "pending": "#757575",
-    "earlier": "#9e9e9e",
+    PublicState.REJECTED: "#b26a00",
+    PublicState.PENDING: "#757575",
+    EARLIER: "#9e9e9e",
 }
 CHART_WIDTH = 1000
 LABEL_WIDTH = 120
@@ -93,14 +94,14 @@ def render_timeline_svg(timeline: Timeline) -> str:
         for bar in lanes.bars:
             top = y + bar.lane * (LANE_HEIGHT + LANE_GAP)
             if bar.earlier is not None:
-                outcome = "earlier"
+                outcome: str = EARLIER
                 tip = (
                     f"{bar.item.row.image_id}: attempt {bar.earlier.number} of "
                     f"{bar.item.attempt}\n{format_time(bar.start)} to {format_time(bar.end)}"
                     f"\nended: {bar.earlier.outcome}"
                 )
             else:
-                outcome = "running" if bar.open_end else bar.item.phase.public
+                outcome = PublicState.RUNNING if bar.open_end else bar.item.phase.public
                 tip = _tooltip(bar.item, bar.start, bar.end, bar.open_end)
             width = max(1.5, x(bar.end) - x(bar.start))
             cls = f"bar {outcome}" + (" open" if bar.open_end else "")
@@ -222,10 +223,10 @@ def _timeline_section(
     legend = "".join(
         f'<span class="swatch" style="background:{COLOURS[k]}"></span>{label}'
         for k, label in (
-            ("succeeded", "succeeded"),
-            ("failed", "failed"),
-            ("running", "in flight (no end recorded; dashed)"),
-            ("earlier", "an earlier attempt (refused, or proven absent and sent again)"),
+            (PublicState.SUCCEEDED, "succeeded"),
+            (PublicState.FAILED, "failed"),
+            (PublicState.RUNNING, "in flight (no end recorded; dashed)"),
+            (EARLIER, "an earlier attempt (refused, or proven absent and sent again)"),
         )
     )
     if timeline.empty:
@@ -264,7 +265,7 @@ def _timeline_section(
 
 
 def _problems(items: Sequence[Item]) -> str:
-    records = [item_record(i) for i in items if i.phase.public in ("failed", "rejected")]
+    records = [item_record(i) for i in items if i.phase.public.is_problem]
     if not records:
         return "<p>None.</p>"
     return _table(

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from orchestrator.core.model import Item
+from orchestrator.core.model import Item, Phase, PublicState
 
-HOLDING = frozenset({"submitting", "reconciling", "running", "adopted"})  # phases with a slot
+HOLDING = frozenset(phase.value for phase in Phase if phase.holds_slot)  # phases with a slot
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def build_timeline(
             lanes.bars.append(Bar(item, start, item.finished_at, -1, open_end=False))
         elif item.phase.is_terminal and item.finished_at is not None:
             lanes.marks.append(Mark(item, item.finished_at))
-        elif item.phase.public in ("succeeded", "running"):
+        elif item.phase.public in (PublicState.SUCCEEDED, PublicState.RUNNING):
             no_times += 1
     for lanes in by_tenant.values():
         lanes.bars = _assign_lanes(lanes.bars)
