@@ -6,6 +6,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from tests.e2e import Cloud
+from tests.inprocess import LocalCloud
 
 
 @pytest.fixture
@@ -32,3 +33,9 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
     sim = Cloud(tmp_path)
     yield sim
     sim.stop()
+
+
+@pytest.fixture
+def local_cloud(tmp_path: Path) -> LocalCloud:
+    """The same world, list and config, run by ``main(argv)`` in this process on virtual time."""
+    return LocalCloud(tmp_path)

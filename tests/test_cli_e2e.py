@@ -1,4 +1,6 @@
-"""The real CLI against the simulator on 127.0.0.1: happy path, kill -9 and resume, no-op."""
+"""The CLI end to end: happy path, no-op, bad list, status and report in process on virtual time
+against the in-memory cloud; kill -9 and resume, the lock and SIGTERM as real processes against
+the simulator on 127.0.0.1."""
 
 import json
 import signal
@@ -7,8 +9,7 @@ import time
 import pytest
 
 from tests.e2e import Cloud
-
-pytestmark = pytest.mark.e2e
+from tests.inprocess import LocalCloud
 
 
 def assert_no_secret_written(sim: Cloud) -> None:
@@ -19,8 +20,9 @@ def assert_no_secret_written(sim: Cloud) -> None:
             assert not any(s.encode() in text for s in secrets), path
 
 
-def test_happy_path_migrates_everything(cloud: Cloud) -> None:
+def test_happy_path_migrates_everything(local_cloud: LocalCloud) -> None:
     """A 30-row list over 2 tenants: exit 0, all succeeded, cap and no duplicates held."""
+    cloud = local_cloud
     cloud.populate(tenants=2, per_tenant=15)
     cloud.start()
     done = cloud.run()
@@ -38,8 +40,9 @@ def test_happy_path_migrates_everything(cloud: Cloud) -> None:
     assert_no_secret_written(cloud)
 
 
-def test_second_run_is_a_no_op(cloud: Cloud) -> None:
+def test_second_run_is_a_no_op(local_cloud: LocalCloud) -> None:
     """Running a finished list again makes no call at all and exits as before."""
+    cloud = local_cloud
     cloud.populate(tenants=1, per_tenant=4)
     cloud.start()
     assert cloud.run().returncode == 0
@@ -49,6 +52,7 @@ def test_second_run_is_a_no_op(cloud: Cloud) -> None:
     assert cloud.truth()["requests"] == before
 
 
+@pytest.mark.e2e
 def test_kill_9_then_resume_has_no_duplicate(cloud: Cloud) -> None:
     """SIGKILL in the middle of a run; the next run adopts the jobs and finishes, 0 duplicates."""
     cloud.params["seconds_per_gib"] = 0.05
@@ -69,6 +73,7 @@ def test_kill_9_then_resume_has_no_duplicate(cloud: Cloud) -> None:
     assert set(cloud.item_states().values()) == {"succeeded"}
 
 
+@pytest.mark.e2e
 def test_second_run_while_first_holds_the_lock_exits_75(cloud: Cloud) -> None:
     """One run at a time: a concurrent run exits 75 at once."""
     cloud.params["seconds_per_gib"] = 0.3  # slow enough that the first run outlives the second
@@ -87,6 +92,7 @@ def test_second_run_while_first_holds_the_lock_exits_75(cloud: Cloud) -> None:
     assert first.returncode == 0
 
 
+@pytest.mark.e2e
 def test_sigterm_stops_submitting_and_exits_75(cloud: Cloud) -> None:
     """SIGTERM: exit 75 within seconds; the resumed run finishes with no duplicate."""
     cloud.params["seconds_per_gib"] = 0.1
@@ -118,8 +124,9 @@ def assert_no_copy_request_after_the_stop(cloud: Cloud) -> None:
     assert intents <= taken_back
 
 
-def test_unreadable_list_exits_2_before_any_call(cloud: Cloud) -> None:
+def test_unreadable_list_exits_2_before_any_call(local_cloud: LocalCloud) -> None:
     """A list with a missing required column: exit 2, file and problem named, no request."""
+    cloud = local_cloud
     cloud.populate(tenants=1, per_tenant=2)
     cloud.start()
     cloud.list_path.write_text("tenant,image_id,target_region\nt0,abc,cn-east-3\n")
@@ -130,27 +137,17 @@ def test_unreadable_list_exits_2_before_any_call(cloud: Cloud) -> None:
     assert sum(cloud.truth()["requests"].values()) == 0
 
 
-def test_status_and_report_read_the_checkpoint(cloud: Cloud) -> None:
+def test_status_and_report_read_the_checkpoint(local_cloud: LocalCloud) -> None:
     """status and report work from the state dir without calling the cloud."""
-    import subprocess
-
-    from tests.e2e import cli
-
+    cloud = local_cloud
     cloud.populate(tenants=1, per_tenant=3)
     cloud.start()
     assert cloud.run().returncode == 0
     requests = cloud.truth()["requests"]
-    status = subprocess.run(
-        cli("status", str(cloud.list_path)), capture_output=True, text=True, check=False
-    )
+    status = cloud.main("status", str(cloud.list_path))
     assert status.returncode == 0, status.stderr
     assert "succeeded" in status.stdout
-    report = subprocess.run(
-        cli("report", "--state-dir", str(cloud.state_dir), "--format", "json"),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    report = cloud.main("report", "--state-dir", str(cloud.state_dir), "--format", "json")
     document = json.loads(report.stdout)
     assert document["summary"]["by_state"]["succeeded"] == 3
     assert cloud.truth()["requests"] == requests

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from orchestrator.output.plan_output import plan_renderables, render_plan_csv, r
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.simulator.world import World, WorldParams
 from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
-from tests.e2e import Cloud, cli
+from tests.inprocess import Completed, LocalCloud
 from tests.virtual_clock import VirtualClock
 
 GIB = 2**30
@@ -355,20 +354,16 @@ async def test_estimate_uses_the_speed_the_checkpoint_learned(tmp_path: Path) ->
 # -- the CLI against the simulator ---------------------------------------------------------------
 
 
-def plan_cli(cloud: Cloud, *extra: str, env: Mapping[str, str] | None = None) -> Any:
-    return subprocess.run(
-        cli("plan", str(cloud.list_path), "--config", str(cloud.config_path), *extra),
-        env=dict(env) if env is not None else cloud.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def plan_cli(cloud: LocalCloud, *extra: str, env: Mapping[str, str] | None = None) -> Completed:
+    """``ims-migrate plan`` of the cloud's list, by ``main`` in this process."""
+    return cloud.main(
+        "plan", str(cloud.list_path), "--config", str(cloud.config_path), *extra, env=env
     )
 
 
-@pytest.mark.e2e
-def test_plan_cli_exit_codes_and_no_mutating_call(cloud: Cloud) -> None:
+def test_plan_cli_exit_codes_and_no_mutating_call(local_cloud: LocalCloud) -> None:
     """plan exits 0 when all can go, 1 when a row cannot, 2 without credentials; never copies."""
+    cloud = local_cloud
     cloud.populate(tenants=2, per_tenant=3)
     cloud.start()
     good = plan_cli(cloud, "--format", "json")

@@ -21,7 +21,7 @@ from orchestrator.core.outcome import merge_list
 from orchestrator.manifest import parse_list, read_list
 from orchestrator.state.checkpoint import CheckpointStore
 from orchestrator.state.recall import LIST_META, recall, remember
-from tests.e2e import Cloud
+from tests.inprocess import LocalCloud
 
 CONFIG = Config(
     tenants=MappingProxyType({"a": TenantConfig(name="a"), "b": TenantConfig(name="b")}),
@@ -114,20 +114,26 @@ async def test_a_commit_cut_short_leaves_no_fingerprint_to_vouch_for_it(
     again.close()
 
 
-# -- end to end: the real CLI, run twice ----------------------------------------------------------
+# -- end to end: the CLI's main, run twice, in process on virtual time ----------------------------
 
 
-def loaded_events(cloud: Cloud) -> list[dict[str, Any]]:
+@pytest.fixture
+def cloud(local_cloud: LocalCloud) -> LocalCloud:
+    """The world, its list and config; runs by ``main(argv)`` against the in-memory cloud."""
+    return local_cloud
+
+
+def loaded_events(cloud: LocalCloud) -> list[dict[str, Any]]:
     lines = (cloud.state_dir / "events.jsonl").read_text().splitlines()
     return [e for e in map(json.loads, lines) if e["event"] == "run.loaded"]
 
 
-def bad_rows(cloud: Cloud) -> list[str]:
+def bad_rows(cloud: LocalCloud) -> list[str]:
     lines = (cloud.state_dir / "events.jsonl").read_text().splitlines()
     return [e["error_message"] for e in map(json.loads, lines) if e["event"] == "list.bad_row"]
 
 
-def test_a_second_run_of_the_same_list_recalls_it_and_says_the_same(cloud: Cloud) -> None:
+def test_a_second_run_of_the_same_list_recalls_it_and_says_the_same(cloud: LocalCloud) -> None:
     for name in ("t0", "t1"):
         cloud.account(name)
     cloud.row("t0", 1)
@@ -148,7 +154,7 @@ def test_a_second_run_of_the_same_list_recalls_it_and_says_the_same(cloud: Cloud
     assert (cloud.state_dir / "report.csv").read_text() == report
 
 
-def test_a_changed_config_or_list_is_checked_again(cloud: Cloud) -> None:
+def test_a_changed_config_or_list_is_checked_again(cloud: LocalCloud) -> None:
     for name in ("t0", "t1"):
         cloud.account(name)
     cloud.row("t0", 1)

@@ -31,6 +31,8 @@ from orchestrator.cli.common import (
 from orchestrator.cli.parser import build_parser
 from orchestrator.cli.run import cmd_demo, cmd_run
 from orchestrator.cli.views import cmd_plan, cmd_report, cmd_simulator, cmd_status
+from orchestrator.clock import Clock
+from orchestrator.commands.clouds import CloudFactory, Seams, open_clouds
 from orchestrator.core.advice import next_step
 from orchestrator.core.exits import ExitCode
 from orchestrator.state.checkpoint import LockHeld
@@ -46,7 +48,12 @@ def main(
     environ: Mapping[str, str] | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    *,
+    clouds: CloudFactory = open_clouds,
+    clock: Clock | None = None,
 ) -> int:
+    """Run the command ``argv`` names; its exit code. ``clouds`` and ``clock`` are the seams
+    ``run`` and ``plan`` talk through (tests pass the in-memory cloud and virtual time)."""
     environ = os.environ if environ is None else environ
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
@@ -55,7 +62,7 @@ def main(
     args = build_parser().parse_args(argv)
     logs.configure()  # once: a run sends its events to its state dir's events.jsonl
     try:
-        return _dispatch(args, environ, stdout, out, err)
+        return _dispatch(args, environ, stdout, out, err, Seams(clouds, clock))
     except (SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # noqa: BLE001 -- every failure ends in an exit code
@@ -68,11 +75,12 @@ def _dispatch(
     stdout: TextIO,
     out: Console,
     err: Console,
+    seams: Seams,
 ) -> int:
     if args.command == "run":
-        return cmd_run(args, environ, out, err)
+        return cmd_run(args, environ, out, err, seams)
     if args.command == "plan":
-        return cmd_plan(args, environ, stdout, out)
+        return cmd_plan(args, environ, stdout, out, seams)
     if args.command == "status":
         return cmd_status(args, out)
     if args.command == "report":

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,6 +25,7 @@ from orchestrator.cli.common import (
     say,
     summary_table,
 )
+from orchestrator.commands.clouds import Seams
 from orchestrator.commands.common import UsageError, state_dir_for
 from orchestrator.commands.run import RunRequest, RunSummary, execute_run
 from orchestrator.config import Config
@@ -192,7 +194,11 @@ def checkpoint_items(state_dir: Path) -> list[Item]:
 
 
 def cmd_run(
-    args: argparse.Namespace, environ: Mapping[str, str], out: Console, err: Console
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    out: Console,
+    err: Console,
+    seams: Seams | None = None,
 ) -> int:
     metrics = args.metrics_file
     if metrics is not None and not Path(metrics).parent.is_dir():
@@ -219,7 +225,9 @@ def cmd_run(
         progress_mode(args.progress, args.quiet, sys.stderr), err, request.list_path, metrics
     )
     try:
-        summary = anyio.run(run_with_progress, request, watch)
+        seams = seams or Seams()
+        run = partial(execute_run, clouds=seams.clouds, clock=seams.clock)
+        summary = anyio.run(run_with_progress, request, watch, run)
     except BaseException as exc:
         leaves = leaves_of(exc)
         if not any(isinstance(e, LockHeld) for e in leaves):  # the holder owns the metrics

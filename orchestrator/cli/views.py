@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -22,6 +23,7 @@ from orchestrator.cli.common import (
     state_dir_of,
     summary_table,
 )
+from orchestrator.commands.clouds import Seams
 from orchestrator.commands.common import UsageError
 from orchestrator.commands.plan import PlanRequest, make_plan
 from orchestrator.core.exits import ExitCode
@@ -33,7 +35,11 @@ from orchestrator.output.report_html import render_html
 
 
 def cmd_plan(
-    args: argparse.Namespace, environ: Mapping[str, str], stdout: TextIO, out: Console
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    stdout: TextIO,
+    out: Console,
+    seams: Seams | None = None,
 ) -> int:
     request = PlanRequest(
         list_path=Path(args.list),
@@ -46,7 +52,8 @@ def cmd_plan(
     )
     if not request.list_path.is_file():
         raise UsageError(f"{request.list_path}: no such file (the migration list)")
-    plan = anyio.run(make_plan, request)
+    seams = seams or Seams()
+    plan = anyio.run(partial(make_plan, request, clouds=seams.clouds, clock=seams.clock))
     if args.format == "json":
         stdout.write(render_plan_json(plan))
     elif args.format == "csv":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 from orchestrator.clock import Clock
@@ -40,3 +41,12 @@ async def open_clouds(
             name: ImsClient(session, tenant, creds, config, limits, clock)
             for name, (tenant, creds) in credentials.items()
         }
+
+
+@dataclass(frozen=True)
+class Seams:
+    """What the CLI hands ``run`` and ``plan``: how to open the clouds, and the clock (None:
+    the wall clock)."""
+
+    clouds: CloudFactory = open_clouds
+    clock: Clock | None = None

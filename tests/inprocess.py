@@ -1,0 +1,105 @@
+"""The e2e harness without the process boundary: the CLI's ``main(argv)`` in this process, on
+virtual time, against the in-memory cloud over the simulator's world.
+
+``LocalCloud`` builds the same world, list and config files as :class:`tests.e2e.Cloud` (the
+same scenario, through ``build_world``), but no simulator process and no HTTP: each run calls
+``main`` with ``in_memory_clouds(world)`` and a :class:`DrivenClock`. The world's ground truth
+(``World.truth``: submissions, duplicates, max in flight) is still the judge. Signals, kill -9,
+lock contests between processes and disk faults stay with ``tests.e2e``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.cli import main
+from orchestrator.simulator.faults import FaultPlan
+from orchestrator.simulator.inmemory import in_memory_clouds
+from orchestrator.simulator.scenario import build_world
+from orchestrator.simulator.world import World
+from tests.e2e import Cloud
+from tests.virtual_clock import VirtualClock
+
+
+class DrivenClock(VirtualClock):
+    """Virtual time that drives itself: the first sleep in an event loop starts the autojump
+    there (``main`` opens its own loop), which ends with the loop."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        super().__init__(start)
+        self._driven: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._drivers: set[asyncio.Task[None]] = set()
+
+    async def sleep(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        if loop not in self._driven:
+            self._driven.add(loop)
+            driver = loop.create_task(self.autojump())
+            self._drivers.add(driver)
+            driver.add_done_callback(self._drivers.discard)
+        await super().sleep(seconds)
+
+
+@dataclass
+class Completed:
+    """What a run of ``main`` left: like ``subprocess.CompletedProcess``."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class LocalCloud(Cloud):
+    """A simulated world with its list and config, run in this process on virtual time."""
+
+    clock: DrivenClock = field(default_factory=DrivenClock)
+    world: World | None = None
+    fault_plan: FaultPlan | None = None
+
+    def start(self) -> None:
+        scenario = {
+            "version": 1,
+            "params": self.params,
+            "accounts": self.accounts,
+            "images": self.images,
+            "faults": self.faults,
+        }
+        self.world, self.fault_plan = build_world(json.loads(json.dumps(scenario)))
+        self.write_list()
+        self.write_config()
+
+    def stop(self) -> None:
+        """Nothing to stop: no process."""
+
+    def truth(self) -> dict[str, Any]:
+        assert self.world is not None, "start() first"
+        return dict(json.loads(json.dumps(self.world.truth(self.clock.now()), default=str)))
+
+    def main(self, *args: str, env: Mapping[str, str] | None = None) -> Completed:
+        """``ims-migrate ARGS`` in this process, against the world, on the virtual clock."""
+        assert self.world is not None, "start() first"
+        out, err = io.StringIO(), io.StringIO()
+        code = main(
+            list(args),
+            dict(env) if env is not None else self.env(),
+            out,
+            err,
+            clouds=in_memory_clouds(self.world, self.fault_plan),
+            clock=self.clock,
+        )
+        return Completed(code, out.getvalue(), err.getvalue())
+
+    def run(  # type: ignore[override]  # the same call, a Completed instead of a process
+        self, *extra: str, timeout: float = 120, env: Mapping[str, str] | None = None
+    ) -> Completed:
+        del timeout  # virtual time: nothing to wait for
+        return self.main(
+            "run", str(self.list_path), "--config", str(self.config_path), *extra, env=env
+        )
