@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.core.model import Item
+from orchestrator.core.order import queue_order
 from orchestrator.core.speed import SpeedModel
 from orchestrator.core.units import GIB
-from orchestrator.engine.window import queue_order
 
 # Assumed duration of one copy before any has finished: a fixed part plus a part per GiB.
 # IMS publishes no copy speed: these are assumptions, replaced by what finished copies show.

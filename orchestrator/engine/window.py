@@ -7,11 +7,9 @@ After ``IMG.0060`` (the cloud says too many tasks, for example because of copies
 outside the tool) the window shrinks to what is in use and waits with exponential back-off and
 full jitter; each copy that starts without refusal lets it grow back by one, up to the cap.
 
-Order: within a tenant, higher ``priority`` first, then the largest image first (longest
-processing time first keeps the tail short: the last copies to start are the small ones);
-tenants that share the window (config tenants of one account) take turns, the one that has
-started the fewest copies going next. ``order="list"`` (the list's order, nothing else) exists
-to measure that against.
+Order: within a tenant, :mod:`orchestrator.core.order` (higher ``priority`` first, then the
+largest image first); tenants that share the window (config tenants of one account) take
+turns, the one that has started the fewest copies going next.
 """
 
 from __future__ import annotations
@@ -19,33 +17,18 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 
 from orchestrator.core.model import Item
-
-SortKey = tuple[int, int, int, str]
+from orchestrator.core.order import ORDERS, SortKey
 
 
 @dataclass(order=True)
 class _Queued:
     sort_key: SortKey
     item: Item = field(compare=False)
-
-
-def queue_order(item: Item) -> SortKey:
-    """Higher priority first, then largest first (LPT keeps the tail short), then list order."""
-    return (-item.row.priority, -(item.size_bytes or 0), item.row.line, item.key)
-
-
-def list_order(item: Item) -> SortKey:
-    """The list's own order, nothing else (the naive strategy, for comparison)."""
-    return (0, 0, item.row.line, item.key)
-
-
-ORDERS: dict[str, Callable[[Item], SortKey]] = {"largest": queue_order, "list": list_order}
 
 
 class Window:

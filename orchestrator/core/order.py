@@ -1,0 +1,27 @@
+"""In which order waiting items get a slot. Pure.
+
+Within a tenant, higher ``priority`` first, then the largest image first (longest processing
+time first keeps the tail short: the last copies to start are the small ones), then the list's
+order. The list's own order (nothing else) exists to measure that against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from orchestrator.core.model import Item
+
+SortKey = tuple[int, int, int, str]
+
+
+def queue_order(item: Item) -> SortKey:
+    """Higher priority first, then largest first (LPT keeps the tail short), then list order."""
+    return (-item.row.priority, -(item.size_bytes or 0), item.row.line, item.key)
+
+
+def list_order(item: Item) -> SortKey:
+    """The list's own order, nothing else (the naive strategy, for comparison)."""
+    return (0, 0, item.row.line, item.key)
+
+
+ORDERS: dict[str, Callable[[Item], SortKey]] = {"largest": queue_order, "list": list_order}
