@@ -18,6 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from orchestrator.core.credentials import Credentials
+from orchestrator.core.order import Order
+from orchestrator.core.polling import Polling
 
 DEFAULT_AK_ENV = "HUAWEICLOUD_SDK_AK"
 DEFAULT_SK_ENV = "HUAWEICLOUD_SDK_SK"
@@ -77,8 +79,8 @@ class Timing:
     job_deadline: float = 21600.0
 
 
-SCHEDULING_ORDERS = ("largest", "list")
-SCHEDULING_POLLING = ("adaptive", "fixed")
+SCHEDULING_ORDERS = tuple(order.value for order in Order)
+SCHEDULING_POLLING = tuple(polling.value for polling in Polling)
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,8 @@ class Scheduling:
     (``order = "list"``: the list's order; ``polling = "fixed"``: every ``poll_min`` seconds,
     nothing learned) exist to measure it against, in benchmarks and rehearsals."""
 
-    order: str = "largest"
-    polling: str = "adaptive"
+    order: Order = Order.LARGEST
+    polling: Polling = Polling.ADAPTIVE
 
 
 @dataclass(frozen=True)

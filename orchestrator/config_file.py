@@ -37,6 +37,8 @@ from orchestrator.config import (
     frozen_mapping,
     parse_duration,
 )
+from orchestrator.core.order import Order
+from orchestrator.core.polling import Polling
 from orchestrator.core.suggest import suggest
 
 _TIMING_KEYS = ("poll_min", "poll_max", "settle", "backoff_max", "request_timeout", "job_deadline")
@@ -379,9 +381,11 @@ def _scheduling(table: _Table) -> Scheduling:
         return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
 
     base = Scheduling()
+    order = table.text("order", one_of(SCHEDULING_ORDERS))
+    polling = table.text("polling", one_of(SCHEDULING_POLLING))
     return Scheduling(
-        order=table.text("order", one_of(SCHEDULING_ORDERS)) or base.order,
-        polling=table.text("polling", one_of(SCHEDULING_POLLING)) or base.polling,
+        order=Order(order) if order else base.order,
+        polling=Polling(polling) if polling else base.polling,
     )
 
 

@@ -16,6 +16,8 @@ from orchestrator.config import (
 )
 from orchestrator.config_file import load_config
 from orchestrator.core.credentials import Credentials, credential_fingerprint
+from orchestrator.core.order import Order
+from orchestrator.core.polling import Polling
 
 
 def write(folder: Path, text: str, name: str = "ims-migrate.toml") -> Path:
@@ -467,13 +469,15 @@ def test_fingerprint_changes_with_any_part() -> None:
 def test_scheduling_defaults_to_the_good_strategy(tmp_path: Path) -> None:
     """Without [scheduling]: largest first, adaptive polling."""
     config = load_text(tmp_path, "")
-    assert (config.scheduling.order, config.scheduling.polling) == ("largest", "adaptive")
+    assert config.scheduling.order is Order.LARGEST
+    assert config.scheduling.polling is Polling.ADAPTIVE
 
 
 def test_scheduling_takes_the_naive_strategy_for_benchmarks(tmp_path: Path) -> None:
     """order = "list" and polling = "fixed" are read as given."""
     config = load_text(tmp_path, '[scheduling]\norder = "list"\npolling = "fixed"\n')
-    assert (config.scheduling.order, config.scheduling.polling) == ("list", "fixed")
+    assert config.scheduling.order is Order.LIST
+    assert config.scheduling.polling is Polling.FIXED
 
 
 def test_unknown_scheduling_value_is_named(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ import random
 import pytest
 
 from orchestrator.core.model import Item, Row
+from orchestrator.core.order import Order
 from orchestrator.engine.window import Window
 
 GIB = 2**30
@@ -22,7 +23,7 @@ def item(line: int, gib: float, *, tenant: str = "t1", priority: int = 0) -> Ite
     return Item(row=row, size_bytes=int(gib * GIB))
 
 
-def window(limit: int = 5, order: str = "largest") -> Window:
+def window(limit: int = 5, order: Order = Order.LARGEST) -> Window:
     return Window("acct", limit, backoff_min=1.0, backoff_max=60.0, order=order)
 
 
@@ -55,7 +56,7 @@ def test_priority_goes_before_size() -> None:
 
 def test_list_order_is_the_naive_strategy() -> None:
     """order="list" hands items out in the list's order, ignoring size and priority."""
-    w = window(order="list")
+    w = window(order=Order.LIST)
     for line, gib in [(5, 100), (2, 1), (4, 50), (3, 7)]:
         w.enqueue(item(line, gib, priority=line == 5))
     assert [i.row.line for i in drain(w)] == [2, 3, 4, 5]

@@ -8,10 +8,18 @@ order. The list's own order (nothing else) exists to measure that against.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import StrEnum
 
 from orchestrator.core.model import Item
 
 SortKey = tuple[int, int, int, str]
+
+
+class Order(StrEnum):
+    """``[scheduling] order``: which waiting item gets the next slot."""
+
+    LARGEST = "largest"  # priority, then the largest image first (the good strategy)
+    LIST = "list"  # the list's order, nothing else (to measure the other against)
 
 
 def queue_order(item: Item) -> SortKey:
@@ -24,4 +32,7 @@ def list_order(item: Item) -> SortKey:
     return (0, 0, item.row.line, item.key)
 
 
-ORDERS: dict[str, Callable[[Item], SortKey]] = {"largest": queue_order, "list": list_order}
+ORDERS: dict[Order, Callable[[Item], SortKey]] = {
+    Order.LARGEST: queue_order,
+    Order.LIST: list_order,
+}

@@ -23,6 +23,15 @@ earlier. Every interval is clamped to ``[poll_min, poll_max]``.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class Polling(StrEnum):
+    """``[scheduling] polling``: how jobs are polled."""
+
+    ADAPTIVE = "adaptive"  # aimed at each job's estimated end (the good strategy)
+    FIXED = "fixed"  # every ``poll_min`` seconds, nothing learned (to measure against)
+
 
 FIRST_PROBE = 0.5  # with only an expected duration: probe at this share of the time left
 SECOND_PROBE = 0.8  # with one progress sample: probe at this share of the time it suggests

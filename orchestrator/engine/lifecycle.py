@@ -32,7 +32,7 @@ from orchestrator.core.cloud import (
     Job,
 )
 from orchestrator.core.model import Item, Phase
-from orchestrator.core.polling import PollState, next_delay
+from orchestrator.core.polling import Polling, PollState, next_delay
 from orchestrator.core.request_text import describe_copy
 from orchestrator.core.rules import DEAD_STATUSES
 from orchestrator.engine.context import MAX_AUTOMATIC_ATTEMPTS, RunContext, log
@@ -293,7 +293,7 @@ class Driver:
         job_id = self.item.job_id
         assert job_id is not None  # noqa: S101 -- RUNNING always carries the job id
         state = PollState(started_at=self._started())
-        adaptive = self.ctx.config.scheduling.polling == "adaptive"
+        adaptive = self.ctx.config.scheduling.polling == Polling.ADAPTIVE
         polls = 0
         while True:
             expected = self.ctx.speed.expected(self.item.size_bytes) if adaptive else None

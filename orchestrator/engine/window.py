@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from orchestrator.core.model import Item
-from orchestrator.core.order import ORDERS, SortKey
+from orchestrator.core.order import ORDERS, Order, SortKey
 
 
 @dataclass(order=True)
@@ -39,7 +39,7 @@ class Window:
         *,
         backoff_min: float,
         backoff_max: float,
-        order: str = "largest",
+        order: Order = Order.LARGEST,
     ) -> None:
         self.key = key
         self.limit = limit
