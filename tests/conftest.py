@@ -5,8 +5,29 @@ import pytest
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from tests.e2e import Cloud
+from tests.e2e import Cloud, starts_process
 from tests.inprocess import LocalCloud
+
+
+def _starts_process(item: pytest.Function) -> bool:
+    # The fixture each name resolves to for this test is the last of its definitions
+    # (a module may define its own ``cloud``). ``_fixtureinfo`` is pytest's, read-only here.
+    defs = item._fixtureinfo.name2fixturedefs.values()
+    return any(getattr(d[-1].func, "starts_process", False) for d in defs if d)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Fail the collection when a test's e2e mark and its process fixtures disagree."""
+    wrong = [
+        item.nodeid
+        for item in items
+        if isinstance(item, pytest.Function)
+        and (item.get_closest_marker("e2e") is not None) != _starts_process(item)
+    ]
+    if wrong:
+        raise pytest.UsageError(
+            "marked e2e but starts no process, or the reverse: " + ", ".join(wrong)
+        )
 
 
 @pytest.fixture
@@ -28,6 +49,7 @@ def _quiet_structlog() -> Iterator[None]:
 
 
 @pytest.fixture
+@starts_process
 def cloud(tmp_path: Path) -> Iterator[Cloud]:
     """A simulated cloud in its own process, stopped after the test."""
     sim = Cloud(tmp_path)

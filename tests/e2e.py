@@ -16,10 +16,10 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 GIB = 2**30
 REGIONS = ["cn-north-4", "cn-east-3", "cn-south-1", "ap-southeast-1"]
@@ -40,6 +40,15 @@ FAST_TIMING = {
     "request_timeout": 2,
     "job_deadline": 60,
 }
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def starts_process(fixture: F) -> F:
+    """Mark a fixture function as starting the simulator in its own process: a test uses such a
+    fixture exactly when it is marked e2e (checked when the tests are collected)."""
+    setattr(fixture, "starts_process", True)  # noqa: B010 -- an attribute mypy cannot see
+    return fixture
 
 
 def cli(*args: str) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.core.model import item_key, item_token
-from tests.e2e import Cloud
+from tests.e2e import Cloud, starts_process
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +46,7 @@ class Simulator:
 
 
 @pytest.fixture(scope="module")
+@starts_process
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     cloud = Cloud(tmp_path_factory.mktemp("simulator"))
     cloud.account("t0")
