@@ -17,6 +17,7 @@ from orchestrator.state.checkpoint import (
     release_lock,
     repair_jsonl,
 )
+from orchestrator.state.meta import RunMeta
 from orchestrator.state.store import StoreError
 from tests.test_model import make_row
 
@@ -34,11 +35,11 @@ async def test_committed_items_survive_a_reopen(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path, compact_min=1000)
     store.open()
     item = Item(row=make_row("a")).advance(Phase.SUBMITTING, submitted_at=1.0)
-    await store.commit([item], meta={"list_path": "/x.csv"})
+    await store.commit([item], meta=RunMeta(list_path="/x.csv"))
     store.close()
     again = reopen(tmp_path)
     assert again.items[item.key] == item
-    assert again.meta["list_path"] == "/x.csv"
+    assert again.meta.list_path == "/x.csv"
 
 
 async def test_snapshot_is_always_parseable_json(tmp_path: Path) -> None:

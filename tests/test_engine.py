@@ -219,7 +219,7 @@ async def test_finished_list_makes_no_call() -> None:
     scene.account("t1")
     scene.row("t1", 5)
     await scene.run()
-    scene.store._meta["last_exit"] = ExitCode.OK
+    scene.store._meta = replace(scene.store.meta, last_exit=ExitCode.OK)
     before = sum(scene.truth()["requests"].values())
     result = await scene.run()
     assert result.skipped

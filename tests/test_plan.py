@@ -31,6 +31,7 @@ from orchestrator.output.plan_output import plan_renderables, render_plan_csv, r
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.simulator.world import World, WorldParams
 from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
+from orchestrator.state.meta import BlockedKey, RunMeta
 from tests.inprocess import Completed, LocalCloud
 from tests.virtual_clock import VirtualClock
 
@@ -94,13 +95,13 @@ def verdicts(plan: Plan) -> dict[int, Verdict]:
 
 
 async def save_checkpoint(
-    state_dir: Path, items: Sequence[Item], meta: Mapping[str, Any] | None = None
+    state_dir: Path, items: Sequence[Item], meta: RunMeta | None = None
 ) -> None:
     fd = acquire_lock(state_dir)  # creates the folder
     try:
         store = CheckpointStore(state_dir)
         store.open()
-        await store.commit(items, meta=dict(meta or {}))
+        await store.commit(items, meta=meta)
         store.compact_now()
         store.close()
     finally:
@@ -231,12 +232,12 @@ async def test_credentials_refused_by_a_run_are_not_tried_again(tmp_path: Path) 
     setup.write()
     fingerprint = credential_fingerprint(Credentials(ACCESS_KEY, SECRET_KEY))
     blocked = {
-        "t0": {"fingerprint": fingerprint, "code": "APIGW.0301", "message": "bad key", "at": 1}
+        "t0": BlockedKey(fingerprint=fingerprint, code="APIGW.0301", message="bad key", at=1)
     }
     await save_checkpoint(
         tmp_path / "migration.state",
         [],
-        {"list_path": str(setup.list_path.resolve()), "blocked": blocked},
+        RunMeta(list_path=str(setup.list_path.resolve()), blocked=blocked),
     )
     plan = await setup.plan()
     assert verdicts(plan) == {2: Verdict.BLOCKED}
@@ -261,7 +262,7 @@ async def test_checkpoint_states_become_done_in_flight_and_failed(tmp_path: Path
     await save_checkpoint(
         tmp_path / "migration.state",
         [done, running, failed],
-        {"list_path": str(setup.list_path.resolve())},
+        RunMeta(list_path=str(setup.list_path.resolve())),
     )
     plan = await setup.plan()
     assert verdicts(plan) == {
@@ -282,7 +283,7 @@ async def test_plan_reads_the_checkpoint_while_a_run_holds_the_lock(tmp_path: Pa
     setup.row(1)
     setup.write()
     state_dir = tmp_path / "migration.state"
-    await save_checkpoint(state_dir, [], {"list_path": str(setup.list_path.resolve())})
+    await save_checkpoint(state_dir, [], RunMeta(list_path=str(setup.list_path.resolve())))
     before = {p.name: p.read_bytes() for p in state_dir.iterdir()}
     fd = acquire_lock(state_dir)
     try:
@@ -335,11 +336,11 @@ async def test_estimate_uses_the_speed_the_checkpoint_learned(tmp_path: Path) ->
     for _ in range(10):
         setup.row(10)
     setup.write()
-    samples = [[1.0, 70.0], [2.0, 130.0], [4.0, 250.0]]  # 10 s + 60 s per GiB
+    samples = ((1.0, 70.0), (2.0, 130.0), (4.0, 250.0))  # 10 s + 60 s per GiB
     await save_checkpoint(
         tmp_path / "migration.state",
         [],
-        {"list_path": str(setup.list_path.resolve()), "speed_samples": samples},
+        RunMeta(list_path=str(setup.list_path.resolve()), speed_samples=samples),
     )
     plan = await setup.plan()
     [account] = plan.accounts

@@ -20,7 +20,8 @@ from orchestrator.core.model import Item
 from orchestrator.core.outcome import merge_list
 from orchestrator.manifest import parse_list, read_list
 from orchestrator.state.checkpoint import CheckpointStore
-from orchestrator.state.recall import LIST_META, recall, remember
+from orchestrator.state.meta import RunMeta
+from orchestrator.state.recall import recall, remember
 from tests.inprocess import LocalCloud
 
 CONFIG = Config(
@@ -61,7 +62,7 @@ def test_recall_gives_what_checking_and_merging_give(tmp_path: Path) -> None:
     merged = merge_list({old.key: old}, manifest.rows)
     # The checkpoint keeps items in the order they were first stored, not the list's.
     stored = {item.key: item for item in reversed(merged)}
-    recalled = recall({LIST_META: remember(manifest)}, source, stored)
+    recalled = recall(remember(manifest), source, stored)
     assert recalled is not None
     again, items = recalled
     assert again == manifest
@@ -70,14 +71,16 @@ def test_recall_gives_what_checking_and_merging_give(tmp_path: Path) -> None:
 
 
 def test_recall_refuses_another_list_or_a_damaged_meta(tmp_path: Path) -> None:
+    """No memory, another list's, or a damaged one (forgotten when read): the list is checked."""
     source = read_list(write(tmp_path, ROWS), CONFIG)
     manifest = parse_list(source, CONFIG)
     items = {item.key: item for item in merge_list({}, manifest.rows)}
-    meta: dict[str, Any] = {LIST_META: remember(manifest)}
-    assert recall({}, source, items) is None
-    assert recall({LIST_META: {**meta[LIST_META], "fingerprint": "x"}}, source, items) is None
-    assert recall({LIST_META: {**meta[LIST_META], "problems": [[1, "a"]]}}, source, items) is None
-    assert recall({LIST_META: "nonsense"}, source, items) is None
+    stored = remember(manifest).to_dict()
+    assert recall(None, source, items) is None
+    assert recall(replace(remember(manifest), fingerprint="x"), source, items) is None
+    damaged = RunMeta.from_dict({"list": {**stored, "problems": [[1, "a"]]}})
+    assert recall(damaged.checked_list, source, items) is None
+    assert RunMeta.from_dict({"list": "nonsense"}).checked_list is None
 
 
 async def test_a_commit_cut_short_leaves_no_fingerprint_to_vouch_for_it(
@@ -98,8 +101,8 @@ async def test_a_commit_cut_short_leaves_no_fingerprint_to_vouch_for_it(
     )
     real_commit = store.commit
 
-    async def cut_short(items: Any = (), meta: Any = None) -> None:
-        if meta and meta.get(LIST_META):
+    async def cut_short(items: Any = (), meta: RunMeta | None = None) -> None:
+        if meta is not None and meta.checked_list is not None:
             await real_commit(items)  # the item lines made it to disk, the meta line did not
             raise KeyboardInterrupt
         await real_commit(items, meta)
@@ -110,7 +113,8 @@ async def test_a_commit_cut_short_leaves_no_fingerprint_to_vouch_for_it(
     store.close()
     again = CheckpointStore(state)
     again.open()
-    assert recall(again.meta, read_list(write(tmp_path, ROWS), CONFIG), again.items) is None
+    source = read_list(write(tmp_path, ROWS), CONFIG)
+    assert recall(again.meta.checked_list, source, again.items) is None
     again.close()
 
 

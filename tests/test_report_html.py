@@ -21,6 +21,7 @@ from orchestrator.core.model import Item, Phase, Row
 from orchestrator.output.report_html import render_html
 from orchestrator.output.timeline import build_timeline, earlier_attempts, last_known
 from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
+from orchestrator.state.meta import RunMeta
 
 T0 = 1_800_000_000.0
 CHROMIUM = shutil.which("chromium")
@@ -70,7 +71,7 @@ def story() -> list[Item]:
 def test_lanes_never_overlap_and_count_the_most_copies_at_once() -> None:
     """Each lane holds copies one after another; the lane count is the peak overlap."""
     items = story()
-    timeline = build_timeline(items, last_known(items, {"last_end": T0 + 210}))
+    timeline = build_timeline(items, last_known(items, T0 + 210))
     alpha = next(t for t in timeline.tenants if t.tenant == "alpha")
     assert alpha.count == 3  # items 2, 3 and 4 overlap between T0+50 and T0+60
     for lane in range(alpha.count):
@@ -82,7 +83,7 @@ def test_lanes_never_overlap_and_count_the_most_copies_at_once() -> None:
 def test_timeline_is_honest_about_missing_times() -> None:
     """In flight: open bar to the last known moment; adopted: end mark only; no times: counted."""
     items = story()
-    timeline = build_timeline(items, last_known(items, {"last_end": T0 + 210}))
+    timeline = build_timeline(items, last_known(items, T0 + 210))
     alpha = next(t for t in timeline.tenants if t.tenant == "alpha")
     running = next(b for b in alpha.bars if b.item.row.line == 6)
     assert running.open_end
@@ -125,7 +126,7 @@ def test_earlier_attempts_come_from_the_events_so_their_slot_is_not_idle() -> No
         (True, T0 + 1, T0 + 4),
         (False, T0 + 4, T0 + 9),
     ]
-    page = render_html([retried], {}, generated_at=T0, events=lines)
+    page = render_html([retried], RunMeta(), generated_at=T0, events=lines)
     assert "attempt 1 of 2" in page
     assert "earlier attempts are read from events.jsonl" in page
 
@@ -135,7 +136,8 @@ def test_earlier_attempts_come_from_the_events_so_their_slot_is_not_idle() -> No
 
 def test_page_is_self_contained_and_escapes_what_the_cloud_said() -> None:
     """No script, no external reference, a CSP that forbids loads; messages are escaped."""
-    page = render_html(story(), {"list_path": "/srv/m.csv", "last_exit": 1}, generated_at=T0)
+    meta = RunMeta(list_path="/srv/m.csv", last_exit=1)
+    page = render_html(story(), meta, generated_at=T0)
     assert "<script" not in page.lower()
     assert not re.search(r"""(src|href)\s*=|url\(|@import""", page)
     assert re.findall(r"https?://[^\s\"'<]+", page) == ["http://www.w3.org/2000/svg"]
@@ -154,7 +156,7 @@ def test_report_html_from_the_cli(tmp_path: Path) -> None:
         fd = acquire_lock(state_dir)
         store = CheckpointStore(state_dir)
         store.open()
-        await store.commit(story(), meta={"last_exit": 1, "last_reason": "1 failed"})
+        await store.commit(story(), meta=RunMeta(last_exit=1, last_reason="1 failed"))
         store.close()
         release_lock(fd)
 
@@ -202,7 +204,7 @@ def test_browser_check_catches_a_script_error(tmp_path: Path) -> None:
 def test_chromium_renders_the_report_without_errors(tmp_path: Path) -> None:
     """Headless Chromium lays the report out (chart, tables, screenshot) with no console error."""
     page = tmp_path / "report.html"
-    page.write_text(render_html(story(), {"last_exit": 1}, generated_at=T0), encoding="utf-8")
+    page.write_text(render_html(story(), RunMeta(last_exit=1), generated_at=T0), encoding="utf-8")
     dom = chromium(tmp_path / "profile", "--dump-dom", page.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert console_messages(dom.stderr) == []

@@ -5,7 +5,7 @@ mechanisms on lists small enough for CI.
 """
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from orchestrator.engine.scheduler import RunOptions
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import World, WorldParams
 from orchestrator.state.checkpoint import JOURNAL, CheckpointStore, read_snapshot
+from orchestrator.state.meta import RunMeta
 from orchestrator.state.snapshot import parse_snapshot, render_snapshot
 from orchestrator.state.store import InMemoryStore
 from tests.engine_harness import CONFIG, SOURCE, TARGET, Scene
@@ -110,9 +111,7 @@ class CountingStore(InMemoryStore):
         super().__init__()
         self.batches: list[int] = []
 
-    async def commit(
-        self, items: Iterable[Item] = (), meta: Mapping[str, Any] | None = None
-    ) -> None:
+    async def commit(self, items: Iterable[Item] = (), meta: RunMeta | None = None) -> None:
         items = list(items)
         self.batches.append(len(items))
         await super().commit(items, meta)

@@ -45,6 +45,7 @@ from orchestrator.engine.scheduler import Engine, RunOptions, store_merged
 from orchestrator.simulator.faults import COPY_ONLY, Fault, FaultPlan
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.world import LIVE, World, WorldParams
+from orchestrator.state.meta import RunMeta
 from tests.engine_harness import CONFIG, GIB, SOURCE
 from tests.virtual_clock import VirtualClock
 
@@ -119,7 +120,7 @@ class DurableStore:
 
     def __init__(self, switch: KillSwitch, judge: Judge) -> None:
         self._items: dict[str, Item] = {}
-        self._meta: dict[str, Any] = {}
+        self._meta = RunMeta()
         self.switch = switch
         self.judge = judge
 
@@ -128,20 +129,18 @@ class DurableStore:
         return self._items
 
     @property
-    def meta(self) -> Mapping[str, Any]:
+    def meta(self) -> RunMeta:
         return self._meta
 
-    async def commit(
-        self, items: Iterable[Item] = (), meta: Mapping[str, Any] | None = None
-    ) -> None:
+    async def commit(self, items: Iterable[Item] = (), meta: RunMeta | None = None) -> None:
         batch = list(items)
         await anyio.lowlevel.checkpoint()  # a real save takes time (and can be cancelled)
         dies = self.switch.before()
         for item in batch:
             self.judge.saw(item)
             self._items[item.key] = item
-        if meta:
-            self._meta.update(meta)
+        if meta is not None:
+            self._meta = meta
         if dies:
             raise Killed
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -18,8 +17,9 @@ from orchestrator.core.model import Item, PublicState
 from orchestrator.logs import EVENTS, KEEP_ROTATED
 from orchestrator.manifest import ManifestError
 from orchestrator.output.report import summarize
-from orchestrator.state.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot
+from orchestrator.state.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot, snapshot_meta
 from orchestrator.state.codec import item_from_dict
+from orchestrator.state.meta import RunMeta
 from orchestrator.state.store import StoreError
 
 EPILOG = """exit codes: 0 every item succeeded; 1 failed or rejected items, a blocked tenant or a
@@ -43,12 +43,12 @@ def state_dir_of(args: argparse.Namespace) -> Path:
     return state_dir_for(Path(args.list), None)
 
 
-def load_state(state_dir: Path) -> tuple[list[Item], dict[str, Any]]:
+def load_state(state_dir: Path) -> tuple[list[Item], RunMeta]:
     """The checkpoint's items and meta, read without the lock; a usage error when absent."""
     snap = read_snapshot(state_dir, item_from_dict)
     if snap is None:
         raise UsageError(f"{state_dir}: no checkpoint here (has `ims-migrate run` been started?)")
-    return list(snap["items"].values()), dict(snap.get("meta", {}))
+    return list(snap["items"].values()), snapshot_meta(snap, state_dir)
 
 
 def load_items(state_dir: Path) -> list[Item]:

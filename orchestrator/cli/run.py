@@ -37,8 +37,9 @@ from orchestrator.engine.context import RunContext
 from orchestrator.output.metrics import METRICS_EVERY, RunFacts, render_metrics, write_metrics
 from orchestrator.output.progress import ProgressModel
 from orchestrator.output.report_html import render_html
-from orchestrator.state.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot
+from orchestrator.state.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot, snapshot_meta
 from orchestrator.state.codec import item_from_dict
+from orchestrator.state.meta import RunMeta
 
 PLAIN_PROGRESS_EVERY = 30.0  # seconds between two plain progress lines
 QUOTA_FULL = "target quota full"  # the detail lifecycle.py gives items the quota held back
@@ -78,8 +79,7 @@ class RunWatch:
             title=str(self.list_path),
             counters=ctx.counters,
         )
-        meta = ctx.store.meta
-        self.previous = (meta.get("last_end"), meta.get("last_exit"))
+        self.previous = (ctx.store.meta.last_end, ctx.store.meta.last_exit)
         if self.mode == "live":
             self.live = Live(self.model, console=self.err, refresh_per_second=4)
             self.live.start()
@@ -147,7 +147,7 @@ def attention_lines(summary: RunSummary, config: Config) -> list[str]:
     of events.jsonl."""
     lines = [str(problem) for problem in summary.problems]
     lines += [
-        f"tenant {tenant}: credentials refused ({why.get('code')}: {why.get('message')}); "
+        f"tenant {tenant}: credentials refused ({why.code}: {why.message}); "
         + blocked_advice(tenant, config.tenant(tenant))
         for tenant, why in summary.blocked.items()
     ]
@@ -259,11 +259,11 @@ def cmd_demo(
     config = load_config(outcome.workdir / "ims-migrate.toml", environ, outcome.workdir)
     print_run_outcome(summary, config, False, out, err)
     html_report = outcome.workdir / "report.html"
-    snap = read_snapshot(summary.state_dir) or {}
+    snap = read_snapshot(summary.state_dir)
     html_report.write_text(
         render_html(
             summary.items,
-            snap.get("meta", {}),
+            RunMeta() if snap is None else snapshot_meta(snap, summary.state_dir),
             generated_at=time.time(),
             events=event_lines(summary.state_dir),
         ),

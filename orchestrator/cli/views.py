@@ -74,27 +74,28 @@ def cmd_status(args: argparse.Namespace, out: Console) -> int:
     if args.format == "json":
         document = {
             "state_dir": str(state_dir),
-            "list": meta.get("list_path"),
+            "list": meta.list_path,
             "summary": summarize(items).to_dict(),
-            "last_exit": meta.get("last_exit"),
-            "last_reason": meta.get("last_reason"),
-            "blocked": {t: {k: v for k, v in b.items() if k != "fingerprint"}
-                        for t, b in meta.get("blocked", {}).items()},
+            "last_exit": meta.last_exit,
+            "last_reason": meta.last_reason,
+            "blocked": {t: {"code": b.code, "message": b.message, "at": b.at}
+                        for t, b in meta.blocked.items()},
         }  # fmt: skip
         out.print_json(json.dumps(document))
         return ExitCode.OK
-    out.print(f"list: {meta.get('list_path', '?')}", highlight=False, soft_wrap=True)
+    listed = "?" if meta.list_path is None else meta.list_path
+    out.print(f"list: {listed}", highlight=False, soft_wrap=True)
     out.print(summary_table(items))
     for line in problem_lines(items):
         say(out, line)
-    for tenant, why in meta.get("blocked", {}).items():
+    for tenant, why in meta.blocked.items():
         say(
             out,
-            f"tenant {tenant} blocked: credentials refused ({why.get('code')}: "
-            f"{why.get('message')}); fix them, then run again",
+            f"tenant {tenant} blocked: credentials refused ({why.code}: "
+            f"{why.message}); fix them, then run again",
         )
-    if "last_exit" in meta:
-        out.print(f"last run: exit {meta['last_exit']}: {meta.get('last_reason', '')}")
+    if meta.last_exit is not None:
+        out.print(f"last run: exit {meta.last_exit}: {meta.last_reason or ''}")
     return ExitCode.OK
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from orchestrator.config import Config, ConfigError, TenantConfig, resolve_credentials
 from orchestrator.core.credentials import Credentials
+from orchestrator.state.meta import RunMeta
 
 TenantCredentials = Mapping[str, tuple[TenantConfig, Credentials]]
 
@@ -25,9 +25,9 @@ def state_dir_for(list_path: Path, state_dir: Path | None) -> Path:
     return state_dir if state_dir is not None else default_state_dir(list_path)
 
 
-def check_owner(store_meta: Mapping[str, Any], list_path: Path, state_dir: Path) -> None:
+def check_owner(meta: RunMeta, list_path: Path, state_dir: Path) -> None:
     """A state dir belongs to one list (by its resolved path)."""
-    owner = store_meta.get("list_path")
+    owner = meta.list_path
     if owner and owner != str(list_path.resolve()):
         raise UsageError(
             f"{state_dir}: this state dir belongs to the list {owner}, not {list_path.resolve()}; "

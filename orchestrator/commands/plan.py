@@ -25,7 +25,6 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -40,8 +39,9 @@ from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import merge_list
 from orchestrator.engine.preflight import preflight
 from orchestrator.manifest import Manifest, load_manifest
-from orchestrator.state.checkpoint import read_snapshot
+from orchestrator.state.checkpoint import read_snapshot, snapshot_meta
 from orchestrator.state.codec import item_from_dict
+from orchestrator.state.meta import RunMeta
 
 
 class Verdict(StrEnum):
@@ -227,12 +227,12 @@ def _selected(item: Item, request: PlanRequest) -> bool:
     return item.row.matches(request.tenants, request.source_regions, request.target_regions)
 
 
-def _read_state(request: PlanRequest, state_dir: Path) -> tuple[dict[str, Item], dict[str, Any]]:
+def _read_state(request: PlanRequest, state_dir: Path) -> tuple[dict[str, Item], RunMeta]:
     """The checkpoint's items and meta, read as ``status`` reads them: no lock, no write."""
     snap = read_snapshot(state_dir, item_from_dict)
     if snap is None:
-        return {}, {}
-    meta = dict(snap.get("meta", {}))
+        return {}, RunMeta()
+    meta = snapshot_meta(snap, state_dir)
     check_owner(meta, request.list_path, state_dir)
     return dict(snap["items"]), meta
 
@@ -316,7 +316,7 @@ async def make_plan(
     chosen = [item for item in merged if item.listed and _selected(item, request)]
     plan = Plan(request.list_path, state_dir, config.max_concurrent_copies)
     plan.not_listed = sum(not item.listed for item in merged)
-    plan.speed = speed_from_samples(meta.get("speed_samples", []))
+    plan.speed = speed_from_samples(meta.speed_samples)
     open_items = [item for item in chosen if not item.phase.is_terminal]
     notes: dict[str, list[str]] = defaultdict(list)  # item key -> preflight's flags and more
     judgement = (
@@ -362,7 +362,7 @@ async def _ask_cloud(
     request: PlanRequest,
     plan: Plan,
     open_items: Sequence[Item],
-    meta: Mapping[str, Any],
+    meta: RunMeta,
     notes: MutableMapping[str, list[str]],
     clouds: CloudFactory,
     clock: Clock,
@@ -377,16 +377,16 @@ async def _ask_cloud(
 
 
 def _remembered_blocks(
-    plan: Plan, tenants: Iterable[str], meta: Mapping[str, Any], fingerprints: Mapping[str, str]
+    plan: Plan, tenants: Iterable[str], meta: RunMeta, fingerprints: Mapping[str, str]
 ) -> dict[str, Verdict]:
     """Tenants whose very credentials a run saw refused: never tried again (the gateway locks
     a key after 5 bad signatures in a row)."""
     held = {}
-    for tenant, why in dict(meta.get("blocked", {})).items():
-        if tenant in tenants and why.get("fingerprint") == fingerprints.get(tenant, ""):
+    for tenant, why in meta.blocked.items():
+        if tenant in tenants and why.fingerprint == fingerprints.get(tenant, ""):
             held[tenant] = Verdict.BLOCKED
             plan.tenant_notes[tenant] = (
-                f"credentials refused by an earlier run ({why.get('code')}: {why.get('message')})"
+                f"credentials refused by an earlier run ({why.code}: {why.message})"
                 "; not tried again until they change: fix them, then plan again"
             )
     return held
@@ -397,7 +397,7 @@ async def _judge(
     plan: Plan,
     clouds: Mapping[str, TenantCloud],
     open_items: Sequence[Item],
-    meta: Mapping[str, Any],
+    meta: RunMeta,
     fingerprints: Mapping[str, str],
     notes: MutableMapping[str, list[str]],
 ) -> _Judgement:

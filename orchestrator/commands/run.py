@@ -14,9 +14,8 @@ import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -36,7 +35,7 @@ from orchestrator.core.advice import next_step
 from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item
-from orchestrator.core.outcome import is_done, is_finished, merge_list
+from orchestrator.core.outcome import is_done, merge_list
 from orchestrator.core.speed import SpeedModel
 from orchestrator.engine.context import Counters, RunContext, log
 from orchestrator.engine.scheduler import (
@@ -49,7 +48,8 @@ from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_
 from orchestrator.output.report import render_csv
 from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
 from orchestrator.state.gcpause import collector_paused, keep_for_the_run
-from orchestrator.state.recall import LIST_META, recall, remember
+from orchestrator.state.meta import BlockedKey
+from orchestrator.state.recall import recall, remember
 from orchestrator.state.store import StoreError
 
 REPORT = "report.csv"
@@ -82,7 +82,7 @@ class RunSummary:
     windows: dict[str, Window] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     skipped: bool = False
-    blocked: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blocked: dict[str, BlockedKey] = field(default_factory=dict)
 
 
 def write_report(state_dir: Path, items: list[Item]) -> None:
@@ -139,7 +139,7 @@ def open_with_list(
         return manifest, merge_list(store.items, manifest.rows), False
     store.open()
     check_owner(store.meta, request.list_path, store.state_dir)
-    recalled = recall(store.meta, source, store.items)
+    recalled = recall(store.meta.checked_list, source, store.items)
     if recalled is not None:
         return *recalled, True
     manifest = parse_list(source, request.config)
@@ -151,11 +151,12 @@ async def save_list(
 ) -> None:
     """Store the whole list (chosen rows or not) with what lets the next run recall it;
     ``owner`` is the list's resolved path (the state dir belongs to it)."""
-    if store.meta.get(LIST_META):
+    if store.meta.checked_list is not None:
         # Forgotten first: should a crash keep only part of the next commit, the old
         # fingerprint must not vouch for rows this list changed.
-        await store.commit(meta={LIST_META: None})
-    await store_merged(store, items, meta={"list_path": owner, LIST_META: remember(manifest)})
+        await store.commit(meta=replace(store.meta, checked_list=None))
+    meta = replace(store.meta, list_path=owner, checked_list=remember(manifest))
+    await store_merged(store, items, meta=meta)
 
 
 @contextlib.asynccontextmanager
@@ -271,7 +272,7 @@ async def _run_with_clients(
     config = request.config
     if not recalled:
         await save_list(store, str(request.list_path.resolve()), manifest, items)
-    speed = SpeedModel(samples=[tuple(s) for s in store.meta.get("speed_samples", [])])
+    speed = SpeedModel(samples=list(store.meta.speed_samples))
     async with seams.clouds(config, credentials, clock) as clouds:
         max_failures = request.max_failures
         if request.max_failure_ratio is not None:
@@ -297,15 +298,14 @@ async def _run_with_clients(
             result = await engine.run(chosen)
     final = [store.items.get(item.key, item) for item in items]
     if not result.skipped:
-        finished = is_finished(final)
         await store.commit(
-            meta={
-                "last_exit": result.exit_code,
-                "last_reason": result.reason,
-                "last_end": clock.now(),
-                "finished": finished,
-                "speed_samples": ctx.speed.samples[-200:],
-            }
+            meta=replace(
+                store.meta,
+                last_exit=result.exit_code,
+                last_reason=result.reason,
+                last_end=clock.now(),
+                speed_samples=tuple(ctx.speed.samples[-200:]),
+            )
         )
         store.compact_now()
     write_report(state_dir, final)

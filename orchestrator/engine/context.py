@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -18,6 +18,7 @@ from orchestrator.core.cloud import CloudError, TenantCloud
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.speed import SpeedModel
 from orchestrator.engine.targets import TargetIndex
+from orchestrator.state.meta import BlockedKey
 from orchestrator.state.store import Store
 
 log = structlog.get_logger("ims_migrate")
@@ -55,7 +56,7 @@ class RunContext:
     no_more_submits: anyio.Event = field(default_factory=anyio.Event)  # finish what runs
     stop_reason: str = ""
     speed: SpeedModel = field(default_factory=SpeedModel)
-    blocked: dict[str, dict[str, Any]] = field(default_factory=dict)  # tenant -> why
+    blocked: dict[str, BlockedKey] = field(default_factory=dict)  # tenant -> why
     quota_blocked: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, region)
     unavailable: dict[str, str] = field(default_factory=dict)  # tenant -> outage message
     fingerprints: Mapping[str, str] = field(default_factory=dict)
@@ -111,21 +112,21 @@ class RunContext:
         """Credentials refused: stop this tenant now and remember it until the key changes."""
         if tenant in self.blocked:
             return
-        why = {
-            "fingerprint": self.fingerprints.get(tenant, ""),
-            "code": error.code or str(error.status or ""),
-            "message": error.message,
-            "at": self.clock.now(),
-        }
+        why = BlockedKey(
+            fingerprint=self.fingerprints.get(tenant, ""),
+            code=error.code or str(error.status or ""),
+            message=error.message,
+            at=self.clock.now(),
+        )
         self.blocked[tenant] = why
         log.error(
             "tenant.blocked",
             tenant=tenant,
-            error_code=why["code"],
+            error_code=why.code,
             error_message=error.message,
             advice=blocked_advice(tenant, self.config.tenant(tenant)),
         )
-        await self.store.commit(meta={"blocked": dict(self.blocked)})
+        await self.store.commit(meta=replace(self.store.meta, blocked=dict(self.blocked)))
 
 
 def log_item(item: Item, event: str | None = None, **fields: Any) -> None:

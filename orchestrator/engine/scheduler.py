@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -28,6 +27,7 @@ from orchestrator.engine.lifecycle import Driver
 from orchestrator.engine.preflight import preflight
 from orchestrator.engine.targets import adopt_found
 from orchestrator.engine.window import Window
+from orchestrator.state.meta import RunMeta
 from orchestrator.state.store import Store
 
 PROBE_CONCURRENCY = 16  # tenants whose credentials are checked at the same time
@@ -47,9 +47,7 @@ class RunResult:
     skipped: bool = False  # the list was already finished: nothing was called
 
 
-async def store_merged(
-    store: Store, items: Iterable[Item], meta: Mapping[str, Any] | None = None
-) -> None:
+async def store_merged(store: Store, items: Iterable[Item], meta: RunMeta | None = None) -> None:
     """Commit the items of :func:`merge_list` that differ from the stored ones, before a run.
 
     An item the list did not change is the stored object itself: a resumed 100,000-row list
@@ -93,9 +91,9 @@ class Engine:
     async def run(self, items: list[Item]) -> RunResult:
         """Run ``items`` (from :func:`merge_list`, stored already: :func:`store_merged`)."""
         ctx = self.ctx
-        if is_finished(items) and not self.options.retry_failed and "last_exit" in ctx.store.meta:
-            code = int(ctx.store.meta["last_exit"])
-            return RunResult(code, "the list was already finished", skipped=True)
+        last_exit = ctx.store.meta.last_exit
+        if is_finished(items) and not self.options.retry_failed and last_exit is not None:
+            return RunResult(last_exit, "the list was already finished", skipped=True)
         # One pass over the items (100,000 of them on a resumed list). --retry-failed on a list
         # that ended with failures must still reach their tenants.
         retry = self.options.retry_failed
@@ -228,17 +226,17 @@ class Engine:
         """Check each tenant's credentials with one request before anything else is sent for
         it (design I5), and join it to its account's window; ``on_ready`` then hears of it."""
         ctx = self.ctx
-        remembered = dict(ctx.store.meta.get("blocked", {}))
+        remembered = dict(ctx.store.meta.blocked)
         to_probe: list[str] = []
         for tenant in tenants:
             old = remembered.get(tenant)
-            if old and old.get("fingerprint") == ctx.fingerprints.get(tenant, ""):
+            if old and old.fingerprint == ctx.fingerprints.get(tenant, ""):
                 ctx.blocked[tenant] = old
                 log.error(
                     "tenant.still_blocked",
                     tenant=tenant,
-                    error_code=old.get("code"),
-                    error_message=old.get("message"),
+                    error_code=old.code,
+                    error_message=old.message,
                     advice=blocked_advice(tenant, ctx.config.tenant(tenant)),
                 )
                 continue
@@ -260,7 +258,8 @@ class Engine:
                 group.start_soon(probe, tenant)
         unblocked = {t: v for t, v in remembered.items() if t in ctx.blocked or t not in tenants}
         if unblocked != remembered or ctx.blocked:
-            await ctx.store.commit(meta={"blocked": {**unblocked, **ctx.blocked}})
+            blocked = {**unblocked, **ctx.blocked}
+            await ctx.store.commit(meta=replace(ctx.store.meta, blocked=blocked))
 
     def _join(self, tenant: str, domain: str) -> None:
         """The tenant's window: its account's (IAM domain), shared with the account's other

@@ -12,7 +12,7 @@ open (dashed), an adopted copy whose start is unknown is a mark at its end, earl
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from orchestrator.core.estimate import format_duration
 from orchestrator.core.model import Item, PublicState
 from orchestrator.output.report import STATES, Summary, format_time, item_record, summarize
 from orchestrator.output.timeline import Timeline, build_timeline, earlier_attempts, last_known
+from orchestrator.state.meta import RunMeta
 
 EARLIER = "earlier"  # the colour of an earlier attempt's bar
 COLOURS: dict[str, str] = {
@@ -215,11 +216,9 @@ def _summary(summary: Summary) -> str:
     )
 
 
-def _timeline_section(
-    items: Sequence[Item], meta: Mapping[str, Any], events: Iterable[str] | None
-) -> str:
+def _timeline_section(items: Sequence[Item], meta: RunMeta, events: Iterable[str] | None) -> str:
     attempts = earlier_attempts(events, items) if events is not None else []
-    timeline = build_timeline(items, last_known(items, meta), attempts)
+    timeline = build_timeline(items, last_known(items, meta.last_end), attempts)
     legend = "".join(
         f'<span class="swatch" style="background:{COLOURS[k]}"></span>{label}'
         for k, label in (
@@ -289,7 +288,7 @@ def _all_items(items: Sequence[Item]) -> str:
 
 def render_html(
     items: Sequence[Item],
-    meta: Mapping[str, Any],
+    meta: RunMeta,
     *,
     generated_at: float,
     events: Iterable[str] | None = None,
@@ -299,13 +298,13 @@ def render_html(
     events.jsonl (oldest first), for the attempts before each item's last one."""
     summary = summarize(items)
     last = ""
-    if "last_exit" in meta:
-        ended = format_time(meta["last_end"]) if meta.get("last_end") else "?"
+    if meta.last_exit is not None:
+        ended = format_time(meta.last_end) if meta.last_end else "?"
         last = (
-            f'<p class="meta">Last run: exit {_e(meta["last_exit"])} '
-            f"({_e(meta.get('last_reason', ''))}), ended {_e(ended)}</p>"
+            f'<p class="meta">Last run: exit {_e(meta.last_exit)} '
+            f"({_e(meta.last_reason or '')}), ended {_e(ended)}</p>"
         )
-    heading = title or str(meta.get("list_path") or "migration")
+    heading = title or meta.list_path or "migration"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">

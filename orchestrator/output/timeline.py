@@ -108,9 +108,10 @@ class Timeline:
         return not any(t.bars or t.marks for t in self.tenants)
 
 
-def last_known(items: Iterable[Item], meta: Mapping[str, Any]) -> float:
-    """The last moment the checkpoint knows of: the latest time it recorded."""
-    times = [float(meta["last_end"])] if isinstance(meta.get("last_end"), int | float) else []
+def last_known(items: Iterable[Item], last_end: float | None) -> float:
+    """The last moment the checkpoint knows of: the latest time it recorded (``last_end``: when
+    the last run ended, if one did)."""
+    times = [] if last_end is None else [last_end]
     for item in items:
         times.extend(t for t in (item.submitted_at, item.finished_at, item.unknown_since) if t)
     return max(times, default=0.0)

@@ -36,6 +36,7 @@ import anyio.to_thread
 from orchestrator import crashpoints
 from orchestrator.core.model import Item, item_key
 from orchestrator.state.codec import item_from_dict, item_to_dict
+from orchestrator.state.meta import MetaError, RunMeta
 from orchestrator.state.snapshot import SNAPSHOT_CHUNK, parse_snapshot, render_snapshot
 from orchestrator.state.store import StoreError
 
@@ -145,13 +146,21 @@ def read_snapshot(
     return snap
 
 
+def snapshot_meta(snap: Mapping[str, Any], state_dir: Path) -> RunMeta:
+    """The meta of a snapshot from :func:`read_snapshot`, typed; damage is CheckpointCorrupt."""
+    try:
+        return RunMeta.from_dict(snap.get("meta", {}))
+    except MetaError as exc:
+        raise CheckpointCorrupt(f"{state_dir / SNAPSHOT}: damaged meta ({exc})") from None
+
+
 class CheckpointStore:
     """The file-backed :class:`~orchestrator.state.store.Store`. Open it with :meth:`open`."""
 
     def __init__(self, state_dir: Path, *, compact_min: int = 1000) -> None:
         self.state_dir = state_dir
         self._items: dict[str, Item] = {}
-        self._meta: dict[str, Any] = {}
+        self._meta = RunMeta()
         self._generation = 0
         self._journal_lines = 0
         self._compact_min = compact_min
@@ -198,7 +207,7 @@ class CheckpointStore:
         existed = snap is not None
         if snap is not None:
             self._generation = int(snap.get("generation", 0))
-            self._meta = dict(snap["meta"])
+            self._meta = snapshot_meta(snap, self.state_dir)
             self._items = snap["items"]
         else:
             self._write_snapshot()
@@ -227,12 +236,10 @@ class CheckpointStore:
         return self._items
 
     @property
-    def meta(self) -> Mapping[str, Any]:
+    def meta(self) -> RunMeta:
         return self._meta
 
-    async def commit(
-        self, items: Iterable[Item] = (), meta: Mapping[str, Any] | None = None
-    ) -> None:
+    async def commit(self, items: Iterable[Item] = (), meta: RunMeta | None = None) -> None:
         if self._failed is not None:
             raise self._failed
         encoding = time.thread_time()
@@ -240,9 +247,11 @@ class CheckpointStore:
         for item in items:
             self._items[item.key] = item
             lines.append(json.dumps({"g": 0, "item": item_to_dict(item)}, separators=(",", ":")))
-        if meta:
-            self._meta.update(meta)
-            lines.append(json.dumps({"g": 0, "meta": dict(meta)}, separators=(",", ":")))
+        if meta is not None:
+            changes = meta.changes(self._meta)
+            self._meta = meta
+            if changes:
+                lines.append(json.dumps({"g": 0, "meta": changes}, separators=(",", ":")))
         self.cpu_seconds += time.thread_time() - encoding
         if not lines:
             return
@@ -291,7 +300,7 @@ class CheckpointStore:
         try:
             with os.fdopen(fd, "wb") as handle:
                 items = list(self._items.items())  # at once: the event loop may change it
-                meta = dict(self._meta)
+                meta = self._meta.to_dict()
                 head = {"version": VERSION, "generation": self._generation, "meta": meta}
                 for chunk in render_snapshot(head, items, item_to_dict):
                     handle.write(chunk)

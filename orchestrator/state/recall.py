@@ -10,54 +10,39 @@ that names a fingerprint always comes with the rows it describes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from orchestrator.core.model import Item
 from orchestrator.manifest import ListFile, Manifest, Problem
+from orchestrator.state.meta import ListMemory, Spot
 
-LIST_META = "list"
 
-
-def remember(manifest: Manifest) -> dict[str, Any]:
+def remember(manifest: Manifest) -> ListMemory:
     """The meta value that lets the next run recall ``manifest`` (rows excepted: see above)."""
-    return {
-        "fingerprint": manifest.fingerprint,
-        "problems": [[p.line, p.column, p.message] for p in manifest.problems],
-        "warnings": [[p.line, p.column, p.message] for p in manifest.warnings],
-    }
+    return ListMemory(
+        fingerprint=manifest.fingerprint,
+        problems=tuple((p.line, p.column, p.message) for p in manifest.problems),
+        warnings=tuple((p.line, p.column, p.message) for p in manifest.warnings),
+    )
 
 
-def _problems(source: ListFile, stored: object) -> list[Problem] | None:
-    if not isinstance(stored, list):
-        return None
-    out = []
-    for entry in stored:
-        if not (isinstance(entry, list) and len(entry) == 3):
-            return None
-        line, column, message = entry
-        out.append(Problem(source.path, int(line), str(column), str(message)))
-    return out
+def _problems(source: ListFile, spots: tuple[Spot, ...]) -> list[Problem]:
+    return [Problem(source.path, line, column, message) for line, column, message in spots]
 
 
 def recall(
-    meta: Mapping[str, Any], source: ListFile, items: Mapping[str, Item]
+    known: ListMemory | None, source: ListFile, items: Mapping[str, Item]
 ) -> tuple[Manifest, list[Item]] | None:
     """The list's manifest and the run's items (what ``merge_list`` would give), or None when
-    the state dir does not remember this list as it is now."""
-    known = meta.get(LIST_META)
-    if not isinstance(known, dict) or known.get("fingerprint") != source.fingerprint:
-        return None
-    problems = _problems(source, known.get("problems"))
-    warnings = _problems(source, known.get("warnings"))
-    if problems is None or warnings is None:
+    the state dir does not remember this list as it is now (``known``: the meta's memory)."""
+    if known is None or known.fingerprint != source.fingerprint:
         return None
     listed = sorted((item for item in items.values() if item.listed), key=lambda i: i.row.line)
     unlisted = [item for item in items.values() if not item.listed]
     manifest = Manifest(
         path=source.path,
         rows=[item.row for item in listed],
-        problems=problems,
-        warnings=warnings,
+        problems=_problems(source, known.problems),
+        warnings=_problems(source, known.warnings),
         fingerprint=source.fingerprint,
     )
     return manifest, listed + unlisted

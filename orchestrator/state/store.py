@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from orchestrator.core.model import Item
+from orchestrator.state.meta import RunMeta
 
 
 class StoreError(Exception):
@@ -19,14 +20,16 @@ class Store(Protocol):
         ...
 
     @property
-    def meta(self) -> Mapping[str, Any]:
+    def meta(self) -> RunMeta:
         """Run metadata: list path, blocked tenants, last exit code, learned speed..."""
         ...
 
-    async def commit(
-        self, items: Iterable[Item] = (), meta: Mapping[str, Any] | None = None
-    ) -> None:
-        """Make these item states (and meta keys) durable; returns when they are."""
+    async def commit(self, items: Iterable[Item] = (), meta: RunMeta | None = None) -> None:
+        """Make these item states (and the new meta, if given) durable; returns when they are.
+
+        ``meta`` is the whole new meta: build it from :attr:`meta` in the same step, with no
+        ``await`` in between (``dataclasses.replace(store.meta, blocked=...)``), so that no
+        other task's change is lost. The store itself takes it before its first ``await``."""
         ...
 
 
@@ -34,10 +37,10 @@ class InMemoryStore:
     """A store that keeps everything in memory: for the engine's virtual-time tests."""
 
     def __init__(
-        self, items: Mapping[str, Item] | None = None, meta: Mapping[str, Any] | None = None
+        self, items: Mapping[str, Item] | None = None, meta: RunMeta | None = None
     ) -> None:
         self._items: dict[str, Item] = dict(items or {})
-        self._meta: dict[str, Any] = dict(meta or {})
+        self._meta = meta or RunMeta()
         self.commits = 0
 
     @property
@@ -45,14 +48,12 @@ class InMemoryStore:
         return self._items
 
     @property
-    def meta(self) -> Mapping[str, Any]:
+    def meta(self) -> RunMeta:
         return self._meta
 
-    async def commit(
-        self, items: Iterable[Item] = (), meta: Mapping[str, Any] | None = None
-    ) -> None:
+    async def commit(self, items: Iterable[Item] = (), meta: RunMeta | None = None) -> None:
         for item in items:
             self._items[item.key] = item
-        if meta:
-            self._meta.update(meta)
+        if meta is not None:
+            self._meta = meta
         self.commits += 1
