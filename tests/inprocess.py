@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
+
 from orchestrator.cli import main
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.inmemory import in_memory_clouds
@@ -25,11 +27,13 @@ from orchestrator.simulator.scenario import build_world
 from orchestrator.simulator.world import World
 from tests.e2e import Cloud
 from tests.virtual_clock import VirtualClock
+from tests.virtual_clock import _all_blocked as all_blocked
 
 
 class DrivenClock(VirtualClock):
     """Virtual time that drives itself: the first sleep in an event loop starts the autojump
-    there (``main`` opens its own loop), which ends with the loop."""
+    there (``main`` opens its own loop), which ends with the loop. Time stands still while a
+    worker thread works (the checkpoint's fsync): a task waiting on one is not idle."""
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         super().__init__(start)
@@ -44,6 +48,16 @@ class DrivenClock(VirtualClock):
             self._drivers.add(driver)
             driver.add_done_callback(self._drivers.discard)
         await super().sleep(seconds)
+
+    async def autojump(self) -> None:
+        this = asyncio.current_task()
+        threads = anyio.to_thread.current_default_thread_limiter()
+        while True:
+            await asyncio.sleep(0)
+            if threads.borrowed_tokens:
+                await asyncio.sleep(0.0005)  # real work in a thread: let it finish first
+            elif all_blocked(this) and not self._pop_due():
+                await asyncio.sleep(0.001)  # nobody sleeps on the clock: let real I/O finish
 
 
 @dataclass

@@ -1,6 +1,8 @@
-"""The operator's controls from the CLI against the simulator: quiet cron runs, plain progress,
---retry-failed, --max-failures, --deadline, the filters, --metrics-file, and messages that say
-the same thing in the terminal and in events.jsonl."""
+"""The operator's controls from the CLI: quiet cron runs, plain progress, --retry-failed,
+--max-failures, --deadline, the filters, --metrics-file, and messages that say the same thing in
+the terminal and in events.jsonl. In process on virtual time against the in-memory cloud, but
+for a lock held by another process, a pipe as stderr and a copy failed in the middle of a run
+(the real CLI in a subprocess against the simulator on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,7 @@ import pytest
 
 from orchestrator.state.checkpoint import acquire_lock, release_lock
 from tests.e2e import Cloud
-
-pytestmark = pytest.mark.e2e
+from tests.inprocess import LocalCloud
 
 
 def events(cloud: Cloud) -> list[dict[str, Any]]:
@@ -35,8 +36,9 @@ def wait_for(cloud: Cloud, what: Any, seconds: float = 30) -> Any:
 # -- cron: quiet, progress, lock -----------------------------------------------------------------
 
 
-def test_quiet_success_prints_nothing_at_all(cloud: Cloud) -> None:
+def test_quiet_success_prints_nothing_at_all(local_cloud: LocalCloud) -> None:
     """--quiet and every item succeeded: not one byte on stdout or stderr (cron mails nothing)."""
+    cloud = local_cloud
     cloud.populate(tenants=1, per_tenant=3)
     cloud.start()
     done = cloud.run("--quiet")
@@ -44,8 +46,11 @@ def test_quiet_success_prints_nothing_at_all(cloud: Cloud) -> None:
     assert (done.stdout, done.stderr) == ("", "")
 
 
-def test_quiet_still_says_what_needs_a_look_in_the_words_of_the_log(cloud: Cloud) -> None:
+def test_quiet_still_says_what_needs_a_look_in_the_words_of_the_log(
+    local_cloud: LocalCloud,
+) -> None:
     """A bad row with --quiet: exit 1, the row named with what to do, the same words logged."""
+    cloud = local_cloud
     cloud.populate(tenants=1, per_tenant=2)
     cloud.start()
     with cloud.list_path.open("a") as handle:
@@ -60,6 +65,7 @@ def test_quiet_still_says_what_needs_a_look_in_the_words_of_the_log(cloud: Cloud
     assert f"Next: {finished['advice']}" in done.stderr
 
 
+@pytest.mark.e2e
 def test_quiet_run_while_the_lock_is_held_exits_75_silently(cloud: Cloud) -> None:
     """Another run holds the lock: exit 75, nothing printed with --quiet, a line without it."""
     cloud.populate(tenants=1, per_tenant=1)
@@ -78,6 +84,7 @@ def test_quiet_run_while_the_lock_is_held_exits_75_silently(cloud: Cloud) -> Non
     assert "run the same command again later" in loud.stderr
 
 
+@pytest.mark.e2e
 def test_not_a_terminal_gets_plain_progress_lines_on_stderr(cloud: Cloud) -> None:
     """stderr is a pipe: plain progress lines there (start and end), the summary on stdout."""
     cloud.populate(tenants=1, per_tenant=3)
@@ -91,8 +98,11 @@ def test_not_a_terminal_gets_plain_progress_lines_on_stderr(cloud: Cloud) -> Non
     assert "exit 0: every item succeeded" in done.stdout
 
 
-def test_refused_credentials_are_said_alike_in_the_terminal_and_the_log(cloud: Cloud) -> None:
+def test_refused_credentials_are_said_alike_in_the_terminal_and_the_log(
+    local_cloud: LocalCloud,
+) -> None:
     """A wrong secret key: exit 1, the variables to fix named, in the words of events.jsonl."""
+    cloud = local_cloud
     cloud.populate(tenants=1, per_tenant=2)
     cloud.start()
     done = cloud.run(env=cloud.env(E2E_T0_SK="wrong-secret-key-000000000000000"))
@@ -105,6 +115,7 @@ def test_refused_credentials_are_said_alike_in_the_terminal_and_the_log(cloud: C
 # -- control -------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_retry_failed_is_needed_to_retry_and_then_succeeds(cloud: Cloud) -> None:
     """A failed copy stays failed on a plain rerun (no call); --retry-failed copies it again."""
     cloud.params["seconds_per_gib"] = 0.2
@@ -131,8 +142,9 @@ def test_retry_failed_is_needed_to_retry_and_then_succeeds(cloud: Cloud) -> None
     assert any(e["event"] == "item.retry" for e in events(cloud))
 
 
-def test_max_failures_stops_submitting_and_follows_running_copies(cloud: Cloud) -> None:
+def test_max_failures_stops_submitting_and_follows_running_copies(local_cloud: LocalCloud) -> None:
     """Every copy fails: after N (or P%) failures nothing more is submitted; exit 1."""
+    cloud = local_cloud
     cloud.params["fail_rate"] = 1.0
     cloud.account("t0")
     for _ in range(12):
@@ -152,8 +164,9 @@ def test_max_failures_stops_submitting_and_follows_running_copies(cloud: Cloud) 
     assert cloud.truth()["copies_total"] - copies < 12
 
 
-def test_deadline_stops_and_exits_75_with_work_left(cloud: Cloud) -> None:
+def test_deadline_stops_and_exits_75_with_work_left(local_cloud: LocalCloud) -> None:
     """--deadline 1s on copies of 20 s: exit 75 while they still run, saying to run again."""
+    cloud = local_cloud
     cloud.params["seconds_per_gib"] = 1.0
     cloud.account("t0")
     for _ in range(3):
@@ -168,8 +181,9 @@ def test_deadline_stops_and_exits_75_with_work_left(cloud: Cloud) -> None:
     assert {c["status"] for c in cloud.truth()["copies"]} <= {"INIT", "RUNNING"}
 
 
-def test_filters_narrow_a_run(cloud: Cloud) -> None:
+def test_filters_narrow_a_run(local_cloud: LocalCloud) -> None:
     """--tenant, --source-region and --target-region each copy only the rows they name."""
+    cloud = local_cloud
     for name in ("t0", "t1"):
         cloud.account(name)
     t0_east = cloud.row("t0", 1, target="cn-east-3")
@@ -193,8 +207,9 @@ def test_filters_narrow_a_run(cloud: Cloud) -> None:
     assert t1_east in report
 
 
-def test_metrics_file_after_a_run(cloud: Cloud) -> None:
+def test_metrics_file_after_a_run(local_cloud: LocalCloud) -> None:
     """--metrics-file: the Prometheus file says how many items succeeded and the exit code."""
+    cloud = local_cloud
     cloud.populate(tenants=1, per_tenant=3)
     cloud.start()
     metrics = cloud.root / "textfile" / "ims.prom"

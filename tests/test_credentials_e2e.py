@@ -1,9 +1,11 @@
 """Credentials the cloud refuses: a wrong secret key, an expired token, a skewed clock.
 
-The real CLI in a subprocess against the simulator on 127.0.0.1. The gateway locks an access key
-after 5 bad signatures in a row; the tool must stop a refused tenant after its first 401, say
-what to fix, remember the refusal in the checkpoint so that cron runs do not walk the key into
-the lock, and let the other tenants finish.
+The CLI's ``main`` in process against the in-memory cloud (the simulator's world, which checks
+the secret key and the token's expiry like the gateway does); the clock skew, which only a
+signed HTTP request can show, with the real CLI in a subprocess against the simulator on
+127.0.0.1. The gateway locks an access key after 5 bad signatures in a row; the tool must stop
+a refused tenant after its first 401, say what to fix, remember the refusal in the checkpoint
+so that cron runs do not walk the key into the lock, and let the other tenants finish.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.scenario import build_world
 from orchestrator.simulator.world import World
 from tests.e2e import Cloud
-
-pytestmark = pytest.mark.e2e
+from tests.inprocess import LocalCloud
 
 LOCK_AFTER = 5  # the gateway's lock-out
 MOST_TRIES = 3  # what the tool may ever send with a refused key
@@ -47,10 +48,11 @@ def tries_with(truth: dict[str, object], access_key: str) -> int:
     return int(failures.get(access_key, 0)) + int(locked.get(access_key, 0))
 
 
-def test_wrong_secret_blocks_one_tenant_across_cron_runs(cloud: Cloud) -> None:
+def test_wrong_secret_blocks_one_tenant_across_cron_runs(local_cloud: LocalCloud) -> None:
     """A wrong secret key: the tenant stops after its first 401 with what to check, 4 cron runs
     send it at most once in all (never near the lock-out), the others finish; once the key is
     fixed the tenant proceeds."""
+    cloud = local_cloud
     cloud.populate(tenants=3, per_tenant=2)
     cloud.start()
     access_key = cloud.accounts[1]["access_key"]
@@ -81,9 +83,10 @@ def test_wrong_secret_blocks_one_tenant_across_cron_runs(cloud: Cloud) -> None:
     assert cloud.truth()["duplicates"] == []
 
 
-def test_an_expired_token_is_named(cloud: Cloud) -> None:
+def test_an_expired_token_is_named(local_cloud: LocalCloud) -> None:
     """Temporary credentials whose token has expired: APIGW.0307 is named, with what to do;
     the tenant is tried once, the other tenant finishes."""
+    cloud = local_cloud
     cloud.populate(tenants=2, per_tenant=2)
     cloud.accounts[1].update(security_token="token-of-t1", token_expires_at=1000.0)
     cloud.start()
@@ -134,6 +137,7 @@ def simulator_in_thread(world: World, now: Callable[[], float]) -> Iterator[int]
         loop.close()
 
 
+@pytest.mark.e2e
 def test_clock_skew_is_named(cloud: Cloud) -> None:
     """This machine's clock 20 minutes ahead of the cloud's: APIGW.0303 is named as clock skew,
     with the fix (NTP); the key is tried once."""
