@@ -1,9 +1,9 @@
 """Bad input, named and never guessed: the catalogue of broken lists, configs and state dirs.
 
-Each case goes through the CLI's ``main()`` (in process, as a user's shell would call it)
-against one simulator per test worker on 127.0.0.1, and asserts the exact words the user sees,
-what was submitted (the simulator's ground truth), and that an unusable list or config exits 2
-before any request at all.
+Each case goes through the CLI's ``main()`` (in process, as a user's shell would call it) on
+virtual time against the in-memory cloud over one simulated world per test module, and asserts
+the exact words the user sees, what was submitted (the simulator's ground truth), and that an
+unusable list or config exits 2 before any request at all.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.core.model import item_key, item_token
-from tests.e2e import Cloud, starts_process
-
-pytestmark = pytest.mark.e2e
+from orchestrator.simulator.inmemory import in_memory_clouds
+from orchestrator.simulator.world import World
+from tests.e2e import Cloud
+from tests.inprocess import LocalCloud
 
 HEADER = "tenant,image_id,source_region,target_region"
 NORTH, EAST = "cn-north-4", "cn-east-3"
@@ -35,20 +36,24 @@ COLUMNS = (
 class Simulator:
     """One simulator for the tests of a worker, with a pool of unused source images."""
 
-    cloud: Cloud
+    cloud: LocalCloud
     free: list[str]
 
     def image(self) -> str:
         return self.free.pop()
+
+    @property
+    def world(self) -> World:
+        assert self.cloud.world is not None
+        return self.cloud.world
 
     def truth(self) -> dict[str, Any]:
         return self.cloud.truth()
 
 
 @pytest.fixture(scope="module")
-@starts_process
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    cloud = Cloud(tmp_path_factory.mktemp("simulator"))
+    cloud = LocalCloud(tmp_path_factory.mktemp("simulator"))
     cloud.account("t0")
     images = [cloud.image("t0", 1) for _ in range(40)]
     cloud.start()
@@ -104,6 +109,8 @@ class Case:
             environ=self.files.env() if env is None else env,
             stdout=out,
             stderr=err,
+            clouds=in_memory_clouds(self.sim.world),
+            clock=self.sim.cloud.clock,
         )
         after = self.sim.truth()
         submitted = {

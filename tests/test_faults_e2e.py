@@ -1,8 +1,11 @@
 """Faults the cloud throws at a run: lost replies, visibility lag, HTTP errors, busy slots.
 
-Each e2e test runs the real CLI in a subprocess against the simulator on 127.0.0.1 and judges
-on the simulator's ground truth (``/_sim/truth``) and its per-request log (``/_sim/requests``:
-arrival time, method, kind, account, status, path and injected fault of every request). The
+Lost replies and the job deadline run the CLI's ``main`` in process on virtual time against the
+in-memory cloud, which carries out the same faults on the same world, judged by its ground truth.
+The HTTP faults and the busy slots run the real CLI in a subprocess against the simulator on
+127.0.0.1 and judge on its ground truth (``/_sim/truth``) and its per-request log
+(``/_sim/requests``: arrival time, method, kind, account, status, path and injected fault of
+every request). The
 in-process tests at the end drive ``ImsClient`` against the simulator app for the per-call
 guarantees (every endpoint kind, every fault, timeouts, Retry-After) that a whole run cannot
 isolate.
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +33,7 @@ from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.faults import KINDS, FaultPlan
 from orchestrator.simulator.world import GIB, World, WorldParams
 from tests.e2e import Cloud
+from tests.inprocess import Completed, LocalCloud
 
 CAP = 5
 FAILED_STATUSES = frozenset({0, 429, 500, 503})
@@ -84,8 +87,8 @@ LOST_REPLIES = {
 
 
 def run_with_lost_replies(
-    cloud: Cloud, visibility: str, lag: float, settle: float
-) -> subprocess.CompletedProcess[str]:
+    cloud: LocalCloud, visibility: str, lag: float, settle: float
+) -> Completed:
     """Two tenants of 8 rows, the first 3 copy POSTs and 15% of the others losing their reply."""
     cloud.params.update(visibility=visibility, visibility_lag=lag)
     cloud.timing.update(settle=settle, request_timeout=5)  # only the injected replies get lost
@@ -95,7 +98,7 @@ def run_with_lost_replies(
     return cloud.run()
 
 
-def lost_reply_violations(cloud: Cloud, exit_code: int) -> list[str]:
+def lost_reply_violations(cloud: LocalCloud, exit_code: int) -> list[str]:
     """What is wrong after a run with lost replies (the pass condition is an empty list)."""
     truth = cloud.truth()
     items = checkpoint_items(cloud)
@@ -116,17 +119,17 @@ def lost_reply_violations(cloud: Cloud, exit_code: int) -> list[str]:
     return wrong
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("visibility", "lag", "settle"),
     [("immediate", 0.5, 2.0), ("at_end", 0.2, 3.0)],
     ids=["shown-after-lag", "shown-at-end"],
 )
 def test_lost_replies_are_adopted_never_resent(
-    cloud: Cloud, visibility: str, lag: float, settle: float
+    local_cloud: LocalCloud, visibility: str, lag: float, settle: float
 ) -> None:
     """POSTs carried out whose reply is lost (>= 5%) are found by token and adopted, never
     re-sent, while their slot stays held: 0 duplicates, no IMG.0060 from the tool itself."""
+    cloud = local_cloud
     done = run_with_lost_replies(cloud, visibility, lag, settle)
     assert lost_reply_violations(cloud, done.returncode) == [], done.stderr
     truth = cloud.truth()
@@ -134,20 +137,20 @@ def test_lost_replies_are_adopted_never_resent(
     assert truth["lost_replies"] >= max(3, 0.05 * posts), (truth["lost_replies"], posts)
 
 
-@pytest.mark.e2e
-def test_without_a_settle_window_the_same_judge_sees_duplicates(cloud: Cloud) -> None:
+def test_without_a_settle_window_the_same_judge_sees_duplicates(local_cloud: LocalCloud) -> None:
     """The lost-reply judge can see the bug: with settle 0.001 s (the smallest the config takes)
     and copies that show only at the end, the run re-sends copies that exist."""
+    cloud = local_cloud
     done = run_with_lost_replies(cloud, "at_end", 0.2, 0.001)
     wrong = lost_reply_violations(cloud, done.returncode)
     assert any(problem.startswith("submitted twice") for problem in wrong), wrong
     assert cloud.truth()["duplicates"]
 
 
-@pytest.mark.e2e
-def test_job_past_its_deadline_is_adopted_by_retry_failed(cloud: Cloud) -> None:
+def test_job_past_its_deadline_is_adopted_by_retry_failed(local_cloud: LocalCloud) -> None:
     """A job that outlives job_deadline fails the item; --retry-failed adopts the old job
     (still running, or finished meanwhile) instead of copying again: one submission each."""
+    cloud = local_cloud
     cloud.params["init_seconds"] = 1.0  # no progress to learn from: polls back off from 0.05 s
     cloud.account("t0")
     still_running = cloud.row("t0", 235)  # ends ~6 s after its submission
@@ -159,9 +162,8 @@ def test_job_past_its_deadline_is_adopted_by_retry_failed(cloud: Cloud) -> None:
     items = checkpoint_items(cloud)
     assert {item["error_code"] for item in items.values()} == {"JOB_DEADLINE"}
     assert "--retry-failed adopts it" in first.stdout
-    deadline = time.monotonic() + 20
-    while cloud.truth()["jobs"].get("SUCCESS", 0) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while cloud.truth()["jobs"].get("SUCCESS", 0) < 1:
+        cloud.clock.advance(0.05)  # time between two cron runs, on the virtual clock
     cloud.timing["job_deadline"] = 60
     cloud.write_config()
     retry_started = cloud.truth()["now"]
