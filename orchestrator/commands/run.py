@@ -8,10 +8,8 @@ any call (exit 2), the state saved before any POST. No printing: the CLI shows t
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
 import signal
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -46,6 +44,7 @@ from orchestrator.engine.scheduler import (
 from orchestrator.engine.window import Window
 from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_list
 from orchestrator.output.report import render_csv
+from orchestrator.state.atomic import write_atomic
 from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
 from orchestrator.state.gcpause import collector_paused, keep_for_the_run
 from orchestrator.state.meta import BlockedKey
@@ -88,15 +87,7 @@ class RunSummary:
 def write_report(state_dir: Path, items: list[Item]) -> None:
     """``report.csv`` rewritten atomically (temp file in the same folder, then rename)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=REPORT_TEMP, dir=state_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(render_csv(items))
-            os.replace(tmp, state_dir / REPORT)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(state_dir / REPORT, render_csv(items), durable=False, prefix=REPORT_TEMP)
     except OSError as exc:  # disk full: exit 74, like any other part of the state
         raise StoreError(
             f"cannot write the report {state_dir / REPORT}: {exc.strerror or exc} "

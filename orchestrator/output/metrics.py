@@ -16,15 +16,13 @@ report into one folder (one file each).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.core.model import Item
 from orchestrator.output.report import STATES, summarize
+from orchestrator.state.atomic import write_atomic
 
 METRICS_EVERY = 30.0  # seconds between two writes while a run goes on
 PREFIX = "ims_migrate_"
@@ -95,13 +93,6 @@ def write_metrics(path: Path, text: str) -> None:
 
     Raises OSError when the folder is missing or not writable.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # node_exporter runs as another user; nothing secret in it
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # The temp file ends in .tmp, never in .prom; 0644: node_exporter runs as another user
+    # (nothing secret in it).
+    write_atomic(path, text, durable=False, suffix=".tmp", mode=0o644)

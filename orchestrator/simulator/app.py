@@ -29,7 +29,6 @@ import contextlib
 import hmac
 import json
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from orchestrator.ims.signer import (
 from orchestrator.simulator.faults import Fault, FaultPlan
 from orchestrator.simulator.scenario import load_scenario
 from orchestrator.simulator.world import Account, Project, SimError, World
+from orchestrator.state.atomic import write_atomic
 
 THROTTLE_MESSAGE = (
     "The throttling threshold has been reached: policy user over ratelimit,limit:200,time:1 second"
@@ -426,18 +426,7 @@ async def serve(
 
 def write_port_file(path: str | os.PathLike[str], port: int) -> None:
     """Write ``port`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(f"{port}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(Path(path), f"{port}\n", durable=True)
 
 
 async def run_simulator(

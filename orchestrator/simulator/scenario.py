@@ -21,13 +21,11 @@ Shape (every key but ``accounts`` optional)::
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
 import os
 import random
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from hashlib import sha256
@@ -36,6 +34,7 @@ from typing import Any
 
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.world import GIB, World, WorldParams
+from orchestrator.state.atomic import write_atomic
 
 SCENARIO_VERSION = 1
 DEMO_REGIONS = ("cn-north-4", "cn-east-3", "cn-south-1", "ap-southeast-1")
@@ -131,17 +130,8 @@ def load_scenario(path: str | os.PathLike[str]) -> tuple[World, FaultPlan | None
 
 def dump_scenario(scenario: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write a scenario as JSON, atomically (temp file in the same folder, then rename)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(scenario, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(scenario, indent=1, sort_keys=True) + "\n"
+    write_atomic(Path(path), text, durable=False)
 
 
 def write_rows_csv(rows: Sequence[Mapping[str, str]], path: str | os.PathLike[str]) -> None:

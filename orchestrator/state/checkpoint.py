@@ -24,7 +24,6 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -35,6 +34,7 @@ import anyio.to_thread
 
 from orchestrator import crashpoints
 from orchestrator.core.model import Item, item_key
+from orchestrator.state.atomic import write_atomic
 from orchestrator.state.codec import item_from_dict, item_to_dict
 from orchestrator.state.meta import MetaError, RunMeta
 from orchestrator.state.snapshot import SNAPSHOT_CHUNK, parse_snapshot, render_snapshot
@@ -98,14 +98,6 @@ def repair_jsonl(path: Path) -> int:
         handle.truncate(keep)
         os.fsync(handle.fileno())
         return size - keep
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_snapshot(
@@ -296,22 +288,10 @@ class CheckpointStore:
             raise self._failed from exc
 
     def _write_snapshot(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.state_dir)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                items = list(self._items.items())  # at once: the event loop may change it
-                meta = self._meta.to_dict()
-                head = {"version": VERSION, "generation": self._generation, "meta": meta}
-                for chunk in render_snapshot(head, items, item_to_dict):
-                    handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.state_dir / SNAPSHOT)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.state_dir)
+        items = list(self._items.items())  # at once: the event loop may change it
+        head = {"version": VERSION, "generation": self._generation, "meta": self._meta.to_dict()}
+        chunks = render_snapshot(head, items, item_to_dict)
+        write_atomic(self.state_dir / SNAPSHOT, chunks, durable=True, prefix=TEMP_PREFIX)
         self.fsyncs += 2
 
     def _compact(self) -> None:
