@@ -46,7 +46,7 @@ from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_
 from orchestrator.output.report import render_csv
 from orchestrator.state.atomic import write_atomic
 from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
-from orchestrator.state.gcpause import collector_paused, keep_for_the_run
+from orchestrator.state.gcpause import collector_paused, freeze_loaded
 from orchestrator.state.meta import BlockedKey
 from orchestrator.state.recall import recall, remember
 from orchestrator.state.store import StoreError
@@ -217,7 +217,7 @@ async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> Ru
     try:
         with collector_paused():
             manifest, items, recalled = open_with_list(request, source, store)
-            keep_for_the_run(len(items))
+            freeze_loaded(len(items))  # out of the garbage collector's sight
         sweep_report_temps(state_dir)
         loaded = time.perf_counter() - loading
         chosen: list[Item] = []

@@ -1,11 +1,12 @@
-"""The garbage collector and a large state: load it without the collector, then keep it out of
-the collector's way for the run.
+"""Python's cyclic garbage collector (``gc``) and a large state: pause the collector while the
+state is loaded, then freeze what was loaded out of the collector's sight for the run.
 
 Loading 100,000 items builds hundreds of thousands of objects that all stay alive. With the
 cyclic collector running, it walks them again and again while they are built, then twice more
 right after (they are all young), then at every full collection of the run. None of them forms
 a cycle, so reference counting alone frees the items the run replaces: the collector has
-nothing to find there.
+nothing to find there. Only the collector's work changes: what is kept, and when memory is
+freed, stay the same.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def keep_for_the_run(items: int) -> None:
+def freeze_loaded(items: int) -> None:
     """Once a state of ``items`` items is loaded (collector paused): if it is large, move every
-    object alive now out of the collector's sight for good (``gc.freeze``)."""
+    object alive now out of the collector's sight for the rest of the run (``gc.freeze``)."""
     if items >= FREEZE_MIN:
         gc.freeze()
