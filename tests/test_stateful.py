@@ -178,10 +178,16 @@ class KillableCloud:
         name: str | None = None,
         image_id: str | None = None,
         private_only: bool = True,
+        filters: Mapping[str, str] | None = None,
     ) -> list[Image]:
         return await self._op(
             lambda: self.inner.list_images(
-                region, project=project, name=name, image_id=image_id, private_only=private_only
+                region,
+                project=project,
+                name=name,
+                image_id=image_id,
+                private_only=private_only,
+                filters=filters,
             )
         )
 

@@ -28,6 +28,7 @@ from orchestrator.cli.common import (
     leaves_of,
     say,
 )
+from orchestrator.cli.discover import cmd_discover
 from orchestrator.cli.parser import build_parser
 from orchestrator.cli.run import cmd_demo, cmd_run
 from orchestrator.cli.views import cmd_plan, cmd_report, cmd_simulator, cmd_status
@@ -85,6 +86,8 @@ def _dispatch(
         return cmd_status(args, out)
     if args.command == "report":
         return cmd_report(args, stdout)
+    if args.command == "discover":
+        return cmd_discover(args, environ, out, err)
     if args.command == "simulator":
         return cmd_simulator(args, err)
     return cmd_demo(args, environ, out, err)

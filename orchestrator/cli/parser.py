@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
 from orchestrator.cli.common import EPILOG
 from orchestrator.config import parse_duration
+from orchestrator.core.discovery import OS_TYPES, parse_tag, parse_time
 from orchestrator.core.exits import ExitCode
 from orchestrator.output.metrics import METRICS_EVERY
 
@@ -155,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("csv", "json", "md", "html"), default="csv")
     report.add_argument("--output", type=Path, help="write to this file instead of stdout")
 
+    _add_discover(sub)
+
     sim = sub.add_parser(
         "simulator",
         help="serve the embedded IMS simulator on 127.0.0.1",
@@ -182,3 +186,146 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="scenario seed (default 7)")
     demo.add_argument("--progress", choices=("auto", "live", "plain", "none"), default="auto")
     return parser
+
+
+DISCOVER_EPILOG = """\
+One row per (tenant, private image of a source region, target region), with name,
+description and vault_id empty (the defaults apply), sorted by tenant, source region,
+creation time and id. An image run would reject (encrypted, ISO, over its region's size
+limit, not active, full-ECS without a vault_id) is left out and counted by reason;
+--include-ineligible writes those too, so run rejects them visibly. Copies made by
+ims-migrate are never listed. Read-only: no copy, no state dir, no lock.
+
+From cron, follow a fleet that is still growing:
+  ims-migrate discover --source-region cn-north-4 --target-region cn-east-3 \\
+      --append fleet.csv --quiet
+  ims-migrate run fleet.csv --deadline 50m --quiet
+
+exit codes: 0 the list was written (or had every row already); 1 a tenant or region
+could not be listed (named on stderr; the others were written); 2 usage or config error
+(nothing written)."""
+
+
+def _tag(text: str) -> tuple[str, str]:
+    try:
+        return parse_tag(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _time(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give an ISO 8601 time, e.g. 2026-01-31 or 2026-01-31T10:00:00Z"
+        ) from None
+
+
+def _add_discover(sub: Any) -> None:
+    p = sub.add_parser(
+        "discover",
+        help="write the migration list from what the cloud holds (read-only)",
+        description="List the private images of each tenant in the source regions (paged,\n"
+        "500 a page, with the API's own filters where they mean the same), keep those that\n"
+        "match the filters and that run would accept, and write one row per target region\n"
+        "to a new list (--output) or add the rows a list lacks (--append).",
+        epilog=DISCOVER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--source-region",
+        action="append",
+        required=True,
+        metavar="R",
+        help="list the images of this region (repeat)",
+    )
+    p.add_argument(
+        "--target-region",
+        action="append",
+        required=True,
+        metavar="T",
+        help="copy them to this region: one row per target (repeat)",
+    )
+    p.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this tenant of the config (repeat; default: every tenant)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default: $IMS_MIGRATE_CONFIG, else ./ims-migrate.toml)",
+    )
+    p.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only images whose name matches this shell glob (repeat: any of them)",
+    )
+    p.add_argument(
+        "--exclude-name",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out images whose name matches this shell glob (repeat)",
+    )
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        type=_tag,
+        metavar="KEY=VALUE",
+        help="only images carrying this tag (repeat: all of them)",
+    )
+    p.add_argument(
+        "--enterprise-project",
+        metavar="ID",
+        help="only images of this enterprise project (0 is the default project)",
+    )
+    p.add_argument(
+        "--created-after",
+        type=_time,
+        metavar="TIME",
+        help="only images created at or after this ISO 8601 time (UTC if no zone)",
+    )
+    p.add_argument(
+        "--created-before",
+        type=_time,
+        metavar="TIME",
+        help="only images created before this ISO 8601 time (UTC if no zone)",
+    )
+    p.add_argument("--os-type", choices=OS_TYPES, help="only Linux or only Windows images")
+    p.add_argument(
+        "--include-ineligible",
+        action="store_true",
+        help="write the images run would reject too (it then rejects them visibly)",
+    )
+    p.add_argument(
+        "--skipped",
+        type=Path,
+        metavar="FILE",
+        help="write what was left out, with the reason, to this CSV file",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--output", type=Path, metavar="LIST", help="write a new list (an existing file is refused)"
+    )
+    where.add_argument(
+        "--append",
+        type=Path,
+        metavar="LIST",
+        help="add the rows LIST lacks (by tenant, image_id, target_region), "
+        "keeping its lines as they are; created when absent",
+    )
+    p.add_argument(
+        "--format",
+        choices=("csv", "jsonl"),
+        help="the list's format (default and required: its suffix)",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="print nothing unless something needs a look (cron)"
+    )

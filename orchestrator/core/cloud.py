@@ -88,6 +88,9 @@ class Image:
     whole_image: bool = False
     os_type: str = "Linux"
     description: str = ""
+    created_at: str = ""  # ISO 8601 UTC as the API gives it, e.g. 2018-09-06T14:03:27Z
+    tags: tuple[str, ...] = ()  # user tags as ``key.value`` strings
+    enterprise_project_id: str = ""
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> Image:
@@ -117,7 +120,17 @@ class Image:
             whole_image=_text(raw, "__whole_image").lower() == "true",
             os_type=_text(raw, "__os_type"),
             description=_text(raw, "__description") or _text(raw, "description"),
+            created_at=_text(raw, "created_at"),
+            tags=_tags(raw.get("tags")),
+            enterprise_project_id=_text(raw, "enterprise_project_id"),
         )
+
+
+def _tags(raw: object) -> tuple[str, ...]:
+    """``tags`` as the listing gives them (``["key.value", ...]``); anything else is ignored."""
+    if not isinstance(raw, list | tuple):
+        return ()
+    return tuple(str(tag) for tag in raw if isinstance(tag, str | int | float))
 
 
 JOB_SUCCESS = "SUCCESS"
@@ -207,8 +220,14 @@ class TenantCloud(Protocol):
         name: str | None = None,
         image_id: str | None = None,
         private_only: bool = True,
+        filters: Mapping[str, str] | None = None,
     ) -> list[Image]:
-        """All matching images of the region (every page)."""
+        """All matching images of the region (every page, ``limit`` 500, ``marker`` the last id).
+
+        ``filters`` are further query keys of ``GET /v2/cloudimages`` as the API documents them
+        (``created_at=gte:2026-01-01T00:00:00Z``, ``tag``, ``enterprise_project_id``,
+        ``__os_type``, ``status``...), passed as given; how the cloud combines them is
+        UNVERIFIED, so a caller that must be exact filters the result again."""
         ...
 
     async def copy_image(

@@ -203,18 +203,20 @@ class ImsClient:
         name: str | None = None,
         image_id: str | None = None,
         private_only: bool = True,
+        filters: Mapping[str, str] | None = None,
     ) -> list[Image]:
-        filters: list[tuple[str, str]] = [("limit", str(self._page_size))]
+        query: list[tuple[str, str]] = [("limit", str(self._page_size))]
         if private_only:
-            filters.append(("__imagetype", "private"))
+            query.append(("__imagetype", "private"))
         if name is not None:
-            filters.append(("name", name))
+            query.append(("name", name))
         if image_id is not None:
-            filters.append(("id", image_id))
+            query.append(("id", image_id))
+        query.extend((key, value) for key, value in (filters or {}).items() if key != "marker")
         images: list[Image] = []
         marker: str | None = None
         while True:
-            params = [*filters, ("marker", marker)] if marker else filters
+            params = [*query, ("marker", marker)] if marker else query
             body = await self._ims("GET", region, project, "/v2/cloudimages", params=params)
             raw = body.get("images")
             page = [item for item in raw if isinstance(item, Mapping)] if raw else []

@@ -87,12 +87,15 @@ class InMemoryTenantCloud:
         name: str | None = None,
         image_id: str | None = None,
         private_only: bool = True,
+        filters: Mapping[str, str] | None = None,
     ) -> list[Image]:
-        filters = {"__imagetype": "private"} if private_only else {}
+        query = dict(filters or {})
+        if private_only:
+            query["__imagetype"] = "private"
         if name is not None:
-            filters["name"] = name
+            query["name"] = name
         if image_id is not None:
-            filters["id"] = image_id
+            query["id"] = image_id
         project_id = self._project_id(region, project)
         found: list[Image] = []
         marker: str | None = None
@@ -104,7 +107,7 @@ class InMemoryTenantCloud:
                     region,
                     now=now,
                     project_id=project_id,
-                    filters=filters,
+                    filters=query,
                     limit=self.page_size,
                     marker=marker,
                 )

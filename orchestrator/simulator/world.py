@@ -42,6 +42,7 @@ from orchestrator.config import (
     LARGE_LIMIT_GIB,
     LARGE_LIMIT_REGIONS,
 )
+from orchestrator.simulator.listing import FILTER_KEYS, FilterError, check_filters, matches
 
 GIB = 2**30
 JOB_TYPE = "imsCrossRegionCopyImageJob"
@@ -53,10 +54,6 @@ CAP_MESSAGE = (
 )
 _NAME_RE = re.compile(r"^[0-9A-Za-z\u4e00-\u9fa5._\- ]+$")
 _TRUE = frozenset({"1", "true", "True", "TRUE"})
-FILTER_KEYS = (
-    "__imagetype", "name", "id", "status", "owner", "visibility", "disk_format",
-    "virtual_env_type",
-)  # fmt: skip
 
 
 class SimError(Exception):
@@ -490,6 +487,10 @@ class World:
         """One page of the project's images in id order, after ``marker`` (the last id seen)."""
         project = self.resolve_project(account, region, project_id)
         wanted = {k: v for k, v in (filters or {}).items() if k in FILTER_KEYS and v != ""}
+        try:
+            check_filters(wanted)
+        except FilterError as error:
+            raise _bad("IMG.0001", str(error)) from None
         page: list[dict[str, Any]] = []
         ids = self._owned.get(project.id, set())
         if "id" in wanted:  # a look-up by id need not walk the whole project
@@ -501,7 +502,7 @@ class World:
             if image["owner"] != project.id:
                 continue
             shown = self._render(image, now)
-            if shown is None or any(str(shown.get(k)) != v for k, v in wanted.items()):
+            if shown is None or not matches(shown, wanted):
                 continue
             page.append(shown)
             if len(page) >= limit:
