@@ -341,6 +341,23 @@ async def test_list_images_accepts_page_info_next_marker(
     ]
 
 
+async def test_list_images_sends_the_documented_filters_on_every_page(
+    cloud: FakeCloud, make: Callable[..., Harness]
+) -> None:
+    """Discovery's filters are query keys of every page, beside limit and marker."""
+    cloud.on(
+        "GET",
+        IMAGES,
+        answer(200, {"images": [image(1), image(2)]}),
+        answer(200, {"images": []}),
+    )
+    filters = {"created_at": "gte:2026-03-01T00:00:00Z", "tag": "env.prod"}
+    await make(page_size=2).client.list_images(REGION, filters=filters)
+    queries = [s.query for s in cloud.requests("GET", IMAGES)]
+    base = "__imagetype=private&created_at=gte%3A2026-03-01T00%3A00%3A00Z&limit=2"
+    assert queries == [f"{base}&tag=env.prod", f"{base}&marker=img-2&tag=env.prod"]
+
+
 async def test_get_quota(cloud: FakeCloud, make: Callable[..., Harness]) -> None:
     """The image quota is read from quotas.resources."""
     cloud.on("GET", QUOTA, QUOTA_OK)

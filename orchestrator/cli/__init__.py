@@ -87,7 +87,7 @@ def _dispatch(
     if args.command == "report":
         return cmd_report(args, stdout)
     if args.command == "discover":
-        return cmd_discover(args, environ, out, err)
+        return cmd_discover(args, environ, out, err, seams)
     if args.command == "simulator":
         return cmd_simulator(args, err)
     return cmd_demo(args, environ, out, err)

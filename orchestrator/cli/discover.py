@@ -10,6 +10,7 @@ import anyio
 from rich.console import Console
 
 from orchestrator.cli.common import config_of, say
+from orchestrator.commands.clouds import Seams
 from orchestrator.commands.discover import DiscoverRequest, Progress, discover
 from orchestrator.core.discovery import Filters
 from orchestrator.output.discover_output import closing_lines, progress_line, summary_table
@@ -41,7 +42,11 @@ def request_of(args: argparse.Namespace, environ: Mapping[str, str]) -> Discover
 
 
 def cmd_discover(
-    args: argparse.Namespace, environ: Mapping[str, str], out: Console, err: Console
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    out: Console,
+    err: Console,
+    seams: Seams,
 ) -> int:
     request = request_of(args, environ)
     live = err.is_terminal and not args.quiet
@@ -50,11 +55,14 @@ def cmd_discover(
         if live and not progress.error:
             say(err, progress_line(progress))
 
-    result = anyio.run(lambda: discover(request, on_progress=on_progress))
+    result = anyio.run(
+        lambda: discover(request, clouds=seams.clouds, clock=seams.clock, on_progress=on_progress)
+    )
     for tally in result.failures:  # even with --quiet: someone must look
         say(err, f"ims-migrate discover: tenant {tally.tenant} {tally.region}: {tally.error}")
     if not args.quiet:
-        out.print(summary_table(result))
+        wide = out if out.is_terminal else Console(file=out.file, width=160, soft_wrap=False)
+        wide.print(summary_table(result))
         for line in closing_lines(result, appended=request.append):
             say(out, line)
         if request.skipped_path is not None:

@@ -5,20 +5,20 @@ The rich renderables are drawn by the CLI (the only module that prints).
 
 from __future__ import annotations
 
+from collections import Counter
+
 from rich.table import Table
 
 from orchestrator.commands.discover import DiscoverResult, Progress, Tally
 
 REASON_WORDS = {
     "not_active": "not active",
-    "encrypted": "encrypted",
-    "iso": "ISO image",
-    "too_large": "over the size limit",
-    "whole_image_needs_vault": "full-ECS: needs vault_id in the target",
-    "name_invalid": "name unusable for the copy",
+    "too_large": "too large",
+    "whole_image_needs_vault": "full-ECS, needs vault_id",
+    "name_invalid": "name unusable",
     "same_region": "source = target",
-    "made_by_ims_migrate": "copy made by ims-migrate",
-    "windows": "Windows (run warns)",
+    "made_by_ims_migrate": "ims-migrate's copy",
+    "windows": "Windows",
 }
 
 
@@ -47,25 +47,25 @@ def _total(tallies: list[Tally]) -> Tally:
     return total
 
 
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{reason_words(code)} {n}" for code, n in sorted(counter.items()) if n)
+
+
 def summary_table(result: DiscoverResult) -> Table:
-    """One row per tenant and source region: found, listed, already in the list, left out by
-    reason (rows; an image gives one row per target region), flagged."""
-    reasons = sorted({code for tally in result.tallies for code in tally.left_out})
-    flags = sorted({code for tally in result.tallies for code in tally.flagged})
+    """One row per tenant and source region: images found, rows listed, already in the list,
+    left out by reason and flagged (rows: an image gives one row per target region)."""
     table = Table(title=f"discover -> {result.list_path}", title_justify="left")
-    for column in ("tenant", "source region"):
-        table.add_column(column)
-    for column in ("images found", "not matching", "rows listed", "already in list"):
+    table.add_column("tenant")
+    table.add_column("source region")
+    for column in ("images found", "not matching", "rows listed", "already in list", "left out"):
         table.add_column(column, justify="right")
-    for code in reasons:
-        table.add_column(f"left out: {reason_words(code)}", justify="right")
-    for code in flags:
-        table.add_column(f"listed, flagged: {reason_words(code)}", justify="right")
+    table.add_column("left out, by reason")
+    table.add_column("listed, flagged")
     tallies = [*result.tallies, _total(result.tallies)] if len(result.tallies) > 1 else []
     for tally in tallies or result.tallies:
         if tally.error:
-            table.add_row(tally.tenant, tally.region, "[red]not listed[/red]", *[""] * (
-                3 + len(reasons) + len(flags)))  # fmt: skip
+            table.add_row(tally.tenant, tally.region, "[red]not listed[/red]", "", "", "", "",
+                          tally.error[:60], "")  # fmt: skip
             continue
         table.add_row(
             tally.tenant,
@@ -74,8 +74,9 @@ def summary_table(result: DiscoverResult) -> Table:
             str(tally.not_matching),
             str(tally.listed),
             str(tally.already),
-            *(str(tally.left_out[code]) for code in reasons),
-            *(str(tally.flagged[code]) for code in flags),
+            str(sum(tally.left_out.values())),
+            _counts(tally.left_out),
+            _counts(tally.flagged),
         )
     return table
 
@@ -89,7 +90,7 @@ def closing_lines(result: DiscoverResult, *, appended: bool) -> list[str]:
     lines = [f"{added} row{'s' if added != 1 else ''} {verb} {result.list_path}"]
     if result.flagged:
         lines.append(
-            f"{len(result.flagged)} listed row(s) carry a warning run repeats (Windows images "
-            "may be refused by the cloud; ineligible rows are rejected by run)"
+            f"{len(result.flagged)} listed row(s) flagged as run flags them (a Windows image may "
+            "be refused by the cloud; with --include-ineligible, run rejects the ineligible)"
         )
     return lines
