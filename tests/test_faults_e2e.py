@@ -27,8 +27,9 @@ from orchestrator.clock import RealClock
 from orchestrator.config import Config, Endpoints, TenantConfig, Timing
 from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind
 from orchestrator.core.credentials import Credentials
-from orchestrator.ims.client import ImsClient, open_session
+from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits
+from orchestrator.ims.transport import open_transport
 from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.faults import KINDS, FaultPlan
 from orchestrator.simulator.world import GIB, World, WorldParams
@@ -373,9 +374,9 @@ async def harness() -> AsyncIterator[Harness]:
         await clock.sleep(seconds)
 
     try:
-        async with open_session(config) as session:
+        async with open_transport(config) as transport:
             client = ImsClient(
-                session,
+                transport,
                 TenantConfig("acme"),
                 Credentials(AK, SK),
                 config,

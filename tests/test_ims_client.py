@@ -1,8 +1,11 @@
-"""ImsClient against a scripted IMS/IAM on 127.0.0.1: signing, retries, and error translation.
+"""ImsClient against a scripted IMS/IAM: paging, signing, retries, and error translation.
 
-Every request the fake receives is checked the way the gateway checks it (signature recomputed
-from what arrived, canonical wire query, X-Project-Id on IMS calls and not on IAM calls); a
-mismatch fails the test at teardown. Retry sleeps are recorded, never slept.
+The scripted answers come through the mock transport (``tests/mock_transport.py``): no socket.
+The few tests where the socket itself matters (timeouts, resets, a refused connection) send
+through the real aiohttp transport to the same script served on 127.0.0.1. Either way every
+request is checked the way the gateway checks it (signature recomputed from what was sent,
+canonical wire query, X-Project-Id on IMS calls and not on IAM calls); a mismatch fails the
+test at teardown. Retry sleeps are recorded, never slept.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import random
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -22,12 +25,13 @@ import anyio
 import anyio.lowlevel
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from orchestrator.config import Config, Endpoints, TenantConfig, Timing
 from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Job, Quota
 from orchestrator.core.credentials import Credentials
-from orchestrator.ims.client import ImsClient, env_proxy, open_session
+from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.signer import (
     DATE_FORMAT,
@@ -35,6 +39,16 @@ from orchestrator.ims.signer import (
     compute_signature,
     parse_authorization,
 )
+from orchestrator.ims.transport import (
+    AiohttpTransport,
+    Delivery,
+    HttpRequest,
+    HttpResponse,
+    TransportError,
+    env_proxy,
+    open_session,
+)
+from tests.mock_transport import MockTransport, json_response
 from tests.virtual_clock import InstantClock, VirtualClock
 
 AK = "AKTEST00000000000000"
@@ -52,7 +66,19 @@ COPY = CopyRequest(
     agency_name="ims_admin_agency",
 )
 
-Answer = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Answer = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+class Hang(Exception):
+    """Served only: keep the connection open without answering."""
+
+
+class Drop(Exception):
+    """Served only: close (FIN) or reset (RST) the connection without answering."""
+
+    def __init__(self, *, rst: bool) -> None:
+        super().__init__()
+        self.rst = rst
 
 
 @dataclass
@@ -60,13 +86,13 @@ class Seen:
     method: str
     path: str
     query: str
-    headers: dict[str, str]
+    headers: Mapping[str, str]
     body: bytes
 
 
 @dataclass
 class FakeCloud:
-    """IMS and IAM on one port: ``/ims/{region}/...`` and ``/iam/...``; answers are scripted."""
+    """IMS and IAM on one host: ``/ims/{region}/...`` and ``/iam/...``; answers are scripted."""
 
     clock: VirtualClock
     port: int = 0
@@ -83,15 +109,14 @@ class FakeCloud:
     def requests(self, method: str, path: str) -> list[Seen]:
         return [s for s in self.seen if s.method == method and s.path == path]
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        path = request.rel_url.raw_path
-        self.seen.append(
-            Seen(
-                request.method, path, request.rel_url.raw_query_string, dict(request.headers), body
-            )
-        )
-        problem = self._check(request, body)
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        """The gateway's check, then the scripted answer (the mock transport's handler)."""
+        url = URL(request.url, encoded=True)
+        headers = CIMultiDict(request.headers)
+        body = request.body or b""
+        path = url.raw_path
+        self.seen.append(Seen(request.method, path, url.raw_query_string, headers, body))
+        problem = self._check(request.method, url, headers, body)
         if problem:
             self.problems.append(f"{request.method} {path}: {problem}")
             return gateway_error(401, "APIGW.0301", "Incorrect IAM authentication information")
@@ -103,45 +128,66 @@ class FakeCloud:
         answer = answers.pop(0) if len(answers) > 1 else answers[0]
         return await answer(request)
 
-    def _check(self, request: web.Request, body: bytes) -> str | None:
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        """The same script behind a real socket (aiohttp's handler)."""
+        url = f"http://{request.host}{request.rel_url.raw_path_qs}"
+        sent = HttpRequest(request.method, url, dict(request.headers), await request.read())
+        try:
+            answer = await self.handle(sent)
+        except Hang:
+            await self.release.wait()
+            return web.json_response({})
+        except Drop as drop:
+            transport = request.transport
+            assert transport is not None
+            if drop.rst:
+                sock = transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+            await self.release.wait()
+            return web.json_response({})
+        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+    def _check(self, method: str, url: URL, headers: CIMultiDict[str], body: bytes) -> str | None:
         """What the gateway would reject in this request, or None."""
-        auth = parse_authorization(request.headers.get("Authorization", ""))
+        auth = parse_authorization(headers.get("Authorization", ""))
         if auth is None or auth.access_key != AK:
             return "no or foreign Authorization header"
-        query = request.rel_url.raw_query_string
-        if query != canonical_query(request.rel_url.query.items()):
+        query = url.raw_query_string
+        if query != canonical_query(url.query.items()):
             return f"wire query {query!r} is not canonical"
-        headers = dict(request.headers)
         lowered = {name.lower() for name in headers}
         if "x-sdk-date" not in auth.signed_headers or not set(auth.signed_headers) <= lowered:
             return f"signed headers {auth.signed_headers} missing"
-        sent = datetime.strptime(request.headers["X-Sdk-Date"], DATE_FORMAT).replace(tzinfo=UTC)
+        sent = datetime.strptime(headers["X-Sdk-Date"], DATE_FORMAT).replace(tzinfo=UTC)
         if abs(sent.timestamp() - self.clock.now()) > 900:
             return "X-Sdk-Date off by more than 15 minutes"
         expected = compute_signature(
-            SK, request.method, request.rel_url.raw_path, query, headers, auth.signed_headers, body
+            SK, method, url.raw_path, query, dict(headers), auth.signed_headers, body
         )
         if expected != auth.signature:
             return "signature mismatch"
-        project = request.headers.get("X-Project-Id")
-        parts = request.rel_url.raw_path.split("/")
+        project = headers.get("X-Project-Id")
+        parts = url.raw_path.split("/")
         if parts[1] == "iam" and project is not None:
             return "X-Project-Id sent to IAM"
         if parts[1] == "ims" and project != self.project_ids.get(parts[2]):
             return f"X-Project-Id {project!r} is not the project of {parts[2]}"
-        if body and request.headers.get("Content-Type") != "application/json;charset=UTF-8":
+        if body and headers.get("Content-Type") != "application/json;charset=UTF-8":
             return "a body without the JSON content type"
         return None
 
 
-def gateway_error(status: int, code: str, message: str) -> web.Response:
+def gateway_error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> HttpResponse:
     body = {"error_code": code, "error_msg": message, "request_id": "req-1"}
-    return web.json_response(body, status=status)
+    return json_response(status, body, headers)
 
 
 def answer(status: int = 200, body: Any = None, headers: dict[str, str] | None = None) -> Answer:
-    async def respond(_request: web.Request) -> web.StreamResponse:
-        return web.json_response(body if body is not None else {}, status=status, headers=headers)
+    async def respond(_request: HttpRequest) -> HttpResponse:
+        return json_response(status, body, headers)
 
     return respond
 
@@ -150,26 +196,16 @@ def ims_error(status: int, code: str, message: str) -> Answer:
     return answer(status, {"error": {"code": code, "message": message}})
 
 
-def hang(cloud: FakeCloud) -> Answer:
-    async def respond(_request: web.Request) -> web.StreamResponse:
-        await cloud.release.wait()
-        return web.json_response({})
-
-    return respond
+async def hang(_request: HttpRequest) -> HttpResponse:
+    """Served only: no answer until the test ends."""
+    raise Hang
 
 
-def drop(cloud: FakeCloud, *, rst: bool) -> Answer:
-    """Read the request, then close the connection (FIN) or reset it (RST) without answering."""
+def drop(*, rst: bool) -> Answer:
+    """Served only: read the request, then close the connection (FIN) or reset it (RST)."""
 
-    async def respond(request: web.Request) -> web.StreamResponse:
-        transport = request.transport
-        assert transport is not None
-        if rst:
-            sock = transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-        await cloud.release.wait()
-        return web.json_response({})
+    async def respond(_request: HttpRequest) -> HttpResponse:
+        raise Drop(rst=rst)
 
     return respond
 
@@ -198,10 +234,18 @@ def clock() -> VirtualClock:
 
 
 @pytest.fixture
-async def runner(clock: VirtualClock) -> AsyncIterator[tuple[web.AppRunner, FakeCloud]]:
-    cloud = FakeCloud(clock)
+def cloud(clock: VirtualClock) -> Iterator[FakeCloud]:
+    fake = FakeCloud(clock)
+    yield fake
+    fake.release.set()
+    assert fake.problems == [], "requests the gateway would have rejected"
+
+
+@pytest.fixture
+async def runner(cloud: FakeCloud) -> AsyncIterator[tuple[web.AppRunner, FakeCloud]]:
+    """The script served on 127.0.0.1, for the tests where the socket matters."""
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", cloud.handle)
+    app.router.add_route("*", "/{tail:.*}", cloud.serve)
     app_runner = web.AppRunner(
         app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None
     )
@@ -214,12 +258,6 @@ async def runner(clock: VirtualClock) -> AsyncIterator[tuple[web.AppRunner, Fake
     finally:
         cloud.release.set()
         await app_runner.cleanup()
-    assert cloud.problems == [], "requests the gateway would have rejected"
-
-
-@pytest.fixture
-def cloud(runner: tuple[web.AppRunner, FakeCloud]) -> FakeCloud:
-    return runner[1]
 
 
 @pytest.fixture
@@ -249,6 +287,7 @@ def make(
         page_size: int = 500,
         limits: RateLimits | None = None,
         retry_sleep: Callable[[float], Awaitable[None]] | None = None,
+        over_socket: bool = False,
     ) -> Harness:
         sleeps: list[float] = []
 
@@ -271,7 +310,7 @@ def make(
             timing=Timing(request_timeout=TIMEOUT, backoff_max=2.0),
         )
         client = ImsClient(
-            session,
+            AiohttpTransport(session, TIMEOUT) if over_socket else MockTransport(cloud.handle),
             tenant,
             Credentials(AK, secret_key, security_token),
             config,
@@ -399,10 +438,11 @@ async def test_429_waits_at_least_retry_after(
     cloud: FakeCloud, make: Callable[..., Harness], retry_after: str
 ) -> None:
     """A throttled read waits as long as Retry-After says, even beyond backoff_max (2 s)."""
-    throttled = gateway_error(429, "APIGW.0308", "The throttling threshold has been reached")
-    throttled.headers["Retry-After"] = retry_after
+    throttled = gateway_error(
+        429, "APIGW.0308", "The throttling threshold has been reached", {"Retry-After": retry_after}
+    )
 
-    async def throttle(_request: web.Request) -> web.StreamResponse:
+    async def throttle(_request: HttpRequest) -> HttpResponse:
         return throttled
 
     cloud.on("GET", QUOTA, throttle, QUOTA_OK)
@@ -412,12 +452,13 @@ async def test_429_waits_at_least_retry_after(
     assert harness.sleeps[0] >= 7
 
 
+@pytest.mark.usefixtures("runner")
 async def test_get_timeout_is_transient_and_retried(
     cloud: FakeCloud, make: Callable[..., Harness]
 ) -> None:
     """A read that hangs past request_timeout is TRANSIENT, retried, then given up."""
-    cloud.on("GET", QUOTA, hang(cloud))
-    harness = make(max_attempts=2)
+    cloud.on("GET", QUOTA, hang)
+    harness = make(max_attempts=2, over_socket=True)
     with anyio.fail_after(5):
         with pytest.raises(CloudError) as caught:
             await harness.client.get_quota(REGION)
@@ -427,6 +468,7 @@ async def test_get_timeout_is_transient_and_retried(
     assert len(harness.sleeps) == 1
 
 
+@pytest.mark.usefixtures("runner")
 async def test_get_reset_is_transient_and_retried(
     cloud: FakeCloud, make: Callable[..., Harness]
 ) -> None:
@@ -435,8 +477,8 @@ async def test_get_reset_is_transient_and_retried(
     (aiohttp itself resends an idempotent request once on a dropped connection, so the count
     of GETs is not asserted: only our attempts, seen as sleeps.)
     """
-    cloud.on("GET", QUOTA, drop(cloud, rst=True))
-    harness = make(max_attempts=3)
+    cloud.on("GET", QUOTA, drop(rst=True))
+    harness = make(max_attempts=3, over_socket=True)
     with pytest.raises(CloudError) as caught:
         await harness.client.get_quota(REGION)
     assert caught.value.kind is ErrorKind.TRANSIENT
@@ -489,10 +531,11 @@ async def test_copy_throttled_by_the_gateway_is_retried(
     cloud: FakeCloud, make: Callable[..., Harness]
 ) -> None:
     """A 429 / APIGW.0308 on the POST was refused before IMS saw it: retried after Retry-After."""
-    throttled = gateway_error(429, "APIGW.0308", "The throttling threshold has been reached")
-    throttled.headers["Retry-After"] = "3"
+    throttled = gateway_error(
+        429, "APIGW.0308", "The throttling threshold has been reached", {"Retry-After": "3"}
+    )
 
-    async def throttle(_request: web.Request) -> web.StreamResponse:
+    async def throttle(_request: HttpRequest) -> HttpResponse:
         return throttled
 
     cloud.on("POST", COPY_PATH, throttle, answer(200, {"job_id": "job-1"}))
@@ -533,6 +576,7 @@ async def test_copy_to_a_closed_port_is_not_sent_and_retried(
         project_ids={region: PROJECT_ID},
         ims_by_region={region: f"http://127.0.0.1:{port}/ims/{region}"},
         retry_sleep=start_listening,
+        over_socket=True,
     )
     assert await harness.client.copy_image(region, "src-1", COPY) == "job-late"
     assert len(harness.sleeps) == 1
@@ -546,6 +590,7 @@ async def test_copy_to_a_closed_port_ends_not_sent(make: Callable[..., Harness])
         project_ids={"cn-dead-1": PROJECT_ID},
         ims_by_region={"cn-dead-1": f"http://127.0.0.1:{port}/ims"},
         max_attempts=3,
+        over_socket=True,
     )
     with pytest.raises(CloudError) as caught:
         await harness.client.copy_image("cn-dead-1", "src-1", COPY)
@@ -553,13 +598,14 @@ async def test_copy_to_a_closed_port_ends_not_sent(make: Callable[..., Harness])
     assert len(harness.sleeps) == 2
 
 
+@pytest.mark.usefixtures("runner")
 @pytest.mark.parametrize("rst", [True, False], ids=["reset", "closed"])
 async def test_copy_connection_lost_is_unknown_and_never_resent(
     cloud: FakeCloud, make: Callable[..., Harness], rst: bool
 ) -> None:
     """The server read the POST and dropped the connection: UNKNOWN at once, one POST seen."""
-    cloud.on("POST", COPY_PATH, drop(cloud, rst=rst), answer(200, {"job_id": "job-2"}))
-    harness = make()
+    cloud.on("POST", COPY_PATH, drop(rst=rst), answer(200, {"job_id": "job-2"}))
+    harness = make(over_socket=True)
     with pytest.raises(CloudError) as caught:
         await harness.client.copy_image(REGION, "src-1", COPY)
     assert caught.value.kind is ErrorKind.UNKNOWN
@@ -567,12 +613,13 @@ async def test_copy_connection_lost_is_unknown_and_never_resent(
     assert harness.sleeps == []
 
 
+@pytest.mark.usefixtures("runner")
 async def test_copy_timeout_is_unknown_and_never_resent(
     cloud: FakeCloud, make: Callable[..., Harness]
 ) -> None:
     """A POST without an answer within request_timeout is UNKNOWN at once; one POST seen."""
-    cloud.on("POST", COPY_PATH, hang(cloud), answer(200, {"job_id": "job-2"}))
-    harness = make()
+    cloud.on("POST", COPY_PATH, hang, answer(200, {"job_id": "job-2"}))
+    harness = make(over_socket=True)
     with anyio.fail_after(5):
         with pytest.raises(CloudError) as caught:
             await harness.client.copy_image(REGION, "src-1", COPY)
@@ -770,3 +817,46 @@ async def test_open_session_with_a_missing_ca_bundle_says_so(tmp_path: Any) -> N
     with pytest.raises(CloudError, match="ca_bundle"):
         async with open_session(config):
             pass
+
+
+# -- the transport's failures, classified ---------------------------------------------------------
+
+
+def failing(delivery: Delivery) -> Answer:
+    async def respond(_request: HttpRequest) -> HttpResponse:
+        raise TransportError(delivery, "scripted failure")
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    ("delivery", "kind", "posts"),
+    [
+        (Delivery.NOT_SENT, ErrorKind.NOT_SENT, 3),
+        (Delivery.MAYBE_SENT, ErrorKind.UNKNOWN, 1),
+        (Delivery.INVALID, ErrorKind.PERMANENT, 1),
+    ],
+    ids=["not-sent", "maybe-sent", "invalid"],
+)
+async def test_a_post_is_sent_again_only_if_it_never_left(
+    cloud: FakeCloud, make: Callable[..., Harness], delivery: Delivery, kind: ErrorKind, posts: int
+) -> None:
+    """The transport says how far the POST got: only a POST never sent is sent again."""
+    cloud.on("POST", COPY_PATH, failing(delivery))
+    harness = make(max_attempts=3)
+    with pytest.raises(CloudError) as caught:
+        await harness.client.copy_image(REGION, "src-1", COPY)
+    assert caught.value.kind is kind
+    assert "scripted failure" in str(caught.value)
+    assert len(cloud.requests("POST", COPY_PATH)) == posts
+
+
+async def test_a_read_that_may_have_been_sent_is_retried(
+    cloud: FakeCloud, make: Callable[..., Harness]
+) -> None:
+    """A GET whose answer was lost is TRANSIENT: sent again, and the second answer counts."""
+    cloud.on("GET", QUOTA, failing(Delivery.MAYBE_SENT), QUOTA_OK)
+    harness = make()
+    assert await harness.client.get_quota(REGION) == Quota(used=3, quota=20)
+    assert len(cloud.requests("GET", QUOTA)) == 2
+    assert len(harness.sleeps) == 1

@@ -18,8 +18,9 @@ from orchestrator.clock import Clock
 from orchestrator.commands.common import TenantCredentials
 from orchestrator.config import Config
 from orchestrator.core.cloud import TenantCloud
-from orchestrator.ims.client import ImsClient, open_session
+from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits
+from orchestrator.ims.transport import open_transport
 
 
 class CloudFactory(Protocol):
@@ -36,9 +37,9 @@ async def open_clouds(
 ) -> AsyncIterator[Mapping[str, TenantCloud]]:
     """One HTTP session, one rate limiter per host, one ``ImsClient`` per tenant."""
     limits = RateLimits(config.requests_per_second, clock)
-    async with open_session(config) as session:
+    async with open_transport(config) as transport:
         yield {
-            name: ImsClient(session, tenant, creds, config, limits, clock)
+            name: ImsClient(transport, tenant, creds, config, limits, clock)
             for name, (tenant, creds) in credentials.items()
         }
 

@@ -1,0 +1,177 @@
+"""The transport seam of the IMS client: one signed request out, one answer (or a failure) back.
+
+The IMS client builds and signs each request itself (``calls.py``) and hands it to a
+:class:`Transport`; it never sees aiohttp. The real transport, :class:`AiohttpTransport`,
+translates aiohttp's exceptions here, at the boundary, into a :class:`TransportError` that says
+how far the request got, which is all the client needs to classify it:
+
+    TransportError
+    ├── NOT_SENT     refused, DNS, proxy, TLS handshake: nothing left this machine
+    ├── INVALID      the request cannot be sent at all (a malformed URL)
+    └── MAYBE_SENT   timeout, reset, connection lost before the answer: the service may have it
+
+Tests swap the transport, not the code (``tests/mock_transport.py``, after httpx's
+MockTransport).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
+
+from orchestrator.config import Config
+from orchestrator.core.cloud import CloudError, ErrorKind
+
+
+class Delivery(Enum):
+    """How far a request got before it failed."""
+
+    NOT_SENT = "not sent"
+    INVALID = "invalid"
+    MAYBE_SENT = "maybe sent"
+
+
+class TransportError(Exception):
+    """The request got no answer; ``delivery`` says whether the service may have received it."""
+
+    def __init__(self, delivery: Delivery, message: str) -> None:
+        super().__init__(message)
+        self.delivery = delivery
+        self.message = message
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A request as it goes on the wire: ``url`` is already percent-encoded and signed."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        """A header of the answer, whatever the case of its name."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+
+class Transport(Protocol):
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        """The answer to ``request`` (any status), or a :class:`TransportError`."""
+        ...
+
+
+@asynccontextmanager
+async def open_session(config: Config) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session for the clients: proxies from the environment, the configured CA bundle."""
+    ssl_option: ssl.SSLContext | bool = True
+    if config.endpoints.ca_bundle:
+        try:
+            ssl_option = ssl.create_default_context(cafile=config.endpoints.ca_bundle)
+        except OSError as exc:  # ssl.SSLError is an OSError too
+            raise CloudError(
+                ErrorKind.PERMANENT,
+                f"cannot load the CA bundle {config.endpoints.ca_bundle!r} ([endpoints] "
+                f"ca_bundle): {exc}",
+            ) from exc
+    connector = aiohttp.TCPConnector(ssl=ssl_option)
+    timeout = aiohttp.ClientTimeout(total=config.timing.request_timeout)
+    # Not trust_env: the transport applies the environment's proxy itself (env_proxy).
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, trust_env=False
+    ) as session:
+        yield session
+
+
+@asynccontextmanager
+async def open_transport(config: Config) -> AsyncIterator[AiohttpTransport]:
+    """The real transport over one session (see :func:`open_session`)."""
+    async with open_session(config) as session:
+        yield AiohttpTransport(session, config.timing.request_timeout)
+
+
+Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
+# origin -> its proxy, read from the environment once per process: the look-up walks every
+# environment variable (thousands with a thousand tenants' keys) and reads ~/.netrc.
+_PROXIES: dict[str, Proxy] = {}
+
+
+def env_proxy(url: URL) -> Proxy:
+    """The proxy that HTTPS_PROXY / HTTP_PROXY / NO_PROXY choose for ``url`` (aiohttp's rule).
+
+    The session does not ``trust_env``: aiohttp would then look the proxy up in a worker thread
+    on every request (most of a request's CPU cost), and add ``~/.netrc`` credentials that
+    clash with the signed Authorization header (a ValueError on every request).
+    """
+    try:
+        return get_env_proxy_for_url(url)
+    except LookupError:
+        return None, None
+
+
+class AiohttpTransport:
+    """Requests over an aiohttp session, each within ``timeout`` seconds, never redirected."""
+
+    def __init__(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        self._session = session
+        self._seconds = timeout
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        url = URL(request.url, encoded=True)
+        origin = f"{url.scheme}://{url.raw_authority}"
+        proxy = _PROXIES.get(origin)
+        if proxy is None:
+            proxy = _PROXIES[origin] = env_proxy(URL(origin))
+        try:
+            async with self._session.request(
+                request.method,
+                url,
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=self._timeout,
+                allow_redirects=False,
+                proxy=proxy[0],
+                proxy_auth=proxy[1],
+            ) as response:
+                raw = await response.read()
+                return HttpResponse(response.status, raw, response.headers)
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: Exception) -> TransportError:
+        """aiohttp's exception as how far the request got, in words for the operator."""
+        name = type(exc).__name__
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return TransportError(
+                Delivery.NOT_SENT,
+                f"TLS handshake failed ({name}: {exc}); if the endpoint uses a private CA, "
+                "set [endpoints] ca_bundle",
+            )
+        # Before the generic ClientOSError: ClientConnectorError (refused, DNS, proxy) is one.
+        if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+            return TransportError(Delivery.NOT_SENT, f"not sent, cannot connect ({exc})")
+        if isinstance(exc, aiohttp.InvalidURL):
+            return TransportError(Delivery.INVALID, f"invalid URL ({exc})")
+        if isinstance(exc, TimeoutError):
+            return TransportError(
+                Delivery.MAYBE_SENT, f"no answer within {self._seconds:g}s ({name})"
+            )
+        return TransportError(
+            Delivery.MAYBE_SENT, f"connection lost before the answer ({name}: {exc})"
+        )
