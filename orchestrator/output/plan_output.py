@@ -15,7 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.commands.plan import VERDICTS, Plan, PlanRow, Verdict
+from orchestrator.commands.verdicts import VERDICTS, Plan, PlanRow, Verdict
 from orchestrator.core.estimate import format_duration
 from orchestrator.core.units import GIB
 
