@@ -5,7 +5,8 @@ import pytest
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
-from tests.e2e import Cloud, starts_process
+from orchestrator.simulator.harness import Cloud
+from tests.e2e import starts_process
 from tests.inprocess import LocalCloud
 
 

@@ -1,11 +1,11 @@
 """The e2e harness without the process boundary: the CLI's ``main(argv)`` in this process, on
 virtual time, against the in-memory cloud over the simulator's world.
 
-``LocalCloud`` builds the same world, list and config files as :class:`tests.e2e.Cloud` (the
-same scenario, through ``build_world``), but no simulator process and no HTTP: each run calls
+``LocalCloud`` builds the same world, list and config files as the harness's ``Cloud`` (the same
+scenario, through ``build_world``), but no simulator process and no HTTP: each run calls
 ``main`` with ``in_memory_clouds(world)`` and a :class:`DrivenClock`. The world's ground truth
 (``World.truth``: submissions, duplicates, max in flight) is still the judge. Signals, kill -9,
-lock contests between processes and disk faults stay with ``tests.e2e``.
+lock contests between processes and disk faults stay with ``orchestrator.simulator.harness``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import anyio.to_thread
 
 from orchestrator.cli import main
 from orchestrator.simulator.faults import FaultPlan
+from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.simulator.scenario import build_world
 from orchestrator.simulator.world import World
-from tests.e2e import Cloud
 from tests.virtual_clock import VirtualClock
 from tests.virtual_clock import _all_blocked as all_blocked
 

@@ -19,9 +19,9 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.core.model import item_key, item_token
+from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.simulator.world import World
-from tests.e2e import Cloud
 from tests.inprocess import LocalCloud
 
 HEADER = "tenant,image_id,source_region,target_region"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.e2e import Cloud
+from orchestrator.simulator.harness import Cloud
 from tests.inprocess import LocalCloud
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from orchestrator.simulator.harness import Cloud
 from orchestrator.state.checkpoint import acquire_lock, release_lock
-from tests.e2e import Cloud
 from tests.inprocess import LocalCloud
 
 

@@ -2,10 +2,11 @@
 message, the last good checkpoint stays readable, and a rerun without the fault finishes with no
 duplicate.
 
-Two ways to fail a save: ``fsync`` made to fail with ENOSPC by ``tests/crash_harness.py`` (the
-N-th one of the journal, once or from then on; the moment is written to a mark file), and a real
-``EFBIG`` from ``RLIMIT_FSIZE`` in the child (with ``SIGXFSZ`` ignored, so ``write`` fails part
-way instead of the process dying), which hits whichever state file grows past the limit.
+Two ways to fail a save: ``fsync`` made to fail with ENOSPC by the crash harness
+(``orchestrator/simulator/crash_harness.py``: the N-th one of the journal, once or from then on;
+the moment is written to a mark file), and a real ``EFBIG`` from ``RLIMIT_FSIZE`` in the child
+(with ``SIGXFSZ`` ignored, so ``write`` fails part way instead of the process dying), which hits
+whichever state file grows past the limit.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from orchestrator.core.model import Phase
-from tests.crash_harness import (
+from orchestrator.simulator.crash_harness import (
     History,
     copy_posts,
     harness_args,
@@ -28,7 +29,7 @@ from tests.crash_harness import (
     run_to_end,
     stray_files,
 )
-from tests.e2e import Cloud
+from orchestrator.simulator.harness import Cloud
 
 pytestmark = pytest.mark.e2e
 

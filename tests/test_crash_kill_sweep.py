@@ -13,8 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.crash_harness import judge_finished, kill_sweep, reap, seed_from_env, stray_files
-from tests.e2e import Cloud
+from orchestrator.simulator.crash_harness import (
+    judge_finished,
+    kill_sweep,
+    reap,
+    seed_from_env,
+    stray_files,
+)
+from orchestrator.simulator.harness import Cloud
 
 pytestmark = pytest.mark.e2e
 

@@ -24,9 +24,16 @@ from typing import Any
 
 import pytest
 
+from orchestrator.simulator.crash_harness import (
+    History,
+    copy_posts,
+    judge_finished,
+    reap,
+    run_to_end,
+    spawn,
+)
+from orchestrator.simulator.harness import Cloud
 from orchestrator.state.checkpoint import read_snapshot
-from tests.crash_harness import History, copy_posts, judge_finished, reap, run_to_end, spawn
-from tests.e2e import Cloud
 
 pytestmark = pytest.mark.e2e
 

@@ -6,10 +6,11 @@ reaches NAME. Seven 1 GiB images in one tenant; a job ends (~0.2 s) before the f
 (``poll_min`` 0.4 s), so each item is polled exactly once and the N-th ``polling`` is the N-th
 item's. Every step but ``save`` is reached once per item, so N = 1, 4, 7 are the first, a middle
 and the last item. ``save`` (the start of a journal write, before any byte is written) is reached
-per group commit, so it is aimed by what the write holds: ``HARNESS_KILL_AT_SAVE`` of
-``tests/crash_harness.py`` kills at that same point of the save of the first item's intent, the
-middle item's job id and the last item's success, with one copy slot so that no write holds two
-items; ``save:1`` (the run's very first write) comes through the crash switch itself.
+per group commit, so it is aimed by what the write holds: ``HARNESS_KILL_AT_SAVE`` of the crash
+harness (``orchestrator/simulator/crash_harness.py``) kills at that same point of the save of
+the first item's intent, the middle item's job id and the last item's success, with one copy slot
+so that no write holds two items; ``save:1`` (the run's very first write) comes through the crash
+switch itself.
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ import subprocess
 
 import pytest
 
-from tests.crash_harness import History, harness_args, judge_finished, run_to_end, set_cap
-from tests.e2e import Cloud
+from orchestrator.simulator.crash_harness import (
+    History,
+    harness_args,
+    judge_finished,
+    run_to_end,
+    set_cap,
+)
+from orchestrator.simulator.harness import Cloud
 
 pytestmark = pytest.mark.e2e
 

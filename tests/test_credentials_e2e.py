@@ -19,9 +19,9 @@ from contextlib import contextmanager
 import pytest
 
 from orchestrator.simulator.app import build_app, serve
+from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.scenario import build_world
 from orchestrator.simulator.world import World
-from tests.e2e import Cloud
 from tests.inprocess import LocalCloud
 
 LOCK_AFTER = 5  # the gateway's lock-out

@@ -32,8 +32,8 @@ from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.transport import open_transport
 from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.faults import KINDS, FaultPlan
+from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.world import GIB, World, WorldParams
-from tests.e2e import Cloud
 from tests.inprocess import Completed, LocalCloud
 
 CAP = 5

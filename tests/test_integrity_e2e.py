@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e import Cloud
+from orchestrator.simulator.harness import Cloud
 
 pytestmark = pytest.mark.e2e
 

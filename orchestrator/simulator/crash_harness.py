@@ -1,13 +1,17 @@
 """Crash-safety harness: judges for what a killed run leaves on disk, and a fault-injecting CLI.
 
-The crash tests and ``scripts/soak`` run the real CLI against the simulator (``tests.e2e.Cloud``)
+The crash tests and ``scripts/soak`` run the real CLI against the simulator (``harness.Cloud``)
 and judge on two sources of truth: the simulator's (``/_sim/truth``: submissions, duplicates,
 peak copies in flight; ``/_sim/requests``: every request with its arrival time) and the state
 dir the killed process left behind, read here exactly as the next run would read it (snapshot,
 then the journal lines of its generation).
 
-Run as a script, this file *is* the CLI (``python tests/crash_harness.py run LIST ...``) with
-faults switched on by environment variables, all test-only and read once at start:
+(Over 400 lines: the judges and the fault-injecting CLI share the state-file readers; split only
+with them.)
+
+Run as a module, this file *is* the CLI (``python -m orchestrator.simulator.crash_harness run
+LIST ...``) with faults switched on by environment variables, all test-only and read once at
+start:
 
 * ``HARNESS_FSYNC_FAIL=N[:always][:journal|snapshot]``: the N-th ``fsync`` of a state file (of
   that kind) fails with ENOSPC, once or from then on; the moment goes to ``HARNESS_MARK``.
@@ -40,10 +44,10 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.core.model import FORWARD_WITHIN_ATTEMPT, Phase
 from orchestrator.state.checkpoint import JOURNAL, LOCK, SNAPSHOT, TEMP_PREFIX
 
-if TYPE_CHECKING:  # run as a script, this file must not need the tests package
-    from tests.e2e import Cloud
+if TYPE_CHECKING:  # run as a script, this file imports only what the CLI needs
+    from orchestrator.simulator.harness import Cloud
 
-HARNESS = Path(__file__).resolve()
+HARNESS = "orchestrator.simulator.crash_harness"  # run with python -m
 STATE_FILES = frozenset({LOCK, SNAPSHOT, JOURNAL, "events.jsonl", "report.csv"})
 
 
@@ -208,7 +212,7 @@ def set_cap(cloud: Cloud, copies: int) -> None:
 
 def harness_args(cloud: Cloud, *extra: str) -> list[str]:
     """The ``run`` command line through this file (faults from the environment)."""
-    return [sys.executable, str(HARNESS), *cloud.run_args(*extra)[3:]]
+    return [sys.executable, "-m", HARNESS, *cloud.run_args(*extra)[3:]]
 
 
 SPAWNED: list[subprocess.Popen[bytes]] = []
