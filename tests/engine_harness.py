@@ -16,7 +16,9 @@ from orchestrator.engine.context import RunContext
 from orchestrator.engine.scheduler import Engine, RunOptions, RunResult, store_merged
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
-from orchestrator.simulator.world import World, WorldParams
+from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.truth import Truth
+from orchestrator.simulator.world import World
 from orchestrator.state.store import InMemoryStore
 from tests.virtual_clock import VirtualClock
 
@@ -113,7 +115,7 @@ class Scene:
         self.last_ctx = ctx
         return result
 
-    def truth(self) -> dict[str, Any]:
+    def truth(self) -> Truth:
         return self.world.truth(self.clock.now())
 
     def states(self) -> Mapping[str, str]:

@@ -46,7 +46,7 @@ async def test_a_second_state_dir_then_the_first_resumed_makes_no_duplicate() ->
     assert (await scene.run()).exit_code == ExitCode.OK
     scene.store = first
     assert (await scene.run()).exit_code == ExitCode.OK
-    assert scene.truth()["duplicates"] == []
+    assert scene.truth().duplicates == ()
     assert all(item.phase == Phase.SUCCEEDED for item in scene.items())
 
 
@@ -54,7 +54,7 @@ async def test_a_pending_item_whose_copy_exists_is_adopted_not_copied() -> None:
     """The checkpoint says pending (checked earlier), the target holds the item's copy."""
     scene = scene_of(3)
     assert (await scene.run()).exit_code == ExitCode.OK
-    copies = scene.truth()["copies_total"]
+    copies = scene.truth().copies_total
     scene.store = InMemoryStore(
         {
             key: replace(Item(row=item.row), copy_name=item.copy_name, size_bytes=item.size_bytes)
@@ -62,7 +62,7 @@ async def test_a_pending_item_whose_copy_exists_is_adopted_not_copied() -> None:
         }
     )
     assert (await scene.run()).exit_code == ExitCode.OK
-    assert scene.truth()["copies_total"] == copies
+    assert scene.truth().copies_total == copies
     assert scene.last_ctx.counters.submissions == 0
     assert all(item.detail.startswith("adopted") for item in scene.items())
 
@@ -138,5 +138,5 @@ async def test_a_copy_made_elsewhere_during_the_run_is_found_by_a_fresh_listing(
         group.start_soon(elsewhere)
         result = await scene.run(config=config)
     assert result.exit_code == ExitCode.OK
-    assert scene.truth()["duplicates"] == []
+    assert scene.truth().duplicates == ()
     assert all(scene.store.items[row.key].detail == "adopted" for row in late)

@@ -21,7 +21,8 @@ from orchestrator.core.discovery import Filters, parse_time
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import item_key, item_token
 from orchestrator.simulator.inmemory import in_memory_clouds
-from orchestrator.simulator.world import World, WorldParams
+from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.world import World
 from tests.inprocess import LocalCloud
 from tests.virtual_clock import VirtualClock
 
@@ -304,7 +305,7 @@ async def test_ten_thousand_images_cost_tens_of_requests(fleet: Fleet) -> None:
         fleet.world.add_image("t0", SOURCE, {"name": f"bulk-{n:05d}"})
     result = await fleet.discover(tenants=("t0",))
     assert len(result.added) == 10_000
-    requests = fleet.world.truth(NOW)["requests"]
+    requests = fleet.world.truth(NOW).requests
     assert requests == {"iam": 1, "list": 21}
 
 

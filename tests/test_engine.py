@@ -21,8 +21,8 @@ async def test_happy_path_copies_everything_within_the_cap() -> None:
     truth = scene.truth()
     assert result.exit_code == ExitCode.OK
     assert set(scene.states().values()) == {"succeeded"}
-    assert truth["max_in_flight"]["t1"] == 5
-    assert truth["duplicates"] == []
+    assert truth.max_in_flight["t1"] == 5
+    assert truth.duplicates == ()
     assert all(item.target_image_id for item in scene.items())
 
 
@@ -34,9 +34,9 @@ async def test_largest_images_go_first() -> None:
     for gib in sizes:
         scene.row("t1", gib)
     await scene.run()
-    copies = sorted(scene.truth()["copies"], key=lambda c: c["begin"])
+    copies = sorted(scene.truth().copies, key=lambda c: c.begin)
     by_id = {row.image_id: gib for row, gib in zip(scene.rows, sizes, strict=True)}
-    first_five = {by_id[c["image_id"]] for c in copies[:5]}
+    first_five = {by_id[c.image_id] for c in copies[:5]}
     assert first_five == set(sorted(sizes, reverse=True)[:5])
 
 
@@ -47,8 +47,8 @@ async def test_priority_overrides_size() -> None:
     rows = [scene.row("t1", gib) for gib in (100, 90, 80, 70, 60, 1)]
     scene.rows[-1] = replace(rows[-1], priority=5)
     await scene.run(config=replace(CONFIG, max_concurrent_copies=1))
-    first = min(scene.truth()["copies"], key=lambda c: c["begin"])
-    assert first["image_id"] == rows[-1].image_id
+    first = min(scene.truth().copies, key=lambda c: c.begin)
+    assert first.image_id == rows[-1].image_id
 
 
 async def test_two_tenants_of_one_account_share_one_window() -> None:
@@ -65,7 +65,7 @@ async def test_two_tenants_of_one_account_share_one_window() -> None:
     config = replace(CONFIG, tenants={"ops": TenantConfig("ops"), "dev": TenantConfig("dev")})
     result = await scene.run(config=config)
     assert result.exit_code == ExitCode.OK
-    assert scene.truth()["max_in_flight"]["acct"] == 5
+    assert scene.truth().max_in_flight["acct"] == 5
 
 
 async def test_tenants_are_served_side_by_side() -> None:
@@ -77,10 +77,10 @@ async def test_tenants_are_served_side_by_side() -> None:
         scene.row("big", 100 + n)
     scene.row("small", 5)
     await scene.run()
-    copies = scene.truth()["copies"]
-    start = min(c["begin"] for c in copies)
-    small = next(c for c in copies if c["account"] == "small")
-    assert small["begin"] - start < 60
+    copies = scene.truth().copies
+    start = min(c.begin for c in copies)
+    small = next(c for c in copies if c.account == "small")
+    assert small.begin - start < 60
 
 
 async def test_slots_held_by_others_cause_back_pressure_not_failures() -> None:
@@ -93,9 +93,9 @@ async def test_slots_held_by_others_cause_back_pressure_not_failures() -> None:
     result = await scene.run()
     truth = scene.truth()
     assert result.exit_code == ExitCode.OK
-    assert truth["max_in_flight"]["t1"] <= 5
+    assert truth.max_in_flight["t1"] <= 5
     assert scene.last_ctx.counters.back_pressure >= 1
-    assert truth["duplicates"] == []
+    assert truth.duplicates == ()
 
 
 async def test_lost_replies_are_adopted_not_resent() -> None:
@@ -107,8 +107,8 @@ async def test_lost_replies_are_adopted_not_resent() -> None:
     scene.faults = FaultPlan(seed=3, rates={"copy": {"lost_reply": 0.3}})
     result = await scene.run()
     truth = scene.truth()
-    assert truth["lost_replies"] >= 3
-    assert truth["duplicates"] == []
+    assert truth.lost_replies >= 3
+    assert truth.duplicates == ()
     assert result.exit_code == ExitCode.OK
     assert any(item.detail == "adopted" for item in scene.items())
 
@@ -123,7 +123,7 @@ async def test_without_settle_window_lost_replies_duplicate() -> None:
         scene.row("t1", 5 + n)
     scene.faults = FaultPlan(seed=3, rates={"copy": {"lost_reply": 0.3}})
     await scene.run(config=replace(CONFIG, timing=replace(TIMING, settle=0.0)))
-    assert scene.truth()["duplicates"] != []
+    assert scene.truth().duplicates != ()
 
 
 async def test_at_end_visibility_with_settle_has_no_duplicates() -> None:
@@ -136,7 +136,7 @@ async def test_at_end_visibility_with_settle_has_no_duplicates() -> None:
     scene.faults = FaultPlan(seed=3, rates={"copy": {"lost_reply": 0.3}})
     config = replace(CONFIG, timing=replace(TIMING, settle=4 * 3600.0))
     result = await scene.run(config=config)
-    assert scene.truth()["duplicates"] == []
+    assert scene.truth().duplicates == ()
     assert result.exit_code == ExitCode.OK
 
 
@@ -150,7 +150,7 @@ async def test_unknown_items_keep_their_slot() -> None:
     scene.faults = FaultPlan(seed=5, rates={"copy": {"lost_reply": 0.5}})
     await scene.run(config=replace(CONFIG, timing=replace(TIMING, settle=4 * 3600.0)))
     truth = scene.truth()
-    assert truth["max_in_flight"]["t1"] <= 5
+    assert truth.max_in_flight["t1"] <= 5
     assert scene.last_ctx.counters.back_pressure == 0  # the tool never asked for a 6th
 
 
@@ -177,7 +177,7 @@ async def test_rejected_rows_are_never_submitted() -> None:
     limit = CONFIG.size_limit_gib(SOURCE)  # the limit is the source region's: 300 GiB here
     scene.row("t1", limit + 1)
     result = await scene.run()
-    assert scene.truth()["copies_total"] == 0
+    assert scene.truth().copies_total == 0
     assert result.exit_code == ExitCode.ATTENTION
     assert [(i.phase, i.error_code) for i in scene.items()] == [
         (Phase.REJECTED, "encrypted"),
@@ -195,7 +195,7 @@ async def test_run_deadline_stops_submitting_and_exits_75() -> None:
     deadline_at = scene.clock.now() + 1000.0
     result = await scene.run(options=RunOptions(deadline_at=deadline_at))
     assert result.exit_code == ExitCode.LATER
-    assert all(c["begin"] <= deadline_at for c in scene.truth()["copies"])
+    assert all(c.begin <= deadline_at for c in scene.truth().copies)
     assert "pending" in set(scene.states().values())
 
 
@@ -209,8 +209,8 @@ async def test_resume_adopts_running_jobs_without_duplicates() -> None:
     result = await scene.run()
     truth = scene.truth()
     assert result.exit_code == ExitCode.OK
-    assert truth["duplicates"] == []
-    assert truth["copies_total"] == 20
+    assert truth.duplicates == ()
+    assert truth.copies_total == 20
 
 
 async def test_finished_list_makes_no_call() -> None:
@@ -220,11 +220,11 @@ async def test_finished_list_makes_no_call() -> None:
     scene.row("t1", 5)
     await scene.run()
     scene.store._meta = replace(scene.store.meta, last_exit=ExitCode.OK)
-    before = sum(scene.truth()["requests"].values())
+    before = sum(scene.truth().requests.values())
     result = await scene.run()
     assert result.skipped
     assert result.exit_code == ExitCode.OK
-    assert sum(scene.truth()["requests"].values()) == before
+    assert sum(scene.truth().requests.values()) == before
 
 
 async def test_bad_credentials_block_the_tenant_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -243,7 +243,7 @@ async def test_bad_credentials_block_the_tenant_only(monkeypatch: pytest.MonkeyP
     truth = scene.truth()
     assert result.exit_code == ExitCode.ATTENTION
     assert "bad" in scene.last_ctx.blocked
-    assert truth["auth_failures"].get("AKbad", 0) == 1
+    assert truth.auth_failures.get("AKbad", 0) == 1
     assert {i.row.tenant: i.phase for i in scene.items()}["good"] == Phase.SUCCEEDED
 
 
@@ -257,8 +257,8 @@ async def test_failure_threshold_stops_submitting_but_follows_running_copies() -
     result = await scene.run(max_failures=2)
     truth = scene.truth()
     assert result.exit_code == ExitCode.ATTENTION
-    assert truth["copies_total"] < 20
-    assert truth["in_flight_now"]["t1"] == 0
-    submitted = {c["image_id"] for c in truth["copies"]}
+    assert truth.copies_total < 20
+    assert truth.in_flight_now["t1"] == 0
+    submitted = {c.image_id for c in truth.copies}
     assert all(i.phase.is_terminal for i in scene.items() if i.row.image_id in submitted)
     assert "pending" in set(scene.states().values())

@@ -88,7 +88,7 @@ async def test_copies_in_flight_are_polled_before_a_slow_probe_of_another_tenant
     assert first_poll is not None
     assert cloud.probed_at is not None
     assert first_poll - started < 60.0 < SLOW <= cloud.probed_at - started
-    assert scene.truth()["duplicates"] == []
+    assert scene.truth().duplicates == ()
 
 
 async def test_nothing_is_submitted_before_every_tenant_of_an_account_is_probed() -> None:
@@ -118,7 +118,7 @@ async def test_nothing_is_submitted_before_every_tenant_of_an_account_is_probed(
     assert min(i.submitted_at or 0.0 for i in fast) >= cloud.probed_at
     assert scene.last_ctx.counters.back_pressure == 0
     assert [w.max_in_use for w in engine.windows.values()] == [5]
-    assert scene.truth()["max_in_flight"] == {"acc": 5}
+    assert scene.truth().max_in_flight == {"acc": 5}
 
 
 async def test_a_stop_during_the_probes_ends_the_run_at_once() -> None:
@@ -133,4 +133,4 @@ async def test_a_stop_during_the_probes_ends_the_run_at_once() -> None:
     assert result.exit_code == ExitCode.LATER
     assert scene.clock.now() - started < 60.0
     assert cloud.probed_at is None
-    assert scene.truth()["copies_total"] == 0
+    assert scene.truth().copies_total == 0

@@ -27,13 +27,15 @@ from orchestrator.clock import RealClock
 from orchestrator.config import Config, Endpoints, TenantConfig, Timing
 from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind
 from orchestrator.core.credentials import Credentials
+from orchestrator.core.units import GIB
 from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.transport import open_transport
 from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.faults import KINDS, FaultPlan
 from orchestrator.simulator.harness import Cloud
-from orchestrator.simulator.world import GIB, World, WorldParams
+from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.world import World
 from tests.inprocess import Completed, LocalCloud
 
 CAP = 5

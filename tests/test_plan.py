@@ -29,7 +29,9 @@ from orchestrator.core.estimate import (
 from orchestrator.core.model import Item, Phase, Row, item_key, item_token
 from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
 from orchestrator.simulator.inmemory import in_memory_clouds
-from orchestrator.simulator.world import World, WorldParams
+from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.truth import Truth
+from orchestrator.simulator.world import World
 from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
 from orchestrator.state.meta import BlockedKey, RunMeta
 from tests.inprocess import Completed, LocalCloud
@@ -86,7 +88,7 @@ class Setup:
             clock=VirtualClock(NOW),
         )
 
-    def truth(self) -> dict[str, Any]:
+    def truth(self) -> Truth:
         return self.world.truth(NOW)
 
 
@@ -144,8 +146,8 @@ async def test_each_row_gets_copy_present_or_rejected_with_the_reason(tmp_path: 
     assert "not copied again" in by_line[3].reason
     assert not plan.can_go
     truth = setup.truth()
-    assert truth["copies_total"] == 0
-    assert "copy" not in truth["requests"]
+    assert truth.copies_total == 0
+    assert "copy" not in truth.requests
 
 
 async def test_a_doubtful_image_is_copied_with_preflight_s_flag_as_a_note(tmp_path: Path) -> None:
@@ -222,7 +224,7 @@ async def test_refused_credentials_block_the_tenant_after_one_request(tmp_path: 
     plan = await setup.plan(secret_key="wrong")
     assert set(verdicts(plan).values()) == {Verdict.BLOCKED}
     assert "credentials refused" in plan.tenant_notes["t0"]
-    assert sum(setup.truth()["auth_failures"].values()) == 1
+    assert sum(setup.truth().auth_failures.values()) == 1
 
 
 async def test_credentials_refused_by_a_run_are_not_tried_again(tmp_path: Path) -> None:
@@ -242,7 +244,7 @@ async def test_credentials_refused_by_a_run_are_not_tried_again(tmp_path: Path) 
     plan = await setup.plan()
     assert verdicts(plan) == {2: Verdict.BLOCKED}
     assert "not tried again" in plan.tenant_notes["t0"]
-    assert sum(setup.truth()["requests"].values()) == 0
+    assert sum(setup.truth().requests.values()) == 0
 
 
 # -- the checkpoint ------------------------------------------------------------------------------
@@ -274,7 +276,7 @@ async def test_checkpoint_states_become_done_in_flight_and_failed(tmp_path: Path
     failed_row = next(row for row in plan.rows if row.line == 4)
     assert failed_row.code == "IMG.0500"
     assert "--retry-failed" in failed_row.reason
-    assert setup.truth()["requests"].get("job", 0) == 0
+    assert setup.truth().requests.get("job", 0) == 0
 
 
 async def test_plan_reads_the_checkpoint_while_a_run_holds_the_lock(tmp_path: Path) -> None:

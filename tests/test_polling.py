@@ -16,7 +16,7 @@ from orchestrator.core.polling import (
     remaining_time,
 )
 from orchestrator.core.speed import WINDOW, SpeedModel
-from orchestrator.simulator.world import SUCCESS, SimJob
+from orchestrator.simulator.jobs import SUCCESS, SimJob
 
 GIB = 2**30
 

@@ -20,7 +20,8 @@ from orchestrator.core.model import Item, Phase, Row
 from orchestrator.engine.preflight import preflight
 from orchestrator.engine.scheduler import RunOptions
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
-from orchestrator.simulator.world import World, WorldParams
+from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.world import World
 from orchestrator.state.checkpoint import JOURNAL, CheckpointStore, read_snapshot
 from orchestrator.state.meta import RunMeta
 from orchestrator.state.snapshot import parse_snapshot, render_snapshot
@@ -155,7 +156,7 @@ async def test_a_resumed_run_does_not_list_the_images_again() -> None:
     finished_now = len(scene.rows) - done_before
     targets = 3  # (tenant, target region) pairs
     assert scene.world.requests["list"] - lists_before == finished_now + targets
-    assert scene.truth()["duplicates"] == []
+    assert scene.truth().duplicates == ()
 
 
 json_values = st.recursive(

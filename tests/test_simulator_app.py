@@ -17,11 +17,13 @@ import pytest
 from yarl import URL
 
 from orchestrator.core.credentials import Credentials
+from orchestrator.core.units import GIB
 from orchestrator.ims.signer import canonical_query, format_sdk_date, sign
 from orchestrator.simulator.app import SERVICE, build_app, run_simulator, serve
 from orchestrator.simulator.faults import FaultPlan
+from orchestrator.simulator.params import WorldParams
 from orchestrator.simulator.scenario import dump_scenario, generate_demo_scenario
-from orchestrator.simulator.world import GIB, World, WorldParams
+from orchestrator.simulator.world import World
 
 T0 = 1_800_000_000.0
 NORTH, EAST = "cn-north-4", "cn-east-3"
@@ -157,8 +159,8 @@ async def test_a_correctly_signed_request_is_served(sim: Sim) -> None:
     )
     assert status == 200
     assert [image["id"] for image in body["images"]] == [sim.image_id]
-    assert sim.world.truth(T0)["requests"] == {"list": 1}
-    assert sim.world.truth(T0)["auth_failures"] == {}
+    assert sim.world.truth(T0).requests == {"list": 1}
+    assert sim.world.truth(T0).auth_failures == {}
 
 
 async def test_the_official_sdk_signer_is_accepted(sim: Sim) -> None:
@@ -195,9 +197,9 @@ async def test_a_tampered_request_is_refused_and_counted(sim: Sim) -> None:
     assert "signature" in body["error_msg"]
     assert body["request_id"] == response.headers["X-Request-Id"]
     truth = sim.world.truth(T0)
-    assert truth["auth_failures"] == {ACME.access_key: 1}
-    assert truth["copies_total"] == 0
-    assert truth["responses"] == {"copy": {"401": 1}}
+    assert truth.auth_failures == {ACME.access_key: 1}
+    assert truth.copies_total == 0
+    assert truth.responses == {"copy": {"401": 1}}
 
 
 async def test_wrong_secret_missing_header_and_unknown_key_are_refused(sim: Sim) -> None:
@@ -208,7 +210,7 @@ async def test_wrong_secret_missing_header_and_unknown_key_are_refused(sim: Sim)
     assert (await sim.call("GET", LIST, creds=stranger))[0] == 401
     async with sim.session.get(sim.base + LIST) as response:
         assert response.status == 401
-    failures = sim.world.truth(T0)["auth_failures"]
+    failures = sim.world.truth(T0).auth_failures
     assert failures == {ACME.access_key: 1, "AKNOBODY": 1, "<missing>": 1}
 
 
@@ -222,8 +224,8 @@ async def test_five_failures_lock_the_key(sim: Sim) -> None:
     sim.now.value = T0 + 301
     assert (await sim.call("GET", LIST))[0] == 200
     truth = sim.world.truth(T0)
-    assert truth["auth_failures"] == {ACME.access_key: 5}
-    assert truth["auth_locked"] == {ACME.access_key: 1}
+    assert truth.auth_failures == {ACME.access_key: 5}
+    assert truth.auth_locked == {ACME.access_key: 1}
 
 
 async def test_a_skewed_date_is_refused_with_apigw_0303(sim: Sim) -> None:
@@ -266,7 +268,7 @@ async def test_copy_then_poll_through_both_job_paths(sim: Sim) -> None:
         "GET", f"/ims/{EAST}/v2/cloudimages", project=EAST, query=[("name", "web-copy")]
     )
     assert [image["id"] for image in listing["images"]] == [job["entities"]["image_id"]]
-    assert sim.world.truth(T0)["requests"] == {"copy": 1, "job": 3, "list": 1}
+    assert sim.world.truth(T0).requests == {"copy": 1, "job": 3, "list": 1}
 
 
 async def test_refusals_use_the_ims_error_shape(sim: Sim) -> None:
@@ -346,7 +348,7 @@ async def test_quota_and_iam_project_lookup(sim: Sim) -> None:
             "enabled": True, "is_domain": False, "description": "",
         }
     ]  # fmt: skip
-    assert sim.world.truth(T0)["requests"] == {"quota": 1, "iam": 1}
+    assert sim.world.truth(T0).requests == {"quota": 1, "iam": 1}
 
 
 async def test_unknown_routes_and_regions_are_gateway_404s(sim: Sim) -> None:
@@ -379,8 +381,8 @@ async def test_server_errors_do_not_copy(sim: Sim) -> None:
     assert (await sim.call("POST", copy_path(sim.image_id), payload=copy_body()))[0] == 500
     assert (await sim.call("POST", copy_path(sim.image_id), payload=copy_body()))[0] == 503
     truth = sim.world.truth(T0)
-    assert truth["copies_total"] == 0
-    assert truth["responses"] == {"copy": {"500": 1, "503": 1}}
+    assert truth.copies_total == 0
+    assert truth.responses == {"copy": {"500": 1, "503": 1}}
 
 
 async def test_lost_reply_copies_but_drops_the_connection(sim: Sim) -> None:
@@ -389,17 +391,17 @@ async def test_lost_reply_copies_but_drops_the_connection(sim: Sim) -> None:
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await sim.call("POST", copy_path(sim.image_id), payload=copy_body())
     truth = sim.world.truth(T0)
-    assert truth["copies_total"] == 1
-    assert truth["lost_replies"] == 1
-    assert truth["submissions"] == {f"acme/{sim.image_id}/{EAST}": 1}
-    assert truth["responses"] == {"copy": {"0": 1}}
+    assert truth.copies_total == 1
+    assert truth.lost_replies == 1
+    assert truth.submissions == {f"acme/{sim.image_id}/{EAST}": 1}
+    assert truth.responses == {"copy": {"0": 1}}
 
 
 async def test_error_after_copy_answers_500_but_copies(sim: Sim) -> None:
     """500_after: the copy exists although the answer is an error."""
     set_faults(sim, copy=["500_after"])
     assert (await sim.call("POST", copy_path(sim.image_id), payload=copy_body()))[0] == 500
-    assert sim.world.truth(T0)["copies_total"] == 1
+    assert sim.world.truth(T0).copies_total == 1
 
 
 async def test_reset_drops_a_get_without_answer(sim: Sim) -> None:
@@ -407,7 +409,7 @@ async def test_reset_drops_a_get_without_answer(sim: Sim) -> None:
     set_faults(sim, job=["reset", "reset"])  # aiohttp retries an idempotent GET once by itself
     with pytest.raises(aiohttp.ClientConnectionError):
         await sim.call("GET", f"/ims/{NORTH}/v1/cloudimages/job/{'a' * 32}")
-    assert set(sim.world.truth(T0)["responses"]["job"]) == {"0"}
+    assert set(sim.world.truth(T0).responses["job"]) == {"0"}
 
 
 async def test_hang_outlasts_the_client_timeout_and_shutdown_is_prompt() -> None:
@@ -424,7 +426,7 @@ async def test_hang_outlasts_the_client_timeout_and_shutdown_is_prompt() -> None
         started = time.monotonic()
         await runner.cleanup()
     assert time.monotonic() - started < 1.0  # not the 2 s shutdown timeout, nor the 60 s hang
-    assert world.truth(T0)["responses"] == {"list": {"0": 1}}
+    assert world.truth(T0).responses == {"list": {"0": 1}}
 
 
 # -- admin --------------------------------------------------------------------------------

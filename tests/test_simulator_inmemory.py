@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
 from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, TenantCloud
+from orchestrator.core.units import GIB
 from orchestrator.simulator.faults import Fault, FaultPlan, FaultRates
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
-from orchestrator.simulator.world import GIB, World, WorldParams
+from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.truth import Truth
+from orchestrator.simulator.world import World
 
 T0 = 1_800_000_000.0
 NORTH, EAST = "cn-north-4", "cn-east-3"
@@ -69,7 +72,7 @@ async def test_probe_returns_the_domain_id() -> None:
     """probe() answers the account's domain id and counts an IAM request."""
     world, cloud, _ = make()
     assert await cloud.probe(NORTH) == "d" * 32
-    assert world.truth(T0)["requests"] == {"iam": 1}
+    assert world.truth(T0).requests == {"iam": 1}
 
 
 async def test_copy_poll_and_find_the_copy() -> None:
@@ -96,7 +99,7 @@ async def test_listing_reads_every_page() -> None:
     cloud.page_size = 2
     ids = {src(world) for _ in range(5)}
     assert {image.id for image in await cloud.list_images(NORTH)} == ids
-    assert world.truth(T0)["requests"] == {"list": 3}
+    assert world.truth(T0).requests == {"list": 3}
     by_id = await cloud.list_images(NORTH, image_id=next(iter(ids)))
     assert len(by_id) == 1
 
@@ -125,7 +128,7 @@ async def test_the_cap_is_back_pressure() -> None:
         await cloud.copy_image(NORTH, src(world), request(f"c{n}"))
     error = await expect_error(cloud.copy_image(NORTH, src(world), request("c5")))
     assert (error.kind, error.code) == (ErrorKind.BACK_PRESSURE, "IMG.0060")
-    assert world.truth(T0)["max_in_flight"] == {"acme": 5}
+    assert world.truth(T0).max_in_flight == {"acme": 5}
 
 
 async def test_a_full_target_quota_is_quota() -> None:
@@ -172,9 +175,9 @@ async def test_lost_reply_copies_and_raises_unknown() -> None:
     error = await expect_error(cloud.copy_image(NORTH, image_id, request()))
     assert error.kind is ErrorKind.UNKNOWN
     truth = world.truth(T0)
-    assert truth["submissions"] == {f"acme/{image_id}/{EAST}": 1}
-    assert truth["lost_replies"] == 1
-    assert truth["responses"] == {"copy": {"0": 1}}
+    assert truth.submissions == {f"acme/{image_id}/{EAST}": 1}
+    assert truth.lost_replies == 1
+    assert truth.responses == {"copy": {"0": 1}}
     assert [image.status for image in await cloud.list_images(EAST)] == ["saving"]
 
 
@@ -187,7 +190,7 @@ async def test_copy_faults_are_unknown(fault: str, performed: bool) -> None:
     world, cloud, _ = make(FaultPlan(script={"copy": [fault]}))
     error = await expect_error(cloud.copy_image(NORTH, src(world), request()))
     assert error.kind is ErrorKind.UNKNOWN
-    assert world.truth(T0)["copies_total"] == int(performed)
+    assert world.truth(T0).copies_total == int(performed)
 
 
 @pytest.mark.parametrize("fault", ["500", "503", "reset", "hang"])
@@ -203,7 +206,7 @@ async def test_throttling_is_transient_with_retry_after() -> None:
     world, cloud, _ = make(FaultPlan(retry_after=2.5, script={"copy": ["429"], "job": ["429"]}))
     error = await expect_error(cloud.copy_image(NORTH, src(world), request()))
     assert (error.kind, error.code, error.retry_after) == (ErrorKind.TRANSIENT, "APIGW.0308", 2.5)
-    assert world.truth(T0)["copies_total"] == 0
+    assert world.truth(T0).copies_total == 0
     assert (await expect_error(cloud.get_job(NORTH, "0" * 32))).kind is ErrorKind.TRANSIENT
 
 
@@ -218,7 +221,7 @@ async def test_a_wrong_secret_is_auth_and_locks_the_key() -> None:
     assert (await expect_error(good.probe(NORTH))).kind is ErrorKind.AUTH
     now.value = T0 + 301
     assert await good.probe(NORTH) == "d" * 32
-    assert world.truth(now.value)["auth_failures"] == {"AKACME": 5}
+    assert world.truth(now.value).auth_failures == {"AKACME": 5}
 
 
 async def test_an_expired_token_is_named() -> None:
@@ -234,7 +237,7 @@ async def test_an_expired_token_is_named() -> None:
 async def test_same_seed_same_story() -> None:
     """Two runs with one seed give the same faults, job ids and truth."""
 
-    async def run() -> dict[str, Any]:
+    async def run() -> Truth:
         plan = FaultPlan(seed=9, rates={"copy": {"lost_reply": 0.3, "500": 0.2}})
         world, cloud, now = make(plan, noise=0.2, seed=4)
         for n in range(20):
@@ -242,11 +245,11 @@ async def test_same_seed_same_story() -> None:
             world.add_image("acme", NORTH, {"id": f"img-{n:02d}", "name": f"i{n}"})
             with contextlib.suppress(CloudError):
                 await cloud.copy_image(NORTH, f"img-{n:02d}", request(f"c{n}"))
-        return world.truth(now.value) | {"faults": plan.decided}
+        return replace(world.truth(now.value), faults=plan.decided)
 
     first, second = await run(), await run()
     assert first == second
-    assert first["faults"]["copy"]  # some faults happened
+    assert first.faults["copy"]  # some faults happened
 
 
 # -- the fault plan ---------------------------------------------------------------------------

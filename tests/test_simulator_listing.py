@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.simulator.world import SimError, World, WorldParams
+from orchestrator.simulator.images import SimError
+from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.world import World
 
 REGION = "cn-north-4"
 NOW = 1_800_000_000.0

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from orchestrator.config import KNOWN_REGIONS, Config
+from orchestrator.core.units import GIB
+from orchestrator.simulator.images import SimError
+from orchestrator.simulator.params import REGIONS, WorldParams
 from orchestrator.simulator.scenario import (
     DEMO_ACCOUNTS,
     DEMO_COLUMNS,
@@ -19,7 +24,8 @@ from orchestrator.simulator.scenario import (
     load_scenario,
     write_rows_csv,
 )
-from orchestrator.simulator.world import GIB, SimError, World, WorldParams
+from orchestrator.simulator.truth import Truth
+from orchestrator.simulator.world import World
 
 T0 = 1_800_000_000.0
 NORTH, EAST, SOUTH, SEA = "cn-north-4", "cn-east-3", "cn-south-1", "ap-southeast-1"
@@ -72,7 +78,7 @@ def test_an_eligible_copy_is_accepted_and_counted() -> None:
     image_id = add(world)
     job_id = world.copy("acme", NORTH, image_id, body(), T0)
     assert len(job_id) == 32
-    assert world.truth(T0)["submissions"] == {f"acme/{image_id}/{EAST}": 1}
+    assert world.truth(T0).submissions == {f"acme/{image_id}/{EAST}": 1}
 
 
 @pytest.mark.parametrize(
@@ -169,6 +175,22 @@ def test_size_limit_depends_on_the_source_region(
         assert refusal(world, image_id, payload, region) == "IMG.0001"
 
 
+def test_product_defaults_agree_with_the_documented_limits() -> None:
+    """The product's default size limits and regions are the simulator's own documented ones."""
+    product, documented = Config(), WorldParams()
+    for region in REGIONS:
+        assert product.size_limit_gib(region) == documented.size_limit_gib(region), region
+    assert {r for r in REGIONS if documented.size_limit_gib(r) == 300} == {
+        "cn-south-1",
+        "cn-east-3",
+        "cn-east-2",
+        "cn-north-4",
+    }
+    assert product.size_limit_gib("xx-unknown-1") == documented.size_limit_gib("xx-unknown-1")
+    assert documented.size_limit_gib("xx-unknown-1") == 128
+    assert set(KNOWN_REGIONS) == set(REGIONS)
+
+
 def test_target_quota_full_is_refused() -> None:
     """IMG.0015 when the target project has no room; the copy itself takes room."""
     world = make_world()
@@ -213,9 +235,9 @@ def test_refusals_are_counted_but_are_no_submissions() -> None:
     world = make_world()
     refusal(world, add(world, status="saving"), body())
     truth = world.truth(T0)
-    assert truth["rejections"] == {"IMG.0046": 1}
-    assert truth["submissions"] == {}
-    assert truth["copies_total"] == 0
+    assert truth.rejections == {"IMG.0046": 1}
+    assert truth.submissions == {}
+    assert truth.copies_total == 0
 
 
 # -- the cap ------------------------------------------------------------------------------
@@ -230,7 +252,7 @@ def test_sixth_copy_in_flight_is_refused_with_img_0060() -> None:
         world.copy("acme", NORTH, add(world), body(name="c5"), T0)
     assert (caught.value.status, caught.value.code) == (400, "IMG.0060")
     assert "flow control limit" in caught.value.message
-    assert world.truth(T0)["max_in_flight"] == {"acme": 5}
+    assert world.truth(T0).max_in_flight == {"acme": 5}
 
 
 def test_cap_is_per_account_and_frees_when_jobs_end() -> None:
@@ -261,9 +283,9 @@ def test_external_jobs_hold_slots_within_the_cap() -> None:
     assert len(started) == 4
     assert refusal(world, add(world), body(name="x")) == "IMG.0060"
     truth = world.truth(T0)
-    assert truth["max_in_flight"] == {"acme": 5}
-    assert truth["external_jobs"] == {"acme": 4}
-    assert truth["copies_total"] == 1
+    assert truth.max_in_flight == {"acme": 5}
+    assert truth.external_jobs == {"acme": 4}
+    assert truth.copies_total == 1
     assert world.in_flight("acme", T0 + 31) == 0
 
 
@@ -458,21 +480,34 @@ def test_images_carry_string_attributes_like_the_api() -> None:
 # -- truth --------------------------------------------------------------------------------
 
 
-def test_truth_reports_duplicates_and_is_json() -> None:
-    """The same item submitted twice is a duplicate in truth; truth is plain JSON."""
+def test_truth_reports_duplicates() -> None:
+    """The same item submitted twice is a duplicate in truth."""
     world = make_world()
     image_id = add(world, 1)
     world.copy("acme", NORTH, image_id, body(name="a"), T0)
     world.copy("acme", NORTH, image_id, body(name="b"), T0)
     world.record_request(T0, "POST", "copy", "acme", 200)
-    truth = json.loads(json.dumps(world.truth(T0)))
+    truth = world.truth(T0)
     key = f"acme/{image_id}/{EAST}"
-    assert truth["duplicates"] == [key]
-    assert truth["submissions"] == {key: 2}
-    assert truth["in_flight_now"] == {"acme": 2, "other": 0}
-    assert truth["requests"] == {"copy": 1}
-    assert truth["copies_total"] == 2
-    assert {c["status"] for c in truth["copies"]} == {"INIT"}
+    assert truth.duplicates == (key,)
+    assert truth.submissions == {key: 2}
+    assert truth.in_flight_now == {"acme": 2, "other": 0}
+    assert truth.requests == {"copy": 1}
+    assert truth.copies_total == 2
+    assert {c.status for c in truth.copies} == {"INIT"}
+
+
+def test_truth_round_trips_through_json() -> None:
+    """Truth.to_dict is plain JSON, and Truth.from_dict reads it back unchanged."""
+    world = make_world()
+    image_id = add(world, 1)
+    world.copy("acme", NORTH, image_id, body(name="a"), T0)
+    world.note_auth_failure("AKACME", T0)
+    truth = replace(world.truth(T0), faults={"copy": {"lost_reply": 1}})
+    raw = json.loads(json.dumps(truth.to_dict()))
+    assert Truth.from_dict(raw) == truth
+    assert raw["copies"][0]["image_id"] == image_id
+    assert raw["duplicates"] == []
 
 
 def test_five_bad_signatures_lock_the_key_for_five_minutes() -> None:
@@ -487,8 +522,8 @@ def test_five_bad_signatures_lock_the_key_for_five_minutes() -> None:
     world.note_auth_failure("AKACME", T0)
     assert world.is_locked("AKACME", T0 + 299)
     assert not world.is_locked("AKACME", T0 + 301)
-    assert world.truth(T0)["auth_failures"] == {"AKACME": 9}
-    assert world.truth(T0)["locked_keys"] == ["AKACME"]
+    assert world.truth(T0).auth_failures == {"AKACME": 9}
+    assert world.truth(T0).locked_keys == ("AKACME",)
 
 
 # -- scenarios ----------------------------------------------------------------------------

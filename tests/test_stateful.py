@@ -44,7 +44,9 @@ from orchestrator.engine.context import RunContext
 from orchestrator.engine.scheduler import Engine, RunOptions, store_merged
 from orchestrator.simulator.faults import COPY_ONLY, Fault, FaultPlan
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
-from orchestrator.simulator.world import LIVE, World, WorldParams
+from orchestrator.simulator.jobs import LIVE
+from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.world import World
 from orchestrator.state.meta import RunMeta
 from tests.engine_harness import CONFIG, GIB, SOURCE
 from tests.virtual_clock import VirtualClock

@@ -270,8 +270,8 @@ def cmd_demo(
         encoding="utf-8",
     )
     truth = outcome.truth
-    copies = list(truth["copies"])
-    polls = truth["requests"].get("job", 0)
+    copies = list(truth.copies)
+    polls = truth.requests.get("job", 0)
     table = Table(title="demo: what the simulator saw", title_justify="left")
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -281,11 +281,11 @@ def cmd_demo(
     table.add_row("job polls per copy", f"{polls / max(1, len(copies)):.1f}")
     table.add_row(
         "max copies in flight per tenant",
-        ", ".join(f"{k}={v}" for k, v in sorted(truth["max_in_flight"].items())),
+        ", ".join(f"{k}={v}" for k, v in sorted(truth.max_in_flight.items())),
     )
-    table.add_row("items submitted twice", str(len(truth["duplicates"])))
-    table.add_row("lost replies injected", str(truth["lost_replies"]))
-    table.add_row("requests", ", ".join(f"{k}={v}" for k, v in sorted(truth["requests"].items())))
+    table.add_row("items submitted twice", str(len(truth.duplicates)))
+    table.add_row("lost replies injected", str(truth.lost_replies))
+    table.add_row("requests", ", ".join(f"{k}={v}" for k, v in sorted(truth.requests.items())))
     out.print(table)
     out.print(f"files: {outcome.workdir}", highlight=False, soft_wrap=True)
     out.print(f"html report: {html_report}", highlight=False, soft_wrap=True)

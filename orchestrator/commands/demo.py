@@ -26,6 +26,7 @@ from orchestrator.simulator.scenario import (
     generate_demo_scenario,
     write_rows_csv,
 )
+from orchestrator.simulator.truth import Truth
 
 LIST = "migration.csv"
 CONFIG = "ims-migrate.toml"
@@ -64,7 +65,7 @@ secret_key_env = "IMS_DEMO_{upper}_SK"
 @dataclass
 class DemoOutcome:
     summary: RunSummary
-    truth: dict[str, Any]
+    truth: Truth
     elapsed: float
     workdir: Path
     mismatches: list[str] = field(default_factory=list)
@@ -84,7 +85,7 @@ def _environ(scenario: Mapping[str, Any]) -> dict[str, str]:
 
 
 def check_outcome(
-    summary: RunSummary, rows: list[dict[str, str]], truth: Mapping[str, Any], cap: int
+    summary: RunSummary, rows: list[dict[str, str]], truth: Truth, cap: int
 ) -> list[str]:
     """Every way the run differs from what the demo planted, in words."""
     mismatches = []
@@ -100,10 +101,10 @@ def check_outcome(
         if got != expect:
             why = f" ({item.error_message or item.detail})" if item else ""
             mismatches.append(f"line {line} {row['image_id']}: expected {expect}, got {got}{why}")
-    for account, peak in truth["max_in_flight"].items():
+    for account, peak in truth.max_in_flight.items():
         if peak > cap:
             mismatches.append(f"{account}: {peak} copies in flight at once (cap {cap})")
-    mismatches.extend(f"{key}: submitted more than once" for key in truth["duplicates"])
+    mismatches.extend(f"{key}: submitted more than once" for key in truth.duplicates)
     return mismatches
 
 

@@ -32,6 +32,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,11 @@ from orchestrator.ims.signer import (
     compute_signature,
     parse_authorization,
 )
+from orchestrator.simulator.accounts import Account, Project
 from orchestrator.simulator.faults import Fault, FaultPlan
+from orchestrator.simulator.images import SimError
 from orchestrator.simulator.scenario import load_scenario
-from orchestrator.simulator.world import Account, Project, SimError, World
+from orchestrator.simulator.world import World
 from orchestrator.state.atomic import write_atomic
 
 THROTTLE_MESSAGE = (
@@ -335,8 +338,9 @@ class SimulatorService:
 
     async def truth(self, _request: web.Request) -> web.StreamResponse:
         truth = self.world.truth(self.now())
-        truth["faults"] = self.faults.decided if self.faults is not None else {}
-        return web.json_response(truth)
+        if self.faults is not None:
+            truth = replace(truth, faults=self.faults.decided)
+        return web.json_response(truth.to_dict())
 
     async def requests(self, _request: web.Request) -> web.StreamResponse:
         """Every IMS/IAM request: [time, method, kind, account, status, path, fault]."""

@@ -36,8 +36,10 @@ from orchestrator.core.cloud import (
 )
 from orchestrator.core.credentials import Credentials
 from orchestrator.ims.errors import classify
+from orchestrator.simulator.accounts import Account
 from orchestrator.simulator.faults import Fault, FaultPlan
-from orchestrator.simulator.world import Account, SimError, World
+from orchestrator.simulator.images import SimError
+from orchestrator.simulator.world import World
 
 T = TypeVar("T")
 THROTTLE_MESSAGE = (

@@ -32,8 +32,10 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.units import GIB
 from orchestrator.simulator.faults import FaultPlan
-from orchestrator.simulator.world import GIB, World, WorldParams
+from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.world import World
 from orchestrator.state.atomic import write_atomic
 
 SCENARIO_VERSION = 1
