@@ -15,7 +15,7 @@ import io
 import json
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio.to_thread
@@ -94,7 +94,10 @@ class LocalCloud(Cloud):
 
     def truth(self) -> dict[str, Any]:
         assert self.world is not None, "start() first"
-        return dict(json.loads(json.dumps(self.world.truth(self.clock.now()), default=str)))
+        truth = self.world.truth(self.clock.now())
+        if self.fault_plan is not None:
+            truth = replace(truth, faults=self.fault_plan.decided)
+        return truth.to_dict()  # what GET /_sim/truth serves, as tests.e2e.Cloud reads it
 
     def main(self, *args: str, env: Mapping[str, str] | None = None) -> Completed:
         """``ims-migrate ARGS`` in this process, against the world, on the virtual clock."""
