@@ -128,7 +128,7 @@ class Config:
 
 CONFIG_ENV = "IMS_MIGRATE_CONFIG"
 DEFAULT_CONFIG_NAME = "ims-migrate.toml"
-MAX_CONCURRENT_COPIES = 5  # the cloud's own cap per tenant (ims-api.md §3.2)
+MAX_CONCURRENT_COPIES = 5  # the cloud's own cap per tenant (docs/ims-api.md §4.2)
 
 
 class ConfigError(Exception):

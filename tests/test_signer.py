@@ -32,7 +32,7 @@ IMS_HOST = "ims.cn-north-4.myhuaweicloud.com"
 PROJECT_ID = "0123456789abcdef0123456789abcdef"
 
 
-# -- the three vectors of ims-api.md §5.1 -------------------------------------------------------
+# -- the three vectors of docs/ims-api.md §6.3 --------------------------------------------------
 
 VECTOR_A_CANONICAL = (
     "GET\n"

@@ -3,7 +3,7 @@
 ``Filters`` is what the operator asked for (name globs, tags, enterprise project, creation
 window, OS type). Only filters the API documents with the same meaning are sent to the
 server (``server_query``); every filter is applied again here (``Filters.matches``), as how
-the server combines them is UNVERIFIED (ims-api.md, "Calls for discovery").
+the server combines them is UNVERIFIED (docs/ims-api.md §9).
 
 Eligibility is ``run``'s own: ``verdict`` builds the row ``run`` would read and asks
 ``rules.check_source`` and ``rules.source_flags``, so a discovered image is left out for

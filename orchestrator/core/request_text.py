@@ -12,7 +12,7 @@ import re
 
 from orchestrator.core.model import Row
 
-NAME_MAX = 128  # IMS: 1-128 characters (ims-api.md §3.1)
+NAME_MAX = 128  # IMS: 1-128 characters (docs/ims-api.md §4.1)
 DESCRIPTION_MAX = 1024  # IMS: at most 1024 characters, including the tool's token suffix
 NAME_ALLOWED = "letters, digits, -, ., _, space and Chinese characters"
 _NAME_CHAR = re.compile(r"[A-Za-z0-9\-._ \u4e00-\u9fa5]")
@@ -29,7 +29,7 @@ def name_problem(name: str) -> str | None:
     """What IMS would refuse in ``name`` as an image name, or None if it is acceptable.
 
     1 to 128 characters; letters, digits, ``-``, ``.``, ``_``, space and Chinese characters;
-    no leading or trailing space (ims-api.md §3.1). The strict reading of the documentation:
+    no leading or trailing space (docs/ims-api.md §4.1). The strict reading of the documentation:
     "letters" are ASCII letters and "Chinese" the common ideographs U+4E00-U+9FA5 (the range
     the simulator checks too), so that a name accepted here is one the cloud accepts.
     """

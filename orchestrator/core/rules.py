@@ -1,6 +1,6 @@
 """Preflight rules: one item checked against what the cloud said. Pure: values in, verdicts out.
 
-``check_source`` applies the documented constraints of a cross-region copy (ims-api.md §3.2) to
+``check_source`` applies the documented constraints of a cross-region copy (docs/ims-api.md §4.2) to
 the row and its source image; every failed check is a :class:`Rejection` whose message says what
 is wrong, with the numbers. ``source_flags`` notes what is allowed but doubtful (Windows).
 ``check_target`` decides from the target region's images with the copy's name whether the copy
@@ -177,7 +177,7 @@ def _check_image(row: Row, image: Image, config: Config) -> list[Rejection]:
 
 def _check_size(row: Row, image: Image, config: Config) -> Rejection | None:
     # The documented limit is per region for the images copied *from* it ("华南-广州、华东-上海一、
-    # 华东-上海二和华北-北京四用于跨区域复制的镜像不能超过300GiB", ims-api.md §3.2): the image
+    # 华东-上海二和华北-北京四用于跨区域复制的镜像不能超过300GiB", docs/ims-api.md §4.2): the image
     # lives in the source region, so the source region's limit is the one that applies. Which
     # attribute the cloud measures is UNVERIFIED, so both are judged.
     limit = config.size_limit_gib(row.source_region)

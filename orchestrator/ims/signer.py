@@ -1,6 +1,6 @@
 """SDK-HMAC-SHA256 request signing, as Huawei Cloud's API gateway checks it.
 
-Reproduces ``huaweicloudsdkcore.signer.Signer`` (see docs/ims-api.md of the team): the canonical
+Reproduces ``huaweicloudsdkcore.signer.Signer`` (docs/ims-api.md §6.1): the canonical
 URI always ends in ``/``, header names containing ``_`` are never signed, the query string is
 sorted and percent-encoded with only ``~`` (and unreserved characters) left as they are, and the
 secret key is the HMAC key as it is. Pure functions: no clock, no I/O.

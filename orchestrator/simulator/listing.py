@@ -1,6 +1,6 @@
 """The query filters of ``GET /v2/cloudimages`` as the API documents them, over raw images.
 
-ims-api.md ("Calls for discovery"): ``name`` is exact; ``tag`` is one user tag as
+docs/ims-api.md §9: ``name`` is exact; ``tag`` is one user tag as
 ``key.value`` (ImageInfo's ``tags`` is a list of such strings); ``created_at`` and
 ``updated_at`` are ``operator:UTC time`` with the operators ``gt gte lt lte eq neq``;
 ``enterprise_project_id`` is ``0`` (the default project, also for images without one), a
