@@ -14,20 +14,27 @@ import asyncio
 import io
 import json
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
 from orchestrator.cli import main
+from orchestrator.clock import Clock
+from orchestrator.config import Config, TenantConfig
+from orchestrator.core.cloud import TenantCloud
+from orchestrator.core.credentials import Credentials
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.harness import Cloud
-from orchestrator.simulator.inmemory import in_memory_clouds
+from orchestrator.simulator.inmemory import InMemoryTenantCloud, OpenClouds, in_memory_clouds
 from orchestrator.simulator.scenario import build_world
 from orchestrator.simulator.world import World
 from tests.virtual_clock import VirtualClock
 from tests.virtual_clock import _all_blocked as all_blocked
+
+T = TypeVar("T")
 
 
 class DrivenClock(VirtualClock):
@@ -60,6 +67,47 @@ class DrivenClock(VirtualClock):
                 await asyncio.sleep(0.001)  # nobody sleeps on the clock: let real I/O finish
 
 
+Watch = Callable[[World, float], None]
+
+
+class WatchedTenantCloud(InMemoryTenantCloud):
+    """The in-memory cloud that lets the test act on the world before each call, at the call's
+    time (what a test does from outside while a run goes on: fail a job, free slots)."""
+
+    def __init__(self, watch: Watch, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.watch = watch
+
+    async def _call(
+        self,
+        kind: str,
+        region: str,
+        op: Callable[[float], T],
+        *,
+        mutating: bool = False,
+        iam: bool = False,
+    ) -> T:
+        self.watch(self.world, self.now())
+        return await super()._call(kind, region, op, mutating=mutating, iam=iam)
+
+
+def watched_clouds(world: World, faults: FaultPlan | None, watch: Watch) -> OpenClouds:
+    """``in_memory_clouds``, with ``watch`` called before every call."""
+
+    @asynccontextmanager
+    async def open_clouds(
+        _config: Config, credentials: Mapping[str, tuple[TenantConfig, Credentials]], clock: Clock
+    ) -> AsyncIterator[Mapping[str, TenantCloud]]:
+        yield {
+            name: WatchedTenantCloud(
+                watch, world, name, clock.now, faults, secret_key=creds.secret_key
+            )
+            for name, (_, creds) in credentials.items()
+        }
+
+    return open_clouds
+
+
 @dataclass
 class Completed:
     """What a run of ``main`` left: like ``subprocess.CompletedProcess``."""
@@ -76,6 +124,7 @@ class LocalCloud(Cloud):
     clock: DrivenClock = field(default_factory=DrivenClock)
     world: World | None = None
     fault_plan: FaultPlan | None = None
+    watch: Watch | None = None  # called with the world before each call of the next runs
 
     def start(self) -> None:
         scenario = {
@@ -108,7 +157,11 @@ class LocalCloud(Cloud):
             dict(env) if env is not None else self.env(),
             out,
             err,
-            clouds=in_memory_clouds(self.world, self.fault_plan),
+            clouds=(
+                in_memory_clouds(self.world, self.fault_plan)
+                if self.watch is None
+                else watched_clouds(self.world, self.fault_plan, self.watch)
+            ),
             clock=self.clock,
         )
         return Completed(code, out.getvalue(), err.getvalue())

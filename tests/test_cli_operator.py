@@ -1,8 +1,8 @@
 """The operator's controls from the CLI: quiet cron runs, plain progress, --retry-failed,
 --max-failures, --deadline, the filters, --metrics-file, and messages that say the same thing in
 the terminal and in events.jsonl. In process on virtual time against the in-memory cloud, but
-for a lock held by another process, a pipe as stderr and a copy failed in the middle of a run
-(the real CLI in a subprocess against the simulator on 127.0.0.1)."""
+for a lock held by another process and a pipe as stderr (the real CLI in a subprocess against
+the simulator on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.simulator.harness import Cloud
+from orchestrator.simulator.world import World
 from orchestrator.state.checkpoint import acquire_lock, release_lock
 from tests.inprocess import LocalCloud
 
@@ -115,20 +116,28 @@ def test_refused_credentials_are_said_alike_in_the_terminal_and_the_log(
 # -- control -------------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
-def test_retry_failed_is_needed_to_retry_and_then_succeeds(cloud: Cloud) -> None:
+def test_retry_failed_is_needed_to_retry_and_then_succeeds(local_cloud: LocalCloud) -> None:
     """A failed copy stays failed on a plain rerun (no call); --retry-failed copies it again."""
+    cloud = local_cloud
     cloud.params["seconds_per_gib"] = 0.2
     cloud.account("t0")
     for _ in range(2):
         cloud.row("t0", 10)
     cloud.start()
-    first = cloud.spawn()
-    job = wait_for(
-        cloud, lambda t: next((c["job_id"] for c in t["copies"] if c["status"] == "RUNNING"), None)
-    )
-    cloud.admin("/_sim/fail_job", {"job_id": job, "code": "IMG.0500", "reason": "disk error"})
-    assert first.wait(60) == 1
+    failed: list[str] = []
+
+    def fail_a_running_copy(world: World, now: float) -> None:
+        """The cloud fails the first copy it is seen running (a disk error), once."""
+        running = [c.job_id for c in world.truth(now).copies if c.status == "RUNNING"]
+        if running and not failed:
+            world.fail_job(running[0], now, code="IMG.0500", reason="disk error")
+            failed.append(running[0])
+
+    cloud.watch = fail_a_running_copy
+    first = cloud.run()
+    assert first.returncode == 1, first.stderr
+    assert failed
+    cloud.watch = None
     requests = cloud.truth()["requests"]
     again = cloud.run()
     assert again.returncode == 1

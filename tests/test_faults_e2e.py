@@ -1,8 +1,8 @@
 """Faults the cloud throws at a run: lost replies, visibility lag, HTTP errors, busy slots.
 
-Lost replies and the job deadline run the CLI's ``main`` in process on virtual time against the
-in-memory cloud, which carries out the same faults on the same world, judged by its ground truth.
-The HTTP faults and the busy slots run the real CLI in a subprocess against the simulator on
+Lost replies, the job deadline and busy slots run the CLI's ``main`` in process on virtual time
+against the in-memory cloud, which carries out the same faults on the same world, judged by its
+ground truth. The HTTP faults run the real CLI in a subprocess against the simulator on
 127.0.0.1 and judge on its ground truth (``/_sim/truth``) and its per-request log
 (``/_sim/requests``: arrival time, method, kind, account, status, path and injected fault of
 every request). The
@@ -288,27 +288,32 @@ def test_http_faults_on_every_endpoint(cloud: Cloud) -> None:
 # -- 5. slots used by someone else -------------------------------------------------------------
 
 
-@pytest.mark.e2e
-def test_slots_held_outside_the_tool_are_back_pressure(cloud: Cloud) -> None:
+def test_slots_held_outside_the_tool_are_back_pressure(local_cloud: LocalCloud) -> None:
     """Copies started outside the tool hold 3 of 5 slots: the tool backs off on IMG.0060, fails
     nothing, never has the tenant above 5, and fills all 5 slots again once they are free."""
+    cloud = local_cloud
     cloud.account("t0")
     for _ in range(10):
         cloud.row("t0", 40)  # ~1.1 s each
     cloud.start()
-    outside = cloud.admin("/_sim/occupy", {"account": "t0", "count": 3, "seconds": 120})["jobs"]
+    assert cloud.world is not None
+    outside = cloud.world.occupy("t0", 3, 120, cloud.clock.now())
     assert len(outside) == 3
-    run = cloud.spawn()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # the tool is refused, and works on in the 2 free slots
-        truth = cloud.truth()
-        if truth["rejections"].get("IMG.0060") and truth["jobs"].get("SUCCESS", 0) >= 2:
-            break
-        time.sleep(0.05)
-    freed_at = cloud.truth()["now"]  # before the first slot frees: later copies may use it
-    for job_id in outside:  # the outside copies end
-        cloud.admin("/_sim/fail_job", {"job_id": job_id})
-    assert run.wait(60) == 0, (cloud.root / f"run-{cloud.seq}.log").read_text()
+    freed: list[float] = []
+
+    def free_the_slots(world: World, now: float) -> None:
+        """Once the tool is refused and works on in the 2 free slots, the outside copies end."""
+        truth = world.truth(now)
+        if freed or not truth.rejections.get("IMG.0060") or truth.jobs.get("SUCCESS", 0) < 2:
+            return
+        freed.append(now)  # before the first slot frees: later copies may use it
+        for job_id in outside:
+            world.fail_job(job_id, now)
+
+    cloud.watch = free_the_slots
+    done = cloud.run()
+    assert done.returncode == 0, done.stderr
+    (freed_at,) = freed
     truth = cloud.truth()
     assert truth["rejections"].get("IMG.0060", 0) >= 1
     assert set(cloud.item_states().values()) == {"succeeded"}
