@@ -110,9 +110,14 @@ def events_to(state_dir: Path) -> Iterator[EventsFile]:
     """Send this task's (and its children's) events to ``state_dir/events.jsonl``, repaired
     and rotated first, until the block ends."""
     path = state_dir / EVENTS
-    repair_jsonl(path)
-    rotate(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        repair_jsonl(path)
+        rotate(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:  # a directory in the way, no permission: exit 74
+        raise StoreError(
+            f"cannot open the event log {path}: {exc.strerror or exc} (fix it, then run again)"
+        ) from None
     events = EventsFile(path, os.fdopen(fd, "a", encoding="utf-8"))
     token = _EVENTS.set(events)
     try:

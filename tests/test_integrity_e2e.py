@@ -3,6 +3,8 @@ list, a damaged checkpoint or journal, a lost lock. Judged on the simulator's gr
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from orchestrator.simulator.harness import Cloud
@@ -35,3 +37,70 @@ def test_a_second_state_dir_then_the_original_resumed_copies_nothing_twice(cloud
     truth = cloud.truth()
     assert truth["duplicates"] == []
     assert set(cloud.item_states().values()) == {"succeeded"}
+
+
+def killed_with_copies_in_flight(cloud: Cloud) -> None:
+    """A run killed (-9) once its journal holds submissions and job ids, items left pending."""
+    process = cloud.spawn()
+    journal = cloud.state_dir / "journal.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = journal.read_text() if journal.exists() else ""
+        if text.count('"phase":"running"') >= 3:
+            break
+        time.sleep(0.01)
+    process.kill()
+    process.wait(10)
+
+
+def damage_first_submission(cloud: Cloud) -> int:
+    """One byte changed in the journal's first ``submitting`` line; its line number."""
+    journal = cloud.state_dir / "journal.jsonl"
+    lines = journal.read_bytes().split(b"\n")
+    number = next(n for n, line in enumerate(lines) if b'"phase":"submitting"' in line)
+    lines[number] = lines[number].replace(b'"item":', b'"item";', 1)
+    journal.write_bytes(b"\n".join(lines))
+    return number + 1
+
+
+def state_files(cloud: Cloud) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in cloud.state_dir.iterdir() if p.name != "lock"}
+
+
+def test_a_damaged_journal_stops_the_run_then_repair_state_copies_nothing_twice(
+    cloud: Cloud,
+) -> None:
+    """A byte changed in the first submission's line: exit 74 naming the line before any
+    call, files untouched; ``--repair-state`` sets them aside, adopts what exists: 0 twice."""
+    fleet(cloud)
+    killed_with_copies_in_flight(cloud)
+    line = damage_first_submission(cloud)
+    before, requests = state_files(cloud), cloud.truth()["requests"]
+    stopped = cloud.run()
+    assert stopped.returncode == 74, stopped.stderr
+    assert f"journal.jsonl:{line}: not valid JSON" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert cloud.truth()["requests"] == requests
+    assert {k: v for k, v in state_files(cloud).items() if k != "events.jsonl"} == {
+        k: v for k, v in before.items() if k != "events.jsonl"
+    }
+    repaired = cloud.run("--repair-state")
+    assert repaired.returncode == 0, repaired.stderr
+    assert cloud.truth()["duplicates"] == []
+    assert sorted(p.name.split(".damaged-")[0] for p in cloud.state_dir.glob("*.damaged-*")) == [
+        "checkpoint.json",
+        "journal.jsonl",
+    ]
+
+
+def test_a_journal_cut_to_three_quarters_copies_nothing_twice(cloud: Cloud) -> None:
+    """The journal of a killed run cut to 3/4 of its bytes: the lost lines' copies are found
+    in the target by their tokens, not copied again."""
+    fleet(cloud)
+    killed_with_copies_in_flight(cloud)
+    journal = cloud.state_dir / "journal.jsonl"
+    data = journal.read_bytes()
+    journal.write_bytes(data[: len(data) * 3 // 4])
+    done = cloud.run()
+    assert done.returncode == 0, done.stderr
+    assert cloud.truth()["duplicates"] == []

@@ -17,7 +17,7 @@ from orchestrator.core.model import Item, PublicState
 from orchestrator.logs import EVENTS, KEEP_ROTATED
 from orchestrator.manifest import ManifestError
 from orchestrator.output.report import summarize
-from orchestrator.state.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot, snapshot_meta
+from orchestrator.state.checkpoint import LockHeld, read_snapshot, snapshot_meta
 from orchestrator.state.codec import item_from_dict
 from orchestrator.state.meta import RunMeta
 from orchestrator.state.store import StoreError
@@ -102,7 +102,7 @@ def say(err: Console, text: str) -> None:
     err.print(text, highlight=False, soft_wrap=True, markup=False)
 
 
-USAGE_ERRORS = (UsageError, ConfigError, ManifestError, CheckpointCorrupt)
+USAGE_ERRORS = (UsageError, ConfigError, ManifestError)
 
 
 def exit_code_of(leaves: Sequence[BaseException]) -> int:

@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="give failed and rejected items a new attempt (a job still alive is adopted)",
     )
     run.add_argument(
+        "--repair-state",
+        action="store_true",
+        help="a damaged checkpoint or journal (exit 74) is renamed aside (never deleted) and the "
+        "state rebuilt from the list; copies already made are found by their tokens and adopted",
+    )
+    run.add_argument(
         "--max-failures",
         type=_failures,
         metavar="N|P%",

@@ -37,9 +37,10 @@ from orchestrator.engine.context import RunContext
 from orchestrator.output.metrics import METRICS_EVERY, RunFacts, render_metrics, write_metrics
 from orchestrator.output.progress import ProgressModel
 from orchestrator.output.report_html import render_html
-from orchestrator.state.checkpoint import CheckpointCorrupt, LockHeld, read_snapshot, snapshot_meta
+from orchestrator.state.checkpoint import LockHeld, read_snapshot, snapshot_meta
 from orchestrator.state.codec import item_from_dict
 from orchestrator.state.meta import RunMeta
+from orchestrator.state.store import StoreError
 
 PLAIN_PROGRESS_EVERY = 30.0  # seconds between two plain progress lines
 QUOTA_FULL = "target quota full"  # the detail lifecycle.py gives items the quota held back
@@ -188,7 +189,7 @@ def checkpoint_items(state_dir: Path) -> list[Item]:
     """The checkpoint's items, or none when it cannot be read (for the metrics of a failed run)."""
     try:
         snap = read_snapshot(state_dir, item_from_dict)
-    except (OSError, CheckpointCorrupt):
+    except (OSError, StoreError):
         return []
     return list(snap["items"].values()) if snap else []
 
@@ -215,6 +216,7 @@ def cmd_run(
         state_dir=args.state_dir,
         deadline_seconds=args.deadline,
         retry_failed=args.retry_failed,
+        repair_state=args.repair_state,
         max_failures=max_failures,
         max_failure_ratio=ratio,
         tenants=frozenset(args.tenant),

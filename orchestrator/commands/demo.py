@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from orchestrator.commands.common import UsageError
 from orchestrator.commands.run import RunRequest, RunSummary
 from orchestrator.config_file import load_config
 from orchestrator.simulator.app import build_app, serve
@@ -110,7 +111,10 @@ def check_outcome(
 
 def _prepare(workdir: Path, seed: int) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """A fresh scenario and list in ``workdir`` (the previous demo's state is removed)."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission
+        raise UsageError(f"--workdir {workdir}: {exc.strerror or exc}; give a folder") from None
     state = workdir / "migration.state"
     if state.exists():
         shutil.rmtree(state)  # the lock file goes with its folder: no run can be holding it

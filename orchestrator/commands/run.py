@@ -45,7 +45,12 @@ from orchestrator.engine.window import Window
 from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_list
 from orchestrator.output.report import render_csv
 from orchestrator.state.atomic import write_atomic
-from orchestrator.state.checkpoint import CheckpointStore, acquire_lock, release_lock
+from orchestrator.state.checkpoint import (
+    CheckpointStore,
+    acquire_lock,
+    release_lock,
+    set_aside_damage,
+)
 from orchestrator.state.gcpause import collector_paused, freeze_loaded
 from orchestrator.state.meta import BlockedKey
 from orchestrator.state.recall import recall, remember
@@ -63,6 +68,7 @@ class RunRequest:
     state_dir: Path | None = None
     deadline_seconds: float | None = None
     retry_failed: bool = False
+    repair_state: bool = False  # a damaged state is set aside and rebuilt from the list
     max_failures: int | None = None
     max_failure_ratio: float | None = None
     tenants: frozenset[str] = frozenset()
@@ -213,6 +219,7 @@ async def execute_run(
 async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> RunSummary:
     loading = time.perf_counter()
     source = read_list(request.list_path, request.config)  # ManifestError: exit 2
+    set_aside = set_aside_damage(state_dir) if request.repair_state else []
     store = seams.store(state_dir)
     try:
         with collector_paused():
@@ -235,6 +242,8 @@ async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> Ru
                 log.error("list.bad_row", line=problem.line, error_message=str(problem))
             for warning in manifest.warnings:
                 log.warning("list.warning", line=warning.line, error_message=str(warning))
+            for path in set_aside:
+                log.warning("state.set_aside", path=str(path), advice="the state was rebuilt")
             log.info(
                 "run.loaded",
                 items=len(items),

@@ -33,12 +33,13 @@ import anyio
 import anyio.to_thread
 
 from orchestrator import crashpoints
-from orchestrator.core.model import Item, item_key
-from orchestrator.state.atomic import write_atomic
+from orchestrator.core.model import Item
+from orchestrator.state.atomic import fsync_dir, write_atomic
 from orchestrator.state.codec import item_from_dict, item_to_dict
+from orchestrator.state.damage import ADVICE, apply_journal, check_head, checked, set_aside
 from orchestrator.state.meta import MetaError, RunMeta
 from orchestrator.state.snapshot import SNAPSHOT_CHUNK, parse_snapshot, render_snapshot
-from orchestrator.state.store import StoreError
+from orchestrator.state.store import StateDamaged, StoreError
 
 VERSION = 1
 SNAPSHOT = "checkpoint.json"
@@ -52,14 +53,19 @@ class LockHeld(Exception):
     """Another ims-migrate process holds this state dir."""
 
 
-class CheckpointCorrupt(Exception):
-    """checkpoint.json exists but cannot be read: never overwritten silently."""
+CheckpointCorrupt = StateDamaged  # checkpoint.json exists but cannot be read: never overwritten
 
 
 def acquire_lock(state_dir: Path) -> int:
     """Take the state dir's lock without waiting; return the fd to keep open. Raises LockHeld."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # a file in the way, no permission, read-only disk: exit 74
+        raise StoreError(
+            f"cannot use the state dir {state_dir}: {exc.strerror or exc} "
+            "(give a directory this user may write with --state-dir)"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -106,35 +112,30 @@ def read_snapshot(
     """The snapshot plus the journal applied, read-only (for ``status``); None if no state.
 
     ``convert`` turns each item's dict into what the caller keeps (an ``Item``), as it is read.
+    Damage (anything but a torn last journal line) is a StateDamaged naming the file and line.
     """
     path = state_dir / SNAPSHOT
     try:
-        snap = parse_snapshot(path.read_bytes(), convert)
+        snap = parse_snapshot(path.read_bytes(), checked(path, convert))
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise CheckpointCorrupt(f"{path}: a directory, not a checkpoint; {ADVICE}") from None
+    except OSError as exc:  # not a directory, no permission, I/O error
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise CheckpointCorrupt(f"{path}: not valid JSON ({exc})") from None
+        raise CheckpointCorrupt(f"{path}: not valid JSON ({exc}); {ADVICE}") from None
     if not isinstance(snap, dict) or snap.get("version") != VERSION:
-        raise CheckpointCorrupt(f"{path}: not an ims-migrate checkpoint of version {VERSION}")
-    generation = snap.get("generation", 0)
+        raise CheckpointCorrupt(
+            f"{path}: not an ims-migrate checkpoint of version {VERSION}; {ADVICE}"
+        )
+    check_head(path, snap)
+    generation = snap.setdefault("generation", 0)
     items: dict[str, Any] = snap.setdefault("items", {})
     meta: dict[str, Any] = snap.setdefault("meta", {})
     journal = state_dir / JOURNAL
     if journal.exists():
-        with journal.open("rb") as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    break  # torn tail: everything after it is unconfirmed
-                if entry.get("g") != generation:
-                    continue
-                if "item" in entry:
-                    row = entry["item"]["row"]
-                    key = item_key(row["tenant"], row["image_id"], row["target_region"])
-                    items[key] = entry["item"] if convert is None else convert(entry["item"])
-                if "meta" in entry:
-                    meta.update(entry["meta"])
+        apply_journal(journal, generation, items, meta, convert)
     return snap
 
 
@@ -144,6 +145,21 @@ def snapshot_meta(snap: Mapping[str, Any], state_dir: Path) -> RunMeta:
         return RunMeta.from_dict(snap.get("meta", {}))
     except MetaError as exc:
         raise CheckpointCorrupt(f"{state_dir / SNAPSHOT}: damaged meta ({exc})") from None
+
+
+def set_aside_damage(state_dir: Path) -> list[Path]:
+    """``run --repair-state``: a damaged checkpoint and journal are renamed aside (never
+    deleted), so that the run rebuilds the state from its list; the new names, or none when
+    nothing was damaged. The caller holds the lock."""
+    try:
+        snap = read_snapshot(state_dir, item_from_dict)
+        if snap is not None:
+            snapshot_meta(snap, state_dir)
+    except StateDamaged:
+        moved = set_aside(state_dir, (SNAPSHOT, JOURNAL))
+        fsync_dir(state_dir)
+        return moved
+    return []
 
 
 class CheckpointStore:
@@ -194,8 +210,8 @@ class CheckpointStore:
     def _load(self) -> bool:
         for stale in self.state_dir.glob(TEMP_PREFIX + "*"):
             stale.unlink(missing_ok=True)
-        repair_jsonl(self.state_dir / JOURNAL)
-        snap = read_snapshot(self.state_dir, item_from_dict)
+        snap = read_snapshot(self.state_dir, item_from_dict)  # damage: nothing is touched
+        repair_jsonl(self.state_dir / JOURNAL)  # a line torn by a crash: cut off
         existed = snap is not None
         if snap is not None:
             self._generation = int(snap.get("generation", 0))

@@ -13,6 +13,12 @@ class StoreError(Exception):
     """The state could not be saved (disk full, I/O error): fatal, never retried (exit 74)."""
 
 
+class StateDamaged(StoreError):
+    """The state dir's files are not what the store writes (a bad journal line that is not the
+    last one, a checkpoint of the wrong shape): the run stops before any call, touching
+    nothing (exit 74); ``run --repair-state`` sets them aside and rebuilds."""
+
+
 class Store(Protocol):
     @property
     def items(self) -> Mapping[str, Item]:

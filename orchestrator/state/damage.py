@@ -1,0 +1,151 @@
+"""Damage is loud: what a state dir's files must look like, and where they do not.
+
+Only a torn *last* journal line is the normal result of a crash (cut off, as before). Any other
+line that is not what the store writes, or a ``checkpoint.json`` of the wrong shape, is damage:
+:class:`~orchestrator.state.store.StateDamaged` names the file, the line (or the item) and what is
+wrong, before anything is written or called (exit 74). ``run --repair-state`` sets the damaged
+files aside (:func:`set_aside`, renamed, never deleted) and rebuilds the state from the list; the
+engine then finds the copies that exist by their tokens in the target regions (design I2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.model import Phase, item_key
+from orchestrator.state.store import StateDamaged
+
+ADVICE = "look at it, or run again with --repair-state to set it aside and rebuild the state"
+_PHASES = frozenset(phase.value for phase in Phase)
+_KEY_FIELDS = ("tenant", "image_id", "target_region")
+
+
+def item_problem(value: Any) -> str | None:
+    """What is wrong with an item's stored dict, or None (the shape :func:`item_from_dict`
+    needs; the values' types are the codec's to trust)."""
+    if not isinstance(value, dict):
+        return f"an item is {type(value).__name__}, not an object"
+    row = value.get("row")
+    if not isinstance(row, dict):
+        return "an item has no row object"
+    for name in _KEY_FIELDS:
+        if not isinstance(row.get(name), str):
+            return f"an item's row has no {name} text"
+    if value.get("phase") not in _PHASES:
+        return f"an item's phase {value.get('phase')!r} is not one of {sorted(_PHASES)}"
+    return None
+
+
+def checked(path: Path, convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """``convert`` (or nothing) after :func:`item_problem` says the item is sound."""
+
+    def check(value: Any) -> Any:
+        problem = item_problem(value)
+        if problem is None and convert is not None:
+            try:
+                return convert(value)
+            except (KeyError, TypeError, ValueError) as exc:
+                problem = f"an item cannot be read ({exc})"
+        if problem is not None:
+            raise StateDamaged(f"{path}: {problem}; {ADVICE}")
+        return value
+
+    return check
+
+
+def check_head(path: Path, snap: dict[str, Any]) -> None:
+    """The snapshot's own fields: an integer generation, a meta object, an items object."""
+    generation = snap.get("generation", 0)
+    if not isinstance(generation, int) or isinstance(generation, bool):
+        raise StateDamaged(f"{path}: generation {generation!r} is not an integer; {ADVICE}")
+    for name in ("meta", "items"):
+        if not isinstance(snap.get(name, {}), dict):
+            raise StateDamaged(f"{path}: {name} is not an object; {ADVICE}")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """Each line with its number and whether it is the last one."""
+    with path.open("rb") as handle:
+        previous: bytes | None = None
+        number = 0
+        for line in handle:
+            if previous is not None:
+                yield number, previous, False
+            number += 1
+            previous = line
+        if previous is not None:
+            yield number, previous, True
+
+
+def _entry(where: str, line: bytes, last: bool) -> dict[str, Any] | None:
+    """A journal line's object, None for a torn last line; StateDamaged for any other flaw of
+    its envelope (an object with a generation number, and an item or meta)."""
+    try:
+        entry = json.loads(line)
+    except ValueError as exc:
+        if last:
+            return None  # torn by a crash: everything after it is unconfirmed
+        raise StateDamaged(f"{where}: not valid JSON ({exc}); {ADVICE}") from None
+    if not isinstance(entry, dict):
+        raise StateDamaged(f"{where}: a {type(entry).__name__}, not an object; {ADVICE}")
+    g = entry.get("g")
+    if not isinstance(g, int) or isinstance(g, bool):
+        raise StateDamaged(f"{where}: no generation number; {ADVICE}")
+    if "item" not in entry and "meta" not in entry:
+        raise StateDamaged(f"{where}: neither an item nor meta; {ADVICE}")
+    if "meta" in entry and not isinstance(entry["meta"], dict):
+        raise StateDamaged(f"{where}: meta is not an object; {ADVICE}")
+    return entry
+
+
+def apply_journal(
+    path: Path,
+    generation: int,
+    items: MutableMapping[str, Any],
+    meta: MutableMapping[str, Any],
+    convert: Callable[[Any], Any] | None,
+) -> None:
+    """Apply the journal's lines of ``generation``; lines of older ones are left (a crash
+    between a compaction's rename and its truncation). StateDamaged on any bad line but a torn
+    last one."""
+    for number, line, last in _lines(path):
+        where = f"{path}:{number}"
+        entry = _entry(where, line, last)
+        if entry is None:
+            return
+        if entry["g"] != generation:
+            continue
+        if "item" in entry:
+            value = entry["item"]
+            problem = item_problem(value)
+            if problem is not None:
+                raise StateDamaged(f"{where}: {problem}; {ADVICE}")
+            row = value["row"]
+            key = item_key(row["tenant"], row["image_id"], row["target_region"])
+            items[key] = checked(Path(where), convert)(value)
+        if "meta" in entry:
+            meta.update(entry["meta"])
+
+
+def set_aside(state_dir: Path, names: tuple[str, ...]) -> list[Path]:
+    """Rename the state's files to ``NAME.damaged-<UTC time>`` (never deleted); return the new
+    paths."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = []
+    for name in names:
+        path = state_dir / name
+        if not path.exists():
+            continue
+        target = state_dir / f"{name}.damaged-{stamp}"
+        n = 1
+        while target.exists():
+            n += 1
+            target = state_dir / f"{name}.damaged-{stamp}-{n}"
+        os.replace(path, target)
+        moved.append(target)
+    return moved
