@@ -94,8 +94,8 @@ async def test_a_resume_lists_each_target_once_not_once_per_item() -> None:
     await stopped_early(scene)
     calls: list[tuple[str, ...]] = []
     ctx = scene.context()
-    for tenant in list(ctx.clouds):
-        ctx.clouds[tenant] = Recorder(ctx.clouds[tenant], calls, tenant)  # type: ignore[index]
+    recorded = {tenant: Recorder(cloud, calls, tenant) for tenant, cloud in ctx.clouds.items()}
+    ctx = replace(ctx, clouds=recorded)  # a new context: its target index reads them too
     async with anyio.create_task_group() as group:
         group.start_soon(scene.clock.autojump)
         items = merge_list(scene.store.items, scene.rows)

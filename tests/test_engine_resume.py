@@ -4,6 +4,7 @@ exceed its cap (design I1)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -48,7 +49,7 @@ async def resume_with_slow_probe(
     ``stop_after`` seconds); return the engine, the slow cloud, the start time and the result."""
     ctx = scene.context()
     cloud = SlowProbe(ctx.clouds[slow], scene.clock)
-    ctx.clouds = {**ctx.clouds, slow: cloud}
+    ctx = replace(ctx, clouds={**ctx.clouds, slow: cloud})  # its target index reads it too
     engine = Engine(ctx, RunOptions())
     started = scene.clock.now()
 
