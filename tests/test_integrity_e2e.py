@@ -104,3 +104,28 @@ def test_a_journal_cut_to_three_quarters_copies_nothing_twice(cloud: Cloud) -> N
     done = cloud.run()
     assert done.returncode == 0, done.stderr
     assert cloud.truth()["duplicates"] == []
+
+
+def test_a_lock_removed_under_a_run_stops_it_and_the_next_run_copies_nothing_twice(
+    cloud: Cloud,
+) -> None:
+    """``rm lock`` while run A holds it, then run B on the same state dir: A notices at its
+    next write or submission and exits 75 naming the problem; B finishes: 0 duplicates."""
+    fleet(cloud, rows=20)
+    first = cloud.spawn()
+    journal = cloud.state_dir / "journal.jsonl"
+    deadline = time.monotonic() + 60
+    while '"phase":"running"' not in (journal.read_text() if journal.exists() else ""):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    (cloud.state_dir / "lock").unlink()
+    second = cloud.run(timeout=120)
+    assert first.wait(60) == 75
+    log = (cloud.root / f"run-{cloud.seq}.log").read_text()
+    assert "lock was removed while this run held it" in log, log
+    assert "Traceback" not in log
+    assert second.returncode in (0, 75), second.stderr
+    if second.returncode == 75:
+        assert cloud.run().returncode == 0
+    assert cloud.truth()["duplicates"] == []
+    assert set(cloud.item_states().values()) == {"succeeded"}

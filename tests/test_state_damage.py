@@ -14,8 +14,13 @@ from orchestrator.cli import main
 from orchestrator.core.model import Item, Phase
 from orchestrator.state.checkpoint import (
     JOURNAL,
+    LOCK,
     SNAPSHOT,
     CheckpointStore,
+    LockLost,
+    acquire_lock,
+    check_lock,
+    release_lock,
     set_aside_damage,
 )
 from orchestrator.state.store import StateDamaged
@@ -164,3 +169,18 @@ def test_a_demo_workdir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     code, err = cli("demo", "--workdir", str(tmp_path / "afile"))
     assert (code, "Traceback" in err) == (2, False), err
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_lock_removed_or_replaced_under_its_holder_is_lost(tmp_path: Path, how: str) -> None:
+    """The held fd is no longer the file at the lock's path: LockLost naming it."""
+    fd = acquire_lock(tmp_path)
+    try:
+        check_lock(tmp_path, fd)  # still ours
+        (tmp_path / LOCK).unlink()
+        if how == "replaced":
+            (tmp_path / LOCK).write_text("")
+        with pytest.raises(LockLost, match=f"lock was {how}"):
+            check_lock(tmp_path, fd)
+    finally:
+        release_lock(fd)

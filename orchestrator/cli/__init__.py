@@ -36,7 +36,7 @@ from orchestrator.clock import Clock
 from orchestrator.commands.clouds import CloudFactory, Seams, open_clouds
 from orchestrator.core.advice import next_step
 from orchestrator.core.exits import ExitCode
-from orchestrator.state.checkpoint import LockHeld
+from orchestrator.state.checkpoint import LockHeld, LockLost
 from orchestrator.state.store import StoreError
 
 __all__ = ["build_parser", "entrypoint", "main"]
@@ -108,6 +108,8 @@ def _exit_for(exc: BaseException, err: Console, *, quiet: bool = False) -> int:
         bug = next(e for e in leaves if not isinstance(e, LockHeld | KeyboardInterrupt))
         err.print("".join(traceback.format_exception(bug)), highlight=False, markup=False)
         say(err, "ims-migrate: internal error (a bug); please report it with the lines above")
+    elif lost := [e for e in leaves if isinstance(e, LockLost)]:  # said even with --quiet
+        say(err, f"ims-migrate: {lost[0]}; {next_step(ExitCode.LATER)}")
     elif not quiet:
         lock = [e for e in leaves if isinstance(e, LockHeld)]
         if lock:

@@ -8,6 +8,7 @@ any call (exit 2), the state saved before any POST. No printing: the CLI shows t
 from __future__ import annotations
 
 import contextlib
+import functools
 import resource
 import signal
 import time
@@ -48,6 +49,7 @@ from orchestrator.state.atomic import write_atomic
 from orchestrator.state.checkpoint import (
     CheckpointStore,
     acquire_lock,
+    check_lock,
     release_lock,
     set_aside_damage,
 )
@@ -190,6 +192,7 @@ class _Seams:
     on_change: Callable[[Item], None] | None
     on_start: Callable[[RunContext, list[Item]], None] | None
     handle_signals: bool
+    check_lock: Callable[[], None] = lambda: None  # LockLost once the lock is not ours
 
 
 async def execute_run(
@@ -210,6 +213,7 @@ async def execute_run(
         raise UsageError(f"{list_path}: no such file (the migration list)")
     state_dir = state_dir_for(list_path, request.state_dir)
     lock_fd = acquire_lock(state_dir)  # LockHeld propagates: exit 75
+    seams = replace(seams, check_lock=functools.partial(check_lock, state_dir, lock_fd))
     try:
         return await _locked_run(request, state_dir, seams)
     finally:
@@ -221,6 +225,7 @@ async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> Ru
     source = read_list(request.list_path, request.config)  # ManifestError: exit 2
     set_aside = set_aside_damage(state_dir) if request.repair_state else []
     store = seams.store(state_dir)
+    store.lock_check = seams.check_lock
     try:
         with collector_paused():
             manifest, items, recalled = open_with_list(request, source, store)
@@ -287,6 +292,7 @@ async def _run_with_clients(
             fingerprints={n: credential_fingerprint(c) for n, (_, c) in credentials.items()},
             on_change=seams.on_change,
             max_failures=max_failures,
+            check_lock=seams.check_lock,
         )
         if seams.on_start is not None:
             seams.on_start(ctx, chosen)
@@ -297,6 +303,7 @@ async def _run_with_clients(
                 await stack.enter_async_context(_signals(ctx))
             result = await engine.run(chosen)
     final = [store.items.get(item.key, item) for item in items]
+    seams.check_lock()  # lost: the state may be another run's now, leave it be
     if not result.skipped:
         await store.commit(
             meta=replace(

@@ -204,6 +204,7 @@ class Driver:
         settled = await self._absent()
         if settled is not None or self.ctx.no_more_submits.is_set():
             return settled or Outcome(self.item)
+        self.ctx.check_lock()  # another run may own the state dir now: LockLost, exit 75
         crashpoints.reach("before_intent")
         request = self._copy_request()
         intent = self.item.advance(

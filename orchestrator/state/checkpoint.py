@@ -76,6 +76,27 @@ def acquire_lock(state_dir: Path) -> int:
     return fd
 
 
+class LockLost(LockHeld):
+    """The lock this run holds is no longer the file at the lock's path (removed or replaced):
+    another run may hold the new one. The run stops submitting (exit 75)."""
+
+
+def check_lock(state_dir: Path, fd: int) -> None:
+    """LockLost unless ``fd`` is still the file at the state dir's lock path (same inode)."""
+    path = state_dir / LOCK
+    held = os.fstat(fd)
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        now = None
+    if now is None or (now.st_ino, now.st_dev) != (held.st_ino, held.st_dev):
+        what = "removed" if now is None else "replaced"
+        raise LockLost(
+            f"{path} was {what} while this run held it (the lock file must never be deleted); "
+            "another run may be using this state dir: this one stopped submitting"
+        )
+
+
 def release_lock(fd: int) -> None:
     with contextlib.suppress(OSError):
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -181,6 +202,9 @@ class CheckpointStore:
         # Costs, for the run's last event and the benchmark: wall seconds spent writing
         # (fsync included) and CPU seconds spent encoding and writing.
         self.fsyncs = 0
+        # Raises (LockLost) once the state dir's lock is not this process's any more: nothing
+        # is written over what another run may be writing now.
+        self.lock_check: Callable[[], None] = lambda: None
         self.compactions = 0
         self.write_seconds = 0.0
         self.cpu_seconds = 0.0
@@ -280,6 +304,7 @@ class CheckpointStore:
 
     def _append(self, lines: list[str]) -> None:
         started, cpu = time.perf_counter(), time.thread_time()
+        self.lock_check()
         try:
             crashpoints.reach("save")
             tag = f'{{"g":{self._generation},'
