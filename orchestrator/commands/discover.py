@@ -48,6 +48,7 @@ from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Row
 from orchestrator.core.suggest import suggest
 from orchestrator.manifest_rows import REQUIRED_COLUMNS
+from orchestrator.state.atomic import fsync_dir, write_atomic
 
 LIST_CONCURRENCY = 4  # listings in flight at once, over all tenants
 
@@ -192,7 +193,7 @@ async def discover(
     result.left_out.sort(key=sort_key)
     _write(request, fmt, raw, existing, result)
     if request.skipped_path is not None:
-        write_atomic(request.skipped_path, render_skipped(result.left_out).encode("utf-8"))
+        write_replacing(request.skipped_path, render_skipped(result.left_out).encode("utf-8"))
     return result
 
 
@@ -292,7 +293,7 @@ def _write(
         raw += newline.encode()
     data = raw + text.encode("utf-8")
     if request.append:
-        write_atomic(path, data)
+        write_replacing(path, data)
     else:
         write_new(path, data)
     result.wrote = True
@@ -301,66 +302,46 @@ def _write(
 # -- writing files ---------------------------------------------------------------------------
 
 
-def _temp_beside(path: Path, data: bytes, mode: int) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return tmp
-
-
 def _new_file_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
 
 
-def _sync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be fsynced
-        fd = os.open(folder, os.O_RDONLY)
+def write_replacing(path: Path, data: bytes) -> None:
+    """Replace (or create) ``path``: temp file in the same folder, fsync, rename, fsync of the
+    folder (``state/atomic.py``). An existing file keeps its permissions."""
+    try:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace (or create) ``path`` with ``data``: temp file in the same folder, fsync, rename.
-    An existing file keeps its permissions."""
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = _new_file_mode()
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            mode = _new_file_mode()
+        write_atomic(path, data, durable=True, mode=mode)
     except OSError as exc:
         raise UsageError(f"{path}: cannot write it ({exc.strerror or exc})") from exc
-    try:
-        tmp = _temp_beside(path, data, mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot write it ({exc.strerror or exc})") from exc
-    _sync_folder(path.parent)
 
 
 def write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` with ``data``, never replacing a file (a hard link fails if it exists)."""
+    """Create ``path`` with ``data``, never replacing a file: the temp file is hard-linked to
+    the name, which fails if it exists (where hard links are not allowed, the check before it
+    is the guard)."""
     try:
-        tmp = _temp_beside(path, data, _new_file_mode())
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _new_file_mode())
     except OSError as exc:
         raise UsageError(f"{path}: cannot write it ({exc.strerror or exc})") from exc
     try:
         os.link(tmp, path)
     except FileExistsError:
         raise UsageError(f"--output {path}: the file exists; use --append to add to it") from None
-    except OSError:  # no hard links here: the existence check above is the guard
+    except OSError:
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-    _sync_folder(path.parent)
+    with contextlib.suppress(OSError):
+        fsync_dir(path.parent)
