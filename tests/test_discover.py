@@ -23,7 +23,6 @@ from orchestrator.core.model import item_key, item_token
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.simulator.params import WorldParams
 from orchestrator.simulator.world import World
-from tests.inprocess import LocalCloud
 from tests.virtual_clock import VirtualClock
 
 GIB = 2**30
@@ -322,32 +321,3 @@ async def test_no_agency_in_the_config_is_a_usage_error(fleet: Fleet) -> None:
     with pytest.raises(UsageError, match="agency_name"):
         await fleet.discover(config=replace(CONFIG, agency_name=None))
     assert fleet.world.request_log == []
-
-
-# -- the command line --------------------------------------------------------------------------
-
-
-def test_the_cli_writes_appends_and_refuses(local_cloud: LocalCloud) -> None:
-    """discover --output: exit 0 and the summary; --append again: nothing to add; --output on
-    the file: exit 2; a refused tenant: exit 1 and named on stderr."""
-    cloud = local_cloud
-    cloud.account("t0")
-    cloud.account("t1")
-    cloud.image("t0", 5)
-    cloud.image("t0", 5, __system__cmkid="kms-1")
-    cloud.image("t1", 5)
-    cloud.start()
-    fleet = cloud.root / "fleet.csv"
-    args = ["discover", "--config", str(cloud.config_path), "--source-region", SOURCE,
-            "--target-region", TARGET]  # fmt: skip
-    done = cloud.main(*args, "--output", str(fleet))
-    assert done.returncode == ExitCode.OK, done.stderr
-    assert "images found" in done.stdout, done.stdout
-    assert "2 rows written to" in done.stdout
-    assert len(fleet.read_text().splitlines()) == 3
-    again = cloud.main(*args, "--append", str(fleet), "--quiet")
-    assert (again.returncode, again.stdout) == (ExitCode.OK, "")
-    assert cloud.main(*args, "--output", str(fleet)).returncode == ExitCode.USAGE
-    refused = cloud.main(*args, "--append", str(fleet), env=cloud.env(E2E_T1_SK="wrong"))
-    assert refused.returncode == ExitCode.ATTENTION
-    assert "tenant t1" in refused.stderr

@@ -11,9 +11,9 @@ from rich.console import Console
 
 from orchestrator.cli.common import config_of, say
 from orchestrator.commands.clouds import Seams
-from orchestrator.commands.discover import DiscoverRequest, Progress, discover
+from orchestrator.commands.discover import DiscoverRequest, DiscoverResult, Progress, discover
 from orchestrator.core.discovery import Filters
-from orchestrator.output.discover_output import closing_lines, progress_line, summary_table
+from orchestrator.output.discover_output import closing_lines, discover_table, progress_line
 
 
 def request_of(args: argparse.Namespace, environ: Mapping[str, str]) -> DiscoverRequest:
@@ -61,10 +61,16 @@ def cmd_discover(
     for tally in result.failures:  # even with --quiet: someone must look
         say(err, f"ims-migrate discover: tenant {tally.tenant} {tally.region}: {tally.error}")
     if not args.quiet:
-        wide = out if out.is_terminal else Console(file=out.file, width=160, soft_wrap=False)
-        wide.print(summary_table(result))
-        for line in closing_lines(result, appended=request.append):
-            say(out, line)
+        print_discovery(result, out, appended=request.append)
         if request.skipped_path is not None:
             say(out, f"left out: {len(result.left_out)} row(s), written to {request.skipped_path}")
     return result.exit_code
+
+
+def print_discovery(result: DiscoverResult, out: Console, *, appended: bool) -> None:
+    """The summary table (wide when not on a terminal: mail and logs do not wrap) and what was
+    written where."""
+    wide = out if out.is_terminal else Console(file=out.file, width=160, soft_wrap=False)
+    wide.print(discover_table(result))
+    for line in closing_lines(result, appended=appended):
+        say(out, line)

@@ -178,10 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="migrate a generated list against the embedded simulator",
-        description="Generate a 60+ image list over 3 tenants and 4 regions (with rows that "
-        "must be rejected), serve a simulator, run the migration, print the report and check "
-        "the simulator's ground truth. Exit 0 when it all went as expected.",
+        help="discover a generated fleet in the embedded simulator and migrate it",
+        description="Generate a fleet of ~70 images over 3 tenants and 4 regions, serve a "
+        "simulator, build the list with discover (2 source regions to 2 targets), append rows "
+        "that must be rejected, run the migration, print the report and check the "
+        "simulator's ground truth. Exit 0 when it all went as expected.",
     )
     demo.add_argument(
         "--workdir",

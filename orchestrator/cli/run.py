@@ -27,6 +27,7 @@ from orchestrator.cli.common import (
 )
 from orchestrator.commands.clouds import Seams
 from orchestrator.commands.common import UsageError, state_dir_for
+from orchestrator.commands.discover import DiscoverResult
 from orchestrator.commands.run import RunRequest, RunSummary, execute_run
 from orchestrator.config import Config
 from orchestrator.config_file import load_config
@@ -248,6 +249,7 @@ def cmd_run(
 def cmd_demo(
     args: argparse.Namespace, environ: Mapping[str, str], out: Console, err: Console
 ) -> int:
+    from orchestrator.cli.discover import print_discovery
     from orchestrator.commands.demo import run_demo
 
     mode = progress_mode(args.progress, False, sys.stderr)
@@ -256,7 +258,15 @@ def cmd_demo(
         watch = RunWatch(mode, err, request.list_path, None)
         return await run_with_progress(request, watch)
 
-    outcome = anyio.run(lambda: run_demo(args.workdir, seed=args.seed, run=run, environ=environ))
+    def discovered(result: DiscoverResult) -> None:
+        print_discovery(result, out, appended=False)
+        say(out, "the planted bad rows are appended to it; run follows")
+
+    outcome = anyio.run(
+        lambda: run_demo(
+            args.workdir, seed=args.seed, run=run, environ=environ, on_discovered=discovered
+        )
+    )
     summary = outcome.summary
     config = load_config(outcome.workdir / "ims-migrate.toml", environ, outcome.workdir)
     print_run_outcome(summary, config, False, out, err)
@@ -278,6 +288,7 @@ def cmd_demo(
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("rows in the list", str(len(summary.items) + len(summary.problems)))
+    table.add_row("rows found by discover", str(len(outcome.discovery.added)))
     table.add_row("wall time", f"{outcome.elapsed:.1f} s")
     table.add_row("copies made", str(len(copies)))
     table.add_row("job polls per copy", f"{polls / max(1, len(copies)):.1f}")

@@ -1,37 +1,48 @@
-"""``ims-migrate demo``: a generated list migrated against the embedded simulator, checked.
+"""``ims-migrate demo``: a list discovered in the embedded simulator, migrated, checked.
 
-It writes a scenario, a migration list and a config into the work folder, serves the simulator
-on 127.0.0.1 (any free port), runs the migration through the same code path as ``run``, then
-compares every row with what it was planted to do and the simulator's ground truth with the
-invariants (at most 5 copies in flight per tenant, no item submitted twice).
+It writes a scenario and a config into the work folder, serves the simulator on 127.0.0.1 (any
+free port), builds the migration list with ``discover`` (every tenant's images of
+``DEMO_SOURCES`` to ``DEMO_TARGETS``; the encrypted, ISO, queued and full-ECS images there are
+left out by reason), appends the scenario's planted bad rows, runs the migration through the
+same code path as ``run``, then compares every row with what it was planted to do and the
+simulator's ground truth with the invariants (at most 5 copies in flight per tenant, no item
+submitted twice).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 
+from orchestrator.commands.clouds import CloudFactory, open_clouds
 from orchestrator.commands.common import UsageError
+from orchestrator.commands.discover import DiscoverRequest, DiscoverResult, discover
 from orchestrator.commands.run import RunRequest, RunSummary
+from orchestrator.config import Config
 from orchestrator.config_file import load_config
+from orchestrator.core.discovery import LIST_COLUMNS
 from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.scenario import (
+    DEMO_REGIONS,
     build_world,
     dump_scenario,
     generate_demo_scenario,
-    write_rows_csv,
 )
 from orchestrator.simulator.truth import Truth
 
 LIST = "migration.csv"
 CONFIG = "ims-migrate.toml"
 SCENARIO = "scenario.json"
+DEMO_SOURCES = DEMO_REGIONS[:2]  # cn-north-4, cn-east-3
+DEMO_TARGETS = DEMO_REGIONS[2:]  # cn-south-1, ap-southeast-1
 
 CONFIG_TEMPLATE = """\
 # Written by `ims-migrate demo`: the embedded simulator on 127.0.0.1:{port}.
@@ -69,6 +80,7 @@ class DemoOutcome:
     truth: Truth
     elapsed: float
     workdir: Path
+    discovery: DiscoverResult
     mismatches: list[str] = field(default_factory=list)
 
     @property
@@ -109,8 +121,9 @@ def check_outcome(
     return mismatches
 
 
-def _prepare(workdir: Path, seed: int) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """A fresh scenario and list in ``workdir`` (the previous demo's state is removed)."""
+def prepare(workdir: Path, seed: int) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """A fresh scenario in ``workdir`` (the previous demo's list and state are removed) and the
+    planted bad rows (``expect`` rejected) of its generated list."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file in the way, no permission
@@ -118,10 +131,37 @@ def _prepare(workdir: Path, seed: int) -> tuple[dict[str, Any], list[dict[str, s
     state = workdir / "migration.state"
     if state.exists():
         shutil.rmtree(state)  # the lock file goes with its folder: no run can be holding it
+    (workdir / LIST).unlink(missing_ok=True)
     scenario, rows = generate_demo_scenario(seed)
     dump_scenario(scenario, workdir / SCENARIO)
-    write_rows_csv(rows, workdir / LIST)
-    return scenario, rows
+    return scenario, [row for row in rows if row["expect"] == "rejected"]
+
+
+async def discover_list(
+    workdir: Path,
+    config: Config,
+    env: Mapping[str, str],
+    planted: Sequence[dict[str, str]],
+    *,
+    clouds: CloudFactory = open_clouds,
+) -> tuple[DiscoverResult, list[dict[str, str]]]:
+    """``discover --output`` against the simulator, then the planted bad rows appended; the
+    rows of the list in file order, each with what it is expected to end as."""
+    request = DiscoverRequest(
+        config=config,
+        environ=env,
+        source_regions=DEMO_SOURCES,
+        target_regions=DEMO_TARGETS,
+        list_path=workdir / LIST,
+    )
+    result = await discover(request, clouds=clouds)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LIST_COLUMNS, extrasaction="ignore")
+    writer.writerows(planted)
+    with (workdir / LIST).open("a", encoding="utf-8", newline="") as handle:
+        handle.write(buffer.getvalue())
+    found = [{"image_id": row.image_id, "expect": "succeeded"} for row in result.added]
+    return result, [*found, *planted]
 
 
 async def run_demo(
@@ -130,9 +170,10 @@ async def run_demo(
     seed: int,
     run: Callable[[RunRequest], Awaitable[RunSummary]],
     environ: Mapping[str, str] | None = None,
+    on_discovered: Callable[[DiscoverResult], None] | None = None,
 ) -> DemoOutcome:
     workdir = await anyio.to_thread.run_sync(workdir.absolute)  # a blocking call (ASYNC240)
-    scenario, rows = await anyio.to_thread.run_sync(_prepare, workdir, seed)
+    scenario, planted = await anyio.to_thread.run_sync(prepare, workdir, seed)
     world, faults = build_world(scenario)
     runner, port = await serve(build_app(world, faults))
     try:
@@ -143,6 +184,9 @@ async def run_demo(
         (workdir / CONFIG).write_text(CONFIG_TEMPLATE.format(port=port, tenants=tenants))
         env = {**(environ or {}), **_environ(scenario)}
         config = load_config(workdir / CONFIG, env, workdir)
+        discovery, rows = await discover_list(workdir, config, env, planted)
+        if on_discovered is not None:
+            on_discovered(discovery)
         started = time.monotonic()
         summary = await run(RunRequest(list_path=workdir / LIST, config=config, environ=env))
         elapsed = time.monotonic() - started
@@ -150,4 +194,7 @@ async def run_demo(
     finally:
         await runner.cleanup()
     cap = int(scenario["params"].get("cap", 5))
-    return DemoOutcome(summary, truth, elapsed, workdir, check_outcome(summary, rows, truth, cap))
+    mismatches = check_outcome(summary, rows, truth, cap)
+    if discovery.failures:
+        mismatches += [f"discover: {t.tenant} {t.region}: {t.error}" for t in discovery.failures]
+    return DemoOutcome(summary, truth, elapsed, workdir, discovery, mismatches)

@@ -32,7 +32,7 @@ def progress_line(progress: Progress) -> str:
         return f"{where}: {progress.error}"
     if progress.found is None:
         return f"{where}: listing private images..."
-    return f"{where}: {progress.found} private images"
+    return f"{where}: {progress.found} private image{'s' if progress.found != 1 else ''}"
 
 
 def _total(tallies: list[Tally]) -> Tally:
@@ -51,7 +51,7 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{reason_words(code)} {n}" for code, n in sorted(counter.items()) if n)
 
 
-def summary_table(result: DiscoverResult) -> Table:
+def discover_table(result: DiscoverResult) -> Table:
     """One row per tenant and source region: images found, rows listed, already in the list,
     left out by reason and flagged (rows: an image gives one row per target region)."""
     table = Table(title=f"discover -> {result.list_path}", title_justify="left")
