@@ -195,4 +195,26 @@ def resolve_credentials(tenant: TenantConfig, environ: Mapping[str, str]) -> Cre
             f"{tenant.security_token_env})"
         )
     token = environ.get(tenant.security_token_env, "").strip() or None
+    for name, value, longest in (
+        (tenant.access_key_env, access_key, KEY_MAX),
+        (tenant.secret_key_env, secret_key, KEY_MAX),
+        (tenant.security_token_env, token or "", TOKEN_MAX),
+    ):
+        problem = _secret_problem(value, longest)
+        if problem:  # the value is never shown: it is a secret, or part of one
+            raise ConfigError(f'tenant "{tenant.name}": {name} {problem}; export it again')
     return Credentials(access_key=access_key, secret_key=secret_key, security_token=token)
+
+
+KEY_MAX = 256  # an access or secret key longer than this is not one (real ones: 20 and 40)
+TOKEN_MAX = 65536  # a temporary security token: a few KiB
+
+
+def _secret_problem(value: str, longest: int) -> str | None:
+    """What makes ``value`` unusable in an HTTP header, in words that do not show it."""
+    if len(value) > longest:
+        return f"is {len(value)} characters long (at most {longest})"
+    bad = next((i for i, c in enumerate(value) if not " " < c <= "~"), None)
+    if bad is not None:
+        return f"holds a character that is not printable ASCII (at position {bad + 1})"
+    return None
