@@ -321,3 +321,18 @@ async def test_no_agency_in_the_config_is_a_usage_error(fleet: Fleet) -> None:
     with pytest.raises(UsageError, match="agency_name"):
         await fleet.discover(config=replace(CONFIG, agency_name=None))
     assert fleet.world.request_log == []
+
+
+async def test_credentials_a_run_saw_refused_are_not_tried_again(fleet: Fleet) -> None:
+    """Cron's discover then run: t1's key goes bad, the run remembers it refused, and the next
+    discover of that list does not try it again (5 bad signatures in a row lock a key)."""
+    fleet.image("t0")
+    fleet.image("t1")
+    await fleet.discover()
+    fleet.environ["t1_SK"] = "wrong"
+    assert await run_list(fleet) == ExitCode.ATTENTION
+    tried = fleet.world.auth_failures["AK-t1"]
+    result = await fleet.discover()
+    assert result.exit_code == ExitCode.ATTENTION
+    assert "earlier run" in result.tallies[1].error
+    assert fleet.world.auth_failures["AK-t1"] == tried

@@ -10,7 +10,8 @@ key (tenant, image_id, target_region) the list lacks, after the existing bytes, 
 they were; the file is replaced atomically (temp file + fsync + rename), and created when absent.
 
 Each tenant's credentials are checked with one request (the IAM project lookup ``run`` makes)
-before its listings; a refused tenant or an unreachable region is named and the others are
+before its listings, unless a run of the list saw these very credentials refused (then they
+are not tried again); a refused tenant or an unreachable region is named and the others are
 still written (exit 1). It never copies, never takes a state dir's lock, makes no mutating call.
 """
 
@@ -29,9 +30,15 @@ import anyio
 
 from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import CloudFactory, open_clouds
-from orchestrator.commands.common import UsageError, tenant_credentials
+from orchestrator.commands.common import (
+    TenantCredentials,
+    UsageError,
+    default_state_dir,
+    tenant_credentials,
+)
 from orchestrator.config import KNOWN_REGIONS, Config
 from orchestrator.core.cloud import CloudError, Image, TenantCloud
+from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.discovery import (
     DEFAULT_TENANT,
     TOOL_COPY,
@@ -49,6 +56,8 @@ from orchestrator.core.model import Row
 from orchestrator.core.suggest import suggest
 from orchestrator.manifest_rows import REQUIRED_COLUMNS
 from orchestrator.state.atomic import fsync_dir, write_atomic
+from orchestrator.state.checkpoint import CheckpointCorrupt, read_snapshot, snapshot_meta
+from orchestrator.state.meta import RunMeta
 
 LIST_CONCURRENCY = 4  # listings in flight at once, over all tenants
 
@@ -180,9 +189,10 @@ async def discover(
     credentials = tenant_credentials(request.config, request.environ, tenants)
     notify = on_progress or (lambda _progress: None)
     result = DiscoverResult(request.list_path)
+    held = remembered_blocks(request.list_path, credentials)
     listings: dict[tuple[str, str], list[Image]] = {}
     async with clouds(request.config, credentials, clock or RealClock()) as opened:
-        await _list_all(request, opened, tenants, result, listings, notify)
+        await _list_all(request, opened, tenants, result, listings, notify, held)
     keys = existing.keys if existing is not None else frozenset()
     found: list[Verdict] = []
     for tally in result.tallies:
@@ -204,6 +214,7 @@ async def _list_all(
     result: DiscoverResult,
     listings: dict[tuple[str, str], list[Image]],
     notify: Callable[[Progress], None],
+    held: Mapping[str, str],
 ) -> None:
     limiter = anyio.CapacityLimiter(LIST_CONCURRENCY)
     query = request.filters.server_query()
@@ -212,12 +223,13 @@ async def _list_all(
 
     async def one_tenant(tenant: str, cloud: TenantCloud) -> None:
         mine = [t for t in result.tallies if t.tenant == tenant]
+        if tenant in held:
+            _fail(mine, held[tenant], notify)
+            return
         try:  # one request checks the credentials before any listing (a bad key is not
             await cloud.probe(request.source_regions[0])  # walked into the lock)
         except CloudError as error:
-            for tally in mine:
-                tally.error = f"credentials or endpoint refused: {error}"
-                notify(Progress(tenant, tally.region, error=tally.error))
+            _fail(mine, f"credentials or endpoint refused: {error}", notify)
             return
 
         async def one_region(tally: Tally) -> None:
@@ -240,6 +252,35 @@ async def _list_all(
     async with anyio.create_task_group() as group:
         for tenant in tenants:
             group.start_soon(one_tenant, tenant, opened[tenant])
+
+
+def _fail(tallies: Sequence[Tally], why: str, notify: Callable[[Progress], None]) -> None:
+    for tally in tallies:
+        tally.error = why
+        notify(Progress(tally.tenant, tally.region, error=why))
+
+
+def remembered_blocks(list_path: Path, credentials: TenantCredentials) -> dict[str, str]:
+    """Tenants whose very credentials a run of this list saw refused (its checkpoint, read
+    without the lock, as ``status`` reads it): not tried again, as ``run`` and ``plan`` do not
+    (the gateway locks a key after 5 bad signatures in a row; cron runs discover every hour).
+    A missing or unreadable checkpoint holds nobody back: ``run`` judges that one."""
+    state_dir = default_state_dir(list_path)
+    try:
+        snap = read_snapshot(state_dir)
+        meta = snapshot_meta(snap, state_dir) if snap is not None else RunMeta()
+    except (CheckpointCorrupt, OSError, ValueError):
+        return {}
+    held = {}
+    for tenant, why in meta.blocked.items():
+        if tenant in credentials and why.fingerprint == credential_fingerprint(
+            credentials[tenant][1]
+        ):
+            held[tenant] = (
+                f"credentials refused by an earlier run ({why.code}: {why.message}); not tried "
+                "again until they change: fix them"
+            )
+    return held
 
 
 def _judge(
