@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from orchestrator.core.backoff import ExponentialBackoff
+
 
 class Polling(StrEnum):
     """``[scheduling] polling``: how jobs are polled."""
@@ -145,7 +147,7 @@ def next_delay(
     spread = 1.0 + JITTER * (2.0 * jitter - 1.0)
     estimate = estimate_end(state, expected_duration)
     if estimate is None:
-        delay = poll_min * 2.0 ** min(state.quiet_polls, 16) * spread
+        delay = ExponentialBackoff(poll_min, max_exponent=16).ceiling(state.quiet_polls) * spread
     else:
         left = estimate.end_at - now
         duration = max(0.0, estimate.end_at - state.started_at)
@@ -154,7 +156,8 @@ def next_delay(
         elif left <= 0:
             # Overdue: look again soon, then less and less often while nothing moves.
             overdue = max(poll_min, OVERDUE_SHARE * (now - state.started_at))
-            delay = overdue * 2.0 ** min(max(state.quiet_polls - 1, 0), 16) * spread
+            again = ExponentialBackoff(overdue, max_exponent=16)
+            delay = again.ceiling(max(state.quiet_polls - 1, 0)) * spread
         elif estimate.precise:
             delay = left + MARGIN * duration * (1.0 + jitter)
         elif state.moving_since is not None:

@@ -21,6 +21,7 @@ import anyio
 
 from orchestrator import crashpoints
 from orchestrator.core.advice import quota_advice
+from orchestrator.core.backoff import look_backoff, retry_backoff
 from orchestrator.core.cloud import (
     ACTIVE,
     JOB_FAIL,
@@ -58,6 +59,8 @@ class Driver:
         self.item = item
         self.cloud = ctx.clouds[item.row.tenant]
         self.timing = ctx.config.timing
+        self.retry_backoff = retry_backoff(self.timing.poll_min, self.timing.backoff_max)
+        self.look_backoff = look_backoff(self.timing.poll_min, self.timing.poll_max)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -73,8 +76,7 @@ class Driver:
         return self.ctx.rng.random()
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.timing.backoff_max, self.timing.poll_min * 2.0 ** min(attempt, 20))
-        return max(self.timing.poll_min, self.ctx.rng.uniform(0.0, ceiling))
+        return self.retry_backoff.delay(attempt, self.ctx.rng)
 
     def _started(self) -> float:
         return self.item.submitted_at or self.item.unknown_since or self.now
@@ -402,9 +404,7 @@ class Driver:
                     "deadline",
                 )
             quiet += 1
-            await self.ctx.clock.sleep(
-                min(self.timing.poll_max, self.timing.poll_min * 2.0 ** min(quiet - 1, 16))
-            )
+            await self.ctx.clock.sleep(self.look_backoff.delay(quiet - 1))
 
     # -- reconcile an unknown outcome -----------------------------------------------------------
 
@@ -434,5 +434,5 @@ class Driver:
                     )
             checks += 1
             left = max(0.0, since + self.timing.settle - self.now)
-            pause = min(self.timing.poll_max, self.timing.poll_min * 2.0 ** min(checks - 1, 16))
+            pause = self.look_backoff.delay(checks - 1)
             await self.ctx.clock.sleep(max(min(pause, left), self.timing.poll_min * 0.5))

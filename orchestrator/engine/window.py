@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from orchestrator.core.backoff import back_pressure_backoff
 from orchestrator.core.model import Item
 from orchestrator.core.order import ORDERS, Order, SortKey
 
@@ -48,8 +49,7 @@ class Window:
         self.max_in_use = 0
         self.not_before = 0.0
         self.back_pressure_streak = 0
-        self._backoff_min = backoff_min
-        self._backoff_max = backoff_max
+        self._backoff = back_pressure_backoff(backoff_min, backoff_max)
         self._order = ORDERS[order]
         self._queues: dict[str, list[_Queued]] = {}  # tenant -> heap of its waiting items
         self._waiting = 0
@@ -126,8 +126,7 @@ class Window:
         """
         self.back_pressure_streak += 1
         self.capacity = max(1, min(self.capacity, self.in_use - 1))
-        ceiling = min(self._backoff_max, self._backoff_min * 2.0**self.back_pressure_streak)
-        wait = max(self._backoff_min, rng.uniform(0.0, ceiling))
+        wait = self._backoff.delay(self.back_pressure_streak, rng)
         self.not_before = max(self.not_before, now + wait)
         self._notify()
         return wait
