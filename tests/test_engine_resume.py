@@ -12,7 +12,7 @@ import anyio
 from orchestrator.core.cloud import TenantCloud
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
-from orchestrator.core.outcome import merge_list
+from orchestrator.core.outcome import Stop, merge_list
 from orchestrator.engine.scheduler import (
     Engine,
     RunOptions,
@@ -56,7 +56,7 @@ async def resume_with_slow_probe(
     async def stop() -> None:
         assert stop_after is not None
         await scene.clock.sleep(stop_after)
-        ctx.request_stop("signal SIGTERM")
+        ctx.request_stop(Stop.signal("SIGTERM"))
 
     async with anyio.create_task_group() as group:
         group.start_soon(scene.clock.autojump)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from pathlib import Path
 
 from orchestrator.cli.common import EPILOG
+from orchestrator.cli.run import attention_lines
+from orchestrator.commands.run import RunSummary
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase, Row
-from orchestrator.core.outcome import exit_code_for
+from orchestrator.core.outcome import Stop, exit_code_for
+from tests.engine_harness import CONFIG, TARGET, Scene
 
 
 def item(image_id: str, phase: Phase, *, listed: bool = True) -> Item:
@@ -22,14 +26,14 @@ def outcome(
     *,
     blocked: Collection[str] = (),
     quota_full: Collection[tuple[str, str]] = (),
-    stop_reason: str = "",
+    stop: Stop | None = None,
     unavailable: Mapping[str, str] | None = None,
 ) -> tuple[ExitCode, str]:
     return exit_code_for(
         items,
         blocked=blocked,
         quota_full=quota_full,
-        stop_reason=stop_reason,
+        stop=stop,
         unavailable=unavailable or {},
     )
 
@@ -63,13 +67,13 @@ def test_blocked_tenants_and_full_quotas_are_named() -> None:
 
 def test_failure_threshold_needs_attention() -> None:
     """A stop for the failure threshold is exit 1, even with work left."""
-    reason = "failure threshold reached (3 failed)"
-    assert outcome([item("a", Phase.PENDING)], stop_reason=reason) == (ExitCode.ATTENTION, reason)
+    code, reason = outcome([item("a", Phase.PENDING)], stop=Stop.failure_threshold(3))
+    assert (code, reason) == (ExitCode.ATTENTION, "failure threshold reached (3 failed)")
 
 
 def test_work_left_after_a_stop_is_later() -> None:
     """Stopped early with work left: exit 75, the stop named."""
-    code, reason = outcome([item("a", Phase.RUNNING)], stop_reason="run deadline reached")
+    code, reason = outcome([item("a", Phase.RUNNING)], stop=Stop.deadline())
     assert (code, reason) == (ExitCode.LATER, "work left (run deadline reached)")
 
 
@@ -83,3 +87,27 @@ def test_every_exit_code_is_in_the_help() -> None:
     """The CLI's help names each exit code."""
     for code in ExitCode:
         assert f"{code.value} " in EPILOG
+
+
+async def test_a_full_target_quota_is_named_by_the_run() -> None:
+    """IMG.0015 holds the items back; the run names the (tenant, region) and the cloud's words."""
+    scene = Scene()
+    scene.account("t1")
+    for gib in (1, 2):
+        scene.row("t1", gib)
+    scene.world.set_quota("t1", TARGET, 0)
+    result = await scene.run()
+    assert result.exit_code == ExitCode.ATTENTION
+    assert result.reason == f"target quota full: t1/{TARGET}"
+    assert list(scene.last_ctx.quota_blocked) == [("t1", TARGET)]
+    assert {item.phase for item in scene.items()} == {Phase.PENDING}
+
+
+def test_the_terminal_names_a_full_quota_and_what_to_do(tmp_path: Path) -> None:
+    """A full quota of the run is one line: where, the cloud's words, then what to do."""
+    summary = RunSummary(
+        ExitCode.ATTENTION, "", tmp_path, quota_full={("t1", "x-1"): "IMG.0015: quota exceeded"}
+    )
+    [line] = attention_lines(summary, CONFIG)
+    assert line.startswith("tenant t1, x-1: target quota full: IMG.0015: quota exceeded; ")
+    assert "raise the private-image quota of tenant t1 in x-1" in line

@@ -31,7 +31,7 @@ from orchestrator.commands.discover import DiscoverResult
 from orchestrator.commands.run import RunRequest, RunSummary, execute_run
 from orchestrator.config import Config
 from orchestrator.config_file import load_config
-from orchestrator.core.advice import blocked_advice, next_step
+from orchestrator.core.advice import blocked_advice, next_step, quota_full
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
 from orchestrator.engine.context import RunContext
@@ -44,7 +44,6 @@ from orchestrator.state.meta import RunMeta
 from orchestrator.state.store import StoreError
 
 PLAIN_PROGRESS_EVERY = 30.0  # seconds between two plain progress lines
-QUOTA_FULL = "target quota full"  # the detail lifecycle.py gives items the quota held back
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -153,11 +152,10 @@ def attention_lines(summary: RunSummary, config: Config) -> list[str]:
         + blocked_advice(tenant, config.tenant(tenant))
         for tenant, why in summary.blocked.items()
     ]
-    quota_full: dict[tuple[str, str], Item] = {}
-    for item in summary.items:
-        if item.phase == Phase.PENDING and item.detail.startswith(QUOTA_FULL):
-            quota_full.setdefault((item.row.tenant, item.row.target_region), item)
-    lines += [f"tenant {t}, {r}: {item.detail}" for (t, r), item in sorted(quota_full.items())]
+    lines += [
+        f"tenant {t}, {r}: {quota_full(error, t, r)}"
+        for (t, r), error in sorted(summary.quota_full.items())
+    ]
     return lines
 
 

@@ -34,7 +34,7 @@ from orchestrator.core.advice import next_step
 from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item
-from orchestrator.core.outcome import is_done, merge_list
+from orchestrator.core.outcome import Stop, is_done, merge_list
 from orchestrator.core.speed import SpeedModel
 from orchestrator.engine.context import Counters, RunContext, log
 from orchestrator.engine.scheduler import (
@@ -90,6 +90,7 @@ class RunSummary:
     counters: Counters = field(default_factory=Counters)
     skipped: bool = False
     blocked: dict[str, BlockedKey] = field(default_factory=dict)
+    quota_full: dict[tuple[str, str], str] = field(default_factory=dict)  # -> the cloud's words
 
 
 def write_report(state_dir: Path, items: list[Item]) -> None:
@@ -168,7 +169,7 @@ async def _signals(ctx: RunContext) -> AsyncIterator[None]:
                 count = 0
                 async for signum in received:
                     count += 1
-                    ctx.request_stop(f"signal {signal.Signals(signum).name}")
+                    ctx.request_stop(Stop.signal(signal.Signals(signum).name))
                     if count > 1:
                         group.cancel_scope.cancel()
 
@@ -348,4 +349,5 @@ async def _run_with_clients(
         counters=ctx.counters,
         skipped=result.skipped,
         blocked=dict(ctx.blocked),
+        quota_full=dict(ctx.quota_blocked),
     )

@@ -58,3 +58,9 @@ def quota_advice(tenant: str, region: str) -> str:
         f"raise the private-image quota of tenant {tenant} in {region} or delete images there "
         "that are no longer needed, then run again"
     )
+
+
+def quota_full(error: str, tenant: str, region: str) -> str:
+    """What is wrong and what to do when the target's quota is full (``error``: the cloud's
+    words): the detail of the items it holds back, and the terminal's line."""
+    return f"target quota full: {error}; {quota_advice(tenant, region)}"

@@ -5,10 +5,39 @@ code with its reason. Pure: the engine and ``plan`` both use it, neither needs t
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase, Row
+
+
+class StopReason(StrEnum):
+    """Why a run stopped submitting before its list was done."""
+
+    SIGNAL = "signal"  # SIGINT/SIGTERM: run again later
+    DEADLINE = "deadline"  # --deadline reached: run again later
+    FAILURE_THRESHOLD = "failure threshold"  # --max-failures reached: someone must look
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A stop: its reason, and the words that say it (in events.jsonl and the exit reason)."""
+
+    reason: StopReason
+    text: str
+
+    @staticmethod
+    def signal(name: str) -> Stop:
+        return Stop(StopReason.SIGNAL, f"signal {name}")
+
+    @staticmethod
+    def deadline() -> Stop:
+        return Stop(StopReason.DEADLINE, "run deadline reached")
+
+    @staticmethod
+    def failure_threshold(failed: int) -> Stop:
+        return Stop(StopReason.FAILURE_THRESHOLD, f"failure threshold reached ({failed} failed)")
 
 
 def merge_list(existing: Mapping[str, Item], rows: Sequence[Row]) -> list[Item]:
@@ -56,12 +85,12 @@ def exit_code_for(
     *,
     blocked: Collection[str],
     quota_full: Collection[tuple[str, str]],
-    stop_reason: str,
+    stop: Stop | None,
     unavailable: Mapping[str, str],
 ) -> tuple[ExitCode, str]:
     """The exit code of a run and its reason, from its items and what the run learned:
     ``blocked`` tenants, ``quota_full`` (tenant, target region) pairs, why it stopped early
-    (``""``: it did not) and the tenants ``unavailable`` (tenant -> outage message)."""
+    (None: it did not) and the tenants ``unavailable`` (tenant -> outage message)."""
     listed = [item for item in items if item.listed]
     failed = sum(item.phase == Phase.FAILED for item in listed)
     rejected = sum(item.phase == Phase.REJECTED for item in listed)
@@ -74,11 +103,12 @@ def exit_code_for(
         reasons.append("blocked tenant(s): " + ", ".join(sorted(blocked)))
     if quota_full:
         reasons.append("target quota full: " + ", ".join(f"{t}/{r}" for t, r in quota_full))
-    if stop_reason.startswith("failure threshold"):
-        reasons.append(stop_reason)
+    if stop is not None and stop.reason is StopReason.FAILURE_THRESHOLD:
+        reasons.append(stop.text)
     if reasons:
         return ExitCode.ATTENTION, "; ".join(reasons)
     if not is_finished(items):
-        why = stop_reason or ", ".join(f"{t}: {m}" for t, m in sorted(unavailable.items()))
+        outages = ", ".join(f"{t}: {m}" for t, m in sorted(unavailable.items()))
+        why = (stop.text if stop else "") or outages
         return ExitCode.LATER, f"work left ({why or 'run again'})"
     return ExitCode.OK, "every item succeeded"

@@ -16,6 +16,7 @@ from orchestrator.config import Config
 from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import CloudError, TenantCloud
 from orchestrator.core.model import Item, Phase
+from orchestrator.core.outcome import Stop
 from orchestrator.core.speed import SpeedModel
 from orchestrator.engine.targets import TargetIndex
 from orchestrator.state.meta import BlockedKey
@@ -54,7 +55,7 @@ class RunContext:
     rng: random.Random = field(default_factory=random.Random)
     stop: anyio.Event = field(default_factory=anyio.Event)  # stop now: signal, deadline
     no_more_submits: anyio.Event = field(default_factory=anyio.Event)  # finish what runs
-    stop_reason: str = ""
+    stopped: Stop | None = None  # why submitting stopped early, once it has
     speed: SpeedModel = field(default_factory=SpeedModel)
     blocked: dict[str, BlockedKey] = field(default_factory=dict)  # tenant -> why
     quota_blocked: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, region)
@@ -69,16 +70,16 @@ class RunContext:
     def __post_init__(self) -> None:
         self.targets = TargetIndex(self.clouds, self.clock.now, self.config.timing.settle)
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, stop: Stop) -> None:
         """Stop submitting and cancel the polls now (their state is durable)."""
-        self.stop_submitting(reason)
+        self.stop_submitting(stop)
         self.stop.set()
 
-    def stop_submitting(self, reason: str) -> None:
+    def stop_submitting(self, stop: Stop) -> None:
         """Submit nothing more, but follow the copies already running to their end."""
         if not self.no_more_submits.is_set():
-            self.stop_reason = reason
-            log.warning("run.stopping", reason=reason)
+            self.stopped = stop
+            log.warning("run.stopping", reason=stop.text)
             self.no_more_submits.set()
 
     async def save(self, item: Item, event: str | None = None, **fields: Any) -> Item:
@@ -107,7 +108,7 @@ class RunContext:
         """``--max-failures``: once reached, submit nothing more (running copies finish)."""
         self.counters.failures += 1
         if self.max_failures is not None and self.counters.failures >= self.max_failures:
-            self.stop_submitting(f"failure threshold reached ({self.counters.failures} failed)")
+            self.stop_submitting(Stop.failure_threshold(self.counters.failures))
 
     async def block_tenant(self, tenant: str, error: CloudError) -> None:
         """Credentials refused: stop this tenant now and remember it until the key changes."""

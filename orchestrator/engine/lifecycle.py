@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from orchestrator import crashpoints
-from orchestrator.core.advice import quota_advice
+from orchestrator.core.advice import quota_full
 from orchestrator.core.backoff import look_backoff, retry_backoff
 from orchestrator.core.cloud import (
     ACTIVE,
@@ -281,11 +281,8 @@ class Driver:
             return await self._auth_stop(error)
         if kind == ErrorKind.QUOTA:
             key = (self.item.row.tenant, self.item.row.target_region)
-            self.ctx.quota_blocked[key] = str(error)
-            advice = quota_advice(*key)  # the terminal says the same (cli/run.py)
-            await self._save(
-                self.item.new_attempt(f"target quota full: {error}; {advice}", **fields)
-            )
+            self.ctx.quota_blocked[key] = str(error)  # the terminal says it (cli/run.py)
+            await self._save(self.item.new_attempt(quota_full(str(error), *key), **fields))
             return Outcome(self.item)
         return await self._fail(error.code, error.message, "refused by the cloud")
 

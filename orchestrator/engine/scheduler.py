@@ -21,7 +21,7 @@ from orchestrator.clock import Clock
 from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind
 from orchestrator.core.model import Item, Phase
-from orchestrator.core.outcome import exit_code_for, is_done, is_finished
+from orchestrator.core.outcome import Stop, exit_code_for, is_done, is_finished
 from orchestrator.engine.context import RunContext, log
 from orchestrator.engine.lifecycle import Driver
 from orchestrator.engine.preflight import preflight
@@ -116,7 +116,7 @@ class Engine:
             final,
             blocked=ctx.blocked,
             quota_full=ctx.quota_blocked,
-            stop_reason=ctx.stop_reason,
+            stop=ctx.stopped,
             unavailable=ctx.unavailable,
         )
         return RunResult(code, reason, self.windows)
@@ -348,7 +348,7 @@ class Engine:
 
     async def _deadline_watch(self, deadline_at: float) -> None:
         await self.ctx.clock.sleep(max(0.0, deadline_at - self.ctx.clock.now()))
-        self.ctx.request_stop("run deadline reached")
+        self.ctx.request_stop(Stop.deadline())
 
     def _may_submit(self, item: Item) -> bool:
         row = item.row
