@@ -276,6 +276,19 @@ async def test_append_after_new_images_adds_exactly_those_and_run_copies_only_th
     assert max(fleet.world.submissions.values()) == 1
 
 
+async def test_a_jsonl_list_gets_json_lines(fleet: Fleet) -> None:
+    """A .jsonl list: one object per row with the key columns; --format must fit the suffix."""
+    image_id = fleet.image()
+    path = fleet.root / "fleet.jsonl"
+    with pytest.raises(UsageError, match="does not fit"):
+        await fleet.discover(list_path=path, fmt="csv")
+    await fleet.discover(list_path=path, fmt="jsonl")
+    assert path.read_text() == (
+        f'{{"image_id": "{image_id}", "source_region": "{SOURCE}", '
+        f'"target_region": "{TARGET}", "tenant": "t0"}}\n'
+    )
+
+
 async def test_append_keeps_a_hand_made_list_and_its_columns(fleet: Fleet) -> None:
     """A list in another column order with a bad row: its bytes stay, new rows follow its header."""
     image_id = fleet.image()

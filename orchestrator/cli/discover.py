@@ -13,7 +13,12 @@ from orchestrator.cli.common import config_of, say
 from orchestrator.commands.clouds import Seams
 from orchestrator.commands.discover import DiscoverRequest, DiscoverResult, Progress, discover
 from orchestrator.core.discovery import Filters
-from orchestrator.output.discover_output import closing_lines, discover_table, progress_line
+from orchestrator.output.discover_output import (
+    closing_lines,
+    discover_table,
+    failure_lines,
+    progress_line,
+)
 
 
 def request_of(args: argparse.Namespace, environ: Mapping[str, str]) -> DiscoverRequest:
@@ -58,10 +63,10 @@ def cmd_discover(
     result = anyio.run(
         lambda: discover(request, clouds=seams.clouds, clock=seams.clock, on_progress=on_progress)
     )
-    for tally in result.failures:  # even with --quiet: someone must look
-        say(err, f"ims-migrate discover: tenant {tally.tenant} {tally.region}: {tally.error}")
     if not args.quiet:
         print_discovery(result, out, appended=request.append)
+    for line in failure_lines(result):  # even with --quiet: someone must look
+        say(err, line)
         if request.skipped_path is not None:
             say(out, f"left out: {len(result.left_out)} row(s), written to {request.skipped_path}")
     return result.exit_code

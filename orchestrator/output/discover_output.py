@@ -65,7 +65,7 @@ def discover_table(result: DiscoverResult) -> Table:
     for tally in tallies or result.tallies:
         if tally.error:
             table.add_row(tally.tenant, tally.region, "[red]not listed[/red]", "", "", "", "",
-                          tally.error[:60], "")  # fmt: skip
+                          tally.error.partition(":")[0] + " (see below)", "")  # fmt: skip
             continue
         table.add_row(
             tally.tenant,
@@ -81,11 +81,24 @@ def discover_table(result: DiscoverResult) -> Table:
     return table
 
 
+def failure_lines(result: DiscoverResult) -> list[str]:
+    """One line per tenant and reason it could not be listed, naming the regions concerned."""
+    regions: dict[tuple[str, str], list[str]] = {}
+    for tally in result.failures:
+        regions.setdefault((tally.tenant, tally.error), []).append(tally.region)
+    return [
+        f"ims-migrate discover: tenant {tenant} ({', '.join(where)}) not listed: {error}"
+        for (tenant, error), where in regions.items()
+    ]
+
+
 def closing_lines(result: DiscoverResult, *, appended: bool) -> list[str]:
     """What was written where, in words."""
     added = len(result.added)
     if not result.wrote:
-        return [f"{result.list_path}: every row is already in the list; nothing written"]
+        already = sum(tally.already for tally in result.tallies)
+        return [f"{result.list_path}: nothing new to add ({already} row(s) already in it); "
+                "left as it was"]  # fmt: skip
     verb = "added to" if appended else "written to"
     lines = [f"{added} row{'s' if added != 1 else ''} {verb} {result.list_path}"]
     if result.flagged:
