@@ -2,7 +2,7 @@
 
 Pure. The list parser applies them to the columns of a row (orchestrator/manifest.py), the
 preflight rules to the copy's final name and description (orchestrator/core/rules.py), and the
-lifecycle sends the description built here (``describe_copy``).
+lifecycle sends the request built here (``copy_request``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 
-from orchestrator.core.model import Row
+from orchestrator.core.cloud import CopyRequest
+from orchestrator.core.model import Item, Row
 
 NAME_MAX = 128  # IMS: 1-128 characters (docs/ims-api.md §4.1)
 DESCRIPTION_MAX = 1024  # IMS: at most 1024 characters, including the tool's token suffix
@@ -56,6 +57,24 @@ def copy_suffix(token: str) -> str:
 def describe_copy(row: Row, token: str) -> str:
     """The description actually sent with the copy: the row's, plus the item's token."""
     return f"{row.description}{copy_suffix(token)}" if row.description else f"[{token}]"
+
+
+def sent_name(item: Item) -> str:
+    """The name the item's copy is sent with: the checked one, else the row's, else the id."""
+    return item.copy_name or item.row.name or item.row.image_id
+
+
+def copy_request(item: Item, agency_name: str | None) -> CopyRequest:
+    """The copy request of ``item``; ``agency_name`` is the config's, for rows without one."""
+    row = item.row
+    return CopyRequest(
+        name=sent_name(item),
+        description=describe_copy(row, item.token),
+        region=row.target_region,
+        project_name=row.target_project,
+        agency_name=row.agency_name or agency_name or "",
+        vault_id=row.vault_id,
+    )
 
 
 def description_max(token: str) -> int:

@@ -11,6 +11,9 @@ The rules that keep a copy from being made twice (design notes, I2) live here:
 
 Cloud errors are data here: every CloudError becomes a state of the item, a back-off, or a
 blocked tenant. Only bugs escape.
+
+(Over 400 lines: one item's state machine, whose phases share the rules above; the pure parts,
+the request, the polling schedule and the back-offs, live in orchestrator/core.)
 """
 
 from __future__ import annotations
@@ -27,14 +30,13 @@ from orchestrator.core.cloud import (
     JOB_FAIL,
     JOB_SUCCESS,
     CloudError,
-    CopyRequest,
     ErrorKind,
     Image,
     Job,
 )
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.polling import Polling, PollState, next_delay
-from orchestrator.core.request_text import describe_copy
+from orchestrator.core.request_text import copy_request, sent_name
 from orchestrator.core.rules import DEAD_STATUSES
 from orchestrator.engine.context import MAX_AUTOMATIC_ATTEMPTS, RunContext, log
 from orchestrator.engine.window import Window
@@ -71,9 +73,6 @@ class Driver:
     async def _save(self, item: Item, event: str | None = None, **fields: object) -> Item:
         self.item = await self.ctx.save(item, event, **fields)
         return self.item
-
-    def _jitter(self) -> float:
-        return self.ctx.rng.random()
 
     def _backoff(self, attempt: int) -> float:
         return self.retry_backoff.delay(attempt, self.ctx.rng)
@@ -159,17 +158,6 @@ class Driver:
 
     # -- submit ---------------------------------------------------------------------------------
 
-    def _copy_request(self) -> CopyRequest:
-        row = self.item.row
-        return CopyRequest(
-            name=self.item.copy_name or row.name or row.image_id,
-            description=describe_copy(row, self.item.token),
-            region=row.target_region,
-            project_name=row.target_project,
-            agency_name=row.agency_name or self.ctx.config.agency_name or "",
-            vault_id=row.vault_id,
-        )
-
     async def _absent(self) -> Outcome | None:
         """None once this run has seen the target without the item's copy (a listing at most
         ``settle`` old); else how the drive ends: the copy adopted, or a wait when the cloud
@@ -208,7 +196,7 @@ class Driver:
             return settled or Outcome(self.item)
         self.ctx.check_lock()  # another run may own the state dir now: LockLost, exit 75
         crashpoints.reach("before_intent")
-        request = self._copy_request()
+        request = copy_request(self.item, self.ctx.config.agency_name)
         intent = self.item.advance(
             Phase.SUBMITTING,
             submitted_at=self.now,
@@ -312,7 +300,7 @@ class Driver:
                 expected_duration=expected,
                 poll_min=self.timing.poll_min,
                 poll_max=self.timing.poll_max,
-                jitter=self._jitter(),
+                jitter=self.ctx.rng.random(),
                 adaptive=adaptive,
             )
             await self.ctx.clock.sleep(delay)
@@ -407,7 +395,7 @@ class Driver:
 
     async def reconcile(self) -> Outcome:
         row = self.item.row
-        name = self.item.copy_name or row.name or row.image_id
+        name = sent_name(self.item)
         since = self.item.unknown_since or self.now
         checks = 0
         while True:
