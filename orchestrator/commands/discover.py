@@ -44,12 +44,12 @@ from orchestrator.core.discovery import (
     TOOL_COPY,
     ExistingList,
     Filters,
-    Verdict,
+    Finding,
+    judge,
     read_existing,
     render_rows,
     render_skipped,
     sort_key,
-    verdict,
 )
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Row
@@ -107,8 +107,8 @@ class DiscoverResult:
     list_path: Path
     tallies: list[Tally] = field(default_factory=list)
     added: list[Row] = field(default_factory=list)
-    left_out: list[Verdict] = field(default_factory=list)
-    flagged: list[Verdict] = field(default_factory=list)
+    left_out: list[Finding] = field(default_factory=list)
+    flagged: list[Finding] = field(default_factory=list)
     wrote: bool = False  # the list file was written (created or extended)
 
     @property
@@ -194,7 +194,7 @@ async def discover(
     async with clouds(request.config, credentials, clock or RealClock()) as opened:
         await _list_all(request, opened, tenants, result, listings, notify, held)
     keys = existing.keys if existing is not None else frozenset()
-    found: list[Verdict] = []
+    found: list[Finding] = []
     for tally in result.tallies:
         for image in listings.get((tally.tenant, tally.region), []):
             found.extend(_judge(request, tally, image, keys, result))
@@ -289,14 +289,14 @@ def _judge(
     image: Image,
     keys: frozenset[str],
     result: DiscoverResult,
-) -> list[Verdict]:
+) -> list[Finding]:
     """The rows this image adds; the tally and the left-out list learn the rest."""
     if not request.filters.matches(image):
         tally.not_matching += 1
         return []
     out = []
     for target in request.target_regions:
-        found = verdict(tally.tenant, image, tally.region, target, request.config)
+        found = judge(tally.tenant, image, tally.region, target, request.config)
         if found.rejections and (found.reason == TOOL_COPY or not request.include_ineligible):
             tally.left_out[found.reason] += 1
             result.left_out.append(found)

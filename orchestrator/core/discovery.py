@@ -5,7 +5,7 @@ window, OS type). Only filters the API documents with the same meaning are sent 
 server (``server_query``); every filter is applied again here (``Filters.matches``), as how
 the server combines them is UNVERIFIED (docs/ims-api.md §9).
 
-Eligibility is ``run``'s own: ``verdict`` builds the row ``run`` would read and asks
+Eligibility is ``run``'s own: ``judge`` builds the row ``run`` would read and asks
 ``rules.check_source`` and ``rules.source_flags``, so a discovered image is left out for
 exactly the reasons the preflight would reject its row. Images that carry this tool's token
 (copies it made) are never sources.
@@ -134,7 +134,7 @@ def is_tool_copy(image: Image) -> bool:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Finding:
     """One (image, target region): left out (``rejections``) or listed, with ``flags``."""
 
     row: Row
@@ -148,16 +148,16 @@ class Verdict:
         return self.rejections[0].code if self.rejections else ""
 
 
-def verdict(tenant: str, image: Image, source: str, target: str, config: Config) -> Verdict:
+def judge(tenant: str, image: Image, source: str, target: str, config: Config) -> Finding:
     """The preflight's judgement of the row ``run`` would read for this image and target."""
     row = Row(line=0, tenant=tenant, image_id=image.id, source_region=source, target_region=target)
     if is_tool_copy(image):
-        return Verdict(row, image, (Rejection(TOOL_COPY, TOOL_COPY_MESSAGE),))
+        return Finding(row, image, (Rejection(TOOL_COPY, TOOL_COPY_MESSAGE),))
     rejections = check_source(row, image, config, token=item_token(row.key))
-    return Verdict(row, image, tuple(rejections), tuple(source_flags(image)))
+    return Finding(row, image, tuple(rejections), tuple(source_flags(image)))
 
 
-def sort_key(found: Verdict) -> tuple[str, str, datetime, str, str, str]:
+def sort_key(found: Finding) -> tuple[str, str, datetime, str, str, str]:
     """Rows sorted stably: tenant, source region, creation time, id (then target region)."""
     row = found.row
     moment = image_time(found.image) or datetime.min.replace(tzinfo=UTC)
@@ -243,7 +243,7 @@ def _json_object(line: str) -> Mapping[str, object] | None:
     return value if isinstance(value, dict) else None
 
 
-def render_skipped(left_out: Sequence[Verdict]) -> str:
+def render_skipped(left_out: Sequence[Finding]) -> str:
     """The ``--skipped`` CSV: what was left out, with every reason."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
