@@ -71,3 +71,10 @@ def test_an_uncapped_strategy_grows_without_bound() -> None:
     """cap defaults to infinity: only max_exponent bounds the wait."""
     assert ExponentialBackoff(base=1.0).cap == math.inf
     assert ExponentialBackoff(base=1.0).ceiling(40) == 2.0**40
+
+
+def test_back_pressure_after_thousands_of_refusals_waits_the_cap() -> None:
+    """A tenant refused IMG.0060 for days still gets a finite wait, never an OverflowError."""
+    strategy = back_pressure_backoff(2.0, 900.0)
+    assert strategy.ceiling(5000) == 900.0
+    assert 2.0 <= strategy.delay(5000, random.Random(1)) <= 900.0

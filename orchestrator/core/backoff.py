@@ -51,8 +51,10 @@ def retry_backoff(poll_min: float, backoff_max: float) -> ExponentialBackoff:
 
 
 def back_pressure_backoff(backoff_min: float, backoff_max: float) -> ExponentialBackoff:
-    """An account's pause after IMG.0060, by the number of refusals in a row."""
-    return ExponentialBackoff(backoff_min, backoff_max, full_jitter=True)
+    """An account's pause after IMG.0060, by the number of refusals in a row (a tenant held
+    at its cap by copies started elsewhere can be refused for days: the exponent is capped so
+    the float never overflows)."""
+    return ExponentialBackoff(backoff_min, backoff_max, max_exponent=30, full_jitter=True)
 
 
 def look_backoff(poll_min: float, poll_max: float) -> ExponentialBackoff:
