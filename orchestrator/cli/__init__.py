@@ -29,6 +29,7 @@ from orchestrator.cli.common import (
     say,
 )
 from orchestrator.cli.discover import cmd_discover
+from orchestrator.cli.output import OutputClosed, OutputFailed, guarded, silence_stdout
 from orchestrator.cli.parser import build_parser
 from orchestrator.cli.run import cmd_demo, cmd_run
 from orchestrator.cli.views import cmd_plan, cmd_report, cmd_simulator, cmd_status
@@ -56,17 +57,25 @@ def main(
     """Run the command ``argv`` names; its exit code. ``clouds`` and ``clock`` are the seams
     ``run`` and ``plan`` talk through (tests pass the in-memory cloud and virtual time)."""
     environ = os.environ if environ is None else environ
-    stdout = stdout or sys.stdout
+    real = stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    if args.command in ("status", "report"):  # a full disk or a closed pipe is not a bug
+        stdout = guarded(stdout)
     out = Console(file=stdout, soft_wrap=False)
     err = Console(file=stderr, stderr=True)
-    args = build_parser().parse_args(argv)
     logs.configure()  # once: a run sends its events to its state dir's events.jsonl
     try:
-        return _dispatch(args, environ, stdout, out, err, Seams(clouds, clock))
+        code = _dispatch(args, environ, stdout, out, err, Seams(clouds, clock))
+        stdout.flush()  # a failure to write is this command's, not the interpreter's exit
+        return code
     except (SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # noqa: BLE001 -- every failure ends in an exit code
+        if isinstance(exc, OutputClosed | OutputFailed):
+            silence_stdout(real)
+        if isinstance(exc, OutputClosed):
+            return ExitCode.OK  # the reader had enough (``| head``): as head users expect
         return _exit_for(exc, err, quiet=bool(getattr(args, "quiet", False)))
 
 
