@@ -1,6 +1,6 @@
 """How the simulated world behaves, and the cloud's documented limits as the simulator knows them.
 
-The limits are the simulator's own copy of the IMS documentation (docs/ims-api.md §3.2), not
+The limits are the simulator's own copy of the IMS documentation (docs/ims-api.md §4.2), not
 the product's: the simulator is the oracle the product is judged by, so it must not take the
 numbers it checks from the code under test. tests/test_simulator_world.py checks that the
 product's defaults (orchestrator/config.py) agree with these.
