@@ -31,8 +31,7 @@ from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.inmemory import InMemoryTenantCloud, OpenClouds, in_memory_clouds
 from orchestrator.simulator.scenario import build_world
 from orchestrator.simulator.world import World
-from tests.virtual_clock import VirtualClock
-from tests.virtual_clock import _all_blocked as all_blocked
+from tests.virtual_clock import VirtualClock, all_blocked
 
 T = TypeVar("T")
 

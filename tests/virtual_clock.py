@@ -78,7 +78,7 @@ class VirtualClock:
         this = asyncio.current_task()
         while True:
             await asyncio.sleep(0)
-            if not _all_blocked(this):
+            if not all_blocked(this):
                 continue
             if not self._pop_due():
                 await asyncio.sleep(0.001)  # nobody sleeps on the clock: let real I/O finish
@@ -93,7 +93,7 @@ class InstantClock(VirtualClock):
         await anyio.lowlevel.checkpoint()
 
 
-def _all_blocked(this: asyncio.Task[object] | None) -> bool:
+def all_blocked(this: asyncio.Task[object] | None) -> bool:
     """Every other task waits on a future that is not done, and no callback is queued that
     could wake one (a finished child's done-callback wakes its task group only once it runs).
     asyncio internals, test-only."""
