@@ -8,7 +8,12 @@ A Hypothesis state machine drives the real engine on virtual time against the in
   (optionally with ``--retry-failed``); the next run starts from the store's durable items;
 * a fault queued for the next request of an endpoint (5xx, 429, reset, hang, lost reply...);
 * the world moving on by itself: a copy job failing, copies started outside the tool holding
-  slots, hours passing while nothing runs; the list gaining or losing a row.
+  slots, hours passing while nothing runs; the list gaining or losing a row;
+* a wrong state (the cloud is the truth, design I2): the journal damaged at a random line (cut
+  there, or found bad and rebuilt by ``--repair-state``), the list run through a second state
+  dir, the lock deleted while a run holds it (the run stops at its next save or copy request).
+  The first two only where a copy shows in the target listing at once: when it shows later, a
+  state that lost a submission cannot be saved by the listing alone (a known limit).
 
 After every step: no item copied twice (a second copy only after the first one failed), never
 more than 5 copies in flight per account and no ``IMG.0060`` caused by the tool itself, attempt
@@ -47,6 +52,7 @@ from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.jobs import LIVE
 from orchestrator.simulator.params import WorldParams
 from orchestrator.simulator.world import World
+from orchestrator.state.checkpoint import LockLost
 from orchestrator.state.meta import RunMeta
 from tests.engine_harness import CONFIG, GIB, SOURCE
 from tests.virtual_clock import VirtualClock
@@ -125,6 +131,26 @@ class DurableStore:
         self._meta = RunMeta()
         self.switch = switch
         self.judge = judge
+        self.lock_check: Callable[[], None] = lambda: None
+        self.snapshot: dict[str, Item] = {}  # the items when the last run started
+        self.journal: list[list[Item]] = []  # the batches committed since then
+
+    def start_run(self) -> None:
+        """A run starts from a fresh snapshot (the file store compacts as it opens)."""
+        self.snapshot, self.journal = dict(self._items), []
+
+    def cut_journal(self, lines: int) -> None:
+        """The journal cut after ``lines`` batches (a damage that reads as a torn tail)."""
+        self._items = dict(self.snapshot)
+        for batch in self.journal[:lines]:
+            self._items.update((item.key, item) for item in batch)
+        self.journal = self.journal[:lines]
+        self.judge.latest = dict(self._items)
+
+    def rebuild(self) -> None:
+        """``run --repair-state``: the damaged files set aside, the state rebuilt empty."""
+        self._items, self._meta, self.snapshot, self.journal = {}, RunMeta(), {}, []
+        self.judge.latest = {}
 
     @property
     def items(self) -> Mapping[str, Item]:
@@ -137,7 +163,10 @@ class DurableStore:
     async def commit(self, items: Iterable[Item] = (), meta: RunMeta | None = None) -> None:
         batch = list(items)
         await anyio.lowlevel.checkpoint()  # a real save takes time (and can be cancelled)
+        self.lock_check()
         dies = self.switch.before()
+        if batch:
+            self.journal.append(batch)
         for item in batch:
             self.judge.saw(item)
             self._items[item.key] = item
@@ -286,11 +315,17 @@ class Machine(RuleBasedStateMachine):
         kill_at: float | None = None,
         retry_failed: bool = False,
         stuck_after: float | None = None,
+        store: DurableStore | None = None,
+        lock_lost_at: float | None = None,
     ) -> int | None:
-        """One run from the durable state; its exit code, or None if it was killed."""
+        """One run from the durable state (of ``store``, by default the list's own state dir);
+        its exit code, or None if it was killed or lost its lock."""
         self.runs += 1
-        items = merge_list(self.store.items, self.rows)
+        store = store or self.store
+        store.start_run()
+        items = merge_list(store.items, self.rows)
         options = RunOptions(retry_failed=retry_failed)
+        check_lock = self._lock(lock_lost_at)
 
         async def kill_later(seconds: float) -> None:
             await self.clock.sleep(seconds)
@@ -305,9 +340,10 @@ class Machine(RuleBasedStateMachine):
             ctx = RunContext(  # in the loop: its events belong to it
                 config=CONFIG,
                 clock=self.clock,
-                store=self.store,
+                store=store,
                 clouds=self.clouds,
                 rng=random.Random(self.runs),
+                check_lock=check_lock,
             )
             code = -1
             async with anyio.create_task_group() as group:
@@ -316,29 +352,47 @@ class Machine(RuleBasedStateMachine):
                     group.start_soon(kill_later, kill_at)
                 if stuck_after is not None:
                     group.start_soon(stuck, stuck_after)
-                await store_merged(self.store, items)
+                await store_merged(store, items)
                 code = (await Engine(ctx, options).run(items)).exit_code
                 group.cancel_scope.cancel()
             return code
 
         self.switch.arm(kill_ops, after_effect)
+        store.lock_check = check_lock
         try:
             code = anyio.run(main, backend="asyncio")
-            self.listed_at_end = {row.key for row in self.rows}
+            if store is self.store:
+                self.listed_at_end = {row.key for row in self.rows}
             return code
         except BaseExceptionGroup as group:
-            killed, rest = group.split(Killed)
-            if killed is None:
-                raise
-            # A cloud error a sibling task met while the process died: the handler that would
-            # have taken it (one for a group of cloud errors) never saw a clean group.
-            if rest is not None and rest.split(CloudError)[1] is not None:
-                raise rest from None
-            return None
-        except Killed:
+            return self._ended(group)
+        except (Killed, LockLost):
             return None
         finally:
             self.switch.arm(None)
+            store.lock_check = lambda: None
+
+    def _lock(self, lost_after: float | None) -> Callable[[], None]:
+        """The run's lock check: LockLost once ``lost_after`` seconds have passed."""
+        lost_at = None if lost_after is None else self.clock.now() + lost_after
+
+        def check_lock() -> None:
+            if lost_at is not None and self.clock.now() >= lost_at:
+                raise LockLost("lock removed while this run held it")
+
+        return check_lock
+
+    @staticmethod
+    def _ended(group: BaseExceptionGroup[BaseException]) -> None:
+        """A run ended by a kill or a lost lock: None; anything else is raised again."""
+        killed, rest = group.split((Killed, LockLost))
+        if killed is None:
+            raise group
+        # A cloud error a sibling task met while the process died: the handler that would
+        # have taken it (one for a group of cloud errors) never saw a clean group.
+        if rest is not None and rest.split(CloudError)[1] is not None:
+            raise rest from None
+        return
 
     @rule(ops=st.integers(1, 60), after_effect=st.booleans())
     def run_killed_at_an_operation(self, ops: int, after_effect: bool) -> None:
@@ -359,6 +413,44 @@ class Machine(RuleBasedStateMachine):
     @rule(retry_failed=st.sampled_from([False, False, True]))
     def run_to_its_end(self, retry_failed: bool) -> None:
         self._run(retry_failed=retry_failed)
+
+    # -- a wrong state: the cloud is the truth (design I2) ---------------------------------------
+
+    def _copies_show_at_once(self) -> bool:
+        """Whether a copy shows in the target listing as soon as it is made. When it shows only
+        later, a state that lost a submission cannot be saved by the listing alone (a known
+        limit: the settle window only helps items the state knows may have been submitted)."""
+        params = self.world.params
+        return params.visibility == "immediate" and params.visibility_lag == 0.0
+
+    @rule(line=st.integers(0, 40), detected=st.booleans())
+    def the_journal_is_damaged_at_a_line(self, line: int, detected: bool) -> None:
+        """A bad line in the middle stops the next run (exit 74) and ``--repair-state``
+        rebuilds the state from the list; a journal cut at a line reads as a torn tail: the
+        state goes back to that line."""
+        if not self._copies_show_at_once():
+            return
+        if detected:
+            self.store.rebuild()
+            self.listed_at_end = set()
+        else:
+            self.store.cut_journal(line)
+
+    @rule(seconds=st.one_of(st.none(), st.floats(0.0, 1500.0)))
+    def the_list_runs_through_a_second_state_dir(self, seconds: float | None) -> None:
+        """``run LIST --state-dir other.state`` (killed after ``seconds``, or to its end)."""
+        if not self._copies_show_at_once():
+            return
+        other = DurableStore(self.switch, Judge())
+        self._run(store=other, kill_at=seconds)
+        assert other.judge.violations == []
+
+    @rule(seconds=st.floats(0.0, 1500.0))
+    def the_lock_is_deleted_while_a_run_holds_it(self, seconds: float) -> None:
+        """``rm lock`` after ``seconds``: the run stops at its next save or copy request (exit
+        75) and the next run, which takes a new lock, goes on from the durable state."""
+        self._run(lock_lost_at=seconds)
+        self._run()
 
     # -- faults and a world that moves on -------------------------------------------------------
 
