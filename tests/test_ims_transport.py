@@ -1,0 +1,213 @@
+"""ImsClient over the real aiohttp transport, where the socket itself matters: timeouts, resets,
+a refused connection (not sent: safe to send again) against one that was lost (maybe sent:
+never re-POSTed), and the session's proxy and TLS settings. The script is ``tests/fake_ims.py``
+served on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from orchestrator.config import Config, Endpoints
+from orchestrator.core.cloud import CloudError, ErrorKind
+from orchestrator.ims.transport import AiohttpTransport, env_proxy, open_session
+from tests.fake_ims import (
+    COPY,
+    COPY_PATH,
+    PROJECT_ID,
+    QUOTA,
+    REGION,
+    START,
+    TIMEOUT,
+    FakeCloud,
+    Harness,
+    answer,
+    build_harness,
+    closed_port,
+    drop,
+    hang,
+)
+from tests.virtual_clock import InstantClock, VirtualClock
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return InstantClock(START)
+
+
+@pytest.fixture
+def cloud(clock: VirtualClock) -> Iterator[FakeCloud]:
+    fake = FakeCloud(clock)
+    yield fake
+    fake.release.set()
+    assert fake.problems == [], "requests the gateway would have rejected"
+
+
+@pytest.fixture
+async def runner(cloud: FakeCloud) -> AsyncIterator[tuple[web.AppRunner, FakeCloud]]:
+    """The script served on 127.0.0.1."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", cloud.serve)
+    app_runner = web.AppRunner(
+        app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None
+    )
+    await app_runner.setup()
+    site = web.TCPSite(app_runner, "127.0.0.1", 0)
+    await site.start()
+    cloud.port = app_runner.addresses[0][1]
+    try:
+        yield app_runner, cloud
+    finally:
+        cloud.release.set()
+        await app_runner.cleanup()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+@pytest.fixture
+def make(
+    cloud: FakeCloud, clock: VirtualClock, session: aiohttp.ClientSession
+) -> Callable[..., Harness]:
+    """Clients whose requests go over a socket (to ``cloud`` once ``runner`` serves it)."""
+    return partial(build_harness, cloud, clock, AiohttpTransport(session, TIMEOUT))
+
+
+@pytest.mark.usefixtures("runner")
+async def test_get_timeout_is_transient_and_retried(
+    cloud: FakeCloud, make: Callable[..., Harness]
+) -> None:
+    """A read that hangs past request_timeout is TRANSIENT, retried, then given up."""
+    cloud.on("GET", QUOTA, hang)
+    harness = make(max_attempts=2)
+    with anyio.fail_after(5):
+        with pytest.raises(CloudError) as caught:
+            await harness.client.get_quota(REGION)
+    assert caught.value.kind is ErrorKind.TRANSIENT
+    assert "no answer within" in str(caught.value)
+    assert len(cloud.requests("GET", QUOTA)) == 2
+    assert len(harness.sleeps) == 1
+
+
+@pytest.mark.usefixtures("runner")
+async def test_get_reset_is_transient_and_retried(
+    cloud: FakeCloud, make: Callable[..., Harness]
+) -> None:
+    """A read whose connection is reset every time is TRANSIENT, retried, then given up.
+
+    (aiohttp itself resends an idempotent request once on a dropped connection, so the count
+    of GETs is not asserted: only our attempts, seen as sleeps.)
+    """
+    cloud.on("GET", QUOTA, drop(rst=True))
+    harness = make(max_attempts=3)
+    with pytest.raises(CloudError) as caught:
+        await harness.client.get_quota(REGION)
+    assert caught.value.kind is ErrorKind.TRANSIENT
+    assert len(harness.sleeps) == 2
+    assert len(cloud.requests("GET", QUOTA)) >= 3
+
+
+async def test_copy_to_a_closed_port_is_not_sent_and_retried(
+    runner: tuple[web.AppRunner, FakeCloud], make: Callable[..., Harness]
+) -> None:
+    """Connection refused means nothing was sent: retried, and it succeeds once IMS listens."""
+    app_runner, cloud = runner
+    port = closed_port()
+    region = "cn-late-1"
+    cloud.project_ids[region] = PROJECT_ID
+    path = f"/ims/{region}/v1/cloudimages/src-1/cross_region_copy"
+    cloud.on("POST", path, answer(200, {"job_id": "job-late"}))
+
+    async def start_listening(_seconds: float) -> None:
+        if not any(getattr(site, "_port", None) == port for site in app_runner.sites):
+            await web.TCPSite(app_runner, "127.0.0.1", port).start()
+
+    harness = make(
+        project_ids={region: PROJECT_ID},
+        ims_by_region={region: f"http://127.0.0.1:{port}/ims/{region}"},
+        retry_sleep=start_listening,
+    )
+    assert await harness.client.copy_image(region, "src-1", COPY) == "job-late"
+    assert len(harness.sleeps) == 1
+    assert len(cloud.requests("POST", path)) == 1
+
+
+async def test_copy_to_a_closed_port_ends_not_sent(make: Callable[..., Harness]) -> None:
+    """Refused on every attempt: NOT_SENT after the attempt budget, safe for the engine to retry."""
+    port = closed_port()
+    harness = make(
+        project_ids={"cn-dead-1": PROJECT_ID},
+        ims_by_region={"cn-dead-1": f"http://127.0.0.1:{port}/ims"},
+        max_attempts=3,
+    )
+    with pytest.raises(CloudError) as caught:
+        await harness.client.copy_image("cn-dead-1", "src-1", COPY)
+    assert caught.value.kind is ErrorKind.NOT_SENT
+    assert len(harness.sleeps) == 2
+
+
+@pytest.mark.usefixtures("runner")
+@pytest.mark.parametrize("rst", [True, False], ids=["reset", "closed"])
+async def test_copy_connection_lost_is_unknown_and_never_resent(
+    cloud: FakeCloud, make: Callable[..., Harness], rst: bool
+) -> None:
+    """The server read the POST and dropped the connection: UNKNOWN at once, one POST seen."""
+    cloud.on("POST", COPY_PATH, drop(rst=rst), answer(200, {"job_id": "job-2"}))
+    harness = make()
+    with pytest.raises(CloudError) as caught:
+        await harness.client.copy_image(REGION, "src-1", COPY)
+    assert caught.value.kind is ErrorKind.UNKNOWN
+    assert len(cloud.requests("POST", COPY_PATH)) == 1
+    assert harness.sleeps == []
+
+
+@pytest.mark.usefixtures("runner")
+async def test_copy_timeout_is_unknown_and_never_resent(
+    cloud: FakeCloud, make: Callable[..., Harness]
+) -> None:
+    """A POST without an answer within request_timeout is UNKNOWN at once; one POST seen."""
+    cloud.on("POST", COPY_PATH, hang, answer(200, {"job_id": "job-2"}))
+    harness = make()
+    with anyio.fail_after(5):
+        with pytest.raises(CloudError) as caught:
+            await harness.client.copy_image(REGION, "src-1", COPY)
+    assert caught.value.kind is ErrorKind.UNKNOWN
+    assert len(cloud.requests("POST", COPY_PATH)) == 1
+    assert harness.sleeps == []
+
+
+def test_the_proxy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY is used for the IMS hosts, except the ones NO_PROXY names."""
+    for name in ("https_proxy", "http_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "iam.example.com")
+    proxy, _ = env_proxy(URL("https://ims.cn-north-4.example.com"))
+    assert proxy == URL("http://proxy.example:3128")
+    assert env_proxy(URL("https://iam.example.com")) == (None, None)
+
+
+async def test_open_session_leaves_netrc_alone() -> None:
+    """The session does not take ~/.netrc credentials (they would clash with the signature)."""
+    async with open_session(Config()) as client_session:
+        assert not client_session.trust_env
+
+
+async def test_open_session_with_a_missing_ca_bundle_says_so(tmp_path: Any) -> None:
+    """A CA bundle that cannot be read is a PERMANENT error naming the setting."""
+    config = Config(endpoints=Endpoints(ca_bundle=str(tmp_path / "missing.pem")))
+    with pytest.raises(CloudError, match="ca_bundle"):
+        async with open_session(config):
+            pass
