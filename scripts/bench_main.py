@@ -54,6 +54,8 @@ from bench_workload import (
     credentials_env,
 )
 
+from orchestrator.simulator.truth import Truth
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -101,10 +103,10 @@ class Simulator:
             time.sleep(0.05)
         self.port = int(port_file.read_text())
 
-    def truth(self) -> dict[str, Any]:
+    def truth(self) -> Truth:
         url = f"http://127.0.0.1:{self.port}/_sim/truth"
         with urllib.request.urlopen(url, timeout=300) as response:
-            return dict(json.loads(response.read()))
+            return Truth.from_dict(json.loads(response.read()))
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -224,7 +226,7 @@ def run_mixed_once(work: Mixed, built: Built, strategy: str, folder: Path) -> di
         truth = sim.truth()
     finally:
         sim.stop()
-    (folder / "truth.json").write_text(json.dumps(truth), encoding="utf-8")
+    (folder / "truth.json").write_text(json.dumps(truth.to_dict()), encoding="utf-8")
     events = read_events(folder / "migration.state" / "events.jsonl")
     figures = copy_figures(truth, recorded_successes(events))
     figures.update(strategy=strategy, exit_code=finished.exit_code, tool_cpu=finished.cpu)
@@ -378,7 +380,7 @@ def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     rotated = events_path.stat().st_ino != before.st_ino
     resume_events = events if rotated else events[len(read_events_upto(events_path, before)) :]
     end = last_event(resume_events, "run.finished") or {}
-    preflight_lists = truth["requests"].get("list", 0) - truth_mid["requests"].get("list", 0)
+    preflight_lists = truth.requests.get("list", 0) - truth_mid.requests.get("list", 0)
     items_after = sum(1 for e in resume_events if e.get("event") == "item.succeeded")
     first_poll = end.get("first_poll_at")
     runs = [(stopped, first_end), (finished, end)]
@@ -391,10 +393,10 @@ def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "rows": work.rows,
         "tenants": work.tenants,
         "exit_codes": [stopped.exit_code, finished.exit_code],
-        "succeeded": truth["jobs"].get("SUCCESS", 0),
-        "copies": truth["copies_total"],
-        "duplicates": len(truth["duplicates"]),
-        "max_in_flight": max(truth["max_in_flight"].values() or [0]),
+        "succeeded": truth.jobs.get("SUCCESS", 0),
+        "copies": truth.copies_total,
+        "duplicates": len(truth.duplicates),
+        "max_in_flight": max(truth.max_in_flight.values() or [0]),
         "peak_rss_mib": max(float(e.get("peak_rss_mib", 0)) for _, e in runs),
         "tool_cpu_seconds": cpu,
         "tool_wall_seconds": wall,
@@ -410,8 +412,8 @@ def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "resume_cpu_to_first_poll_seconds": end.get("first_poll_cpu_seconds"),
         "resume_list_requests": preflight_lists,
         "resume_items_finished": items_after,
-        "requests_per_item": sum(truth["requests"].values()) / work.rows,
-        "polls_per_item": truth["requests"].get("job", 0) / work.rows,
+        "requests_per_item": sum(truth.requests.values()) / work.rows,
+        "polls_per_item": truth.requests.get("job", 0) / work.rows,
         "items_per_second": work.rows / wall,
     }
     say()
@@ -478,7 +480,7 @@ def bench_preflight(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         truth = sim.truth()
     finally:
         sim.stop()
-    requests = dict(truth["requests"])
+    requests = dict(truth.requests)
     figures = {
         "rows": work.rows,
         "exit_code": finished.exit_code,

@@ -17,9 +17,12 @@ import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from orchestrator.simulator.truth import Truth
 
 CAP = 5
 
@@ -55,20 +58,20 @@ def last_event(events: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, A
     return None
 
 
-def copy_figures(truth: Mapping[str, Any], recorded: Mapping[str, float]) -> dict[str, Any]:
+def copy_figures(truth: Truth, recorded: Mapping[str, float]) -> dict[str, Any]:
     """Efficiency, lag and polls of one run."""
     by_tenant: dict[str, list[dict[str, Any]]] = defaultdict(list)
     lags: list[float] = []
     missing = 0
-    for copy in truth["copies"]:
-        key = f"{copy['account']}/{copy['image_id']}/{copy['target_region']}"
-        duration = copy["end"] - copy["begin"]
+    for copy in truth.copies:
+        key = f"{copy.account}/{copy.image_id}/{copy.target_region}"
+        duration = copy.end - copy.begin
         seen = recorded.get(key)
         if seen is None:
             missing += 1
             continue
-        lags.append((seen - copy["end"]) / duration)
-        by_tenant[copy["account"]].append({**copy, "duration": duration, "seen": seen})
+        lags.append((seen - copy.end) / duration)
+        by_tenant[copy.account].append({**asdict(copy), "duration": duration, "seen": seen})
     tenants = {}
     for tenant, copies in sorted(by_tenant.items()):
         durations = [c["duration"] for c in copies]
@@ -82,13 +85,13 @@ def copy_figures(truth: Mapping[str, Any], recorded: Mapping[str, float]) -> dic
         }
     all_copies = [c for copies in by_tenant.values() for c in copies]
     run_makespan = max(c["seen"] for c in all_copies) - min(c["begin"] for c in all_copies)
-    copies_total = len(truth["copies"])
-    requests = truth.get("requests", {})
+    copies_total = len(truth.copies)
+    requests = truth.requests
     return {
         "copies": copies_total,
         "unrecorded": missing,
-        "duplicates": len(truth.get("duplicates", [])),
-        "max_in_flight": max(truth.get("max_in_flight", {}).values() or [0]),
+        "duplicates": len(truth.duplicates),
+        "max_in_flight": max(truth.max_in_flight.values() or [0]),
         "efficiency": statistics.fmean(t["efficiency"] for t in tenants.values()),
         "efficiency_worst": min(t["efficiency"] for t in tenants.values()),
         "efficiency_run": max(t["floor"] for t in tenants.values()) / run_makespan,

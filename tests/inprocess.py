@@ -30,6 +30,7 @@ from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.inmemory import InMemoryTenantCloud, OpenClouds, in_memory_clouds
 from orchestrator.simulator.scenario import build_world
+from orchestrator.simulator.truth import Truth
 from orchestrator.simulator.world import World
 from tests.virtual_clock import VirtualClock, all_blocked
 
@@ -140,12 +141,12 @@ class LocalCloud(Cloud):
     def stop(self) -> None:
         """Nothing to stop: no process."""
 
-    def truth(self) -> dict[str, Any]:
+    def truth(self) -> Truth:
         assert self.world is not None, "start() first"
         truth = self.world.truth(self.clock.now())
         if self.fault_plan is not None:
             truth = replace(truth, faults=self.fault_plan.decided)
-        return truth.to_dict()  # what GET /_sim/truth serves, as tests.e2e.Cloud reads it
+        return truth
 
     def main(self, *args: str, env: Mapping[str, str] | None = None) -> Completed:
         """``ims-migrate ARGS`` in this process, against the world, on the virtual clock."""

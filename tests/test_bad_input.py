@@ -13,7 +13,6 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,6 +20,7 @@ from orchestrator.cli import main
 from orchestrator.core.model import item_key, item_token
 from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.inmemory import in_memory_clouds
+from orchestrator.simulator.truth import Truth
 from orchestrator.simulator.world import World
 from tests.inprocess import LocalCloud
 
@@ -47,7 +47,7 @@ class Simulator:
         assert self.cloud.world is not None
         return self.cloud.world
 
-    def truth(self) -> dict[str, Any]:
+    def truth(self) -> Truth:
         return self.cloud.truth()
 
 
@@ -114,11 +114,11 @@ class Case:
         )
         after = self.sim.truth()
         submitted = {
-            key: n - before["submissions"].get(key, 0)
-            for key, n in after["submissions"].items()
-            if n != before["submissions"].get(key, 0)
+            key: n - before.submissions.get(key, 0)
+            for key, n in after.submissions.items()
+            if n != before.submissions.get(key, 0)
         }
-        requests = sum(after["requests"].values()) - sum(before["requests"].values())
+        requests = sum(after.requests.values()) - sum(before.requests.values())
         return Outcome(code, out.getvalue(), err.getvalue(), requests, submitted)
 
 

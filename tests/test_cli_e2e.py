@@ -28,9 +28,9 @@ def test_happy_path_migrates_everything(local_cloud: LocalCloud) -> None:
     done = cloud.run()
     assert done.returncode == 0, done.stderr
     truth = cloud.truth()
-    assert truth["duplicates"] == []
-    assert max(truth["max_in_flight"].values()) <= 5
-    assert truth["copies_total"] == 30
+    assert truth.duplicates == ()
+    assert max(truth.max_in_flight.values()) <= 5
+    assert truth.copies_total == 30
     assert set(cloud.item_states().values()) == {"succeeded"}
     report = (cloud.state_dir / "report.csv").read_text().splitlines()
     assert len(report) == 31
@@ -46,10 +46,10 @@ def test_second_run_is_a_no_op(local_cloud: LocalCloud) -> None:
     cloud.populate(tenants=1, per_tenant=4)
     cloud.start()
     assert cloud.run().returncode == 0
-    before = cloud.truth()["requests"]
+    before = cloud.truth().requests
     again = cloud.run()
     assert again.returncode == 0, again.stderr
-    assert cloud.truth()["requests"] == before
+    assert cloud.truth().requests == before
 
 
 @pytest.mark.e2e
@@ -60,7 +60,7 @@ def test_kill_9_then_resume_has_no_duplicate(cloud: Cloud) -> None:
     cloud.start()
     first = cloud.spawn()
     deadline = time.monotonic() + 30
-    while cloud.truth()["copies_total"] < 6 and time.monotonic() < deadline:
+    while cloud.truth().copies_total < 6 and time.monotonic() < deadline:
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
@@ -68,8 +68,8 @@ def test_kill_9_then_resume_has_no_duplicate(cloud: Cloud) -> None:
     second = cloud.run()
     assert second.returncode == 0, second.stderr
     truth = cloud.truth()
-    assert truth["duplicates"] == []
-    assert truth["copies_total"] == 24
+    assert truth.duplicates == ()
+    assert truth.copies_total == 24
     assert set(cloud.item_states().values()) == {"succeeded"}
 
 
@@ -81,7 +81,7 @@ def test_second_run_while_first_holds_the_lock_exits_75(cloud: Cloud) -> None:
     cloud.start()
     first = cloud.spawn()
     deadline = time.monotonic() + 20
-    while cloud.truth()["copies_total"] < 1 and time.monotonic() < deadline:
+    while cloud.truth().copies_total < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     started = time.monotonic()
     second = cloud.run(timeout=30)
@@ -100,7 +100,7 @@ def test_sigterm_stops_submitting_and_exits_75(cloud: Cloud) -> None:
     cloud.start()
     first = cloud.spawn()
     deadline = time.monotonic() + 20
-    while cloud.truth()["copies_total"] < 3 and time.monotonic() < deadline:
+    while cloud.truth().copies_total < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     signalled = time.monotonic()
     first.send_signal(signal.SIGTERM)
@@ -109,7 +109,7 @@ def test_sigterm_stops_submitting_and_exits_75(cloud: Cloud) -> None:
     assert time.monotonic() - signalled < 10
     assert_no_copy_request_after_the_stop(cloud)
     assert cloud.run().returncode == 0
-    assert cloud.truth()["duplicates"] == []
+    assert cloud.truth().duplicates == ()
 
 
 def assert_no_copy_request_after_the_stop(cloud: Cloud) -> None:
@@ -134,7 +134,7 @@ def test_unreadable_list_exits_2_before_any_call(local_cloud: LocalCloud) -> Non
     assert done.returncode == 2
     assert "migration.csv" in done.stderr
     assert "source_region" in done.stderr
-    assert sum(cloud.truth()["requests"].values()) == 0
+    assert sum(cloud.truth().requests.values()) == 0
 
 
 def test_status_and_report_read_the_checkpoint(local_cloud: LocalCloud) -> None:
@@ -143,11 +143,11 @@ def test_status_and_report_read_the_checkpoint(local_cloud: LocalCloud) -> None:
     cloud.populate(tenants=1, per_tenant=3)
     cloud.start()
     assert cloud.run().returncode == 0
-    requests = cloud.truth()["requests"]
+    requests = cloud.truth().requests
     status = cloud.main("status", str(cloud.list_path))
     assert status.returncode == 0, status.stderr
     assert "succeeded" in status.stdout
     report = cloud.main("report", "--state-dir", str(cloud.state_dir), "--format", "json")
     document = json.loads(report.stdout)
     assert document["summary"]["by_state"]["succeeded"] == 3
-    assert cloud.truth()["requests"] == requests
+    assert cloud.truth().requests == requests

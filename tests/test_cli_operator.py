@@ -7,7 +7,6 @@ the simulator on 127.0.0.1)."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -21,17 +20,6 @@ from tests.inprocess import LocalCloud
 def events(cloud: Cloud) -> list[dict[str, Any]]:
     text = (cloud.state_dir / "events.jsonl").read_text()
     return [json.loads(line) for line in text.splitlines()]
-
-
-def wait_for(cloud: Cloud, what: Any, seconds: float = 30) -> Any:
-    """Poll the simulator's ground truth until ``what(truth)`` gives something."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = what(cloud.truth())
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError("the simulator never showed what the test waits for")
 
 
 # -- cron: quiet, progress, lock -----------------------------------------------------------------
@@ -138,15 +126,15 @@ def test_retry_failed_is_needed_to_retry_and_then_succeeds(local_cloud: LocalClo
     assert first.returncode == 1, first.stderr
     assert failed
     cloud.watch = None
-    requests = cloud.truth()["requests"]
+    requests = cloud.truth().requests
     again = cloud.run()
     assert again.returncode == 1
     assert "already finished" in again.stdout
     assert "--retry-failed" in again.stdout
-    assert cloud.truth()["requests"] == requests  # no call at all
+    assert cloud.truth().requests == requests  # no call at all
     retried = cloud.run("--retry-failed")
     assert retried.returncode == 0, retried.stdout + retried.stderr
-    assert cloud.truth()["copies_total"] == 3
+    assert cloud.truth().copies_total == 3
     assert set(cloud.item_states().values()) == {"succeeded"}
     assert any(e["event"] == "item.retry" for e in events(cloud))
 
@@ -162,7 +150,7 @@ def test_max_failures_stops_submitting_and_follows_running_copies(local_cloud: L
     done = cloud.run("--max-failures", "2")
     assert done.returncode == 1
     assert "failure threshold reached" in done.stdout
-    copies = cloud.truth()["copies_total"]
+    copies = cloud.truth().copies_total
     assert 2 <= copies < 12
     states = cloud.item_states().values()
     assert "pending" in states
@@ -170,7 +158,7 @@ def test_max_failures_stops_submitting_and_follows_running_copies(local_cloud: L
     ratio = cloud.run("--max-failures", "10%", "--state-dir", str(cloud.root / "ratio.state"))
     assert ratio.returncode == 1
     assert "failure threshold reached" in ratio.stdout
-    assert cloud.truth()["copies_total"] - copies < 12
+    assert cloud.truth().copies_total - copies < 12
 
 
 def test_deadline_stops_and_exits_75_with_work_left(local_cloud: LocalCloud) -> None:
@@ -187,7 +175,7 @@ def test_deadline_stops_and_exits_75_with_work_left(local_cloud: LocalCloud) -> 
     assert "run the same command again later" in done.stdout
     phases = set(cloud.item_states().values())
     assert phases <= {"submitting", "running", "reconciling"}  # stopped before any copy ended
-    assert {c["status"] for c in cloud.truth()["copies"]} <= {"INIT", "RUNNING"}
+    assert {c.status for c in cloud.truth().copies} <= {"INIT", "RUNNING"}
 
 
 def test_filters_narrow_a_run(local_cloud: LocalCloud) -> None:
@@ -203,7 +191,7 @@ def test_filters_narrow_a_run(local_cloud: LocalCloud) -> None:
     cloud.start()
 
     def copied() -> set[str]:
-        return {c["image_id"] for c in cloud.truth()["copies"]}
+        return {c.image_id for c in cloud.truth().copies}
 
     assert cloud.run("--tenant", "t0", "--target-region", "cn-south-1").returncode == 0
     assert copied() == {t0_south}
@@ -225,7 +213,7 @@ def test_metrics_file_after_a_run(local_cloud: LocalCloud) -> None:
     missing = cloud.run("--metrics-file", str(metrics))
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr
-    assert sum(cloud.truth()["requests"].values()) == 0
+    assert sum(cloud.truth().requests.values()) == 0
     metrics.parent.mkdir()
     assert cloud.run("--metrics-file", str(metrics)).returncode == 0
     text = metrics.read_text()

@@ -71,7 +71,7 @@ def assert_stopped_cleanly(cloud: Cloud, done: subprocess.CompletedProcess[str])
     history = History()
     phases = history.observe(cloud.state_dir, "after the fault")
     assert history.violations == []
-    for key in cloud.truth()["submissions"]:
+    for key in cloud.truth().submissions:
         assert phases.get(key, Phase.PENDING) != Phase.PENDING, f"{key}: copied, not in the state"
     assert [name for name in stray_files(cloud.state_dir) if name.startswith(".")] == []
 

@@ -134,7 +134,7 @@ def test_two_runs_started_together_one_proceeds_the_other_exits_75(cloud: Cloud)
     assert time.monotonic() - started < 15
     successor.send_signal(signal.SIGKILL)
     successor.wait(10)
-    assert cloud.truth()["duplicates"] == []
+    assert cloud.truth().duplicates == ()
 
 
 # -- SIGTERM / SIGINT ----------------------------------------------------------------------------

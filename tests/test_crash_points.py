@@ -79,4 +79,4 @@ def test_kill_at_crash_point_then_resume(cloud: Cloud, switch: dict[str, str], c
     run_to_end(cloud, history)
     assert history.violations == []
     truth = judge_finished(cloud, ITEMS)
-    assert set(truth["submissions"].values()) == {1}
+    assert set(truth.submissions.values()) == {1}

@@ -21,6 +21,7 @@ import pytest
 from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.scenario import build_world
+from orchestrator.simulator.truth import Truth
 from orchestrator.simulator.world import World
 from tests.inprocess import LocalCloud
 
@@ -39,13 +40,9 @@ def refusal_line(stderr: str, tenant: str) -> str:
     return line
 
 
-def tries_with(truth: dict[str, object], access_key: str) -> int:
+def tries_with(truth: Truth, access_key: str) -> int:
     """Requests the gateway refused for this access key (counted, or refused while locked)."""
-    failures = truth["auth_failures"]
-    locked = truth["auth_locked"]
-    assert isinstance(failures, dict)
-    assert isinstance(locked, dict)
-    return int(failures.get(access_key, 0)) + int(locked.get(access_key, 0))
+    return truth.auth_failures.get(access_key, 0) + truth.auth_locked.get(access_key, 0)
 
 
 def test_wrong_secret_blocks_one_tenant_across_cron_runs(local_cloud: LocalCloud) -> None:
@@ -67,7 +64,7 @@ def test_wrong_secret_blocks_one_tenant_across_cron_runs(local_cloud: LocalCloud
         assert "E2E_T1_SK" in line
         truth = cloud.truth()
         assert tries_with(truth, access_key) == 1  # the first run's probe, and nothing since
-        assert truth["locked_keys"] == []
+        assert truth.locked_keys == ()
         states = {key.split("/")[0]: state for key, state in cloud.item_states().items()}
         assert states["t0"] == states["t2"] == "succeeded"
         assert {s for k, s in cloud.item_states().items() if k.startswith("t1/")} == {"pending"}
@@ -80,7 +77,7 @@ def test_wrong_secret_blocks_one_tenant_across_cron_runs(local_cloud: LocalCloud
     assert fixed.returncode == 0, fixed.stderr
     assert set(cloud.item_states().values()) == {"succeeded"}
     assert tries_with(cloud.truth(), access_key) == 1
-    assert cloud.truth()["duplicates"] == []
+    assert cloud.truth().duplicates == ()
 
 
 def test_an_expired_token_is_named(local_cloud: LocalCloud) -> None:

@@ -17,7 +17,7 @@ import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -35,6 +35,7 @@ from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.faults import KINDS, FaultPlan
 from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.truth import CopyRecord
 from orchestrator.simulator.world import World
 from tests.inprocess import Completed, LocalCloud
 
@@ -66,11 +67,11 @@ def checkpoint_items(cloud: Cloud) -> dict[str, dict[str, Any]]:
     return dict(snap["items"])
 
 
-def in_flight_peak(copies: list[dict[str, Any]], after: float) -> int:
+def in_flight_peak(copies: Sequence[CopyRecord], after: float) -> int:
     """The most copies in INIT/RUNNING at once from ``after`` on (intervals [begin, end))."""
     edges = []
     for copy in copies:
-        begin, end = max(copy["begin"], after), copy["end"]
+        begin, end = max(copy.begin, after), copy.end
         if begin < end:
             edges += [(begin, 1), (end, -1)]
     peak = current = 0
@@ -108,17 +109,17 @@ def lost_reply_violations(cloud: LocalCloud, exit_code: int) -> list[str]:
     wrong = []
     if exit_code != 0:
         wrong.append(f"exit {exit_code}")
-    if truth["duplicates"]:
-        wrong.append(f"submitted twice: {truth['duplicates']}")
-    if sorted(truth["submissions"].values()) != [1] * len(cloud.rows):
-        wrong.append(f"submissions are not one per item: {truth['submissions']}")
+    if truth.duplicates:
+        wrong.append(f"submitted twice: {truth.duplicates}")
+    if sorted(truth.submissions.values()) != [1] * len(cloud.rows):
+        wrong.append(f"submissions are not one per item: {truth.submissions}")
     adopted = sorted(key for key, item in items.items() if item["detail"] == "adopted")
-    if len(adopted) != truth["lost_replies"]:
-        wrong.append(f"{truth['lost_replies']} lost replies but {len(adopted)} items adopted")
-    if truth["rejections"].get("IMG.0060"):
-        wrong.append(f"the tool overcommitted: {truth['rejections']['IMG.0060']} x IMG.0060")
-    if max(truth["max_in_flight"].values()) > CAP:
-        wrong.append(f"more than {CAP} in flight: {truth['max_in_flight']}")
+    if len(adopted) != truth.lost_replies:
+        wrong.append(f"{truth.lost_replies} lost replies but {len(adopted)} items adopted")
+    if truth.rejections.get("IMG.0060"):
+        wrong.append(f"the tool overcommitted: {truth.rejections['IMG.0060']} x IMG.0060")
+    if max(truth.max_in_flight.values()) > CAP:
+        wrong.append(f"more than {CAP} in flight: {truth.max_in_flight}")
     return wrong
 
 
@@ -136,8 +137,8 @@ def test_lost_replies_are_adopted_never_resent(
     done = run_with_lost_replies(cloud, visibility, lag, settle)
     assert lost_reply_violations(cloud, done.returncode) == [], done.stderr
     truth = cloud.truth()
-    posts = truth["requests"]["copy"]
-    assert truth["lost_replies"] >= max(3, 0.05 * posts), (truth["lost_replies"], posts)
+    posts = truth.requests["copy"]
+    assert truth.lost_replies >= max(3, 0.05 * posts), (truth.lost_replies, posts)
 
 
 def test_without_a_settle_window_the_same_judge_sees_duplicates(local_cloud: LocalCloud) -> None:
@@ -147,7 +148,7 @@ def test_without_a_settle_window_the_same_judge_sees_duplicates(local_cloud: Loc
     done = run_with_lost_replies(cloud, "at_end", 0.2, 0.001)
     wrong = lost_reply_violations(cloud, done.returncode)
     assert any(problem.startswith("submitted twice") for problem in wrong), wrong
-    assert cloud.truth()["duplicates"]
+    assert cloud.truth().duplicates
 
 
 def test_job_past_its_deadline_is_adopted_by_retry_failed(local_cloud: LocalCloud) -> None:
@@ -165,18 +166,18 @@ def test_job_past_its_deadline_is_adopted_by_retry_failed(local_cloud: LocalClou
     items = checkpoint_items(cloud)
     assert {item["error_code"] for item in items.values()} == {"JOB_DEADLINE"}
     assert "--retry-failed adopts it" in first.stdout
-    while cloud.truth()["jobs"].get("SUCCESS", 0) < 1:
+    while cloud.truth().jobs.get("SUCCESS", 0) < 1:
         cloud.clock.advance(0.05)  # time between two cron runs, on the virtual clock
     cloud.timing["job_deadline"] = 60
     cloud.write_config()
-    retry_started = cloud.truth()["now"]
+    retry_started = cloud.truth().now
     again = cloud.run("--retry-failed")
     assert again.returncode == 0, again.stderr
     truth = cloud.truth()
-    assert truth["copies_total"] == 2
-    assert truth["duplicates"] == []
-    assert set(truth["submissions"].values()) == {1}
-    ends = {copy["image_id"]: copy["end"] for copy in truth["copies"]}
+    assert truth.copies_total == 2
+    assert truth.duplicates == ()
+    assert set(truth.submissions.values()) == {1}
+    ends = {copy.image_id: copy.end for copy in truth.copies}
     assert ends[finished_meanwhile] < retry_started < ends[still_running]
     items = checkpoint_items(cloud)
     for image_id in (still_running, finished_meanwhile):
@@ -237,9 +238,9 @@ def test_http_faults_on_every_endpoint(cloud: Cloud) -> None:
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     truth = cloud.truth()
-    assert truth["duplicates"] == []
+    assert truth.duplicates == ()
     assert set(cloud.item_states().values()) == {"succeeded"}
-    assert max(truth["max_in_flight"].values()) <= CAP
+    assert max(truth.max_in_flight.values()) <= CAP
     assert elapsed < HANG_SECONDS / 2  # no call waited for a hung answer
 
     log = request_log(cloud)
@@ -315,12 +316,12 @@ def test_slots_held_outside_the_tool_are_back_pressure(local_cloud: LocalCloud) 
     assert done.returncode == 0, done.stderr
     (freed_at,) = freed
     truth = cloud.truth()
-    assert truth["rejections"].get("IMG.0060", 0) >= 1
+    assert truth.rejections.get("IMG.0060", 0) >= 1
     assert set(cloud.item_states().values()) == {"succeeded"}
-    assert truth["duplicates"] == []
-    assert truth["max_in_flight"]["t0"] <= CAP
-    ours = truth["copies"]
-    assert in_flight_peak([c for c in ours if c["begin"] < freed_at], after=0.0) <= CAP - 3
+    assert truth.duplicates == ()
+    assert truth.max_in_flight["t0"] <= CAP
+    ours = truth.copies
+    assert in_flight_peak([c for c in ours if c.begin < freed_at], after=0.0) <= CAP - 3
     assert in_flight_peak(ours, after=freed_at) == CAP  # all 5 slots used again once free
 
 

@@ -35,7 +35,7 @@ def test_a_second_state_dir_then_the_original_resumed_copies_nothing_twice(cloud
     resumed = cloud.run()
     assert resumed.returncode == 0, resumed.stderr
     truth = cloud.truth()
-    assert truth["duplicates"] == []
+    assert truth.duplicates == ()
     assert set(cloud.item_states().values()) == {"succeeded"}
 
 
@@ -75,18 +75,18 @@ def test_a_damaged_journal_stops_the_run_then_repair_state_copies_nothing_twice(
     fleet(cloud)
     killed_with_copies_in_flight(cloud)
     line = damage_first_submission(cloud)
-    before, requests = state_files(cloud), cloud.truth()["requests"]
+    before, requests = state_files(cloud), cloud.truth().requests
     stopped = cloud.run()
     assert stopped.returncode == 74, stopped.stderr
     assert f"journal.jsonl:{line}: not valid JSON" in stopped.stderr
     assert "Traceback" not in stopped.stderr
-    assert cloud.truth()["requests"] == requests
+    assert cloud.truth().requests == requests
     assert {k: v for k, v in state_files(cloud).items() if k != "events.jsonl"} == {
         k: v for k, v in before.items() if k != "events.jsonl"
     }
     repaired = cloud.run("--repair-state")
     assert repaired.returncode == 0, repaired.stderr
-    assert cloud.truth()["duplicates"] == []
+    assert cloud.truth().duplicates == ()
     assert sorted(p.name.split(".damaged-")[0] for p in cloud.state_dir.glob("*.damaged-*")) == [
         "checkpoint.json",
         "journal.jsonl",
@@ -103,7 +103,7 @@ def test_a_journal_cut_to_three_quarters_copies_nothing_twice(cloud: Cloud) -> N
     journal.write_bytes(data[: len(data) * 3 // 4])
     done = cloud.run()
     assert done.returncode == 0, done.stderr
-    assert cloud.truth()["duplicates"] == []
+    assert cloud.truth().duplicates == ()
 
 
 def test_a_lock_removed_under_a_run_stops_it_and_the_next_run_copies_nothing_twice(
@@ -127,5 +127,5 @@ def test_a_lock_removed_under_a_run_stops_it_and_the_next_run_copies_nothing_twi
     assert second.returncode in (0, 75), second.stderr
     if second.returncode == 75:
         assert cloud.run().returncode == 0
-    assert cloud.truth()["duplicates"] == []
+    assert cloud.truth().duplicates == ()
     assert set(cloud.item_states().values()) == {"succeeded"}

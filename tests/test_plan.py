@@ -388,6 +388,6 @@ def test_plan_cli_exit_codes_and_no_mutating_call(local_cloud: LocalCloud) -> No
     assert missing.returncode == 2
     assert "E2E_T1_AK" in missing.stderr
     truth = cloud.truth()
-    assert truth["copies_total"] == 0
-    assert "copy" not in truth["requests"]
+    assert truth.copies_total == 0
+    assert "copy" not in truth.requests
     assert not cloud.state_dir.exists()

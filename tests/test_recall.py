@@ -177,5 +177,5 @@ def test_a_changed_config_or_list_is_checked_again(cloud: LocalCloud) -> None:
     cloud.write_list()
     assert cloud.run().returncode == 0
     assert [e["list_checked"] for e in loaded_events(cloud)] == [True, True, True]
-    assert {c["image_id"] for c in cloud.truth()["copies"]} == {r["image_id"] for r in cloud.rows}
+    assert {c.image_id for c in cloud.truth().copies} == {r["image_id"] for r in cloud.rows}
     assert added in (cloud.state_dir / "report.csv").read_text()

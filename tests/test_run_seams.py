@@ -62,6 +62,6 @@ async def test_no_copy_is_sent_unless_its_intent_was_saved(local_cloud: LocalClo
     assert failures
     assert all("injected" in str(failure) for failure in failures)
     truth = cloud.truth()
-    assert truth["copies_total"] == 0
-    assert "copy" not in truth["requests"]
-    assert truth["requests"]  # the run did ask the cloud (preflight) before the intent
+    assert truth.copies_total == 0
+    assert "copy" not in truth.requests
+    assert truth.requests  # the run did ask the cloud (preflight) before the intent

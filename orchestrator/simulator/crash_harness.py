@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.model import FORWARD_WITHIN_ATTEMPT, Phase
+from orchestrator.simulator.truth import Truth
 from orchestrator.state.checkpoint import JOURNAL, LOCK, SNAPSHOT, TEMP_PREFIX
 
 if TYPE_CHECKING:  # run as a script, this file imports only what the CLI needs
@@ -162,7 +163,7 @@ def copy_posts(cloud: Cloud) -> list[dict[str, Any]]:
 class EndState:
     """What the simulator and the state dir say once a list is meant to be finished."""
 
-    truth: dict[str, Any]
+    truth: Truth
     duplicates: list[str]
     copies: int
     items: int
@@ -178,16 +179,16 @@ def end_state(cloud: Cloud, items: int) -> EndState:
     lost += ["(missing)"] * max(0, items - len(states))
     return EndState(
         truth=truth,
-        duplicates=list(truth["duplicates"]),
-        copies=int(truth["copies_total"]),
+        duplicates=list(truth.duplicates),
+        copies=int(truth.copies_total),
         items=len(states),
         lost=lost,
         stray=stray_files(cloud.state_dir),
-        max_in_flight=dict(truth["max_in_flight"]),
+        max_in_flight=dict(truth.max_in_flight),
     )
 
 
-def judge_finished(cloud: Cloud, items: int) -> dict[str, Any]:
+def judge_finished(cloud: Cloud, items: int) -> Truth:
     """The end state every crash test demands: each item copied once and succeeded, nothing
     stray in the state dir, the cap held. Returns the truth for further checks."""
     end = end_state(cloud, items)

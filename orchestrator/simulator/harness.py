@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.simulator.truth import Truth
+
 GIB = 2**30
 REGIONS = ["cn-north-4", "cn-east-3", "cn-south-1", "ap-southeast-1"]
 FAST_PARAMS: dict[str, Any] = {
@@ -206,8 +208,8 @@ class Cloud:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return json.loads(response.read())
 
-    def truth(self) -> dict[str, Any]:
-        return dict(self.admin("/_sim/truth"))
+    def truth(self) -> Truth:
+        return Truth.from_dict(self.admin("/_sim/truth"))
 
     # -- running the CLI --------------------------------------------------------------------
 
