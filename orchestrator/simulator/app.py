@@ -12,9 +12,9 @@ IAM ``http://127.0.0.1:PORT/iam`` works unchanged):
     GET  /_sim/health, GET /_sim/truth, GET /_sim/requests, GET|POST /_sim/faults,
     POST /_sim/occupy, POST /_sim/fail_job                         admin, never signed
 
-Every IMS/IAM request must carry a valid SDK-HMAC-SHA256 signature (401 ``APIGW.0301``
-otherwise, ``APIGW.0303`` for an ``X-Sdk-Date`` more than 15 minutes off, ``APIGW.0307`` for an
-expired temporary token); after 5 failures in a row the access key is locked for 5 minutes.
+Every IMS/IAM request must carry a valid SDK-HMAC-SHA256 signature, checked by the gateway
+(orchestrator/simulator/gateway.py: 401 ``APIGW.0301``, ``APIGW.0303`` for a skewed
+``X-Sdk-Date``, ``APIGW.0307`` for an expired temporary token; a key locked after 5 failures).
 IMS calls act in the project named by ``X-Project-Id`` (or the path's project id): missing is
 400 ``IMG.0001``, not a project of this account in this region is 400 ``IMG.0108``. A job of
 another account or region, or an unknown one, is 404 ``{"error": {"code": "IMG.0027"}}``.
@@ -26,63 +26,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 from aiohttp import web
 
-from orchestrator.ims.signer import (
-    DATE_FORMAT,
-    Authorization,
-    canonical_query,
-    compute_signature,
-    parse_authorization,
-)
 from orchestrator.simulator.accounts import Account, Project
 from orchestrator.simulator.faults import Fault, FaultPlan
+from orchestrator.simulator.gateway import (
+    NO_API_MESSAGE,
+    THROTTLE_MESSAGE,
+    authenticate,
+    gateway_error,
+    ims_error,
+)
 from orchestrator.simulator.images import SimError
 from orchestrator.simulator.scenario import load_scenario
 from orchestrator.simulator.world import World
 from orchestrator.state.atomic import write_atomic
 
-THROTTLE_MESSAGE = (
-    "The throttling threshold has been reached: policy user over ratelimit,limit:200,time:1 second"
-)
-LOCKED_MESSAGE = (
-    "Incorrect IAM authentication information: the access key is locked for 5 minutes "
-    "after repeated authentication failures"
-)
-NO_API_MESSAGE = "The API does not exist or has not been published in the environment"
-
 Op = Callable[[Account, web.Request, bytes, float], Any]
-
-
-def gateway_error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    request_id = uuid.uuid4().hex
-    return web.json_response(
-        {"error_msg": message, "error_code": code, "request_id": request_id},
-        status=status,
-        headers={"X-Request-Id": request_id, **(headers or {})},
-    )
-
-
-def ims_error(error: SimError) -> web.Response:
-    return web.json_response(
-        {"error": {"message": error.message, "code": error.code}},
-        status=error.status,
-        headers={"X-Request-Id": uuid.uuid4().hex},
-    )
 
 
 class SimulatorService:
@@ -94,79 +63,6 @@ class SimulatorService:
         self.now = now
         self._closing = asyncio.Event()
 
-    # -- authentication ------------------------------------------------------------------
-
-    def authenticate(self, request: web.Request, body: bytes, now: float) -> Account | web.Response:
-        """The signing account, or the gateway's 401 (every failure is recorded)."""
-        header = request.headers.get("Authorization", "")
-        parsed = parse_authorization(header)
-        if parsed is None:
-            self.world.note_auth_failure("<malformed>" if header else "<missing>", now)
-            return gateway_error(
-                401,
-                "APIGW.0301",
-                "Incorrect IAM authentication information: no valid SDK-HMAC-SHA256 "
-                "Authorization header",
-            )
-        key = parsed.access_key
-        if self.world.is_locked(key, now):
-            self.world.note_auth_failure(key, now)
-            return gateway_error(401, "APIGW.0301", LOCKED_MESSAGE)
-        account = self.world.account_by_access_key(key)
-        problem = self._signature_problem(request, body, parsed, account, now)
-        if problem is not None or account is None:
-            self.world.note_auth_failure(key, now)
-            code, message = problem or ("APIGW.0301", "")
-            return gateway_error(401, code, message)
-        self.world.note_auth_success(key)
-        return account
-
-    def _signature_problem(
-        self,
-        request: web.Request,
-        body: bytes,
-        parsed: Authorization,
-        account: Account | None,
-        now: float,
-    ) -> tuple[str, str] | None:
-        fail = "Incorrect IAM authentication information: "
-        if account is None:
-            return "APIGW.0301", fail + "the access key does not exist"
-        signed = [name.lower() for name in parsed.signed_headers]
-        missing = [name for name in signed if name not in request.headers]
-        if "x-sdk-date" not in signed or missing:
-            return "APIGW.0301", fail + "X-Sdk-Date or a signed header is missing"
-        try:
-            moment = datetime.strptime(request.headers["X-Sdk-Date"], DATE_FORMAT).replace(
-                tzinfo=UTC
-            )
-        except ValueError:
-            return "APIGW.0301", fail + "X-Sdk-Date is not in the YYYYMMDDTHHMMSSZ format"
-        if abs(moment.timestamp() - now) > self.world.params.max_skew:
-            return (
-                "APIGW.0303",
-                "Incorrect app authentication information: X-Sdk-Date is more than 15 "
-                "minutes off the server's clock",
-            )
-        headers = {name: request.headers[name] for name in signed}
-        expected = compute_signature(
-            account.secret_key,
-            request.method,
-            request.rel_url.raw_path,
-            canonical_query(request.query.items()),
-            headers,
-            signed,
-            body,
-        )
-        if not hmac.compare_digest(expected, parsed.signature):
-            return "APIGW.0301", fail + "verify aksk signature fail"
-        if account.security_token is not None:
-            if request.headers.get("X-Security-Token") != account.security_token:
-                return "APIGW.0301", fail + "the security token is missing or wrong"
-            if account.token_expires_at is not None and now > account.token_expires_at:
-                return "APIGW.0307", "The token must be updated"
-        return None
-
     # -- the IMS and IAM endpoints ------------------------------------------------------
 
     async def _serve(
@@ -177,7 +73,7 @@ class SimulatorService:
         region = request.match_info.get("region", "")
         if ims and region not in self.world.params.regions:
             return gateway_error(404, "APIGW.0101", NO_API_MESSAGE)
-        auth = self.authenticate(request, body, now)
+        auth = authenticate(self.world, request, body, now)
         if isinstance(auth, web.Response):
             self.world.record_request(
                 now, request.method, kind, None, auth.status, path=request.path_qs
