@@ -3,13 +3,23 @@ list, a damaged checkpoint or journal, a lost lock. Judged on the simulator's gr
 
 from __future__ import annotations
 
+import random
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from orchestrator.simulator.crash_harness import judge_finished, kill_sweep, reap, seed_from_env
 from orchestrator.simulator.harness import Cloud
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def _reap_runs() -> Iterator[None]:
+    """No run started in the background outlives its test (or its simulator)."""
+    yield
+    reap()
 
 
 def fleet(cloud: Cloud, rows: int = 12) -> None:
@@ -129,3 +139,20 @@ def test_a_lock_removed_under_a_run_stops_it_and_the_next_run_copies_nothing_twi
         assert cloud.run().returncode == 0
     assert cloud.truth().duplicates == ()
     assert set(cloud.item_states().values()) == {"succeeded"}
+
+
+@pytest.mark.timeout(300)
+def test_kill_sweep_with_journal_damage_copies_nothing_twice(cloud: Cloud) -> None:
+    """20 SIGKILLs over 90 items, half of them followed by a damaged journal (cut at a random
+    byte, or a bad line found by the next run and set aside by --repair-state): 0 twice."""
+    seed = seed_from_env()
+    print(f"damage sweep seed: {seed} (replay with CRASH_SEED={seed})")  # noqa: T201
+    cloud.params.update(seconds_per_gib=0.15, fixed_seconds=0.7, init_seconds=0.1)
+    cloud.timing.update(settle=1, poll_max=0.5)
+    cloud.populate(tenants=3, per_tenant=30, seed=seed)
+    cloud.start()
+    result = kill_sweep(cloud, 20, random.Random(seed), damage_share=0.5)
+    print(f"seed {seed}: {result.cut} cut, {result.repaired} repaired")  # noqa: T201
+    assert result.cut + result.repaired > 0
+    assert result.history.violations == [], f"seed {seed}: {result.history.violations[:5]}"
+    judge_finished(cloud, 90)

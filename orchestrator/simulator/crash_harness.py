@@ -146,6 +146,7 @@ def stray_files(state_dir: Path) -> list[str]:
         path.name
         for path in state_dir.iterdir()
         if path.name not in STATE_FILES
+        and ".damaged-" not in path.name  # set aside on purpose
         and not (path.name.startswith("events.jsonl.") and path.name[13:].isdigit())
     )
 
@@ -264,6 +265,8 @@ class SweepResult:
     runs: int = 0
     clean_exits: int = 0  # runs that ended by themselves before their kill
     done_at_last_kill: int = 0  # items succeeded when the last kill came
+    cut: int = 0  # journals cut at a random byte after a kill (read as a torn tail)
+    repaired: int = 0  # journals with a bad line in the middle: exit 74, then --repair-state
     wall: float = 0.0
     history: History = field(default_factory=History)
 
@@ -284,11 +287,38 @@ def _wait_or_kill(
         return process.wait(30)
 
 
+def damage_journal(cloud: Cloud, rng: random.Random, result: SweepResult) -> None:
+    """After a kill, damage the journal as a disk might: cut at a random byte (it then reads as
+    a torn tail: the state goes back in time), or one line in the middle made unreadable (the
+    next run must stop with exit 74 naming it; ``--repair-state`` sets it aside and rebuilds).
+    Either way the state went back or was lost: the judge forgets what it saw of it."""
+    journal = cloud.state_dir / JOURNAL
+    data = journal.read_bytes() if journal.exists() else b""
+    lines = data.split(b"\n")
+    if len(lines) < 3:  # at least two full lines
+        return
+    if rng.random() < 0.5:
+        journal.write_bytes(data[: rng.randrange(len(data))])
+        result.cut += 1
+    else:
+        number = rng.randrange(len(lines) - 2)
+        lines[number] = lines[number].replace(b'":', b'";', 1)
+        journal.write_bytes(b"\n".join(lines))
+        stopped = cloud.run()
+        assert stopped.returncode == 74, stopped.stderr
+        assert f"{JOURNAL}:{number + 1}: " in stopped.stderr, stopped.stderr
+        repaired = cloud.run("--repair-state", "--deadline", "1")
+        assert repaired.returncode in (0, 75), repaired.stderr
+        result.repaired += 1
+    result.history.seen.clear()
+
+
 def kill_sweep(
     cloud: Cloud,
     kills: int,
     rng: random.Random,
     *,
+    damage_share: float = 0.0,
     early_share: float = 0.25,
     early: tuple[float, float] = (0.05, 1.0),
     late: tuple[float, float] = (0.05, 1.0),
@@ -300,7 +330,8 @@ def kill_sweep(
     (Python's start-up, the lock, loading); the others ``late`` s after the run's first write
     to the state dir (preflight, submitting, polling), so that they land in the work whatever
     the machine's load. Stops killing once ``budget`` s have passed (or, ``stop_when_done``,
-    once a run finishes the list by itself).
+    once a run finishes the list by itself). A ``damage_share`` of the kills are followed by a
+    damaged journal (:func:`damage_journal`).
     """
     result = SweepResult()
     started = time.monotonic()
@@ -318,6 +349,8 @@ def kill_sweep(
             result.early_kills += aim_early
             if not (cloud.state_dir / SNAPSHOT).exists():
                 continue
+            if rng.random() < damage_share:
+                damage_journal(cloud, rng, result)
         else:
             assert code in (0, 75), (code, (cloud.root / f"run-{cloud.seq}.log").read_text())
             result.clean_exits += 1
