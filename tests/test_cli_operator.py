@@ -1,8 +1,7 @@
 """The operator's controls from the CLI: quiet cron runs, plain progress, --retry-failed,
 --max-failures, --deadline, the filters, --metrics-file, and messages that say the same thing in
 the terminal and in events.jsonl. In process on virtual time against the in-memory cloud, but
-for a lock held by another process and a pipe as stderr (the real CLI in a subprocess against
-the simulator on 127.0.0.1)."""
+for a lock held by another process (the real CLI in a subprocess)."""
 
 from __future__ import annotations
 
@@ -73,9 +72,9 @@ def test_quiet_run_while_the_lock_is_held_exits_75_silently(cloud: Cloud) -> Non
     assert "run the same command again later" in loud.stderr
 
 
-@pytest.mark.e2e
-def test_not_a_terminal_gets_plain_progress_lines_on_stderr(cloud: Cloud) -> None:
-    """stderr is a pipe: plain progress lines there (start and end), the summary on stdout."""
+def test_not_a_terminal_gets_plain_progress_lines_on_stderr(local_cloud: LocalCloud) -> None:
+    """stderr is not a terminal: plain progress lines there (start and end), summary on stdout."""
+    cloud = local_cloud
     cloud.populate(tenants=1, per_tenant=3)
     cloud.start()
     done = cloud.run()

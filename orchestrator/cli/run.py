@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 import anyio
 from rich.console import Console
@@ -49,7 +48,7 @@ PLAIN_PROGRESS_EVERY = 30.0  # seconds between two plain progress lines
 # -- run -----------------------------------------------------------------------------------------
 
 
-def progress_mode(choice: str, quiet: bool, stream: TextIO) -> str:
+def progress_mode(choice: str, quiet: bool, stream: IO[str]) -> str:
     if quiet:
         return "none"
     if choice == "auto":
@@ -223,7 +222,7 @@ def cmd_run(
         target_regions=frozenset(args.target_region),
     )
     watch = RunWatch(
-        progress_mode(args.progress, args.quiet, sys.stderr), err, request.list_path, metrics
+        progress_mode(args.progress, args.quiet, err.file), err, request.list_path, metrics
     )
     try:
         seams = seams or Seams()
@@ -250,7 +249,7 @@ def cmd_demo(
     from orchestrator.cli.discover import print_discovery
     from orchestrator.commands.demo import run_demo
 
-    mode = progress_mode(args.progress, False, sys.stderr)
+    mode = progress_mode(args.progress, False, err.file)
 
     async def run(request: RunRequest) -> RunSummary:
         watch = RunWatch(mode, err, request.list_path, None)
