@@ -5,7 +5,15 @@ from typing import Any
 
 import pytest
 
-from orchestrator.core.model import Item, Phase, PublicState, Row, TransitionError, item_token
+from orchestrator.core.model import (
+    FORWARD_WITHIN_ATTEMPT,
+    Item,
+    Phase,
+    PublicState,
+    Row,
+    TransitionError,
+    item_token,
+)
 from orchestrator.core.outcome import is_finished, merge_list
 
 
@@ -94,10 +102,11 @@ def test_merge_rejudges_an_edited_rejected_row() -> None:
 
 
 def test_public_state_of_each_phase() -> None:
-    """Phases that may hold a copy are running; the others are their own public state."""
+    """Phases that may hold a copy, or whose steps after the copy are left, are running; the
+    others are their own public state."""
     public = {phase: phase.public for phase in Phase}
     assert {phase for phase, state in public.items() if state is PublicState.RUNNING} == {
-        phase for phase in Phase if phase.holds_slot
+        phase for phase in Phase if phase.holds_slot or phase.is_after_copy
     }
     assert public[Phase.PENDING] is PublicState.PENDING
     assert {public[p] for p in Phase if p.is_terminal} == {
@@ -105,3 +114,20 @@ def test_public_state_of_each_phase() -> None:
         PublicState.FAILED,
         PublicState.REJECTED,
     }
+
+
+def test_steps_after_the_copy_hold_no_slot_and_never_copy_again() -> None:
+    """Verifying and carrying hold no copy slot, lead only to succeeded (or failed when the
+    copy turns out broken), and a copied item never gets a new attempt."""
+    after = {p for p in Phase if p.is_after_copy}
+    assert after == {Phase.VERIFYING, Phase.CARRYING}
+    assert not any(p.holds_slot for p in after)
+    assert FORWARD_WITHIN_ATTEMPT[Phase.CARRYING] == {Phase.SUCCEEDED}
+    assert FORWARD_WITHIN_ATTEMPT[Phase.VERIFYING] == {
+        Phase.CARRYING,
+        Phase.SUCCEEDED,
+        Phase.FAILED,
+    }
+    for phase in after:
+        with pytest.raises(TransitionError):
+            Item(row=make_row(), phase=phase).new_attempt("again")

@@ -235,6 +235,29 @@ class KillableCloud:
     async def get_quota(self, region: str, *, project: str | None = None) -> Quota:
         return await self._op(lambda: self.inner.get_quota(region, project=project))
 
+    async def image_tags(
+        self, region: str, image_id: str, *, project: str | None = None
+    ) -> dict[str, str]:
+        return await self._op(lambda: self.inner.image_tags(region, image_id, project=project))
+
+    async def add_image_tags(
+        self, region: str, image_id: str, tags: Mapping[str, str], *, project: str | None = None
+    ) -> None:
+        await self._op(lambda: self.inner.add_image_tags(region, image_id, tags, project=project))
+
+    async def update_image(
+        self, region: str, image_id: str, changes: Mapping[str, int], *, project: str | None = None
+    ) -> None:
+        await self._op(lambda: self.inner.update_image(region, image_id, changes, project=project))
+
+    async def image_members(
+        self, region: str, image_id: str, *, project: str | None = None
+    ) -> list[str]:
+        return await self._op(lambda: self.inner.image_members(region, image_id, project=project))
+
+    async def delete_image(self, region: str, image_id: str, *, project: str | None = None) -> None:
+        await self._op(lambda: self.inner.delete_image(region, image_id, project=project))
+
 
 FAULTS_BY_KIND = {
     kind: [f.value for f in Fault if kind == "copy" or f not in COPY_ONLY]

@@ -26,6 +26,24 @@ from typing import Any, Protocol
 ACTIVE = "active"
 KILLED = "killed"
 
+# The attributes a copy is compared on with its source (engine/aftercopy.py), as wire keys.
+FACT_KEYS = (
+    "__image_size",
+    "min_disk",
+    "min_ram",
+    "max_ram",
+    "__os_type",
+    "__os_version",
+    "__platform",
+    "__os_bit",
+    "disk_format",
+    "virtual_env_type",
+    "hw_firmware_type",
+    "architecture",
+    "__support_arm",
+    "checksum",
+)
+
 
 class ErrorKind(StrEnum):
     NOT_SENT = "not_sent"
@@ -91,6 +109,7 @@ class Image:
     created_at: str = ""  # ISO 8601 UTC as the API gives it, e.g. 2018-09-06T14:03:27Z
     tags: tuple[str, ...] = ()  # user tags as ``key.value`` strings
     enterprise_project_id: str = ""
+    facts: tuple[tuple[str, str], ...] = ()  # FACT_KEYS present, as text (lower-case booleans)
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> Image:
@@ -123,7 +142,14 @@ class Image:
             created_at=_text(raw, "created_at"),
             tags=_tags(raw.get("tags")),
             enterprise_project_id=_text(raw, "enterprise_project_id"),
+            facts=tuple((key, _fact(raw[key])) for key in FACT_KEYS if raw.get(key) is not None),
         )
+
+
+def _fact(value: object) -> str:
+    """An attribute as compared: ``True``/``"True"`` and ``"true"`` are the same fact."""
+    text = str(value)
+    return text.lower() if text.lower() in ("true", "false") else text
 
 
 def _tags(raw: object) -> tuple[str, ...]:
@@ -242,4 +268,36 @@ class TenantCloud(Protocol):
 
     async def get_quota(self, region: str, *, project: str | None = None) -> Quota:
         """The private-image quota of a region's project."""
+        ...
+
+    # -- after the copy (engine/aftercopy.py, commands/cleanup.py) ------------------------
+
+    async def image_tags(
+        self, region: str, image_id: str, *, project: str | None = None
+    ) -> dict[str, str]:
+        """``GET /v2/{project_id}/images/{image_id}/tags``: the image's tags, key -> value."""
+        ...
+
+    async def add_image_tags(
+        self, region: str, image_id: str, tags: Mapping[str, str], *, project: str | None = None
+    ) -> None:
+        """``POST /v2/{project_id}/images/{image_id}/tags/action`` with ``action`` ``create``
+        (creates or overwrites: idempotent)."""
+        ...
+
+    async def update_image(
+        self, region: str, image_id: str, changes: Mapping[str, int], *, project: str | None = None
+    ) -> None:
+        """``PATCH /v2/cloudimages/{image_id}``: ``replace`` each attribute (``min_ram``...)."""
+        ...
+
+    async def image_members(
+        self, region: str, image_id: str, *, project: str | None = None
+    ) -> list[str]:
+        """``GET /v1/{project_id}/cloudimages/{image_id}/members``: the projects it is shared
+        with (member ids)."""
+        ...
+
+    async def delete_image(self, region: str, image_id: str, *, project: str | None = None) -> None:
+        """``DELETE /v2/images/{image_id}`` (204); the image may take a while to be gone."""
         ...

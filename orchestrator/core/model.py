@@ -37,6 +37,9 @@ class Phase(StrEnum):
     RECONCILING = "reconciling"  # POST outcome unknown: looking for the copy in the target
     RUNNING = "running"  # job id durable; polling the job
     ADOPTED = "adopted"  # copy found in the target by its token; waiting for it to be active
+    # After the copy (no copy slot held; engine/aftercopy.py): never submits a copy again.
+    VERIFYING = "verifying"  # the new image's id is durable: wait until active, compare
+    CARRYING = "carrying"  # verify's verdict is durable: carry tags and min_ram/max_ram
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REJECTED = "rejected"
@@ -51,9 +54,14 @@ class Phase(StrEnum):
         return self in (Phase.SUBMITTING, Phase.RECONCILING, Phase.RUNNING, Phase.ADOPTED)
 
     @property
+    def is_after_copy(self) -> bool:
+        """The copy is made; the steps after it (verify, carry) are left: no slot is held."""
+        return self in (Phase.VERIFYING, Phase.CARRYING)
+
+    @property
     def public(self) -> PublicState:
         """The coarse state of the report: pending, running, succeeded, failed, rejected."""
-        if self.holds_slot:
+        if self.holds_slot or self.is_after_copy:
             return PublicState.RUNNING
         return PublicState(self.value)
 
@@ -62,12 +70,22 @@ class Phase(StrEnum):
 # non-terminal phase, and from FAILED/REJECTED on an explicit retry; it increments ``attempt``.
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset(
-        {Phase.SUBMITTING, Phase.REJECTED, Phase.SUCCEEDED, Phase.ADOPTED, Phase.FAILED}
+        {
+            Phase.SUBMITTING,
+            Phase.REJECTED,
+            Phase.SUCCEEDED,
+            Phase.ADOPTED,
+            Phase.VERIFYING,
+            Phase.FAILED,
+        }
     ),
     Phase.SUBMITTING: frozenset({Phase.RUNNING, Phase.RECONCILING, Phase.FAILED}),
-    Phase.RECONCILING: frozenset({Phase.ADOPTED, Phase.SUCCEEDED, Phase.FAILED}),
-    Phase.RUNNING: frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.RECONCILING}),
-    Phase.ADOPTED: frozenset({Phase.SUCCEEDED, Phase.FAILED}),
+    Phase.RECONCILING: frozenset({Phase.ADOPTED, Phase.SUCCEEDED, Phase.VERIFYING, Phase.FAILED}),
+    Phase.RUNNING: frozenset({Phase.SUCCEEDED, Phase.VERIFYING, Phase.FAILED, Phase.RECONCILING}),
+    Phase.ADOPTED: frozenset({Phase.SUCCEEDED, Phase.VERIFYING, Phase.FAILED}),
+    # After the copy: the image turned out broken (killed) or never active -> failed.
+    Phase.VERIFYING: frozenset({Phase.CARRYING, Phase.SUCCEEDED, Phase.FAILED}),
+    Phase.CARRYING: frozenset({Phase.SUCCEEDED}),
     Phase.SUCCEEDED: frozenset(),
     # --retry-failed (a new attempt) on an item whose job may still be alive: adopt it, or look
     # for its copy when the cloud no longer knows the job.
@@ -125,6 +143,7 @@ class Row:
     agency_name: str | None = None  # None: from config
     vault_id: str | None = None
     priority: int = 0
+    tags: str = ""  # ``key=value;key=value`` to set on the copy (over the source's tags)
 
     @property
     def key(self) -> str:
@@ -167,6 +186,8 @@ class Row:
             self.vault_id or "",
             str(self.priority),
         ]
+        if self.tags:  # only when given: digests of rows saved before the column stay valid
+            parts.append(self.tags)
         return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
@@ -189,6 +210,12 @@ class Item:
     error_code: str | None = None
     error_message: str | None = None
     polls: int = 0
+    # After the copy (engine/aftercopy.py); plain text so that the checkpoint keeps them as is.
+    source_facts: str = ""  # the source image as preflight read it: JSON of the compared fields
+    verify: str = ""  # "" (not yet), "ok", "mismatch", "skipped"
+    mismatch: str = ""  # the fields that differ: ``min_ram: source 1024, copy 0; ...``
+    carried: str = ""  # what was carried: ``tags:4,min_ram``
+    notes: str = ""  # what was not done and why, and what to know (the source is shared...)
 
     @property
     def key(self) -> str:
@@ -206,8 +233,8 @@ class Item:
 
     def new_attempt(self, detail: str, **changes: Any) -> Item:
         """Back to pending for a fresh attempt (the previous copy is proven absent or refused)."""
-        if self.phase == Phase.SUCCEEDED:
-            raise TransitionError(f"{self.key}: a succeeded item is never retried")
+        if self.phase == Phase.SUCCEEDED or self.phase.is_after_copy:
+            raise TransitionError(f"{self.key}: a copied item is never copied again")
         return replace(
             self,
             phase=Phase.PENDING,

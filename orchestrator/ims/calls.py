@@ -96,7 +96,7 @@ class SignedCalls:
         path: str,
         *,
         params: Params = (),
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         project_id: str | None = None,
     ) -> dict[str, Any]:
         """One logical call: attempts until success, a final error, or the attempt budget."""
@@ -132,7 +132,7 @@ class SignedCalls:
         base: str,
         path: str,
         params: Params,
-        body: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
         project_id: str | None,
     ) -> dict[str, Any]:
         """Send one signed request; its JSON answer, or a classified CloudError."""

@@ -9,7 +9,7 @@ paging, projects, the legacy job API) and leaves the signed, retried calls to
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -187,6 +187,53 @@ class ImsClient:
             ErrorKind.PERMANENT, f"the quota answer of IMS in {region} has no image quota"
         )
 
+    # -- after the copy ------------------------------------------------------------------------
+
+    async def image_tags(
+        self, region: str, image_id: str, *, project: str | None = None
+    ) -> dict[str, str]:
+        pid = await self._project_id(region, project)
+        path = f"/v2/{_segment(pid)}/images/{_segment(image_id)}/tags"
+        body = await self._ims("GET", region, project, path)
+        raw = body.get("tags")
+        return {
+            str(tag["key"]): str(tag.get("value") or "")
+            for tag in (raw if isinstance(raw, list) else [])
+            if isinstance(tag, Mapping) and tag.get("key")
+        }
+
+    async def add_image_tags(
+        self, region: str, image_id: str, tags: Mapping[str, str], *, project: str | None = None
+    ) -> None:
+        pid = await self._project_id(region, project)
+        path = f"/v2/{_segment(pid)}/images/{_segment(image_id)}/tags/action"
+        body = {"action": "create", "tags": [{"key": k, "value": v} for k, v in tags.items()]}
+        await self._ims("POST", region, project, path, body=body)
+
+    async def update_image(
+        self, region: str, image_id: str, changes: Mapping[str, int], *, project: str | None = None
+    ) -> None:
+        ops = [
+            {"op": "replace", "path": f"/{key}", "value": value} for key, value in changes.items()
+        ]
+        path = f"/v2/cloudimages/{_segment(image_id)}"
+        await self._ims("PATCH", region, project, path, body=ops)
+
+    async def image_members(
+        self, region: str, image_id: str, *, project: str | None = None
+    ) -> list[str]:
+        pid = await self._project_id(region, project)
+        path = f"/v1/{_segment(pid)}/cloudimages/{_segment(image_id)}/members"
+        raw = (await self._ims("GET", region, project, path)).get("members")
+        return [
+            str(member["member_id"])
+            for member in (raw if isinstance(raw, list) else [])
+            if isinstance(member, Mapping) and member.get("member_id")
+        ]
+
+    async def delete_image(self, region: str, image_id: str, *, project: str | None = None) -> None:
+        await self._ims("DELETE", region, project, f"/v2/images/{_segment(image_id)}")
+
     # -- projects ------------------------------------------------------------------------------
 
     async def _project_id(self, region: str, project: str | None) -> str:
@@ -239,7 +286,7 @@ class ImsClient:
         path: str,
         *,
         params: Params = (),
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         project_id = await self._project_id(region, project)
         base = self._config.endpoints.ims_for(region)

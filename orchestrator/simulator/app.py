@@ -8,6 +8,7 @@ IAM ``http://127.0.0.1:PORT/iam`` works unchanged):
     GET  /ims/{region}/v1/cloudimages/job/{job_id}                 job
     GET  /ims/{region}/v1/{project_id}/jobs/{job_id}               job    (deprecated form)
     GET  /ims/{region}/v1/cloudimages/quota                        quota
+    tags, PATCH, members, DELETE: orchestrator/simulator/app_after.py
     GET  /iam/v3/projects?name=                                    iam
     GET  /_sim/health, GET /_sim/truth, GET /_sim/requests, GET|POST /_sim/faults,
     POST /_sim/occupy, POST /_sim/fail_job                         admin, never signed
@@ -38,6 +39,7 @@ import anyio
 from aiohttp import web
 
 from orchestrator.simulator.accounts import Account, Project
+from orchestrator.simulator.app_after import add_after_copy_routes
 from orchestrator.simulator.faults import Fault, FaultPlan
 from orchestrator.simulator.gateway import (
     NO_API_MESSAGE,
@@ -65,7 +67,7 @@ class SimulatorService:
 
     # -- the IMS and IAM endpoints ------------------------------------------------------
 
-    async def _serve(
+    async def serve(
         self, request: web.Request, kind: str, op: Op, *, ims: bool = True
     ) -> web.StreamResponse:
         now = self.now()
@@ -97,7 +99,7 @@ class SimulatorService:
             return await self._inflict(request, fault, record)
         try:
             result = op(account, request, body, now)
-            response = web.json_response(result)
+            response = web.json_response(result) if result is not None else web.Response(status=204)
         except SimError as error:
             response = ims_error(error)
         if fault is Fault.LOST_REPLY:
@@ -109,7 +111,7 @@ class SimulatorService:
         record(response.status)
         return response
 
-    def _project(self, account: Account, request: web.Request) -> Project:
+    def project(self, account: Account, request: web.Request) -> Project:
         """The project the IMS call acts in: the path's project id, else ``X-Project-Id``."""
         region = request.match_info["region"]
         project_id = request.match_info.get("project_id") or request.headers.get("X-Project-Id")
@@ -149,10 +151,10 @@ class SimulatorService:
         return web.Response()
 
     async def list_images(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "list", self._list)
+        return await self.serve(request, "list", self._list)
 
     def _list(self, account: Account, request: web.Request, _body: bytes, now: float) -> Any:
-        project = self._project(account, request)
+        project = self.project(account, request)
         try:
             limit = int(request.query.get("limit", "500"))
         except ValueError:
@@ -171,10 +173,10 @@ class SimulatorService:
         return {"images": images}
 
     async def copy_image(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "copy", self._copy)
+        return await self.serve(request, "copy", self._copy)
 
     def _copy(self, account: Account, request: web.Request, body: bytes, now: float) -> Any:
-        project = self._project(account, request)
+        project = self.project(account, request)
         if not body.strip():
             raise SimError(400, "IMG.0007", "The request body is empty.")
         try:
@@ -188,23 +190,23 @@ class SimulatorService:
         return {"job_id": job_id}
 
     async def show_job(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "job", self._job)
+        return await self.serve(request, "job", self._job)
 
     def _job(self, account: Account, request: web.Request, _body: bytes, now: float) -> Any:
-        project = self._project(account, request)
+        project = self.project(account, request)
         return self.world.job(account.name, project.region, request.match_info["job_id"], now)
 
     async def show_quota(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "quota", self._quota)
+        return await self.serve(request, "quota", self._quota)
 
     def _quota(self, account: Account, request: web.Request, _body: bytes, now: float) -> Any:
-        project = self._project(account, request)
+        project = self.project(account, request)
         quota = self.world.quota(account.name, project.region, now=now, project_id=project.id)
         resource = {"type": "image", "min": 1, "max": 10000, **quota}
         return {"quotas": {"resources": [resource]}}
 
     async def iam_projects(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "iam", self._iam, ims=False)
+        return await self.serve(request, "iam", self._iam, ims=False)
 
     def _iam(self, account: Account, request: web.Request, _body: bytes, _now: float) -> Any:
         name = request.query.get("name")
@@ -305,6 +307,7 @@ def build_app(
     add("POST", "/_sim/faults", service.set_faults)
     add("POST", "/_sim/occupy", service.occupy)
     add("POST", "/_sim/fail_job", service.fail_job)
+    add_after_copy_routes(app, service)
     add("*", "/{tail:.*}", service.no_api)
     return app
 

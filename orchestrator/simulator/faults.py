@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-KINDS = ("list", "copy", "job", "iam", "quota")
+KINDS = ("list", "copy", "job", "iam", "quota", "tags", "tag", "patch", "members", "delete")
 
 
 class Fault(StrEnum):

@@ -150,6 +150,61 @@ class InMemoryTenantCloud:
 
         return await self._call("quota", region, show)
 
+    # -- after the copy -------------------------------------------------------------------
+
+    async def image_tags(
+        self, region: str, image_id: str, *, project: str | None = None
+    ) -> dict[str, str]:
+        pid = self._project_id(region, project)
+        name = self.account.name
+
+        def show(now: float) -> dict[str, str]:
+            raw = self.world.image_tags(name, region, image_id, now, pid)
+            return {tag["key"]: tag["value"] for tag in raw["tags"]}
+
+        return await self._call("tags", region, show)
+
+    async def add_image_tags(
+        self, region: str, image_id: str, tags: Mapping[str, str], *, project: str | None = None
+    ) -> None:
+        pid = self._project_id(region, project)
+        body = {"action": "create", "tags": [{"key": k, "value": v} for k, v in tags.items()]}
+
+        def create(now: float) -> None:
+            self.world.tag_action(self.account.name, region, image_id, body, now, pid)
+
+        await self._call("tag", region, create, mutating=True)
+
+    async def update_image(
+        self, region: str, image_id: str, changes: Mapping[str, int], *, project: str | None = None
+    ) -> None:
+        pid = self._project_id(region, project)
+        body = [{"op": "replace", "path": f"/{k}", "value": v} for k, v in changes.items()]
+
+        def patch(now: float) -> None:
+            self.world.patch_image(self.account.name, region, image_id, body, now, pid)
+
+        await self._call("patch", region, patch, mutating=True)
+
+    async def image_members(
+        self, region: str, image_id: str, *, project: str | None = None
+    ) -> list[str]:
+        pid = self._project_id(region, project)
+
+        def show(now: float) -> list[str]:
+            raw = self.world.image_members(self.account.name, region, image_id, now, pid)
+            return [str(member["member_id"]) for member in raw["members"]]
+
+        return await self._call("members", region, show)
+
+    async def delete_image(self, region: str, image_id: str, *, project: str | None = None) -> None:
+        pid = self._project_id(region, project)
+
+        def delete(now: float) -> None:
+            self.world.delete_image(self.account.name, region, image_id, now, pid)
+
+        await self._call("delete", region, delete, mutating=True)
+
     # -- one request ----------------------------------------------------------------------
 
     def _project_id(self, region: str, project: str | None) -> str | None:

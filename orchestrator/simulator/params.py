@@ -46,6 +46,7 @@ class WorldParams:
     fail_rate: float = 0.0  # fraction of accepted copies whose job ends in FAIL
     fail_code: str = "IMG.0500"
     fail_reason: str = "Failed to replicate the image: internal error."
+    leave_killed: bool = False  # a failed job's copy stays in the target as ``killed``
     cap: int = 5  # copies in INIT/RUNNING per account; the next one gets IMG.0060
     visibility: str = IMMEDIATE  # when the copy shows in the target listing: immediate|at_end
     visibility_lag: float = 0.0  # seconds added to either

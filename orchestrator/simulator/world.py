@@ -37,6 +37,7 @@ from typing import Any
 
 from orchestrator.core.units import GIB
 from orchestrator.simulator.accounts import Account, Project
+from orchestrator.simulator.imageops import ImageOps
 from orchestrator.simulator.images import (
     CAP_MESSAGE,
     SimError,
@@ -54,9 +55,10 @@ from orchestrator.simulator.params import AT_END, IMMEDIATE, WorldParams
 from orchestrator.simulator.truth import Ledger, Truth
 
 
-class World(Ledger):
+class World(Ledger, ImageOps):
     """All accounts, images and jobs of the fake cloud; as a :class:`Ledger`, the ground truth
-    tests assert on (requests, signatures and their counters live there)."""
+    tests assert on (requests, signatures and their counters live there); as
+    :class:`ImageOps`, the calls after a copy (tags, PATCH, members, DELETE)."""
 
     def __init__(self, params: WorldParams | None = None) -> None:
         super().__init__(params or WorldParams())
@@ -69,6 +71,7 @@ class World(Ledger):
         self._owned: dict[str, set[str]] = {}  # project id -> ids of its images (an index)
         self._live: dict[str, list[SimJob]] = {}  # account -> jobs maybe still INIT/RUNNING
         self._quotas: dict[str, int] = {}  # project id -> quota
+        self._init_image_ops()
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -164,7 +167,8 @@ class World(Ledger):
             return dict(image)
         status = job.status(now)
         if self.params.visibility == AT_END:
-            if status != SUCCESS or now < job.end + self.params.visibility_lag:
+            shown = (SUCCESS, FAIL) if self.params.leave_killed else (SUCCESS,)
+            if status not in shown or now < job.end + self.params.visibility_lag:
                 return None
         elif now < job.begin + self.params.visibility_lag:
             return None
@@ -176,7 +180,7 @@ class World(Ledger):
     def _exists(self, image: dict[str, Any], now: float) -> bool:
         """Counts against the quota (a copy does from submission, unless it fails unseen)."""
         job = self._copies.get(image["id"])
-        if job is None or self.params.visibility == IMMEDIATE:
+        if job is None or self.params.visibility == IMMEDIATE or self.params.leave_killed:
             return True
         return job.status(now) != FAIL
 
@@ -301,7 +305,7 @@ class World(Ledger):
                 self.params.fail_code,
                 self.params.fail_reason,
             )
-        copied = dict(image)
+        copied = self.copy_attrs(image)
         copied.update(
             id=random_uuid(rng),
             name=name,
