@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from hashlib import sha256
 from typing import Any
 
-GIB = 2**30
+from orchestrator.core.units import GIB
+
 REGIONS = ("cn-north-4", "cn-east-3", "cn-south-1", "cn-east-2")  # 300 GiB limit out of each
 AGENCY = "ims_admin_agency"
 

@@ -12,6 +12,7 @@ import anyio
 from orchestrator.config import Config, Timing
 from orchestrator.core.model import Item, Row
 from orchestrator.core.outcome import merge_list
+from orchestrator.core.units import GIB
 from orchestrator.engine.context import RunContext
 from orchestrator.engine.scheduler import Engine, RunOptions, RunResult, store_merged
 from orchestrator.simulator.faults import FaultPlan
@@ -22,7 +23,6 @@ from orchestrator.simulator.world import World
 from orchestrator.state.store import InMemoryStore
 from tests.virtual_clock import VirtualClock
 
-GIB = 2**30
 TIMING = Timing(
     poll_min=5.0,
     poll_max=300.0,

@@ -20,12 +20,12 @@ from orchestrator.config import Config, TenantConfig
 from orchestrator.core.discovery import Filters, parse_time
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import item_key, item_token
+from orchestrator.core.units import GIB
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.simulator.params import WorldParams
 from orchestrator.simulator.world import World
 from tests.virtual_clock import VirtualClock
 
-GIB = 2**30
 SOURCE, TARGET, OTHER = "cn-north-4", "cn-east-3", "cn-south-1"
 NOW = 1_800_000_000.0
 TENANTS = ("t0", "t1")

@@ -13,13 +13,14 @@ from orchestrator.core.cloud import TenantCloud
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import Stop, merge_list
+from orchestrator.core.units import GIB
 from orchestrator.engine.scheduler import (
     Engine,
     RunOptions,
     RunResult,
     store_merged,
 )
-from tests.engine_harness import GIB, Scene
+from tests.engine_harness import Scene
 from tests.virtual_clock import VirtualClock
 
 SLOW = 1000.0  # seconds a slow tenant's probe takes

@@ -27,6 +27,7 @@ from orchestrator.core.estimate import (
     speed_from_samples,
 )
 from orchestrator.core.model import Item, Phase, Row, item_key, item_token
+from orchestrator.core.units import GIB
 from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.simulator.params import WorldParams
@@ -37,7 +38,6 @@ from orchestrator.state.meta import BlockedKey, RunMeta
 from tests.inprocess import Completed, LocalCloud
 from tests.virtual_clock import VirtualClock
 
-GIB = 2**30
 SOURCE, TARGET = "cn-north-4", "cn-east-3"
 NOW = 1_800_000_000.0
 ACCESS_KEY, SECRET_KEY = "AKT0", "SKT0"

@@ -16,9 +16,8 @@ from orchestrator.core.polling import (
     remaining_time,
 )
 from orchestrator.core.speed import WINDOW, SpeedModel
+from orchestrator.core.units import GIB
 from orchestrator.simulator.jobs import SUCCESS, SimJob
-
-GIB = 2**30
 
 
 def delay(

@@ -28,8 +28,6 @@ from orchestrator.state.snapshot import parse_snapshot, render_snapshot
 from orchestrator.state.store import InMemoryStore
 from tests.engine_harness import CONFIG, SOURCE, TARGET, Scene
 
-GIB = 2**30
-
 
 def rows(count: int, tenants: int = 1) -> list[Item]:
     return [

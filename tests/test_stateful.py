@@ -45,6 +45,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
 from orchestrator.core.model import FORWARD_WITHIN_ATTEMPT, Item, Phase, Row, item_key, item_token
 from orchestrator.core.outcome import merge_list
+from orchestrator.core.units import GIB
 from orchestrator.engine.context import RunContext
 from orchestrator.engine.scheduler import Engine, RunOptions, store_merged
 from orchestrator.simulator.faults import COPY_ONLY, Fault, FaultPlan
@@ -54,7 +55,7 @@ from orchestrator.simulator.params import WorldParams
 from orchestrator.simulator.world import World
 from orchestrator.state.checkpoint import LockLost
 from orchestrator.state.meta import RunMeta
-from tests.engine_harness import CONFIG, GIB, SOURCE
+from tests.engine_harness import CONFIG, SOURCE
 from tests.virtual_clock import VirtualClock
 
 T = TypeVar("T")

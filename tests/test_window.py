@@ -6,9 +6,8 @@ import pytest
 
 from orchestrator.core.model import Item, Row
 from orchestrator.core.order import Order
+from orchestrator.core.units import GIB
 from orchestrator.engine.window import Window
-
-GIB = 2**30
 
 
 def item(line: int, gib: float, *, tenant: str = "t1", priority: int = 0) -> Item:

@@ -18,6 +18,7 @@ from orchestrator.config import Config
 from orchestrator.core.cloud import CloudError, ErrorKind, Image, TenantCloud
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.rules import TargetKind, check_source, check_target, source_flags
+from orchestrator.core.units import GIB
 from orchestrator.engine.context import log
 from orchestrator.engine.targets import TargetIndex
 
@@ -117,7 +118,7 @@ def judge(item: Item, catalog: _Catalog, config: Config) -> Judged:
     assert image is not None  # noqa: S101 -- check_source rejects a missing image
     flags = [str(flag) for flag in source_flags(image)]
     copy_name = row.name or image.name
-    item = replace(item, size_bytes=image.size_bytes or image.min_disk * 2**30, copy_name=copy_name)
+    item = replace(item, size_bytes=image.size_bytes or image.min_disk * GIB, copy_name=copy_name)
     targets = catalog.targets[(row.tenant, row.target_region, row.target_project)]
     verdict = check_target(row, copy_name, item.token, targets)
     stale = list(verdict.stale)

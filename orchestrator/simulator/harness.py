@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.units import GIB
 from orchestrator.simulator.truth import Truth
 
-GIB = 2**30
 REGIONS = ["cn-north-4", "cn-east-3", "cn-south-1", "ap-southeast-1"]
 FAST_PARAMS: dict[str, Any] = {
     "seconds_per_gib": 0.02,
