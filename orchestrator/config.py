@@ -52,6 +52,14 @@ class TenantConfig:
     secret_key_env: str = DEFAULT_SK_ENV
     security_token_env: str = DEFAULT_TOKEN_ENV
     project_ids: Mapping[str, str] = field(default_factory=frozen_mapping)  # project name -> id
+    # The account (IAM domain id) the tenant belongs to, when IAM is not asked: tenants of one
+    # account share a window of copies. None and no IAM look-up: a window of its own.
+    account: str | None = None
+    endpoints: Endpoints | None = None  # [tenants.NAME.endpoints]: another site's; else the run's
+
+    def endpoints_in(self, config: Config) -> Endpoints:
+        """The endpoints this tenant's calls go to."""
+        return self.endpoints or config.endpoints
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,7 @@ class Timing:
     backoff_max: float = 600.0
     request_timeout: float = 60.0
     job_deadline: float = 21600.0
+    outage: float = 900.0  # no call to an endpoint succeeded for this long: stop, exit 75
 
 
 SCHEDULING_ORDERS = tuple(order.value for order in Order)

@@ -41,7 +41,9 @@ from orchestrator.core.order import Order
 from orchestrator.core.polling import Polling
 from orchestrator.core.suggest import suggest
 
-_TIMING_KEYS = ("poll_min", "poll_max", "settle", "backoff_max", "request_timeout", "job_deadline")
+_TIMING_KEYS = (
+    "poll_min", "poll_max", "settle", "backoff_max", "request_timeout", "job_deadline", "outage"
+)  # fmt: skip
 _SECTIONS: Mapping[str, tuple[str, ...]] = {
     "defaults": ("agency_name", "max_concurrent_copies"),
     "tenants": (),
@@ -53,7 +55,9 @@ _SECTIONS: Mapping[str, tuple[str, ...]] = {
     "retry": ("fail_codes",),
     "regions": ("extra",),
 }
-_TENANT_KEYS = ("access_key_env", "secret_key_env", "security_token_env", "project_ids")
+_TENANT_KEYS = (
+    "access_key_env", "secret_key_env", "security_token_env", "project_ids", "account", "endpoints"
+)  # fmt: skip
 _TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REGION_ID = re.compile(r"[a-z0-9][a-z0-9_.-]*")
@@ -295,7 +299,10 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
     return Config(
         agency_name=agency,
         max_concurrent_copies=max_copies or base.max_concurrent_copies,
-        tenants=_tenants(top.sub("tenants", "tenants")),
+        tenants=_tenants(
+            top.sub("tenants", "tenants"),
+            lambda table: _endpoints(table, file, region_key, endpoints),
+        ),
         endpoints=endpoints,
         size_limits_gib=limits,
         default_limit_gib=default_limit,
@@ -308,7 +315,8 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
     )
 
 
-def _tenants(table: _Table) -> Mapping[str, TenantConfig]:
+def _tenants(table: _Table, site: Callable[[_Table], Endpoints]) -> Mapping[str, TenantConfig]:
+    """``site``: a tenant's ``[tenants.NAME.endpoints]`` over the run's ``[endpoints]``."""
     tenants: dict[str, TenantConfig] = {}
     for name in table.data:
         if not _TENANT_NAME.fullmatch(name):
@@ -328,13 +336,24 @@ def _tenants(table: _Table) -> Mapping[str, TenantConfig]:
             security_token_env=tenant.text("security_token_env", _env_name_problem)
             or base.security_token_env,
             project_ids=frozen_mapping(project_ids),
+            account=tenant.text("account", _no_space_problem),
+            endpoints=site(tenant.sub("endpoints", f"{section}.endpoints"))
+            if "endpoints" in tenant.data
+            else None,
         )
     return MappingProxyType(tenants)
 
 
-def _endpoints(table: _Table, file: Path, region_key: Callable[[_Table, str], None]) -> Endpoints:
+def _endpoints(
+    table: _Table,
+    file: Path,
+    region_key: Callable[[_Table, str], None],
+    base: Endpoints | None = None,
+) -> Endpoints:
+    """``[endpoints]``, or a tenant's over ``base`` (the run's): keys it does not set are
+    the run's, ``ims_by_region`` entries are added to the run's."""
     table.only(_SECTIONS["endpoints"])
-    base = Endpoints()
+    base = base or Endpoints()
     ca_bundle = table.text("ca_bundle")
     if ca_bundle is not None:
         bundle = file.parent / Path(ca_bundle).expanduser()
@@ -345,15 +364,15 @@ def _endpoints(table: _Table, file: Path, region_key: Callable[[_Table, str], No
                 "file's folder)",
             )
         ca_bundle = str(bundle)
-    overrides = table.sub("ims_by_region", "endpoints.ims_by_region")
-    by_region: dict[str, str] = {}
+    overrides = table.sub("ims_by_region", f"{table.section}.ims_by_region")
+    by_region: dict[str, str] = dict(base.ims_by_region)
     for region in overrides.data:
         region_key(overrides, region)
         by_region[region] = overrides.text(region, _url_problem) or ""
     return Endpoints(
         ims=table.text("ims", _ims_template_problem) or base.ims,
         iam=table.text("iam", _url_problem) or base.iam,
-        ca_bundle=ca_bundle,
+        ca_bundle=ca_bundle or base.ca_bundle,
         ims_by_region=frozen_mapping(by_region),
     )
 

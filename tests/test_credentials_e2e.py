@@ -104,6 +104,41 @@ def test_an_expired_token_is_named(local_cloud: LocalCloud) -> None:
     assert {k.split("/")[0] for k, s in cloud.item_states().items() if s == "succeeded"} == {"t0"}
 
 
+def test_a_missing_permission_is_asked_again_by_the_next_run(local_cloud: LocalCloud) -> None:
+    """IAM refuses t1's project look-up (403): t1 stops this run only, the line names
+    iam:projects:list, nothing is remembered; once granted, the next cron run proceeds."""
+    cloud = local_cloud
+    cloud.populate(tenants=2, per_tenant=2)
+    cloud.accounts[1]["denied"] = ["iam"]
+    cloud.start()
+    done = cloud.run("--quiet")
+    assert done.returncode == 1, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("tenant t1: permission")]
+    assert "iam:projects:list" in line, line
+    assert "not remembered" in line, line
+    assert "blocked" not in cloud.checkpoint()["meta"]
+    assert cloud.world is not None
+    cloud.world.account("t1").denied.clear()  # the permission is granted
+    again = cloud.run("--quiet")
+    assert again.returncode == 0, again.stderr
+    assert set(cloud.item_states().values()) == {"succeeded"}
+
+
+def test_an_ims_policy_deny_is_not_a_bad_key(local_cloud: LocalCloud) -> None:
+    """IMS answers 403 APIGW.0302 to t1's listing: blocked for this run, asked again next."""
+    cloud = local_cloud
+    cloud.populate(tenants=2, per_tenant=1)
+    cloud.accounts[1]["denied"] = ["list"]
+    cloud.start()
+    for _ in range(2):  # each cron run asks again (and is refused again)
+        done = cloud.run("--quiet")
+        assert done.returncode == 1, done.stderr
+        assert "tenant t1: permission refused (APIGW.0302: " in done.stderr
+    assert cloud.world is not None
+    cloud.world.account("t1").denied.clear()
+    assert cloud.run("--quiet").returncode == 0
+
+
 @contextmanager
 def simulator_in_thread(world: World, now: Callable[[], float]) -> Iterator[int]:
     """Serve ``world`` on 127.0.0.1 from a thread of this process with its own clock; the port."""

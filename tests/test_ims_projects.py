@@ -90,22 +90,37 @@ async def test_ambiguous_project_says_what_to_configure(
     assert cloud.requests("GET", QUOTA) == []
 
 
-async def test_probe_returns_the_domain_id_even_with_configured_projects(
+async def test_probe_with_configured_projects_asks_no_iam(
     cloud: FakeCloud, make: Callable[..., Harness]
 ) -> None:
-    """probe asks IAM (checking the keys) although the project id is configured."""
+    """The region's project id configured: one IMS listing checks the keys, IAM is not asked."""
     cloud.on("GET", PROJECTS, projects(PROJECT_ID))
-    assert await make().client.probe(REGION) == DOMAIN_ID
+    cloud.on("GET", IMAGES, answer(200, {"images": []}))
+    assert await make().client.probe(REGION) == ""
+    assert cloud.requests("GET", PROJECTS) == []
+    assert [s.query for s in cloud.requests("GET", IMAGES)] == ["limit=1"]
+
+
+async def test_probe_without_configured_project_asks_iam_for_the_domain(
+    cloud: FakeCloud, make: Callable[..., Harness]
+) -> None:
+    """No project id configured: the IAM look-up checks the keys and names the account."""
+    cloud.on("GET", PROJECTS, projects(PROJECT_ID))
+    assert await make(project_ids={}).client.probe(REGION) == DOMAIN_ID
     assert len(cloud.requests("GET", PROJECTS)) == 1
 
 
-async def test_probe_without_iam_lists_one_image_instead(
+async def test_iam_permission_refusal_names_the_permission(
     cloud: FakeCloud, make: Callable[..., Harness]
 ) -> None:
-    """IAM missing (a private deployment) and ids configured: one listing checks the keys."""
-    cloud.on("GET", IMAGES, answer(200, {"images": []}))
-    assert await make().client.probe(REGION) == ""
-    assert [s.query for s in cloud.requests("GET", IMAGES)] == ["limit=1"]
+    """IAM 403 on the project look-up: AUTH, naming iam:projects:list and project_ids."""
+    body = {"error": {"code": 403, "message": "not authorized", "title": "Forbidden"}}
+    cloud.on("GET", PROJECTS, answer(403, body))
+    with pytest.raises(CloudError) as caught:
+        await make(project_ids={}).client.probe(REGION)
+    assert caught.value.kind is ErrorKind.AUTH
+    assert "iam:projects:list" in caught.value.message
+    assert "project_ids" in caught.value.message
 
 
 async def test_probe_without_iam_and_without_ids_fails(

@@ -142,14 +142,20 @@ async def run_with_progress(
     return summary
 
 
+def _refused(code: str, passing: bool) -> str:
+    """What the cloud refused: the key (or its token, or the request's date), or a permission."""
+    return "permission" if passing and code not in ("APIGW.0303", "APIGW.0307") else "credentials"
+
+
 def attention_lines(summary: RunSummary, config: Config) -> list[str]:
     """Bad rows, refused credentials and full quotas: what is wrong and what to do, in the words
     of events.jsonl."""
     lines = [str(problem) for problem in summary.problems]
     lines += [
-        f"tenant {tenant}: credentials refused ({why.code}: {why.message}); "
-        + blocked_advice(tenant, config.tenant(tenant))
+        f"tenant {tenant}: {_refused(why.code, passing)} refused ({why.code}: "
+        f"{why.message}); " + blocked_advice(tenant, config.tenant(tenant), lasting=not passing)
         for tenant, why in summary.blocked.items()
+        for passing in [tenant in summary.blocked_for_run]
     ]
     lines += [
         f"tenant {t}, {r}: {quota_full(error, t, r)}"

@@ -10,7 +10,7 @@ limits; tests pass the simulator's in-memory clouds instead
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,7 +20,7 @@ from orchestrator.config import Config
 from orchestrator.core.cloud import TenantCloud
 from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits
-from orchestrator.ims.transport import open_transport
+from orchestrator.ims.transport import Transport, open_transport
 
 
 class CloudFactory(Protocol):
@@ -35,13 +35,18 @@ class CloudFactory(Protocol):
 async def open_clouds(
     config: Config, credentials: TenantCredentials, clock: Clock
 ) -> AsyncIterator[Mapping[str, TenantCloud]]:
-    """One HTTP session, one rate limiter per host, one ``ImsClient`` per tenant."""
+    """One HTTP session per CA bundle (a site of its own may have its own), one rate limiter
+    per host, one ``ImsClient`` per tenant."""
     limits = RateLimits(config.requests_per_second, clock)
-    async with open_transport(config) as transport:
-        yield {
-            name: ImsClient(transport, tenant, creds, config, limits, clock)
-            for name, (tenant, creds) in credentials.items()
-        }
+    async with AsyncExitStack() as stack:
+        transports: dict[str | None, Transport] = {}
+        clients: dict[str, TenantCloud] = {}
+        for name, (tenant, creds) in credentials.items():
+            bundle = tenant.endpoints_in(config).ca_bundle
+            if bundle not in transports:
+                transports[bundle] = await stack.enter_async_context(open_transport(config, bundle))
+            clients[name] = ImsClient(transports[bundle], tenant, creds, config, limits, clock)
+        yield clients
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from orchestrator.commands.verdicts import (
     verdict_of,
 )
 from orchestrator.config import Config
-from orchestrator.core.cloud import CloudError, TenantCloud
+from orchestrator.core.cloud import CloudError, TenantCloud, remembered_refusal
 from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.estimate import estimate, speed_from_samples
 from orchestrator.core.model import Item, Phase
@@ -219,13 +219,29 @@ def _remembered_blocks(
     a key after 5 bad signatures in a row)."""
     held = {}
     for tenant, why in meta.blocked.items():
-        if tenant in tenants and why.fingerprint == fingerprints.get(tenant, ""):
+        if (
+            tenant in tenants
+            and why.fingerprint == fingerprints.get(tenant, "")
+            and remembered_refusal(why.code)
+        ):
             held[tenant] = Verdict.BLOCKED
             plan.tenant_notes[tenant] = (
                 f"credentials refused by an earlier run ({why.code}: {why.message})"
                 "; not tried again until they change: fix them, then plan again"
             )
     return held
+
+
+def _note_unknown_accounts(plan: Plan, account_of: Mapping[str, str]) -> None:
+    """Tenants whose account neither IAM nor the config names get a window of their own."""
+    for tenant, account in account_of.items():
+        if account == f"tenant:{tenant}":
+            plan.tenant_notes[tenant] = (
+                "its account is not known (IAM was not asked: project_ids are configured; "
+                'no account = "..." in its config): it gets a window of 5 copies of its '
+                "own; if it shares an account with another tenant, give both the same "
+                "account (the IAM domain id)"
+            )
 
 
 async def _judge(
@@ -244,6 +260,8 @@ async def _judge(
     out.account_of, errors = await _probe(askable, region_of)
     for tenant, error in sorted(errors.items()):
         out.held[tenant], plan.tenant_notes[tenant] = tenant_note(error)
+    if len(region_of) > 1:
+        _note_unknown_accounts(plan, out.account_of)
     usable = [
         item
         for item in open_items

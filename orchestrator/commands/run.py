@@ -90,6 +90,7 @@ class RunSummary:
     counters: Counters = field(default_factory=Counters)
     skipped: bool = False
     blocked: dict[str, BlockedKey] = field(default_factory=dict)
+    blocked_for_run: set[str] = field(default_factory=set)  # not remembered: asked again next run
     quota_full: dict[tuple[str, str], str] = field(default_factory=dict)  # -> the cloud's words
 
 
@@ -349,5 +350,6 @@ async def _run_with_clients(
         counters=ctx.counters,
         skipped=result.skipped,
         blocked=dict(ctx.blocked),
+        blocked_for_run=set(ctx.blocked_for_run),
         quota_full=dict(ctx.quota_blocked),
     )

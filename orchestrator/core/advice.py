@@ -37,15 +37,22 @@ def next_step(exit_code: int) -> str:
     return _NEXT.get(exit_code, "see the message above")
 
 
-def blocked_advice(tenant: str, found: CredentialNames | None) -> str:
+def blocked_advice(tenant: str, found: CredentialNames | None, *, lasting: bool = True) -> str:
     """Credentials refused: which variables to fix (``found``: the config's tenant, if any),
-    and why the key is not tried again."""
+    and why the key is not tried again. Not ``lasting`` (a permission, the clock, a token):
+    the refusal names the fix, and the next run asks again."""
     where = (
         f" (environment variables {found.access_key_env} and {found.secret_key_env}"
         f", and {found.security_token_env} for a temporary key)"
         if found is not None
         else ""
     )
+    if not lasting:
+        return (
+            f"fix what the refusal names for tenant {tenant} (grant the permission, set the "
+            f"clock, or refresh the token{where}), then run again: this refusal is not "
+            "remembered, the next run asks once more"
+        )
     return (
         f"fix the credentials of tenant {tenant}{where}, then run again; the refused key is not "
         "used again until it changes (the gateway locks a key after 5 bad signatures in a row)"

@@ -10,7 +10,8 @@ classified (``ErrorKind``), so the engine never sees aiohttp or HTTP status hand
       kind = UNKNOWN        a mutating call whose outcome is unknown (timeout, reset, 5xx on POST)
       kind = TRANSIENT      a read that failed for a passing reason (timeout, 5xx, 429, APIGW.0308)
       kind = BACK_PRESSURE  IMG.0060: too many tasks for the tenant, try later
-      kind = AUTH           401/403, APIGW.0301/0302/0303/0306/0307: stop the tenant
+      kind = AUTH           401/403, APIGW.0301/0302/0303/0306/0307: stop the tenant (for good
+                            only if the key itself is wrong: :func:`refuses_key`)
       kind = QUOTA          IMG.0015: the target's private-image quota is full
       kind = NOT_FOUND      the job or image id is unknown to the cloud (404)
       kind = PERMANENT      any other refusal: the item fails with code and message
@@ -54,6 +55,29 @@ class ErrorKind(StrEnum):
     QUOTA = "quota"
     NOT_FOUND = "not_found"
     PERMANENT = "permanent"
+
+
+# Refusals that do not mean the key is wrong: a missing permission, API access denied, a clock
+# skew, an expired token. They block a tenant for one run only; the next run asks again.
+PASSING_REFUSALS = frozenset({"APIGW.0302", "APIGW.0303", "APIGW.0306", "APIGW.0307"})
+KEY_REFUSAL = "APIGW.0301"
+
+
+def refuses_key(code: str | None, status: int | None) -> bool:
+    """The refusal means the key itself is wrong (bad signature, unknown or disabled AK): those
+    walk a key into the gateway's 5-failure lock, so they are remembered across runs. A 403
+    (a permission, a policy deny) never is."""
+    if code == KEY_REFUSAL:
+        return True
+    if code in PASSING_REFUSALS:
+        return False
+    return status == 401
+
+
+def remembered_refusal(code: str) -> bool:
+    """A block stored in the checkpoint (its ``code``: the cloud's code, else the HTTP status)
+    still holds for the same key: only key refusals do (older runs stored any refusal)."""
+    return code not in PASSING_REFUSALS and code != "403"
 
 
 class CloudError(Exception):

@@ -14,7 +14,7 @@ import structlog
 from orchestrator.clock import Clock
 from orchestrator.config import Config
 from orchestrator.core.advice import blocked_advice
-from orchestrator.core.cloud import CloudError, TenantCloud
+from orchestrator.core.cloud import CloudError, TenantCloud, refuses_key
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import Stop
 from orchestrator.core.speed import SpeedModel
@@ -58,6 +58,7 @@ class RunContext:
     stopped: Stop | None = None  # why submitting stopped early, once it has
     speed: SpeedModel = field(default_factory=SpeedModel)
     blocked: dict[str, BlockedKey] = field(default_factory=dict)  # tenant -> why
+    blocked_for_run: set[str] = field(default_factory=set)  # of those, not remembered
     quota_blocked: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, region)
     unavailable: dict[str, str] = field(default_factory=dict)  # tenant -> outage message
     fingerprints: Mapping[str, str] = field(default_factory=dict)
@@ -110,10 +111,18 @@ class RunContext:
         if self.max_failures is not None and self.counters.failures >= self.max_failures:
             self.stop_submitting(Stop.failure_threshold(self.counters.failures))
 
+    def lasting_blocks(self) -> dict[str, BlockedKey]:
+        """The blocks the checkpoint remembers: wrong keys, not missing permissions."""
+        return {t: b for t, b in self.blocked.items() if t not in self.blocked_for_run}
+
     async def block_tenant(self, tenant: str, error: CloudError) -> None:
-        """Credentials refused: stop this tenant now and remember it until the key changes."""
+        """Credentials refused: stop this tenant now. A wrong key is remembered until the key
+        changes; a missing permission, a clock skew or an expired token only for this run."""
         if tenant in self.blocked:
             return
+        lasting = refuses_key(error.code, error.status)
+        if not lasting:
+            self.blocked_for_run.add(tenant)
         why = BlockedKey(
             fingerprint=self.fingerprints.get(tenant, ""),
             code=error.code or str(error.status or ""),
@@ -126,9 +135,12 @@ class RunContext:
             tenant=tenant,
             error_code=why.code,
             error_message=error.message,
-            advice=blocked_advice(tenant, self.config.tenant(tenant)),
+            advice=blocked_advice(tenant, self.config.tenant(tenant), lasting=lasting),
+            remembered=lasting,
         )
-        await self.store.commit(meta=replace(self.store.meta, blocked=dict(self.blocked)))
+        if lasting:
+            blocked = {**self.store.meta.blocked, tenant: why}
+            await self.store.commit(meta=replace(self.store.meta, blocked=blocked))
 
 
 def log_item(item: Item, event: str | None = None, **fields: Any) -> None:

@@ -19,7 +19,7 @@ import anyio.abc
 
 from orchestrator.clock import Clock
 from orchestrator.core.advice import blocked_advice
-from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind
+from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind, remembered_refusal
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import Stop, exit_code_for, is_done, is_finished
 from orchestrator.engine.context import RunContext, log
@@ -230,7 +230,9 @@ class Engine:
         to_probe: list[str] = []
         for tenant in tenants:
             old = remembered.get(tenant)
-            if old and old.fingerprint == ctx.fingerprints.get(tenant, ""):
+            if not (old and remembered_refusal(old.code)):
+                remembered.pop(tenant, None)  # a permission, not the key: ask again (once)
+            elif old.fingerprint == ctx.fingerprints.get(tenant, ""):
                 ctx.blocked[tenant] = old
                 log.error(
                     "tenant.still_blocked",
@@ -256,9 +258,10 @@ class Engine:
         async with anyio.create_task_group() as group:  # 1,000 tenants: not one after another
             for tenant in to_probe:
                 group.start_soon(probe, tenant)
-        unblocked = {t: v for t, v in remembered.items() if t in ctx.blocked or t not in tenants}
-        if unblocked != remembered or ctx.blocked:
-            blocked = {**unblocked, **ctx.blocked}
+        lasting = ctx.lasting_blocks()
+        unblocked = {t: v for t, v in remembered.items() if t in lasting or t not in tenants}
+        blocked = {**unblocked, **lasting}
+        if blocked != ctx.store.meta.blocked:
             await ctx.store.commit(meta=replace(ctx.store.meta, blocked=blocked))
 
     def _join(self, tenant: str, domain: str) -> None:

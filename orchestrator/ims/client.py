@@ -19,7 +19,15 @@ import structlog
 
 from orchestrator.clock import Clock
 from orchestrator.config import Config, TenantConfig
-from orchestrator.core.cloud import CloudError, CopyRequest, ErrorKind, Image, Job, Quota
+from orchestrator.core.cloud import (
+    CloudError,
+    CopyRequest,
+    ErrorKind,
+    Image,
+    Job,
+    Quota,
+    refuses_key,
+)
 from orchestrator.core.credentials import Credentials
 from orchestrator.ims.calls import BACKOFF_BASE, MAX_ATTEMPTS, Backoff, Params, SignedCalls
 from orchestrator.ims.ratelimit import RateLimits
@@ -32,8 +40,6 @@ log = structlog.get_logger(__name__)
 
 PAGE_SIZE = 500
 API_NOT_FOUND = "APIGW.0101"
-# IAM failures that mean "no IAM here" (a private deployment) rather than "bad credentials".
-IAM_UNAVAILABLE = frozenset({ErrorKind.NOT_FOUND, ErrorKind.PERMANENT, ErrorKind.NOT_SENT})
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class ImsClient:
     ) -> None:
         self._tenant = tenant
         self._config = config
+        self._endpoints = tenant.endpoints_in(config)
         backoff = Backoff(backoff_base, config.timing.backoff_max, rng or random.Random())
         self._calls = SignedCalls(
             transport,
@@ -87,30 +94,37 @@ class ImsClient:
     # -- TenantCloud ---------------------------------------------------------------------------
 
     async def probe(self, region: str) -> str:
-        """Check the credentials with one IAM lookup of ``region``'s project; the domain id.
+        """Check the credentials with one request in ``region``; the account (domain) id.
 
-        Where IAM cannot be used (a private deployment) but the project id is configured, one
-        image listing checks the credentials instead, and the domain id is ``""``.
+        With the region's project id configured, IAM is not asked at all (nor later, if every
+        project the tenant uses is configured): one image listing checks the key, and the
+        account is the config's ``account`` (``""``: unknown, a window of its own). Else the
+        IAM look-up of the region's project checks the key and names the account.
         """
-        try:
-            project = await self._lookup_project(region)
-        except CloudError as err:
-            configured = self._tenant.project_ids.get(region)
-            if err.kind not in IAM_UNAVAILABLE or not configured:
-                raise
-            log.warning(
-                "ims.probe_without_iam",
-                tenant=self._tenant.name,
-                region=region,
-                reason=str(err),
-            )
-            base = self._config.endpoints.ims_for(region)
+        configured = self._tenant.project_ids.get(region)
+        if configured:
+            base = self._endpoints.ims_for(region)
             await self._call(
                 "GET", base, "/v2/cloudimages", params=[("limit", "1")], project_id=configured
             )
-            return ""
+            return self._tenant.account or ""
+        try:
+            project = await self._lookup_project(region)
+        except CloudError as err:
+            if err.kind == ErrorKind.AUTH and not refuses_key(err.code, err.status):
+                raise CloudError(
+                    err.kind,
+                    f"IAM refused the project look-up ({err.message}): grant this user "
+                    f"iam:projects:list, or set project_ids for {region} (and every project "
+                    f"the tenant uses) in [tenants.{self._tenant.name}] so that IAM is not "
+                    "asked",
+                    code=err.code,
+                    status=err.status,
+                    request_id=err.request_id,
+                ) from err
+            raise
         self._projects.setdefault(region, project)
-        return project.domain_id
+        return project.domain_id or self._tenant.account or ""
 
     async def list_images(
         self,
@@ -158,7 +172,7 @@ class ImsClient:
         return job_id
 
     async def get_job(self, region: str, job_id: str, *, project: str | None = None) -> Job:
-        base = self._config.endpoints.ims_for(region)
+        base = self._endpoints.ims_for(region)
         project_id = await self._project_id(region, project)
         if base not in self._legacy_job_api:
             path = f"/v1/cloudimages/job/{_segment(job_id)}"
@@ -256,7 +270,7 @@ class ImsClient:
     async def _lookup_project(self, name: str) -> _Project:
         """``GET {iam}/v3/projects?name=`` (signed, without X-Project-Id)."""
         body = await self._call(
-            "GET", self._config.endpoints.iam.rstrip("/"), "/v3/projects", params=[("name", name)]
+            "GET", self._endpoints.iam.rstrip("/"), "/v3/projects", params=[("name", name)]
         )
         raw = body.get("projects")
         found = [
@@ -289,7 +303,7 @@ class ImsClient:
         body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         project_id = await self._project_id(region, project)
-        base = self._config.endpoints.ims_for(region)
+        base = self._endpoints.ims_for(region)
         return await self._call(method, base, path, params=params, body=body, project_id=project_id)
 
 

@@ -26,9 +26,15 @@ AUTH_ADVICE = {
     "ims:images:list (and iam:projects:list if project ids are not configured)",
     "APIGW.0303": "the request date is more than 15 minutes off the cloud's clock: fix this "
     "machine's clock (NTP)",
-    "APIGW.0306": "API access is denied for this account",
+    "APIGW.0306": "API access is denied for this account or user: check the IAM policies "
+    "(ims:images:list, ims:images:copy, ims:images:get) and any deny statement",
     "APIGW.0307": "the temporary security token has expired: refresh the token and run again",
 }
+
+FORBIDDEN_ADVICE = (
+    "the IAM user lacks a permission for this call (a policy deny): grant ims:images:list, "
+    "ims:images:get and ims:images:copy"
+)
 
 
 def _find_pair(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -81,7 +87,7 @@ def classify(
         kind = ErrorKind.TRANSIENT
     elif code in AUTH_CODES or status in (401, 403):
         kind = ErrorKind.AUTH
-        advice = AUTH_ADVICE.get(code or "")
+        advice = AUTH_ADVICE.get(code or "") or (FORBIDDEN_ADVICE if status == 403 else None)
         if advice:
             text = f"{text} ({advice})"
     elif code in BACK_PRESSURE_CODES:

@@ -77,17 +77,19 @@ class Transport(Protocol):
 
 
 @asynccontextmanager
-async def open_session(config: Config) -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP session for the clients: proxies from the environment, the configured CA bundle."""
+async def open_session(
+    config: Config, ca_bundle: str | None = None
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session for the clients: proxies from the environment, the CA bundle
+    (``ca_bundle``: a tenant's site's, else ``[endpoints] ca_bundle``)."""
     ssl_option: ssl.SSLContext | bool = True
-    if config.endpoints.ca_bundle:
+    bundle = ca_bundle or config.endpoints.ca_bundle
+    if bundle:
         try:
-            ssl_option = ssl.create_default_context(cafile=config.endpoints.ca_bundle)
+            ssl_option = ssl.create_default_context(cafile=bundle)
         except OSError as exc:  # ssl.SSLError is an OSError too
             raise CloudError(
-                ErrorKind.PERMANENT,
-                f"cannot load the CA bundle {config.endpoints.ca_bundle!r} ([endpoints] "
-                f"ca_bundle): {exc}",
+                ErrorKind.PERMANENT, f"cannot load the CA bundle {bundle!r} (ca_bundle): {exc}"
             ) from exc
     connector = aiohttp.TCPConnector(ssl=ssl_option)
     timeout = aiohttp.ClientTimeout(total=config.timing.request_timeout)
@@ -99,9 +101,11 @@ async def open_session(config: Config) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @asynccontextmanager
-async def open_transport(config: Config) -> AsyncIterator[AiohttpTransport]:
+async def open_transport(
+    config: Config, ca_bundle: str | None = None
+) -> AsyncIterator[AiohttpTransport]:
     """The real transport over one session (see :func:`open_session`)."""
-    async with open_session(config) as session:
+    async with open_session(config, ca_bundle) as session:
         yield AiohttpTransport(session, config.timing.request_timeout)
 
 

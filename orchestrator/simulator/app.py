@@ -11,7 +11,7 @@ IAM ``http://127.0.0.1:PORT/iam`` works unchanged):
     tags, PATCH, members, DELETE: orchestrator/simulator/app_after.py
     GET  /iam/v3/projects?name=                                    iam
     GET  /_sim/health, GET /_sim/truth, GET /_sim/requests, GET|POST /_sim/faults,
-    POST /_sim/occupy, POST /_sim/fail_job                         admin, never signed
+    POST /_sim/occupy, POST /_sim/fail_job, POST /_sim/deny        admin, never signed
 
 Every IMS/IAM request must carry a valid SDK-HMAC-SHA256 signature, checked by the gateway
 (orchestrator/simulator/gateway.py: 401 ``APIGW.0301``, ``APIGW.0303`` for a skewed
@@ -95,6 +95,16 @@ class SimulatorService:
                 fault=fault.value if fault is not None else "",
             )
 
+        refused = account.refusal(kind)
+        if refused is not None:
+            record(refused[0])
+            status, code, message = refused
+            if code is None:  # IAM's own shape: a numeric code
+                return web.json_response(
+                    {"error": {"code": status, "message": message, "title": "Forbidden"}},
+                    status=status,
+                )
+            return gateway_error(status, code, message)
         if fault is not None and not fault.performs:
             return await self._inflict(request, fault, record)
         try:
@@ -269,6 +279,18 @@ class SimulatorService:
             return web.json_response({"error": str(error)}, status=400)
         return web.json_response({"jobs": jobs})
 
+    async def deny(self, request: web.Request) -> web.StreamResponse:
+        """``{"account", "kinds": [...]}``: the account's user may make no call of those kinds
+        (403); an empty list grants everything again."""
+        try:
+            raw = await request.json()
+            account = self.world.account(str(raw["account"]))
+            account.denied.clear()
+            account.denied.update(str(kind) for kind in raw.get("kinds") or ())
+        except (ValueError, TypeError, KeyError) as error:
+            return web.json_response({"error": str(error)}, status=400)
+        return web.json_response({"denied": sorted(account.denied)})
+
     async def fail_job(self, request: web.Request) -> web.StreamResponse:
         try:
             raw = await request.json()
@@ -308,6 +330,7 @@ def build_app(
     add("POST", "/_sim/occupy", service.occupy)
     add("POST", "/_sim/fail_job", service.fail_job)
     add_after_copy_routes(app, service)
+    add("POST", "/_sim/deny", service.deny)
     add("*", "/{tail:.*}", service.no_api)
     return app
 

@@ -240,6 +240,10 @@ class InMemoryTenantCloud:
             world.record_request(now, "POST" if mutating else "GET", kind, None, 401)
             raise classify(401, auth[0], auth[1], mutating=mutating)
         world.note_auth_success(key)
+        refused = self.account.refusal(kind)
+        if refused is not None:
+            record(refused[0])
+            raise classify(*refused, mutating=mutating)
         fault = self.faults.decide(kind) if self.faults is not None else None
         if fault is not None and not fault.performs:
             raise self._fault_error(fault, mutating, record)

@@ -110,6 +110,7 @@ def _add_account(world: World, raw: Mapping[str, Any], where: str) -> None:
             agencies=frozenset(agencies) if agencies is not None else None,
             project_ids=raw.get("project_ids") or {},
         )
+        world.account(name).denied.update(raw.get("denied") or ())
         for sub in raw.get("sub_projects") or []:
             world.add_project(name, sub["region"], sub["name"], sub.get("id"))
         for region, quota in (raw.get("quotas") or {}).items():

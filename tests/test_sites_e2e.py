@@ -1,0 +1,53 @@
+"""The real CLI against the simulator on 127.0.0.1, at the edges of a real account: project ids
+configured (no IAM at all), an account named in the config, endpoints per tenant (another
+site)."""
+
+from __future__ import annotations
+
+from hashlib import sha256
+
+import pytest
+
+from orchestrator.simulator.harness import REGIONS, Cloud
+
+
+def project_ids(cloud: Cloud, name: str) -> str:
+    """The ``project_ids`` line of a tenant: the ids the simulator gives its default projects."""
+    account = next(a for a in cloud.accounts if a["name"] == name)
+    ids = {r: sha256(f"{account['domain_id']}/{r}".encode()).hexdigest()[:32] for r in REGIONS}
+    return "project_ids = { " + ", ".join(f'"{r}" = "{i}"' for r, i in ids.items()) + " }"
+
+
+def iam_requests(cloud: Cloud) -> int:
+    return sum(1 for r in cloud.admin("/_sim/requests")["requests"] if r[2] == "iam")
+
+
+@pytest.mark.e2e
+def test_configured_project_ids_make_no_iam_request(cloud: Cloud) -> None:
+    """Every project a tenant uses configured: the run succeeds without one request to IAM."""
+    cloud.populate(tenants=2, per_tenant=3)
+    cloud.start()
+    config = cloud.config_path.read_text()
+    for name in ("t0", "t1"):
+        config = config.replace(
+            f"[tenants.{name}]\n", f"[tenants.{name}]\n{project_ids(cloud, name)}\n"
+        )
+    cloud.config_path.write_text(config)
+    done = cloud.run("--quiet")
+    assert done.returncode == 0, done.stderr
+    assert iam_requests(cloud) == 0
+    assert set(cloud.item_states().values()) == {"succeeded"}
+
+
+@pytest.mark.e2e
+def test_a_tenant_of_another_site_uses_its_own_endpoints(cloud: Cloud) -> None:
+    """[tenants.t0.endpoints] overrides the run's [endpoints] (here a dead port) for t0 only."""
+    cloud.populate(tenants=1, per_tenant=2)
+    cloud.start()
+    live = f"http://127.0.0.1:{cloud.port}"
+    config = cloud.config_path.read_text().replace(live, "http://127.0.0.1:9")
+    config += f'[tenants.t0.endpoints]\nims = "{live}/ims/{{region}}"\niam = "{live}/iam"\n'
+    cloud.config_path.write_text(config)
+    done = cloud.run("--quiet")
+    assert done.returncode == 0, done.stderr
+    assert set(cloud.item_states().values()) == {"succeeded"}
