@@ -9,10 +9,9 @@ orchestrator/config.py.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -35,8 +34,8 @@ from orchestrator.config import (
     TenantConfig,
     Timing,
     frozen_mapping,
-    parse_duration,
 )
+from orchestrator.config_table import Table
 from orchestrator.core.order import Order
 from orchestrator.core.polling import Polling
 from orchestrator.core.suggest import suggest
@@ -108,110 +107,6 @@ def _toml_message(shown: str, error: str) -> str:
     return f"{shown}: not valid TOML: {error} (fix the syntax; see https://toml.io)"
 
 
-class _Table:
-    """One TOML table being read, for messages ``file: [section] key: ...``."""
-
-    def __init__(self, shown: str, section: str, data: Mapping[str, Any]) -> None:
-        self.shown = shown
-        self.section = section
-        self.data = data
-
-    def error(self, key: str | None, what: str) -> ConfigError:
-        where = f"[{self.section}] {key}" if key else f"[{self.section}]"
-        return ConfigError(f"{self.shown}: {where}: {what}")
-
-    def only(self, known: Iterable[str], what: str = "key") -> None:
-        known = list(known)
-        for key in self.data:
-            if key not in known:
-                hint = suggest(key, known)
-                raise self.error(
-                    key, f"unknown {what} ({hint}known {what}s: {', '.join(known) or 'none'})"
-                )
-
-    def sub(self, key: str, section: str) -> _Table:
-        value = self.data.get(key, {})
-        if not isinstance(value, Mapping):
-            raise self.error(key, f"must be a table (write it as a [{section}] section)")
-        return _Table(self.shown, section, value)
-
-    def text(self, key: str, check: Callable[[str], str | None] | None = None) -> str | None:
-        if key not in self.data:
-            return None
-        value = self.data[key]
-        if not isinstance(value, str):
-            raise self.error(key, f"must be a string in quotes, not {_kind(value)}")
-        if not value.strip():
-            raise self.error(key, "is empty (give a value or remove the line)")
-        problem = check(value) if check else None
-        if problem:
-            raise self.error(key, problem)
-        return value.strip()
-
-    def integer(self, key: str, low: int, high: int | None = None) -> int | None:
-        if key not in self.data:
-            return None
-        value = self.data[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"must be a whole number, not {_kind(value)}")
-        number: int = value
-        if number < low or (high is not None and number > high):
-            allowed = f"{low}..{high}" if high is not None else f"at least {low}"
-            raise self.error(key, f"{number} is out of range (allowed: {allowed})")
-        return number
-
-    def positive(self, key: str, *, duration: bool = False) -> float | None:
-        if key not in self.data:
-            return None
-        value = self.data[key]
-        if duration and isinstance(value, str):
-            try:
-                number = parse_duration(value)
-            except ValueError as exc:
-                raise self.error(key, str(exc)) from exc
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-        else:
-            kinds = "a number of seconds or a duration string" if duration else "a number"
-            raise self.error(key, f"must be {kinds}, not {_kind(value)}")
-        if not math.isfinite(number):
-            raise self.error(key, f"{value!r} must be a finite number")
-        if number <= 0:
-            raise self.error(key, f"{value!r} must be more than zero")
-        return number
-
-    def strings(self, key: str, check: Callable[[str], str | None]) -> tuple[str, ...] | None:
-        if key not in self.data:
-            return None
-        value = self.data[key]
-        if not isinstance(value, list):
-            raise self.error(key, f'must be a list of strings, e.g. ["a", "b"], not {_kind(value)}')
-        out: list[str] = []
-        for element in value:
-            if not isinstance(element, str):
-                raise self.error(key, f"every element must be a string, not {_kind(element)}")
-            problem = check(element)
-            if problem:
-                raise self.error(key, problem)
-            if element not in out:
-                out.append(element)
-        return tuple(out)
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a table"
-    return f"a {type(value).__name__}"
-
-
 def _url_problem(url: str) -> str | None:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -250,7 +145,7 @@ def _region_id_problem(value: str) -> str | None:
 
 
 def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
-    top = _Table(shown, "", data)
+    top = Table(shown, "", data)
     for key, value in data.items():
         if key not in _SECTIONS:
             homes = [name for name, keys in _SECTIONS.items() if key in keys]
@@ -268,7 +163,7 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
     extra = regions.strings("extra", _region_id_problem) or ()
     known = KNOWN_REGIONS | set(extra)
 
-    def region_key(table: _Table, key: str) -> None:
+    def region_key(table: Table, key: str) -> None:
         if key not in known:
             raise table.error(
                 key,
@@ -315,7 +210,7 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
     )
 
 
-def _tenants(table: _Table, site: Callable[[_Table], Endpoints]) -> Mapping[str, TenantConfig]:
+def _tenants(table: Table, site: Callable[[Table], Endpoints]) -> Mapping[str, TenantConfig]:
     """``site``: a tenant's ``[tenants.NAME.endpoints]`` over the run's ``[endpoints]``."""
     tenants: dict[str, TenantConfig] = {}
     for name in table.data:
@@ -345,9 +240,9 @@ def _tenants(table: _Table, site: Callable[[_Table], Endpoints]) -> Mapping[str,
 
 
 def _endpoints(
-    table: _Table,
+    table: Table,
     file: Path,
-    region_key: Callable[[_Table, str], None],
+    region_key: Callable[[Table, str], None],
     base: Endpoints | None = None,
 ) -> Endpoints:
     """``[endpoints]``, or a tenant's over ``base`` (the run's): keys it does not set are
@@ -378,7 +273,7 @@ def _endpoints(
 
 
 def _limits(
-    table: _Table, region_key: Callable[[_Table, str], None]
+    table: Table, region_key: Callable[[Table, str], None]
 ) -> tuple[Mapping[str, int], int]:
     limits = dict.fromkeys(LARGE_LIMIT_REGIONS, LARGE_LIMIT_GIB)
     default = DEFAULT_LIMIT_GIB
@@ -393,7 +288,7 @@ def _limits(
     return MappingProxyType(limits), default
 
 
-def _scheduling(table: _Table) -> Scheduling:
+def _scheduling(table: Table) -> Scheduling:
     table.only(_SECTIONS["scheduling"])
 
     def one_of(choices: tuple[str, ...]) -> Callable[[str], str | None]:
@@ -408,7 +303,7 @@ def _scheduling(table: _Table) -> Scheduling:
     )
 
 
-def _timing(table: _Table) -> Timing:
+def _timing(table: Table) -> Timing:
     table.only(_TIMING_KEYS)
     base = Timing()
     values = {key: table.positive(key, duration=True) for key in _TIMING_KEYS}
