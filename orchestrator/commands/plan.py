@@ -4,8 +4,8 @@ Every row gets one verdict: ``copy`` (it will be copied), ``present`` (a copy ca
 item's token is already in the target: it is adopted, not copied again), ``done``,
 ``in flight`` or ``failed`` (what the checkpoint says, when there is one), ``rejected`` (why),
 ``blocked`` (the tenant's credentials were refused) or ``unchecked`` (the cloud could not be
-asked). The judgement is preflight's (``preflight.py`` and ``rules.py``), so the plan and the
-run agree.
+asked). The judgement is preflight's (``engine/preflight.py`` and ``core/rules.py``), so the
+plan and the run agree.
 
 Read-only: the plan checks each tenant's credentials once (the IAM project lookup the run
 makes), lists images and reads the target quotas (``GET /v1/cloudimages/quota``). It never
@@ -13,7 +13,7 @@ copies, never takes the state dir's lock and writes nothing there: it reads the 
 way ``status`` does, so it can be used while a run is going on. Credentials a run found refused
 (remembered in the checkpoint) are not tried again.
 
-The time estimate (``estimate.py``) packs each account's copies into its slots the way the run
+The time estimate (``core/estimate.py``) packs each account's copies into its slots the way the run
 does, with a copy speed that is an assumption until a run has finished copies (then it is
 learned from the checkpoint); the plan says which.
 """

@@ -2,7 +2,7 @@
 
 Images are listed page by page per (tenant, region, project) rather than fetched one request
 per row; only ids that the private listing lacks (shared or public images, typos) are looked up
-one by one. The judgement itself is ``rules.py``'s, pure.
+one by one. The judgement itself is ``core/rules.py``'s, pure.
 """
 
 from __future__ import annotations

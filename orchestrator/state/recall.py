@@ -3,8 +3,8 @@
 Checking a 100,000-row list costs seconds. A run that resumes the very list its state dir last
 ran (same bytes, same config, same rules: the same fingerprint, see ``manifest.read_list``)
 takes the rows from the checkpoint, where each is stored with its item, and the problems from
-the checkpoint's meta. The runner stores both in one commit, the meta line last, so a meta
-that names a fingerprint always comes with the rows it describes.
+the checkpoint's meta. The run (commands/run.py) stores both in one commit, the meta line
+last, so a meta that names a fingerprint always comes with the rows it describes.
 """
 
 from __future__ import annotations
