@@ -18,7 +18,9 @@ from yarl import URL
 
 from orchestrator.config import Config, Endpoints
 from orchestrator.core.cloud import CloudError, ErrorKind
-from orchestrator.ims.transport import AiohttpTransport, env_proxy, open_session
+from orchestrator.ims import proxy as proxy_module
+from orchestrator.ims.proxy import env_proxy, proxy_problem
+from orchestrator.ims.transport import AiohttpTransport, open_session
 from tests.fake_ims import (
     COPY,
     COPY_PATH,
@@ -197,6 +199,32 @@ def test_the_proxy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     proxy, _ = env_proxy(URL("https://ims.cn-north-4.example.com"))
     assert proxy == URL("http://proxy.example:3128")
     assert env_proxy(URL("https://iam.example.com")) == (None, None)
+
+
+def test_an_https_proxy_is_used_not_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY=https://...: the requests go through it (aiohttp's own reading drops it)."""
+    for name in ("https_proxy", "http_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "https://proxy.example:3129")
+    proxy, _ = env_proxy(URL("https://ims.cn-north-4.example.com"))
+    assert proxy == URL("https://proxy.example:3129")
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_an_unusable_proxy_is_named(monkeypatch: pytest.MonkeyPatch, supported: bool) -> None:
+    """A SOCKS proxy, or an https:// one this aiohttp cannot use: the variable is named, its
+    value (maybe a password) never."""
+    monkeypatch.setattr(proxy_module, "https_proxy_supported", lambda: supported)
+    socks = proxy_problem({"HTTPS_PROXY": "socks5://user:secret@proxy:1080"})
+    assert socks is not None
+    assert "HTTPS_PROXY" in socks
+    assert "secret" not in socks
+    https = proxy_problem({"https_proxy": "https://user:secret@proxy:3129"})
+    assert (https is None) == supported
+    if https is not None:
+        assert "https_proxy" in https
+        assert "secret" not in https
 
 
 async def test_open_session_leaves_netrc_alone() -> None:

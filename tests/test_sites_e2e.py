@@ -1,6 +1,6 @@
-"""The real CLI against the simulator on 127.0.0.1, at the edges of a real account: project ids
-configured (no IAM at all), an account named in the config, endpoints per tenant (another
-site)."""
+"""At the edges of a real account: project ids configured (no IAM at all), endpoints per tenant
+(another site), a proxy that cannot be used. The real CLI against the simulator on 127.0.0.1
+where the HTTP matters; ``main`` in process otherwise."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from hashlib import sha256
 import pytest
 
 from orchestrator.simulator.harness import REGIONS, Cloud
+from tests.inprocess import LocalCloud
 
 
 def project_ids(cloud: Cloud, name: str) -> str:
@@ -51,3 +52,15 @@ def test_a_tenant_of_another_site_uses_its_own_endpoints(cloud: Cloud) -> None:
     done = cloud.run("--quiet")
     assert done.returncode == 0, done.stderr
     assert set(cloud.item_states().values()) == {"succeeded"}
+
+
+def test_an_unusable_proxy_exits_2_before_any_call(local_cloud: LocalCloud) -> None:
+    """HTTPS_PROXY names a SOCKS proxy: exit 2 naming the variable, no request sent."""
+    cloud = local_cloud
+    cloud.populate(tenants=1, per_tenant=1)
+    cloud.start()
+    done = cloud.run(env=cloud.env(HTTPS_PROXY="socks5://proxy.example:1080"))
+    assert done.returncode == 2, done.stderr
+    assert "HTTPS_PROXY" in done.stderr
+    assert cloud.world is not None
+    assert cloud.world.request_log == []

@@ -14,6 +14,7 @@ from orchestrator.config import Config, ConfigError
 from orchestrator.config_file import load_config
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, PublicState
+from orchestrator.ims.proxy import proxy_problem
 from orchestrator.logs import EVENTS, KEEP_ROTATED
 from orchestrator.manifest import ManifestError
 from orchestrator.output.report import summarize
@@ -31,8 +32,16 @@ failure threshold (someone must look); 2 usage, config or input error (nothing s
 # -- shared helpers ------------------------------------------------------------------------------
 
 
-def config_of(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
-    return load_config(args.config, environ, Path.cwd())
+def config_of(
+    args: argparse.Namespace, environ: Mapping[str, str], *, calls: bool = False
+) -> Config:
+    """The config; for a command that ``calls`` the cloud, also a usable proxy in the
+    environment (else exit 2 before any call)."""
+    config = load_config(args.config, environ, Path.cwd())
+    problem = proxy_problem(environ) if calls else None
+    if problem is not None:
+        raise ConfigError(problem)
+    return config
 
 
 def state_dir_of(args: argparse.Namespace) -> Path:

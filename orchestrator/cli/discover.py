@@ -24,7 +24,7 @@ from orchestrator.output.discover_output import (
 def request_of(args: argparse.Namespace, environ: Mapping[str, str]) -> DiscoverRequest:
     appended = args.append is not None
     return DiscoverRequest(
-        config=config_of(args, environ),
+        config=config_of(args, environ, calls=True),
         environ=environ,
         source_regions=tuple(dict.fromkeys(args.source_region)),
         target_regions=tuple(dict.fromkeys(args.target_region)),

@@ -211,7 +211,7 @@ def cmd_run(
             f"--metrics-file {metrics}: the folder {Path(metrics).parent} does not exist "
             "(create it, or give the textfile collector's folder)"
         )
-    config = config_of(args, environ)
+    config = config_of(args, environ, calls=True)
     max_failures, ratio = args.max_failures or (None, None)
     request = RunRequest(
         list_path=Path(args.list),

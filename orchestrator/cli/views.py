@@ -43,7 +43,7 @@ def cmd_plan(
 ) -> int:
     request = PlanRequest(
         list_path=Path(args.list),
-        config=config_of(args, environ),
+        config=config_of(args, environ, calls=True),
         environ=environ,
         state_dir=args.state_dir,
         tenants=frozenset(args.tenant),

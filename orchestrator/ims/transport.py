@@ -24,11 +24,11 @@ from enum import Enum
 from typing import Protocol
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from orchestrator.config import Config
 from orchestrator.core.cloud import CloudError, ErrorKind
+from orchestrator.ims.proxy import Proxy, env_proxy
 
 
 class Delivery(Enum):
@@ -109,23 +109,12 @@ async def open_transport(
         yield AiohttpTransport(session, config.timing.request_timeout)
 
 
-Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
 # origin -> its proxy, read from the environment once per process: the look-up walks every
 # environment variable (thousands with a thousand tenants' keys) and reads ~/.netrc.
+# The session does not ``trust_env``: aiohttp would then look the proxy up in a worker thread
+# on every request (most of a request's CPU cost), add ``~/.netrc`` credentials that clash with
+# the signed Authorization header, and drop an https:// proxy (see orchestrator/ims/proxy.py).
 _PROXIES: dict[str, Proxy] = {}
-
-
-def env_proxy(url: URL) -> Proxy:
-    """The proxy that HTTPS_PROXY / HTTP_PROXY / NO_PROXY choose for ``url`` (aiohttp's rule).
-
-    The session does not ``trust_env``: aiohttp would then look the proxy up in a worker thread
-    on every request (most of a request's CPU cost), and add ``~/.netrc`` credentials that
-    clash with the signed Authorization header (a ValueError on every request).
-    """
-    try:
-        return get_env_proxy_for_url(url)
-    except LookupError:
-        return None, None
 
 
 class AiohttpTransport:
