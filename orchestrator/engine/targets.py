@@ -18,11 +18,11 @@ import anyio
 
 from orchestrator.core.cloud import ACTIVE, CloudError, Image, TenantCloud
 from orchestrator.core.model import TOKEN_PREFIX, Item, Phase
+from orchestrator.core.rules import DEAD_STATUSES
 
 TargetKey = tuple[str, str, str]  # tenant, target region, target project
 _TOKEN_LENGTH = len(TOKEN_PREFIX) + 16
 LISTING_CONCURRENCY = 8
-DEAD = frozenset({"killed", "deleted"})
 
 
 def target_key(item: Item) -> TargetKey:
@@ -63,7 +63,7 @@ class Listing:
 
 def own_copy(token: str, images: Iterable[Image]) -> Image | None:
     """The live copy carrying ``token`` (an active one first); killed or deleted ones never."""
-    live = [image for image in images if image.status not in DEAD]
+    live = [image for image in images if image.status not in DEAD_STATUSES]
     live.sort(key=lambda image: image.status != ACTIVE)
     return live[0] if live else None
 
