@@ -1,5 +1,8 @@
+import sys
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -9,26 +12,53 @@ from orchestrator.simulator.harness import Cloud
 from tests.e2e import starts_process
 from tests.inprocess import LocalCloud
 
+# Which tests start ims-migrate (the CLI or the simulator) as a process: those using a fixture
+# tagged starts_process, and those that spawn ``python -m orchestrator...`` themselves (seen
+# by an audit hook). Exactly these are marked e2e; a test whose mark disagrees fails.
+_SPAWNED: list[str] = []
 
-def _starts_process(item: pytest.Function) -> bool:
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "subprocess.Popen" and isinstance(args[1], list | tuple):
+        argv = [str(a) for a in args[1]]
+        if any(a == "-m" and b.split(".")[0] == "orchestrator" for a, b in pairwise(argv)):
+            _SPAWNED.append(" ".join(argv))
+
+
+sys.addaudithook(_audit)
+
+
+def _uses_process_fixture(item: pytest.Item) -> bool:
     # The fixture each name resolves to for this test is the last of its definitions
     # (a module may define its own ``cloud``). ``_fixtureinfo`` is pytest's, read-only here.
+    if not isinstance(item, pytest.Function):
+        return False
     defs = item._fixtureinfo.name2fixturedefs.values()
     return any(getattr(d[-1].func, "starts_process", False) for d in defs if d)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Fail the collection when a test's e2e mark and its process fixtures disagree."""
+    """Fail the collection at once when a test uses a process fixture but is not marked e2e."""
     wrong = [
         item.nodeid
         for item in items
-        if isinstance(item, pytest.Function)
-        and (item.get_closest_marker("e2e") is not None) != _starts_process(item)
+        if _uses_process_fixture(item) and item.get_closest_marker("e2e") is None
     ]
     if wrong:
-        raise pytest.UsageError(
-            "marked e2e but starts no process, or the reverse: " + ", ".join(wrong)
-        )
+        raise pytest.UsageError("start a process but are not marked e2e: " + ", ".join(wrong))
+
+
+@pytest.fixture(autouse=True)
+def _e2e_mark_is_true(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked e2e starts ims-migrate as a process, and a test that does is marked e2e."""
+    _SPAWNED.clear()
+    yield
+    marked = request.node.get_closest_marker("e2e") is not None
+    started = bool(_SPAWNED) or _uses_process_fixture(request.node)
+    if marked and not started:
+        pytest.fail("marked e2e but started no ims-migrate process", pytrace=False)
+    if started and not marked:
+        pytest.fail(f"started {_SPAWNED[0]!r} but is not marked e2e", pytrace=False)
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """The e2e tests' tag: which fixtures start the simulator in its own process.
 
+A test is marked e2e exactly when it starts ims-migrate as a process (through such a fixture or
+by itself); ``tests/conftest.py`` fails a test whose mark says otherwise.
+
 The harness itself (``Cloud``: the simulator and the CLI as processes) is
 ``orchestrator.simulator.harness``, shared with ``scripts/soak``.
 """

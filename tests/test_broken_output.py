@@ -15,6 +15,8 @@ from orchestrator.core.model import Item
 from orchestrator.state.checkpoint import CheckpointStore
 from tests.test_model import make_row
 
+pytestmark = pytest.mark.e2e  # a real closed pipe and a full device need the CLI's own process
+
 COMMANDS = [["status"], ["report"], ["report", "--format", "json"]]
 
 
