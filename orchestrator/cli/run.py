@@ -158,6 +158,10 @@ def attention_lines(summary: RunSummary, config: Config) -> list[str]:
         for passing in [tenant in summary.blocked_for_run]
     ]
     lines += [
+        f"endpoint {outage}; the run stopped using it: run again once it answers"
+        for outage in summary.outages.values()
+    ]
+    lines += [
         f"tenant {t}, {r}: {quota_full(error, t, r)}"
         for (t, r), error in sorted(summary.quota_full.items())
     ]

@@ -91,6 +91,7 @@ class RunSummary:
     skipped: bool = False
     blocked: dict[str, BlockedKey] = field(default_factory=dict)
     blocked_for_run: set[str] = field(default_factory=set)  # not remembered: asked again next run
+    outages: dict[str, str] = field(default_factory=dict)  # endpoint -> what happened
     quota_full: dict[tuple[str, str], str] = field(default_factory=dict)  # -> the cloud's words
 
 
@@ -351,5 +352,6 @@ async def _run_with_clients(
         skipped=result.skipped,
         blocked=dict(ctx.blocked),
         blocked_for_run=set(ctx.blocked_for_run),
+        outages={endpoint: str(outage) for endpoint, outage in ctx.outages.down.items()},
         quota_full=dict(ctx.quota_blocked),
     )

@@ -18,6 +18,7 @@ from orchestrator.core.cloud import CloudError, TenantCloud, refuses_key
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import Stop
 from orchestrator.core.speed import SpeedModel
+from orchestrator.engine.outage import OutageWatch, watched
 from orchestrator.engine.targets import TargetIndex
 from orchestrator.state.meta import BlockedKey
 from orchestrator.state.store import Store
@@ -67,8 +68,11 @@ class RunContext:
     max_failures: int | None = None
     check_lock: Callable[[], None] = lambda: None  # raises once the state dir's lock is lost
     targets: TargetIndex = field(init=False)  # what the target regions hold (design I2)
+    outages: OutageWatch = field(init=False)  # endpoints that stopped answering
 
     def __post_init__(self) -> None:
+        self.outages = OutageWatch(self.config.timing.outage, self.clock.now())
+        self.clouds = watched(self.clouds, self.config, self.outages, self.clock.now)
         self.targets = TargetIndex(self.clouds, self.clock.now, self.config.timing.settle)
 
     def request_stop(self, stop: Stop) -> None:

@@ -42,6 +42,7 @@ from orchestrator.engine.context import MAX_AUTOMATIC_ATTEMPTS, RunContext, log
 from orchestrator.engine.window import Window
 
 SUBMIT_GRACE = 10.0  # seconds a POST under way may finish after a stop was asked for
+FAILED_POLLS = 3  # failed polls of an overdue job (none answered) before its deadline holds
 
 
 @dataclass(frozen=True)
@@ -282,12 +283,13 @@ class Driver:
         assert job_id is not None  # noqa: S101 -- RUNNING always carries the job id
         state = PollState(started_at=self._started())
         adaptive = self.ctx.config.scheduling.polling == Polling.ADAPTIVE
-        polls = 0
+        polls = failed = 0
         while True:
             expected = self.ctx.speed.expected(self.item.size_bytes) if adaptive else None
             # Judged only once a poll has shown the job unfinished: a copy that ended while no
             # run was going (a resume after a long stop) is taken as it ended, not failed unseen.
-            if polls and self._overdue():
+            # Polls that keep failing (not 404) are bounded too (I7): after a few, the deadline.
+            if (polls or failed >= FAILED_POLLS) and self._overdue():
                 return await self._fail(
                     "JOB_DEADLINE",
                     f"job {job_id} still not finished after {self.timing.job_deadline:.0f} s; "
@@ -314,6 +316,7 @@ class Driver:
                     return await self._unknown(f"job {job_id} unknown to the cloud")
                 if error.kind == ErrorKind.AUTH:
                     return await self._auth_stop(error)
+                failed += 1
                 state = state.observe(self.now, None)
                 continue
             polls += 1

@@ -24,6 +24,7 @@ from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import Stop, exit_code_for, is_done, is_finished
 from orchestrator.engine.context import RunContext, log
 from orchestrator.engine.lifecycle import Driver
+from orchestrator.engine.outage import endpoint_of
 from orchestrator.engine.preflight import preflight
 from orchestrator.engine.targets import adopt_found
 from orchestrator.engine.window import Window
@@ -85,6 +86,7 @@ class Engine:
         self.options = options
         self.windows: dict[str, Window] = {}
         self.window_of: dict[str, Window] = {}  # tenant -> window
+        self.driving: dict[str, tuple[anyio.CancelScope, Item]] = {}  # item key -> its drive
 
     # -- phases of a run ------------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class Engine:
             blocked=ctx.blocked,
             quota_full=ctx.quota_blocked,
             stop=ctx.stopped,
-            unavailable=ctx.unavailable,
+            unavailable={**ctx.unavailable, **ctx.outages.messages()},
         )
         return RunResult(code, reason, self.windows)
 
@@ -146,6 +148,7 @@ class Engine:
                 outer.start_soon(on_stop)
                 if self.options.deadline_at is not None:
                     outer.start_soon(self._deadline_watch, self.options.deadline_at)
+                outer.start_soon(self._outage_watch)
                 async with anyio.create_task_group() as work:
 
                     def follow(tenant: str) -> None:
@@ -353,11 +356,45 @@ class Engine:
         await self.ctx.clock.sleep(max(0.0, deadline_at - self.ctx.clock.now()))
         self.ctx.request_stop(Stop.deadline())
 
+    async def _outage_watch(self) -> None:
+        """Every few seconds: an endpoint down for ``[timing] outage`` is given up for this run
+        (its copies' states are durable: the next run follows them)."""
+        ctx = self.ctx
+        every = max(0.05, min(5.0, ctx.config.timing.outage / 10))
+        while True:
+            await ctx.clock.sleep(every)
+            for outage in ctx.outages.check(ctx.clock.now()):
+                log.error(
+                    "endpoint.outage",
+                    endpoint=outage.endpoint,
+                    seconds=round(outage.seconds, 1),
+                    error_message=outage.last_error,
+                    advice="the run stops using this endpoint; run again once it answers",
+                )
+                for scope, item in list(self.driving.values()):
+                    if self._needs_down(item):
+                        scope.cancel()
+                for window in self.windows.values():
+                    window.drop(self._needs_down)
+
+    def _needs_down(self, item: Item) -> bool:
+        """The item's calls go to an endpoint found down."""
+        down = self.ctx.outages.down
+        if not down:
+            return False
+        row, config = item.row, self.ctx.config
+        tenant = config.tenant(row.tenant)
+        return (
+            endpoint_of(config, tenant, row.source_region) in down
+            or endpoint_of(config, tenant, row.target_region) in down
+        )
+
     def _may_submit(self, item: Item) -> bool:
         row = item.row
         return (
             row.tenant not in self.ctx.blocked
             and (row.tenant, row.target_region) not in self.ctx.quota_blocked
+            and not self._needs_down(item)
         )
 
     async def _serve(self, window: Window, work: anyio.abc.TaskGroup) -> None:
@@ -375,9 +412,14 @@ class Engine:
             await _wait(window, clock, window.wake_at(now), self.ctx.no_more_submits)
 
     async def _drive(self, window: Window, item: Item) -> None:
-        try:
-            outcome = await Driver(self.ctx, window, item).run()
-        finally:
-            window.release()
+        with anyio.CancelScope() as scope:  # cancelled when its endpoint is found down
+            self.driving[item.key] = (scope, item)
+            try:
+                outcome = await Driver(self.ctx, window, item).run()
+            finally:
+                del self.driving[item.key]
+                window.release()
+        if scope.cancelled_caught:
+            return
         if outcome.item.phase == Phase.PENDING and self._may_submit(outcome.item):
             window.enqueue(outcome.item, outcome.retry_at)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -71,6 +72,21 @@ class Window:
             self._queues.setdefault(item.row.tenant, []), _Queued(self._order(item), item)
         )
         self._waiting += 1
+
+    def drop(self, where: Callable[[Item], bool]) -> None:
+        """Forget the waiting items ``where`` says (their endpoint is down: not this run)."""
+        for tenant, heap in list(self._queues.items()):
+            kept = [queued for queued in heap if not where(queued.item)]
+            self._waiting -= len(heap) - len(kept)
+            if kept:
+                heapq.heapify(kept)
+                self._queues[tenant] = kept
+            else:
+                del self._queues[tenant]
+        delayed = [entry for entry in self._delayed if not where(entry[2])]
+        heapq.heapify(delayed)
+        self._delayed = delayed
+        self._notify()
 
     def has_work(self) -> bool:
         return bool(self._waiting or self._delayed or self.in_use)

@@ -67,6 +67,21 @@ class SimulatorService:
 
     # -- the IMS and IAM endpoints ------------------------------------------------------
 
+    def _outage(
+        self, request: web.Request, kind: str, region: str | None, now: float
+    ) -> web.StreamResponse | None:
+        """The answer during the fault plan's outage (a 503, or none at all), else None."""
+        outage = self.faults.outage if self.faults is not None else None
+        mode = outage.hits(now, region) if outage is not None else None
+        if mode is None:
+            return None
+        self.world.record_request(now, request.method, kind, None, 503 if mode == "503" else 0)
+        if mode == "503":
+            return gateway_error(503, "APIGW.0201", "Backend unavailable, try again later.")
+        if request.transport is not None:  # "refuse": no answer at all
+            request.transport.abort()
+        return web.Response()
+
     async def serve(
         self, request: web.Request, kind: str, op: Op, *, ims: bool = True
     ) -> web.StreamResponse:
@@ -75,6 +90,9 @@ class SimulatorService:
         region = request.match_info.get("region", "")
         if ims and region not in self.world.params.regions:
             return gateway_error(404, "APIGW.0101", NO_API_MESSAGE)
+        down = self._outage(request, kind, region if ims else None, now)
+        if down is not None:
+            return down
         auth = authenticate(self.world, request, body, now)
         if isinstance(auth, web.Response):
             self.world.record_request(
@@ -95,16 +113,9 @@ class SimulatorService:
                 fault=fault.value if fault is not None else "",
             )
 
-        refused = account.refusal(kind)
-        if refused is not None:
-            record(refused[0])
-            status, code, message = refused
-            if code is None:  # IAM's own shape: a numeric code
-                return web.json_response(
-                    {"error": {"code": status, "message": message, "title": "Forbidden"}},
-                    status=status,
-                )
-            return gateway_error(status, code, message)
+        denied = _denied(account, kind, record)
+        if denied is not None:
+            return denied
         if fault is not None and not fault.performs:
             return await self._inflict(request, fault, record)
         try:
@@ -301,6 +312,22 @@ class SimulatorService:
 
     async def on_shutdown(self, _app: web.Application) -> None:
         self._closing.set()  # hung requests end at once instead of holding the shutdown
+
+
+def _denied(
+    account: Account, kind: str, record: Callable[[int], None]
+) -> web.StreamResponse | None:
+    """The 403 when the account's user lacks the permission for ``kind``, else None."""
+    refused = account.refusal(kind)
+    if refused is None:
+        return None
+    status, code, message = refused
+    record(status)
+    if code is None:  # IAM's own shape: a numeric code
+        return web.json_response(
+            {"error": {"code": status, "message": message, "title": "Forbidden"}}, status=status
+        )
+    return gateway_error(status, code, message)
 
 
 SERVICE = web.AppKey("simulator_service", SimulatorService)

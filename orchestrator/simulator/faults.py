@@ -10,7 +10,13 @@ JSON form (``to_json`` / ``from_json``; the ``POST /_sim/faults`` body)::
 
     {"seed": 7, "retry_after": 1, "hang_seconds": 30,
      "rates": {"copy": {"500": 0.02, "lost_reply": 0.05}, "job": {"503": 0.05, "429": 0.02}},
-     "next": {"copy": ["lost_reply"]}}
+     "next": {"copy": ["lost_reply"]},
+     "outage": {"from": 1800000000, "until": 1800000060, "mode": "503", "regions": ["cn-east-3"]}}
+
+An ``outage`` makes every request (of the listed regions' IMS, or every request when
+``regions`` is absent) fail from ``from`` to ``until`` (the world's clock): ``"503"`` answers
+the gateway's 503, ``"refuse"`` answers nothing (the in-memory front: connection refused; the
+HTTP front: the connection is closed at once, without an answer).
 """
 
 from __future__ import annotations
@@ -41,6 +47,44 @@ class Fault(StrEnum):
 
 
 COPY_ONLY = frozenset({Fault.LOST_REPLY, Fault.ERROR_AFTER})
+OUTAGE_MODES = ("503", "refuse")
+
+
+@dataclass(frozen=True)
+class Outage:
+    """A period when the cloud (or some regions of it) does not answer."""
+
+    start: float
+    until: float
+    mode: str = "503"
+    regions: frozenset[str] | None = None  # None: every region, and IAM
+
+    def hits(self, now: float, region: str | None) -> str | None:
+        """The mode, if a request to ``region`` (None: IAM) at ``now`` meets the outage."""
+        if not self.start <= now < self.until:
+            return None
+        if self.regions is not None and region not in self.regions:
+            return None
+        return self.mode
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"from": self.start, "until": self.until, "mode": self.mode}
+        if self.regions is not None:
+            out["regions"] = sorted(self.regions)
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Outage:
+        mode = str(raw.get("mode", "503"))
+        if mode not in OUTAGE_MODES:
+            raise ValueError(f"outage mode {mode!r} is not one of {', '.join(OUTAGE_MODES)}")
+        regions = raw.get("regions")
+        return cls(
+            float(raw["from"]),
+            float(raw["until"]),
+            mode,
+            frozenset(str(r) for r in regions) if regions is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -95,8 +139,10 @@ class FaultPlan:
         retry_after: float = 1.0,
         hang_seconds: float = 30.0,
         script: Mapping[str, Iterable[Fault | str]] | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self.seed = seed
+        self.outage = outage
         self.retry_after = float(retry_after)
         self.hang_seconds = float(hang_seconds)
         self.rates: dict[str, FaultRates] = {}
@@ -144,11 +190,12 @@ class FaultPlan:
             "hang_seconds": self.hang_seconds,
             "rates": {kind: rate.to_json() for kind, rate in self.rates.items()},
             "next": {kind: [f.value for f in q] for kind, q in self._queued.items() if q},
+            **({"outage": self.outage.to_json()} if self.outage is not None else {}),
         }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> FaultPlan:
-        unknown = set(raw) - {"seed", "retry_after", "hang_seconds", "rates", "next"}
+        unknown = set(raw) - {"seed", "retry_after", "hang_seconds", "rates", "next", "outage"}
         if unknown:
             raise ValueError(f"unknown fault plan keys: {', '.join(sorted(unknown))}")
         rates = raw.get("rates") or {}
@@ -161,6 +208,7 @@ class FaultPlan:
             retry_after=float(raw.get("retry_after", 1.0)),
             hang_seconds=float(raw.get("hang_seconds", 30.0)),
             script=script,
+            outage=Outage.from_json(raw["outage"]) if raw.get("outage") else None,
         )
 
 

@@ -234,6 +234,7 @@ class InMemoryTenantCloud:
                 now, "POST" if mutating else "GET", kind, self.account.name, status
             )
 
+        self._outage(now, None if iam else region, mutating, record)
         auth = self._auth_problem(now)
         if auth is not None:
             world.note_auth_failure(key, now)
@@ -258,6 +259,19 @@ class InMemoryTenantCloud:
             raise self._fault_error(fault, mutating, record)
         record(200)
         return result
+
+    def _outage(
+        self, now: float, region: str | None, mutating: bool, record: Callable[[int], None]
+    ) -> None:
+        """Raise what the fault plan's outage makes of a call now (refused, or a 503)."""
+        outage = self.faults.outage if self.faults is not None else None
+        mode = outage.hits(now, region) if outage is not None else None
+        if mode == "refuse":
+            record(0)
+            raise CloudError(ErrorKind.NOT_SENT, "not sent, cannot connect (connection refused)")
+        if mode is not None:
+            record(503)
+            raise classify(503, "APIGW.0201", "Backend unavailable.", mutating=mutating)
 
     def _auth_problem(self, now: float) -> tuple[str, str] | None:
         key = self.account.access_key
