@@ -1,9 +1,9 @@
 """After the copy: what is compared, what is carried, and the words for it. Pure.
 
 A cross-region copy carries the image file, a name and a description; it does not carry the
-source's tags nor its ``min_ram``/``max_ram`` (docs/ims-api.md, "Calls for discovery and
-post-copy work"). The engine (orchestrator/engine/aftercopy.py) compares the new image with the
-source as preflight read it (``Item.source_facts``), then sets the tags and RAM limits.
+source's tags nor its ``min_ram``/``max_ram`` (docs/ims-api.md §10). The engine
+(orchestrator/engine/aftercopy.py) compares the new image with the source as preflight read it
+(``Item.source_facts``), then sets the tags and RAM limits.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The world's calls after a copy: tags, PATCH, members, DELETE; and how a copy may go wrong.
 
 A mixin of :class:`~orchestrator.simulator.world.World` (kept apart so that the world's copy
-logic stays readable). Shapes as docs/ims-api.md, "Calls for discovery and post-copy work":
+logic stays readable). Shapes as docs/ims-api.md §10:
 
     GET    /v2/{project_id}/images/{image_id}/tags          {"tags": [{"key", "value"}]}
     POST   /v2/{project_id}/images/{image_id}/tags/action   {"action": "create"|"delete",
