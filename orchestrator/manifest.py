@@ -1,9 +1,13 @@
 """The migration list: CSV or JSON Lines -> valid rows, and every problem at ``file:line``.
 
 A bad row is named, never guessed at (design §2 I6): each problem reads
-``file:line: column: what is wrong``, the row is left out, and the other rows go on. What makes
-the whole file unusable (unreadable, not UTF-8, empty, no rows, a required column missing from
-the header, an unknown suffix) raises :class:`ManifestError` instead.
+``file:line: column: what is wrong``, the row is never submitted (it becomes a ``rejected`` item,
+``Manifest.rejected``, so that every data line has a report row), and the other rows go on. What
+makes the whole file unusable (unreadable, not UTF-8, empty, no rows, a required column missing
+from the header, an unknown suffix) raises :class:`ManifestError` instead, and so does a line
+that cannot be parsed in the list's format (a ``.jsonl`` line that is not a JSON object, a
+``.csv`` row with more values than the header or an unterminated quote): such a file is
+damaged (still being written, say), not a list with a bad row, and none of it is run.
 
 Line numbers are physical lines of the file: the CSV header is line 1, and a CSV record whose
 quoted value spans several lines is numbered by the line it starts on.
@@ -19,7 +23,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +68,9 @@ class Manifest:
 
     path: Path
     rows: list[Row] = field(default_factory=list)
+    # Every line the checks refused, as a row of what is known and the problems' text
+    # (``file:line: column: problem``, joined by "; "): it becomes a ``rejected`` item.
+    rejected: list[tuple[Row, str]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     fingerprint: str = ""  # of the list file as read (see read_list)
@@ -155,20 +162,20 @@ def _parse_csv(text: str, collector: _Collector) -> None:
                 continue
             records += 1
             if len(record) > len(header):
-                collector.problem(
-                    line,
-                    "",
-                    f"has {len(record)} values but the header has {len(header)} columns "
-                    "(quote a value that contains a comma)",
+                raise ManifestError(
+                    f"{path}:{line}: not valid CSV for this header: the row has {len(record)} "
+                    f"values but the header has {len(header)} columns (quote a value that "
+                    "contains a comma; nothing was run)"
                 )
-                continue
             values = {column: cell for column, cell in zip(header, record, strict=False) if column}
             collector.add(line, values)
     except csv.Error as exc:
         hint = ""
         if "unexpected end of data" in str(exc):
             hint = f" (a quoted value that starts on line {previous + 1} is never closed)"
-        raise ManifestError(f"{path}:{previous + 1}: not valid CSV: {exc}{hint}") from exc
+        raise ManifestError(
+            f"{path}:{previous + 1}: not valid CSV: {exc}{hint}; nothing was run"
+        ) from exc
     if header is not None and records == 0:
         raise ManifestError(
             f"{path}: the list has a header (line {header_line}) but no rows to migrate"
@@ -210,26 +217,29 @@ def _parse_jsonl(text: str, collector: _Collector) -> None:
         line_text = raw_line.rstrip("\r")
         if not line_text.strip():
             continue
+        twice: list[tuple[str, str]] = []
         try:
             value = json.loads(line_text, object_pairs_hook=_no_duplicate_keys)
         except _DuplicateKeyError as exc:
-            collector.problem(number, exc.key, "appears twice in this object; keep one")
-            continue
+            twice.append((exc.key, "appears twice in this object; keep one"))
+            value = json.loads(line_text)
         except json.JSONDecodeError as exc:
-            collector.problem(number, "", f"not valid JSON: {exc.msg} (column {exc.colno})")
-            continue
+            # A damaged file (one still being written, say), not a bad row: run none of it.
+            raise ManifestError(
+                f"{collector.path}:{number}: not valid JSON: {exc.msg} (column {exc.colno}); "
+                "each line must be one JSON object; nothing was run"
+            ) from exc
         if not isinstance(value, dict):
-            collector.problem(
-                number,
-                "",
-                f'must be a JSON object like {{"image_id": ...}}, not {json_kind(value)}',
+            raise ManifestError(
+                f"{collector.path}:{number}: must be a JSON object like "
+                f'{{"image_id": ...}}, not {json_kind(value)}; nothing was run'
             )
-            continue
         for key in value:
             if key not in COLUMNS and key not in warned:
                 warned.add(key)
                 collector.warn(number, key, _unknown_column(key))
-        collector.add(number, {key: cell for key, cell in value.items() if key in COLUMNS})
+        cells = {key: cell for key, cell in value.items() if key in COLUMNS}
+        collector.add(number, cells, twice)
 
 
 class _DuplicateKeyError(ValueError):
@@ -261,7 +271,17 @@ class _Collector:
     def warn(self, line: int, column: str, message: str) -> None:
         self.manifest.warnings.append(Problem(self.path, line, column, message))
 
-    def add(self, line: int, cells: Mapping[str, object]) -> None:
+    def add(
+        self, line: int, cells: Mapping[str, object], found: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Check one line's cells; ``found``: (column, problem) pairs seen while reading it."""
+        before = len(self.manifest.problems)
+        for column, message in found:
+            self.problem(line, column, message)
         row = self.checker.check(line, cells)
-        if row is not None:
+        if row is not None and len(self.manifest.problems) == before:
             self.manifest.rows.append(row)
+            return
+        problems = self.manifest.problems[before:]
+        detail = "; ".join(str(problem) for problem in problems)
+        self.manifest.rejected.append((self.checker.known(line, cells), detail))

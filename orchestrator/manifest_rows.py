@@ -150,11 +150,39 @@ class RowChecker:
                 "region, so remove one of the two rows",
             )
 
+    def known(self, line: int, cells: Mapping[str, object]) -> Row:
+        """What is known of a rejected line, as a row: its text cells (a cell of another JSON
+        type is left empty). A line whose key cannot be formed (no image id, a malformed one,
+        no target, or the key of an earlier line) gets a key of its own (``#line<N>``)."""
+        text = {c: v if isinstance(v, str) else "" for c, v in cells.items() if c in COLUMNS}
+        ident = {column: text.get(column, "").strip() for column in COLUMNS}
+        image_id, target = ident["image_id"], ident["target_region"]
+        tenant = ident["tenant"] or DEFAULT_TENANT
+        whole = bool(_IMAGE_ID.fullmatch(image_id)) and bool(target)
+        if whole and self.first_line.get(item_key(tenant, image_id, target), line) != line:
+            whole = False
+        return Row(
+            line=line,
+            tenant=tenant,
+            image_id=image_id,
+            source_region=ident["source_region"],
+            target_region=target,
+            name=text.get("name") or None,
+            description=text.get("description", ""),
+            project_name=ident["project_name"],
+            source_project_name=ident["source_project_name"],
+            agency_name=ident["agency_name"] or None,
+            vault_id=ident["vault_id"] or None,
+            line_tag="" if whole else f"#line{line}",
+        )
+
     def _text(self, line: int, column: str, value: object) -> str | None:
         if value is None or isinstance(value, str):
             return value
         if column == "priority" and isinstance(value, int) and not isinstance(value, bool):
             return str(value)
+        if column == "priority" and isinstance(value, float) and value.is_integer():
+            return str(int(value))  # JSON has one number type: 5.0 is 5
         self.problem(line, column, f"must be a string, not {json_kind(value)}")
         return None
 

@@ -328,7 +328,7 @@ def test_name_of_129_characters(case: Case) -> None:
 
 
 def test_json_lines_with_a_broken_line(case: Case) -> None:
-    """A .jsonl list with a broken line: that line is named, the others are copied."""
+    """A .jsonl line that is not JSON: a damaged file, exit 2 naming file:line, nothing run."""
     good, later = case.sim.image(), case.sim.image()
     path = case.root / "migration.jsonl"
 
@@ -340,10 +340,24 @@ def test_json_lines_with_a_broken_line(case: Case) -> None:
     broken = '{"tenant": "t0", "image_id": }'
     path.write_text(f"{obj(good)}\n{broken}\n{obj(later)}\n")
     done = case.run(path)
-    assert done.code == 1, done.stderr
     column = broken.index("}") + 1
-    assert f"{path}:2: not valid JSON: Expecting value (column {column})" in done.lines, done.stderr
-    assert done.submitted == {case.key(good): 1, case.key(later): 1}
+    message = (
+        f"{path}:2: not valid JSON: Expecting value (column {column}); each line must be one "
+        "JSON object; nothing was run"
+    )
+    assert_unusable(case, done, message)
+
+
+def test_csv_row_with_more_values_than_the_header(case: Case) -> None:
+    """A .csv row with an extra value: a damaged file, exit 2 naming file:line, nothing run."""
+    good = case.sim.image()
+    case.csv.write_text(f"{HEADER}\n{case.row(good)}\n{case.row(case.sim.image())},extra\n")
+    done = case.run()
+    message = (
+        f"{case.csv}:3: not valid CSV for this header: the row has 5 values but the header has "
+        "4 columns (quote a value that contains a comma; nothing was run)"
+    )
+    assert_unusable(case, done, message)
 
 
 # -- accepted quirks: warned or silently fine ------------------------------------------------

@@ -208,10 +208,10 @@ def test_short_row_is_missing_its_values(tmp_path: Path) -> None:
     assert problem.column == "target_region"
 
 
-def test_too_many_values_is_a_problem(tmp_path: Path) -> None:
-    """An unquoted comma (more cells than columns) is named, not guessed."""
-    problem = only_problem(load_csv(tmp_path, HEADER, "img-1,cn-north-4,cn-east-3,extra"))
-    assert problem.message.startswith("has 4 values but the header has 3 columns")
+def test_too_many_values_is_a_damaged_file(tmp_path: Path) -> None:
+    """An unquoted comma (more cells than columns): the file is damaged, named at file:line."""
+    with pytest.raises(ManifestError, match=r"list\.csv:2: .*has 4 values but the header has 3"):
+        load_csv(tmp_path, HEADER, "img-1,cn-north-4,cn-east-3,extra")
 
 
 def test_unknown_region_suggests_the_close_one(tmp_path: Path) -> None:
@@ -397,22 +397,20 @@ def test_longest_allowed_description_fits_1024() -> None:
 # --- JSON Lines problems ---------------------------------------------------------------------
 
 
-def test_broken_json_line_is_a_problem_at_its_line(tmp_path: Path) -> None:
-    """A broken line is named; the next lines are still read."""
-    manifest = load_jsonl(
-        tmp_path,
-        '{"image_id": "i",',
-        {"image_id": "j", "source_region": "cn-north-4", "target_region": "cn-east-3"},
-    )
-    problem = only_problem(manifest)
-    assert (problem.line, problem.column) == (1, "")
-    assert problem.message.startswith("not valid JSON: ")
-    assert [row.image_id for row in manifest.rows] == ["j"]
+def test_broken_json_line_is_a_damaged_file(tmp_path: Path) -> None:
+    """A line that is not JSON: the whole list is refused, naming file:line."""
+    with pytest.raises(ManifestError, match=r"list\.jsonl:1: not valid JSON: "):
+        load_jsonl(
+            tmp_path,
+            '{"image_id": "i",',
+            {"image_id": "j", "source_region": "cn-north-4", "target_region": "cn-east-3"},
+        )
 
 
 def test_json_line_must_be_an_object(tmp_path: Path) -> None:
-    """A list on a line is not a row."""
-    assert "must be a JSON object" in only_problem(load_jsonl(tmp_path, "[1, 2]")).message
+    """A list on a line is not a row: the file is refused."""
+    with pytest.raises(ManifestError, match="must be a JSON object"):
+        load_jsonl(tmp_path, "[1, 2]")
 
 
 def test_json_duplicate_key_is_a_problem(tmp_path: Path) -> None:

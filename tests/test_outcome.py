@@ -10,7 +10,7 @@ from orchestrator.cli.run import attention_lines
 from orchestrator.commands.run import RunSummary
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase, Row
-from orchestrator.core.outcome import Stop, exit_code_for
+from orchestrator.core.outcome import Stop, exit_code_for, outcome_of
 from tests.engine_harness import CONFIG, TARGET, Scene
 
 
@@ -61,26 +61,62 @@ def test_blocked_tenants_and_full_quotas_are_named() -> None:
     )
     assert (code, reason) == (
         ExitCode.ATTENTION,
-        "blocked tenant(s): t1, t2; target quota full: t0/x-1",
+        "blocked tenant(s): t1, t2; target quota full: t0/x-1; work left: 1 item(s) not done",
     )
 
 
 def test_failure_threshold_needs_attention() -> None:
     """A stop for the failure threshold is exit 1, even with work left."""
     code, reason = outcome([item("a", Phase.PENDING)], stop=Stop.failure_threshold(3))
-    assert (code, reason) == (ExitCode.ATTENTION, "failure threshold reached (3 failed)")
+    assert (code, reason) == (
+        ExitCode.ATTENTION,
+        "failure threshold reached (3 failed); work left: 1 item(s) not done",
+    )
 
 
 def test_work_left_after_a_stop_is_later() -> None:
     """Stopped early with work left: exit 75, the stop named."""
     code, reason = outcome([item("a", Phase.RUNNING)], stop=Stop.deadline())
-    assert (code, reason) == (ExitCode.LATER, "work left (run deadline reached)")
+    assert (code, reason) == (
+        ExitCode.LATER,
+        "work left: 1 item(s) not done (run deadline reached)",
+    )
 
 
 def test_work_left_after_an_outage_names_it() -> None:
     """Work left because a tenant was unreachable: exit 75 with the outage's words."""
     code, reason = outcome([item("a", Phase.PENDING)], unavailable={"t0": "timed out"})
-    assert (code, reason) == (ExitCode.LATER, "work left (t0: timed out)")
+    assert (code, reason) == (
+        ExitCode.LATER,
+        "tenant(s) unavailable: t0: timed out; work left: 1 item(s) not done",
+    )
+
+
+def test_rejections_do_not_hide_work_left_after_a_stop() -> None:
+    """Rejected rows and a stop with work left: exit 1, and the reason names both."""
+    items = [item("a", Phase.REJECTED), item("b", Phase.PENDING), item("c", Phase.RUNNING)]
+    code, reason = outcome(items, stop=Stop.signal("SIGTERM"))
+    assert code == ExitCode.ATTENTION
+    assert reason == "1 rejected; work left: 2 item(s) not done (signal SIGTERM)"
+
+
+def test_a_blocked_tenant_counts_its_items_not_started() -> None:
+    """A blocked tenant is named with the items it holds back, not as work left."""
+    code, reason = outcome([item("a", Phase.PENDING)], blocked={"t0"})
+    assert (code, reason) == (ExitCode.ATTENTION, "blocked tenant(s): t0 (1 not started)")
+
+
+def test_advice_names_only_what_applies() -> None:
+    """No failure: the advice does not offer --retry-failed; a failure: it does."""
+    rejected = outcome_of(
+        [item("a", Phase.REJECTED)], blocked=(), quota_full=(), stop=None, unavailable={}
+    )
+    assert "--retry-failed" not in rejected.advice
+    assert "fix the rejected rows" in rejected.advice
+    failed = outcome_of(
+        [item("a", Phase.FAILED)], blocked=(), quota_full=(), stop=None, unavailable={}
+    )
+    assert "--retry-failed" in failed.advice
 
 
 def test_every_exit_code_is_in_the_help() -> None:

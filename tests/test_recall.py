@@ -59,7 +59,7 @@ def test_recall_gives_what_checking_and_merging_give(tmp_path: Path) -> None:
     manifest = parse_list(source, CONFIG)
     old = Item(row=parse_list(read_list(write(tmp_path, ["image_id,source_region,target_region",
                "img-9,cn-north-4,cn-east-3"]), CONFIG), CONFIG).rows[0])  # fmt: skip
-    merged = merge_list({old.key: old}, manifest.rows)
+    merged = merge_list({old.key: old}, manifest.rows, manifest.rejected)
     # The checkpoint keeps items in the order they were first stored, not the list's.
     stored = {item.key: item for item in reversed(merged)}
     recalled = recall(remember(manifest), source, stored)
@@ -67,7 +67,7 @@ def test_recall_gives_what_checking_and_merging_give(tmp_path: Path) -> None:
     again, items = recalled
     assert again == manifest
     assert items == merged
-    assert [i.listed for i in items] == [True, True, True, False]
+    assert [i.listed for i in items] == [True, True, True, True, False]  # one rejected
 
 
 def test_recall_refuses_another_list_or_a_damaged_meta(tmp_path: Path) -> None:

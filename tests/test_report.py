@@ -86,6 +86,7 @@ def test_csv_record_of_a_succeeded_item() -> None:
         "finished_at": "2026-03-27T02:17:50Z",
         "error_code": "",
         "error_message": "",
+        "line": "2",
     }
 
 
@@ -180,7 +181,7 @@ def test_markdown_lists_failures_and_rejections() -> None:
     assert "| cn-east-3 | 4 |" in text
     assert "img-bad" in text
     assert "img-big" in text
-    assert "img-ok" not in text.split("## Failures and rejections")[1]
+    assert "img-ok" not in text.split("## Failures and rejections")[1].split("## Items")[0]
 
 
 def test_markdown_escapes_pipes_and_newlines() -> None:
@@ -193,7 +194,8 @@ def test_markdown_escapes_pipes_and_newlines() -> None:
 
 def test_markdown_without_failures_says_none() -> None:
     """No failures: the section says None."""
-    assert render_markdown([SUCCEEDED], summarize([SUCCEEDED])).rstrip().endswith("None.")
+    text = render_markdown([SUCCEEDED], summarize([SUCCEEDED]))
+    assert text.split("## Failures and rejections")[1].split("## Items")[0].strip() == "None."
 
 
 def test_item_carries_nothing_secret() -> None:

@@ -14,10 +14,11 @@ from orchestrator.config import Config, ConfigError
 from orchestrator.config_file import load_config
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, PublicState
+from orchestrator.core.outcome import is_shown
 from orchestrator.ims.proxy import proxy_problem
 from orchestrator.logs import EVENTS, KEEP_ROTATED
 from orchestrator.manifest import ManifestError
-from orchestrator.output.report import summarize
+from orchestrator.output.report import explained, summarize, visible
 from orchestrator.state.checkpoint import LockHeld, read_snapshot, snapshot_meta
 from orchestrator.state.codec import item_from_dict
 from orchestrator.state.meta import RunMeta
@@ -57,7 +58,8 @@ def load_state(state_dir: Path) -> tuple[list[Item], RunMeta]:
     snap = read_snapshot(state_dir, item_from_dict)
     if snap is None:
         raise UsageError(f"{state_dir}: no checkpoint here (has `ims-migrate run` been started?)")
-    return list(snap["items"].values()), snapshot_meta(snap, state_dir)
+    meta = snapshot_meta(snap, state_dir)
+    return explained(filter(is_shown, snap["items"].values()), meta.blocked), meta
 
 
 def load_items(state_dir: Path) -> list[Item]:
@@ -88,7 +90,7 @@ def problem_line(item: Item) -> str:
     """What failed or was rejected, where, and the cloud's or the rule's words."""
     row = item.row
     code = f" {item.error_code}" if item.error_code else ""
-    return (
+    return visible(
         f"{item.phase.public}{code}: {row.tenant} {row.image_id} "
         f"{row.source_region} -> {row.target_region} (line {row.line}): "
         f"{item.error_message or item.detail}"

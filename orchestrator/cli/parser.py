@@ -145,7 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     filters(plan)
 
     status = sub.add_parser(
-        "status", help="what the checkpoint says (no cloud call)", epilog=EPILOG
+        "status",
+        help="what the checkpoint says (no cloud call)",
+        description="Show what the state dir's checkpoint says, without calling the cloud: the "
+        "items by tenant and state, every failed or rejected row with its line and why, the "
+        "items waiting and for what, blocked tenants, and how the last run ended (its stored "
+        "exit code and reason). --format json gives the same as one JSON object, with one "
+        "object per item that has not succeeded.",
+        epilog=STATUS_EPILOG,
     )
     status.add_argument("list", type=Path, nargs="?", help="migration list (or --state-dir)")
     common(status, list_required=False)
@@ -194,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--progress", choices=("auto", "live", "plain", "none"), default="auto")
     return parser
 
+
+STATUS_EPILOG = """exit codes of status (the state it shows, not the last run's code): 0 every
+listed item succeeded; 1 something needs a look (failed or rejected items, a blocked tenant);
+2 usage error (no checkpoint in the state dir); 75 work left (items pending or in flight): run
+again later."""
 
 DISCOVER_EPILOG = """\
 One row per (tenant, private image of a source region, target region), with name,

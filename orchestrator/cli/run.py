@@ -150,7 +150,7 @@ def _refused(code: str, passing: bool) -> str:
 def attention_lines(summary: RunSummary, config: Config) -> list[str]:
     """Bad rows, refused credentials and full quotas: what is wrong and what to do, in the words
     of events.jsonl."""
-    lines = [str(problem) for problem in summary.problems]
+    lines = [str(problem) for problem in summary.problems]  # the rejected rows' own words
     lines += [
         f"tenant {tenant}: {_refused(why.code, passing)} refused ({why.code}: "
         f"{why.message}); " + blocked_advice(tenant, config.tenant(tenant), lasting=not passing)
@@ -182,14 +182,11 @@ def print_run_outcome(
     listed = [i for i in summary.items if i.listed]
     if not quiet:
         target.print(summary_table(listed))
-    for line in problem_lines(listed):
+    for line in problem_lines([i for i in listed if not i.row.problem]):  # said above
         say(target, line)
     skipped = " (nothing to do: the list was already finished)" if summary.skipped else ""
-    say(
-        target,
-        f"exit {summary.exit_code}: {summary.reason}{skipped}. "
-        f"Next: {next_step(summary.exit_code)}",
-    )
+    advice = summary.advice or next_step(summary.exit_code)
+    say(target, f"exit {summary.exit_code}: {summary.reason}{skipped}. Next: {advice}")
     say(target, f"report: {summary.state_dir / 'report.csv'}")
 
 
@@ -294,7 +291,7 @@ def cmd_demo(
     table = Table(title="demo: what the simulator saw", title_justify="left")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    table.add_row("rows in the list", str(len(summary.items) + len(summary.problems)))
+    table.add_row("rows in the list", str(sum(item.listed for item in summary.items)))
     table.add_row("rows found by discover", str(len(outcome.discovery.added)))
     table.add_row("wall time", f"{outcome.elapsed:.1f} s")
     table.add_row("copies made", str(len(copies)))
@@ -310,8 +307,12 @@ def cmd_demo(
     out.print(f"files: {outcome.workdir}", highlight=False, soft_wrap=True)
     out.print(f"html report: {html_report}", highlight=False, soft_wrap=True)
     if outcome.ok:
+        planted = sum(item.phase == Phase.REJECTED for item in summary.items)
         out.print("demo: every valid row succeeded, every planted bad row was rejected, "
                   "at most 5 copies in flight per tenant, no duplicate.")  # fmt: skip
+        say(out, f"demo: the {planted} rejections above were planted on purpose: \"exit "
+                 f"{summary.exit_code}\" is what a real run of such a list would exit with; the "
+                 "demo itself exits 0 because everything happened as planted.")  # fmt: skip
         return ExitCode.OK
     for mismatch in outcome.mismatches:
         say(err, f"demo: {mismatch}")

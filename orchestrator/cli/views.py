@@ -27,9 +27,21 @@ from orchestrator.commands.clouds import Seams
 from orchestrator.commands.common import UsageError
 from orchestrator.commands.plan import PlanRequest, make_plan
 from orchestrator.core.exits import ExitCode
+from orchestrator.core.model import Item, Phase
+from orchestrator.core.outcome import outcome_of
 from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
-from orchestrator.output.report import render_csv, render_json, render_markdown, summarize
+from orchestrator.output.report import (
+    item_record,
+    render_csv,
+    render_json,
+    render_markdown,
+    summarize,
+    visible,
+)
 from orchestrator.output.report_html import render_html
+from orchestrator.state.meta import RunMeta
+
+WAITING_SHOWN = 20  # items listed in the table's "waiting" section (all of them in json)
 
 # -- plan ----------------------------------------------------------------------------------------
 
@@ -68,9 +80,34 @@ def cmd_plan(
 # -- status and report ---------------------------------------------------------------------------
 
 
+def status_exit(items: list[Item], meta: RunMeta) -> ExitCode:
+    """How ``status`` exits: like the state it shows (0 every listed item succeeded, 1 something
+    needs a look, 75 work left), by the run's own definition (core/outcome.py)."""
+    found = outcome_of(items, blocked=meta.blocked, quota_full=(), stop=None, unavailable={})
+    return found.code
+
+
+def waiting(items: list[Item]) -> list[Item]:
+    """The items that wait for something other than their copy's progress (a reconciliation,
+    a blocked tenant, a full quota): their detail says for what and until when."""
+    return [
+        item
+        for item in items
+        if item.listed
+        and (item.phase == Phase.RECONCILING or (item.phase == Phase.PENDING and item.detail))
+    ]
+
+
+def status_record(item: Item) -> dict[str, object]:
+    record: dict[str, object] = dict(item_record(item))
+    record["listed"] = item.listed
+    return record
+
+
 def cmd_status(args: argparse.Namespace, out: Console) -> int:
     state_dir = state_dir_of(args)
     items, meta = load_state(state_dir)
+    code = status_exit(items, meta)
     if args.format == "json":
         document = {
             "state_dir": str(state_dir),
@@ -78,16 +115,29 @@ def cmd_status(args: argparse.Namespace, out: Console) -> int:
             "summary": summarize(items).to_dict(),
             "last_exit": meta.last_exit,
             "last_reason": meta.last_reason,
+            "status_exit": int(code),
             "blocked": {t: {"code": b.code, "message": b.message, "at": b.at}
                         for t, b in meta.blocked.items()},
+            # every item not succeeded, with its list line and why (the report's columns)
+            "items": [status_record(item) for item in items
+                      if item.phase != Phase.SUCCEEDED],
         }  # fmt: skip
         out.print_json(json.dumps(document))
-        return ExitCode.OK
+        return code
     listed = "?" if meta.list_path is None else meta.list_path
     out.print(f"list: {listed}", highlight=False, soft_wrap=True)
     out.print(summary_table(items))
     for line in problem_lines(items):
         say(out, line)
+    waits = waiting(items)
+    if waits:
+        say(out, f"waiting ({len(waits)}):")
+        for item in waits[:WAITING_SHOWN]:
+            row = item.row
+            say(out, visible(f"  {row.tenant} {row.image_id} -> {row.target_region} "
+                             f"(line {row.line}): {item.detail}"))  # fmt: skip
+        if len(waits) > WAITING_SHOWN:
+            say(out, f"  ... and {len(waits) - WAITING_SHOWN} more (status --format json)")
     for tenant, why in meta.blocked.items():
         say(
             out,
@@ -95,8 +145,8 @@ def cmd_status(args: argparse.Namespace, out: Console) -> int:
             f"{why.message}); fix them, then run again",
         )
     if meta.last_exit is not None:
-        out.print(f"last run: exit {meta.last_exit}: {meta.last_reason or ''}")
-    return ExitCode.OK
+        say(out, f"last run: exit {meta.last_exit}: {meta.last_reason or ''}")
+    return code
 
 
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:

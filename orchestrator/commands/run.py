@@ -30,11 +30,9 @@ from orchestrator.commands.common import (
     tenant_credentials,
 )
 from orchestrator.config import Config
-from orchestrator.core.advice import next_step
 from orchestrator.core.credentials import credential_fingerprint
-from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item
-from orchestrator.core.outcome import Stop, is_done, merge_list
+from orchestrator.core.outcome import Stop, is_done, is_shown, merge_list
 from orchestrator.core.speed import SpeedModel
 from orchestrator.engine.context import Counters, RunContext, log
 from orchestrator.engine.scheduler import (
@@ -44,7 +42,7 @@ from orchestrator.engine.scheduler import (
 )
 from orchestrator.engine.window import Window
 from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_list
-from orchestrator.output.report import render_csv
+from orchestrator.output.report import explained, render_csv
 from orchestrator.state.atomic import write_atomic
 from orchestrator.state.checkpoint import (
     CheckpointStore,
@@ -93,6 +91,7 @@ class RunSummary:
     blocked_for_run: set[str] = field(default_factory=set)  # not remembered: asked again next run
     outages: dict[str, str] = field(default_factory=dict)  # endpoint -> what happened
     quota_full: dict[tuple[str, str], str] = field(default_factory=dict)  # -> the cloud's words
+    advice: str = ""  # what to do next (core/outcome.py): only the actions that apply
 
 
 def write_report(state_dir: Path, items: list[Item]) -> None:
@@ -138,14 +137,14 @@ def open_with_list(
     if not store.exists():
         manifest = parse_list(source, request.config)
         store.open()
-        return manifest, merge_list(store.items, manifest.rows), False
+        return manifest, merge_list(store.items, manifest.rows, manifest.rejected), False
     store.open()
     check_owner(store.meta, request.list_path, store.state_dir)
     recalled = recall(store.meta.checked_list, source, store.items)
     if recalled is not None:
         return *recalled, True
     manifest = parse_list(source, request.config)
-    return manifest, merge_list(store.items, manifest.rows), False
+    return manifest, merge_list(store.items, manifest.rows, manifest.rejected), False
 
 
 async def save_list(
@@ -157,7 +156,14 @@ async def save_list(
         # Forgotten first: should a crash keep only part of the next commit, the old
         # fingerprint must not vouch for rows this list changed.
         await store.commit(meta=replace(store.meta, checked_list=None))
-    meta = replace(store.meta, list_path=owner, checked_list=remember(manifest))
+    # The last run's outcome described the list as it was: a changed list is judged afresh.
+    meta = replace(
+        store.meta,
+        list_path=owner,
+        checked_list=remember(manifest),
+        last_exit=None,
+        last_reason=None,
+    )
     await store_merged(store, items, meta=meta)
 
 
@@ -305,7 +311,8 @@ async def _run_with_clients(
             if seams.handle_signals:
                 await stack.enter_async_context(_signals(ctx))
             result = await engine.run(chosen)
-    final = [store.items.get(item.key, item) for item in items]
+    final = [store.items.get(item.key, item) for item in items if is_shown(item)]
+    final = explained(final, {**store.meta.blocked, **ctx.blocked})
     seams.check_lock()  # lost: the state may be another run's now, leave it be
     if not result.skipped:
         await store.commit(
@@ -319,15 +326,13 @@ async def _run_with_clients(
         )
         store.compact_now()
     write_report(state_dir, final)
-    exit_code, reason = result.exit_code, result.reason
-    if manifest.problems and exit_code in (ExitCode.OK, ExitCode.LATER):
-        exit_code, reason = ExitCode.ATTENTION, f"{len(manifest.problems)} bad row(s) in the list"
+    exit_code, reason = result.exit_code, result.reason  # what the meta stores, said as is
     counters = ctx.counters
     log.info(
         "run.finished",
         exit_code=exit_code,
         reason=reason,
-        advice=next_step(exit_code),
+        advice=result.advice,
         items=len(final),
         submissions=counters.submissions,
         polls=counters.polls,
@@ -354,4 +359,5 @@ async def _run_with_clients(
         blocked_for_run=set(ctx.blocked_for_run),
         outages={endpoint: str(outage) for endpoint, outage in ctx.outages.down.items()},
         quota_full=dict(ctx.quota_blocked),
+        advice=result.advice,
     )

@@ -144,10 +144,16 @@ class Row:
     vault_id: str | None = None
     priority: int = 0
     tags: str = ""  # ``key=value;key=value`` to set on the copy (over the source's tags)
+    # "#line<N>" for a row the list rejected whose key could not be formed (no image id, a
+    # malformed one, a duplicate): it is still an item, so that every line has a report row.
+    line_tag: str = ""
+    # Why the list's checks refused this row (``file:line: column: problem``); such a row is
+    # a ``rejected`` item, never submitted, not even by --retry-failed: fix the line instead.
+    problem: str = ""
 
     @property
     def key(self) -> str:
-        return item_key(self.tenant, self.image_id, self.target_region)
+        return item_key(self.tenant, self.image_id, self.target_region) + self.line_tag
 
     @property
     def target_project(self) -> str:

@@ -40,34 +40,82 @@ class Stop:
         return Stop(StopReason.FAILURE_THRESHOLD, f"failure threshold reached ({failed} failed)")
 
 
-def merge_list(existing: Mapping[str, Item], rows: Sequence[Row]) -> list[Item]:
+def merge_list(
+    existing: Mapping[str, Item],
+    rows: Sequence[Row],
+    rejected: Sequence[tuple[Row, str]] = (),
+) -> list[Item]:
     """The items of a run: the checkpoint's, updated by the list as it is now.
 
     New rows join as pending; rows no longer listed stay tracked (``listed=False``); an edited
     row replaces the old one while nothing is in flight for it (a rejected one is judged again).
+    A line the list's checks refused (``rejected``: its row and why) is a ``rejected`` item, so
+    that every data line has one report row; when its key is taken by an item that went further
+    (in flight or done), it gets a key of its own and the old item is no longer listed. A row
+    with a key of its own is not shown once its line is gone (:func:`is_shown`).
     """
-    merged: dict[str, Item] = {}
-    for row in rows:
-        key = row.key
-        old = existing.get(key)
-        if old is None:
-            merged[key] = Item(row=row)
-        elif old.row == row and old.listed:
-            merged[key] = old  # the usual case on resume: nothing to rebuild
-        elif old.row.digest() == row.digest():
-            merged[key] = replace(old, row=row, listed=True)
-        elif old.phase == Phase.PENDING:
-            merged[key] = replace(old, row=row, listed=True, copy_name=None, size_bytes=None)
-        elif old.phase == Phase.REJECTED:
-            merged[key] = replace(old, row=row, listed=True).new_attempt(
-                "row edited", copy_name=None, size_bytes=None
-            )
-        else:
-            merged[key] = replace(old, listed=True)
+    refused = _merge_rejected(existing, rejected)
+    merged = {row.key: _merge_row(existing.get(row.key), row) for row in rows}
+    if refused:  # in the list's order, as a resumed run recalls them
+        merged = dict(sorted({**merged, **refused}.items(), key=lambda pair: pair[1].row.line))
     for key, old in existing.items():
         if key not in merged:
             merged[key] = replace(old, listed=False)
     return list(merged.values())
+
+
+def _merge_row(old: Item | None, row: Row) -> Item:
+    """The item of a valid row, given the checkpoint's (``old``, if any)."""
+    if old is None:
+        return Item(row=row)
+    if old.row == row and old.listed:
+        return old  # the usual case on resume: nothing to rebuild
+    if old.row.problem and old.phase == Phase.REJECTED:  # the list refused it, no more
+        return replace(old, row=row, listed=True).new_attempt(
+            "row fixed", copy_name=None, size_bytes=None
+        )
+    if old.row.digest() == row.digest():
+        return replace(old, row=row, listed=True)
+    if old.phase == Phase.PENDING:
+        return replace(old, row=row, listed=True, copy_name=None, size_bytes=None)
+    if old.phase == Phase.REJECTED:
+        return replace(old, row=row, listed=True).new_attempt(
+            "row edited", copy_name=None, size_bytes=None
+        )
+    return replace(old, listed=True)
+
+
+def _merge_rejected(
+    existing: Mapping[str, Item], rejected: Sequence[tuple[Row, str]]
+) -> dict[str, Item]:
+    merged: dict[str, Item] = {}
+    for bad, why in rejected:
+        row = replace(bad, problem=why)
+        old = existing.get(row.key)
+        if old is not None and old.phase not in (Phase.PENDING, Phase.REJECTED):
+            row = replace(row, line_tag=f"#line{row.line}")
+            old = existing.get(row.key)
+        if old is None or old.phase not in (Phase.PENDING, Phase.REJECTED):
+            merged[row.key] = Item(row=row, phase=Phase.REJECTED, detail=why)
+            continue
+        merged[row.key] = replace(
+            old,
+            row=row,
+            phase=Phase.REJECTED,
+            detail=why,
+            listed=True,
+            copy_name=None,
+            error_code=None,
+            error_message=None,
+        )
+    return merged
+
+
+def is_shown(item: Item) -> bool:
+    """Whether the views show this item: all but a rejected line with a key of its own
+    (``Row.line_tag``) that left the list -- it never reached the cloud, and its key names
+    a line number that no longer means anything."""
+    return item.listed or not item.row.line_tag
 
 
 def is_done(item: Item) -> bool:
@@ -80,6 +128,95 @@ def is_finished(items: Iterable[Item]) -> bool:
     return all(map(is_done, items))
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, defined once: its exit code, the reason (every thing not done, the most
+    severe deciding the code) and the advice (only the actions that apply). The meta stores
+    code and reason; the terminal, ``status``, the reports and the metrics show them."""
+
+    code: ExitCode
+    reason: str
+    advice: str
+
+
+def outcome_of(
+    items: Sequence[Item],
+    *,
+    blocked: Collection[str],
+    quota_full: Collection[tuple[str, str]],
+    stop: Stop | None,
+    unavailable: Mapping[str, str],
+) -> Outcome:
+    """The outcome of a run from its items and what the run learned: ``blocked`` tenants,
+    ``quota_full`` (tenant, target region) pairs, why it stopped early (None: it did not)
+    and the tenants ``unavailable`` (tenant -> outage message)."""
+    held = dict.fromkeys(blocked, 0)
+    left = 0
+    for item in items:
+        if not is_done(item):
+            if item.row.tenant in held:
+                held[item.row.tenant] += 1
+            else:
+                left += 1
+    threshold = stop.text if stop and stop.reason is StopReason.FAILURE_THRESHOLD else ""
+    reasons, advice = _attention(items, held, quota_full, threshold)
+    attention = bool(reasons)
+    down = ", ".join(f"{t}: {m}" for t, m in sorted(unavailable.items()))
+    if down:
+        reasons.append(f"tenant(s) unavailable: {down}")
+    if left:
+        why = "" if stop is None or threshold else stop.text
+        reasons.append(f"work left: {left} item(s) not done" + (f" ({why})" if why else ""))
+    if left or down:
+        advice.append(
+            "run the same command again later: it resumes where this run stopped and follows "
+            "the copies still running in the cloud"
+        )
+    if not reasons:
+        return Outcome(ExitCode.OK, "every item succeeded", "nothing left to do")
+    code = ExitCode.ATTENTION if attention else ExitCode.LATER if left else ExitCode.OK
+    return Outcome(code, "; ".join(reasons), "; ".join(advice))
+
+
+def _attention(
+    items: Sequence[Item],
+    held: Mapping[str, int],
+    quota_full: Collection[tuple[str, str]],
+    threshold: str,
+) -> tuple[list[str], list[str]]:
+    """What needs a look (reasons) and what to do about each (advice); ``threshold``: the
+    words of a failure-threshold stop, or ``""``."""
+    listed = [item for item in items if item.listed]
+    failed = sum(item.phase == Phase.FAILED for item in listed)
+    rejected = sum(item.phase == Phase.REJECTED for item in listed)
+    reasons: list[str] = []
+    advice: list[str] = []
+    if failed:
+        reasons.append(f"{failed} failed")
+        advice.append(f"`run --retry-failed` gives the {failed} failed item(s) a new attempt")
+    if rejected:
+        reasons.append(f"{rejected} rejected")
+        advice.append(
+            "fix the rejected rows (report.csv names each one's line and why), then run again"
+        )
+    if held:
+        names = ", ".join(t + (f" ({n} not started)" if n else "") for t, n in sorted(held.items()))
+        reasons.append(f"blocked tenant(s): {names}")
+        advice.append(
+            "fix the credentials of tenant(s) "
+            + ", ".join(sorted(held))
+            + " (the refused key is not used again until it changes), then run again"
+        )
+    if quota_full:
+        pairs = ", ".join(f"{t}/{r}" for t, r in sorted(quota_full))
+        reasons.append(f"target quota full: {pairs}")
+        advice.append(f"raise the private-image quota ({pairs}) or delete unneeded images there")
+    if threshold:
+        reasons.append(threshold)
+        advice.append("look at the failures before running again")
+    return reasons, advice
+
+
 def exit_code_for(
     items: Sequence[Item],
     *,
@@ -88,27 +225,12 @@ def exit_code_for(
     stop: Stop | None,
     unavailable: Mapping[str, str],
 ) -> tuple[ExitCode, str]:
-    """The exit code of a run and its reason, from its items and what the run learned:
-    ``blocked`` tenants, ``quota_full`` (tenant, target region) pairs, why it stopped early
-    (None: it did not) and the tenants ``unavailable`` (tenant -> outage message)."""
-    listed = [item for item in items if item.listed]
-    failed = sum(item.phase == Phase.FAILED for item in listed)
-    rejected = sum(item.phase == Phase.REJECTED for item in listed)
-    reasons = []
-    if failed:
-        reasons.append(f"{failed} failed")
-    if rejected:
-        reasons.append(f"{rejected} rejected")
-    if blocked:
-        reasons.append("blocked tenant(s): " + ", ".join(sorted(blocked)))
-    if quota_full:
-        reasons.append("target quota full: " + ", ".join(f"{t}/{r}" for t, r in quota_full))
-    if stop is not None and stop.reason is StopReason.FAILURE_THRESHOLD:
-        reasons.append(stop.text)
-    if reasons:
-        return ExitCode.ATTENTION, "; ".join(reasons)
-    if not is_finished(items):
-        outages = ", ".join(f"{t}: {m}" for t, m in sorted(unavailable.items()))
-        why = (stop.text if stop else "") or outages
-        return ExitCode.LATER, f"work left ({why or 'run again'})"
-    return ExitCode.OK, "every item succeeded"
+    """The exit code of a run and its reason (see :func:`outcome_of`)."""
+    found = outcome_of(
+        items,
+        blocked=blocked,
+        quota_full=quota_full,
+        stop=stop,
+        unavailable=unavailable,
+    )
+    return found.code, found.reason

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 
 from orchestrator.core.cloud import CopyRequest
 from orchestrator.core.model import Item, Row
@@ -23,7 +24,12 @@ _DESCRIPTION_FORBIDDEN = {"<": "<", ">": ">", "\r": "a carriage return", "\n": "
 def quoted(text: str, limit: int = 40) -> str:
     """``text`` in double quotes for a message, cut to ``limit`` characters with an ellipsis."""
     shown = text if len(text) <= limit else text[: limit - 1] + "…"
-    return json.dumps(shown, ensure_ascii=False)
+    return "".join(
+        f"\\u{ord(c):04x}"
+        if unicodedata.category(c) == "Cf"
+        else c  # no bidi override on a terminal
+        for c in json.dumps(shown, ensure_ascii=False)
+    )
 
 
 def name_problem(name: str) -> str | None:

@@ -18,6 +18,7 @@ the request, the polling schedule and the back-offs, live in orchestrator/core.)
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import anyio
@@ -143,9 +144,10 @@ class Driver:
         if phase == Phase.SUBMITTING:
             # Saved intent, no recorded answer (a crash or kill): the POST may have happened.
             since = self.item.submitted_at or self.now
+            why = "a restart (the copy request may have been sent)"
             await self._save(
                 self.item.advance(
-                    Phase.RECONCILING, unknown_since=since, detail="reconciling after restart"
+                    Phase.RECONCILING, unknown_since=since, detail=self._waiting(why, since)
                 )
             )
             return await self.reconcile()
@@ -240,11 +242,17 @@ class Driver:
         self.window.started()
         return await self.poll_job()
 
+    def _waiting(self, why: str, since: float) -> str:
+        """What a reconciling item waits for, and until when (status shows it as is)."""
+        until = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(since + self.timing.settle))
+        region = self.item.row.target_region
+        return f"reconciling: looking for the copy in {region} until {until} after {why}"
+
     async def _unknown(self, why: str) -> Outcome:
         self.ctx.counters.reconciliations += 1
         await self._save(
             self.item.advance(
-                Phase.RECONCILING, unknown_since=self.now, detail=f"reconciling: {why}"
+                Phase.RECONCILING, unknown_since=self.now, detail=self._waiting(why, self.now)
             )
         )
         return await self.reconcile()
@@ -253,7 +261,7 @@ class Driver:
         kind = error.kind
         fields = {"error_code": error.code, "error_message": error.message}
         if kind == ErrorKind.UNKNOWN:
-            return await self._unknown(str(error))
+            return await self._unknown(f"{error} on the copy request")
         if kind == ErrorKind.BACK_PRESSURE:
             self.ctx.counters.back_pressure += 1
             wait = self.window.back_pressure(self.now, self.ctx.rng)

@@ -21,7 +21,7 @@ from orchestrator.clock import Clock
 from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind, remembered_refusal
 from orchestrator.core.model import Item, Phase
-from orchestrator.core.outcome import Stop, exit_code_for, is_done, is_finished
+from orchestrator.core.outcome import Stop, is_done, is_finished, outcome_of
 from orchestrator.engine.context import RunContext, log
 from orchestrator.engine.lifecycle import Driver
 from orchestrator.engine.outage import endpoint_of
@@ -46,6 +46,7 @@ class RunResult:
     reason: str
     windows: dict[str, Window] = field(default_factory=dict)
     skipped: bool = False  # the list was already finished: nothing was called
+    advice: str = ""  # what to do next: only the actions that apply (core/outcome.py)
 
 
 async def store_merged(store: Store, items: Iterable[Item], meta: RunMeta | None = None) -> None:
@@ -93,9 +94,13 @@ class Engine:
     async def run(self, items: list[Item]) -> RunResult:
         """Run ``items`` (from :func:`merge_list`, stored already: :func:`store_merged`)."""
         ctx = self.ctx
-        last_exit = ctx.store.meta.last_exit
-        if is_finished(items) and not self.options.retry_failed and last_exit is not None:
-            return RunResult(last_exit, "the list was already finished", skipped=True)
+        meta = ctx.store.meta
+        if is_finished(items) and not self.options.retry_failed and meta.last_exit is not None:
+            again = outcome_of(
+                items, blocked=meta.blocked, quota_full=(), stop=None, unavailable={}
+            )
+            reason = meta.last_reason or "the list was already finished"
+            return RunResult(meta.last_exit, reason, skipped=True, advice=again.advice)
         # One pass over the items (100,000 of them on a resumed list). --retry-failed on a list
         # that ended with failures must still reach their tenants.
         retry = self.options.retry_failed
@@ -114,14 +119,14 @@ class Engine:
                 active.add(item.row.tenant)
         await self._work(current, sorted(active), region_of, in_flight)
         final = [ctx.store.items[key] for key in current]
-        code, reason = exit_code_for(
+        found = outcome_of(
             final,
             blocked=ctx.blocked,
             quota_full=ctx.quota_blocked,
             stop=ctx.stopped,
             unavailable={**ctx.unavailable, **ctx.outages.messages()},
         )
-        return RunResult(code, reason, self.windows)
+        return RunResult(found.code, found.reason, self.windows, advice=found.advice)
 
     async def _work(
         self,
@@ -296,8 +301,8 @@ class Engine:
         alive in the cloud is polled first and adopted rather than copied again."""
         out = []
         for item in items:
-            if not item.listed or item.row.tenant not in usable:
-                continue
+            if not item.listed or item.row.tenant not in usable or item.row.problem:
+                continue  # a row the list refuses is fixed in the list, never retried
             if item.phase == Phase.REJECTED or (item.phase == Phase.FAILED and not item.job_id):
                 retried = item.new_attempt(
                     "retry requested", error_code=None, error_message=None, copy_name=None

@@ -10,12 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from orchestrator.core.model import Item, PublicState
+from orchestrator.core.model import Item, Phase, PublicState
 
 REPORT_COLUMNS = (
     "tenant",
@@ -32,6 +33,7 @@ REPORT_COLUMNS = (
     "finished_at",
     "error_code",
     "error_message",
+    "line",  # the row's line in the list file (added last: scripts may read by position)
 )
 STATES = tuple(PublicState)  # pending, running, succeeded, failed, rejected: the column order
 NOT_LISTED = "no longer listed"
@@ -54,6 +56,33 @@ def item_detail(item: Item) -> str:
     return "; ".join(parts)
 
 
+class Refusal(Protocol):
+    """Why a tenant is blocked (``state.meta.BlockedKey``): what the cloud answered."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+def explained(items: Iterable[Item], blocked: Mapping[str, Refusal]) -> list[Item]:
+    """The items as the views show them: an item a blocked tenant holds back says so (the
+    refusal and what to fix) instead of a bare ``pending``. For display only, never stored."""
+    out = []
+    for item in items:
+        why = blocked.get(item.row.tenant)
+        if why is not None and item.listed and item.phase == Phase.PENDING:
+            item = replace(
+                item,
+                detail=f"blocked: the credentials of tenant {item.row.tenant} were refused "
+                f"({why.code}: {why.message}); fix them, then run again",
+                error_code=item.error_code or why.code,
+                error_message=item.error_message or why.message,
+            )
+        out.append(item)
+    return out
+
+
 def item_record(item: Item) -> dict[str, Value]:
     """One report record: ``REPORT_COLUMNS`` in order, absent values as None."""
     row = item.row
@@ -72,6 +101,7 @@ def item_record(item: Item) -> dict[str, Value]:
         "finished_at": format_time(item.finished_at),
         "error_code": item.error_code,
         "error_message": item.error_message,
+        "line": row.line,
     }
 
 
@@ -160,9 +190,28 @@ def render_json(items: Iterable[Item], summary: Summary) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
+_MARKDOWN = str.maketrans(
+    {c: "\\" + c for c in "\\`*_[]|~#"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+)
+
+
+def visible(text: str) -> str:
+    """``text`` with invisible format characters (a right-to-left override, say) as ``\\uXXXX``
+    and control characters as spaces: what a table cell or a terminal line may show."""
+    return "".join(
+        f"\\u{ord(c):04x}"
+        if unicodedata.category(c) == "Cf"
+        else " "
+        if unicodedata.category(c) == "Cc"
+        else c
+        for c in text
+    )
+
+
 def _cell(value: Value) -> str:
-    text = "" if value is None else str(value)
-    return " ".join(text.replace("|", "\\|").split())
+    """A Markdown table cell: the list's text shown as text, never as markup or HTML."""
+    text = "" if value is None else visible(str(value))
+    return " ".join(text.translate(_MARKDOWN).split())
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[Value]], numeric_from: int) -> list[str]:
@@ -183,7 +232,9 @@ def _headline(summary: Summary) -> str:
 
 
 def render_markdown(items: Iterable[Item], summary: Summary) -> str:
-    """A summary table per tenant and per target region, then every failure and rejection."""
+    """A summary table per tenant and per target region, every failure and rejection, then
+    one row per item (the columns of the CSV report, ``line`` first)."""
+    items = list(items)
     lines = ["# ims-migrate report", "", _headline(summary), "", "## By tenant", ""]
     lines += _table(
         ["tenant", "total", *STATES, "in flight"],
@@ -225,4 +276,13 @@ def render_markdown(items: Iterable[Item], summary: Summary) -> str:
         )
     else:
         lines.append("None.")
+    lines += ["", "## Items", ""]
+    lines += _table(
+        ["line", *(c for c in REPORT_COLUMNS if c != "line")],
+        (
+            [record["line"], *(record[c] for c in REPORT_COLUMNS if c != "line")]
+            for record in map(item_record, items)
+        ),
+        numeric_from=99,
+    )
     return "\n".join(lines) + "\n"

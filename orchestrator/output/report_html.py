@@ -280,8 +280,9 @@ def _problems(items: Sequence[Item]) -> str:
 
 
 def _all_items(items: Sequence[Item]) -> str:
-    columns = ["tenant", "image_id", "source_region", "target_region", "name", "state", "detail",
-               "job_id", "target_image_id", "attempts", "submitted_at", "finished_at"]  # fmt: skip
+    columns = ["line", "tenant", "image_id", "source_region", "target_region", "name", "state",
+               "detail", "job_id", "target_image_id", "attempts", "submitted_at",
+               "finished_at"]  # fmt: skip
     table = _table(columns, ([item_record(i)[c] for c in columns] for i in items))
     return f"<details><summary>All items ({len(items)})</summary>{table}</details>"
 

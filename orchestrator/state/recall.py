@@ -10,6 +10,7 @@ last, so a meta that names a fingerprint always comes with the rows it describes
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from orchestrator.core.model import Item
 from orchestrator.manifest import ListFile, Manifest, Problem
@@ -40,7 +41,10 @@ def recall(
     unlisted = [item for item in items.values() if not item.listed]
     manifest = Manifest(
         path=source.path,
-        rows=[item.row for item in listed],
+        rows=[item.row for item in listed if not item.row.problem],
+        rejected=[
+            (replace(item.row, problem=""), item.row.problem) for item in listed if item.row.problem
+        ],
         problems=_problems(source, known.problems),
         warnings=_problems(source, known.warnings),
         fingerprint=source.fingerprint,
