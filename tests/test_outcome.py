@@ -61,7 +61,7 @@ def test_blocked_tenants_and_full_quotas_are_named() -> None:
     )
     assert (code, reason) == (
         ExitCode.ATTENTION,
-        "blocked tenant(s): t1, t2; target quota full: t0/x-1; work left: 1 item(s) not done",
+        "blocked tenant(s): t1, t2; target quota full: t0/x-1 (1 not started)",
     )
 
 
@@ -134,7 +134,7 @@ async def test_a_full_target_quota_is_named_by_the_run() -> None:
     scene.world.set_quota("t1", TARGET, 0)
     result = await scene.run()
     assert result.exit_code == ExitCode.ATTENTION
-    assert result.reason == f"target quota full: t1/{TARGET}"
+    assert result.reason == f"target quota full: t1/{TARGET} (2 not started)"
     assert list(scene.last_ctx.quota_blocked) == [("t1", TARGET)]
     assert {item.phase for item in scene.items()} == {Phase.PENDING}
 

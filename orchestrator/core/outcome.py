@@ -151,15 +151,19 @@ def outcome_of(
     ``quota_full`` (tenant, target region) pairs, why it stopped early (None: it did not)
     and the tenants ``unavailable`` (tenant -> outage message)."""
     held = dict.fromkeys(blocked, 0)
+    full = dict.fromkeys(quota_full, 0)
     left = 0
     for item in items:
         if not is_done(item):
+            place = (item.row.tenant, item.row.target_region)
             if item.row.tenant in held:
                 held[item.row.tenant] += 1
+            elif place in full and item.phase == Phase.PENDING:
+                full[place] += 1
             else:
                 left += 1
     threshold = stop.text if stop and stop.reason is StopReason.FAILURE_THRESHOLD else ""
-    reasons, advice = _attention(items, held, quota_full, threshold)
+    reasons, advice = _attention(items, held, full, threshold)
     attention = bool(reasons)
     down = ", ".join(f"{t}: {m}" for t, m in sorted(unavailable.items()))
     if down:
@@ -181,7 +185,7 @@ def outcome_of(
 def _attention(
     items: Sequence[Item],
     held: Mapping[str, int],
-    quota_full: Collection[tuple[str, str]],
+    full: Mapping[tuple[str, str], int],
     threshold: str,
 ) -> tuple[list[str], list[str]]:
     """What needs a look (reasons) and what to do about each (advice); ``threshold``: the
@@ -207,9 +211,12 @@ def _attention(
             + ", ".join(sorted(held))
             + " (the refused key is not used again until it changes), then run again"
         )
-    if quota_full:
-        pairs = ", ".join(f"{t}/{r}" for t, r in sorted(quota_full))
-        reasons.append(f"target quota full: {pairs}")
+    if full:
+        pairs = ", ".join(f"{t}/{r}" for t, r in sorted(full))
+        counted = ", ".join(
+            f"{t}/{r}" + (f" ({n} not started)" if n else "") for (t, r), n in sorted(full.items())
+        )
+        reasons.append(f"target quota full: {counted}")
         advice.append(f"raise the private-image quota ({pairs}) or delete unneeded images there")
     if threshold:
         reasons.append(threshold)
