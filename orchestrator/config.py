@@ -103,6 +103,15 @@ class Scheduling:
 
 
 @dataclass(frozen=True)
+class AfterCopy:
+    """``[carry] tags, ram`` and ``[verify] ignore``: the steps after a copy (core/aftercopy)."""
+
+    carry_tags: bool = True
+    carry_ram: bool = True
+    verify_ignore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     agency_name: str | None = None
     max_concurrent_copies: int = 5
@@ -117,6 +126,7 @@ class Config:
     requests_per_second: float = 20.0
     timing: Timing = field(default_factory=Timing)
     scheduling: Scheduling = field(default_factory=Scheduling)
+    after: AfterCopy = field(default_factory=AfterCopy)
     retry_fail_codes: tuple[str, ...] = ("IMG.0060", "APIGW.0308")
     extra_regions: tuple[str, ...] = ()
     source: Path | None = None

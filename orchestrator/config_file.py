@@ -27,6 +27,7 @@ from orchestrator.config import (
     MAX_CONCURRENT_COPIES,
     SCHEDULING_ORDERS,
     SCHEDULING_POLLING,
+    AfterCopy,
     Config,
     ConfigError,
     Endpoints,
@@ -36,6 +37,7 @@ from orchestrator.config import (
     frozen_mapping,
 )
 from orchestrator.config_table import Table
+from orchestrator.core.aftercopy import VERIFY_KEYS
 from orchestrator.core.order import Order
 from orchestrator.core.polling import Polling
 from orchestrator.core.suggest import suggest
@@ -53,6 +55,8 @@ _SECTIONS: Mapping[str, tuple[str, ...]] = {
     "scheduling": ("order", "polling"),
     "retry": ("fail_codes",),
     "regions": ("extra",),
+    "carry": ("tags", "ram"),
+    "verify": ("ignore",),
 }
 _TENANT_KEYS = (
     "access_key_env", "secret_key_env", "security_token_env", "project_ids", "account", "endpoints"
@@ -190,6 +194,7 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
     retry.only(_SECTIONS["retry"])
     fail_codes = retry.strings("fail_codes", _no_space_problem)
 
+    after = _after_copy(top.sub("carry", "carry"), top.sub("verify", "verify"))
     base = Config()
     return Config(
         agency_name=agency,
@@ -204,9 +209,29 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
         requests_per_second=per_second or base.requests_per_second,
         timing=timing,
         scheduling=scheduling,
+        after=after,
         retry_fail_codes=base.retry_fail_codes if fail_codes is None else fail_codes,
         extra_regions=extra,
         source=file,
+    )
+
+
+def _after_copy(carry: Table, verify: Table) -> AfterCopy:
+    carry.only(_SECTIONS["carry"])
+    verify.only(_SECTIONS["verify"])
+    tags, ram = carry.boolean("tags"), carry.boolean("ram")
+
+    def field_problem(name: str) -> str | None:
+        if name in VERIFY_KEYS:
+            return None
+        return f"{name!r} is not a compared field ({suggest(name, VERIFY_KEYS)}known: " + (
+            ", ".join(VERIFY_KEYS) + ")"
+        )
+
+    return AfterCopy(
+        carry_tags=True if tags is None else tags,
+        carry_ram=True if ram is None else ram,
+        verify_ignore=verify.strings("ignore", field_problem) or (),
     )
 
 

@@ -87,6 +87,14 @@ class Table:
             raise self.error(key, f"{value!r} must be more than zero")
         return number
 
+    def boolean(self, key: str) -> bool | None:
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, not {toml_kind(value)}")
+        return value
+
     def strings(self, key: str, check: Callable[[str], str | None]) -> tuple[str, ...] | None:
         if key not in self.data:
             return None

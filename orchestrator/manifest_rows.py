@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from orchestrator.config import DEFAULT_CONFIG_NAME, KNOWN_REGIONS, Config
+from orchestrator.core.aftercopy import parse_tags
 from orchestrator.core.model import DEFAULT_TENANT, Row, item_key, item_token
 from orchestrator.core.request_text import description_problem, name_problem, quoted
 from orchestrator.core.suggest import suggest
@@ -24,6 +25,7 @@ OPTIONAL_COLUMNS = (
     "tenant",
     "vault_id",
     "priority",
+    "tags",
 )
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
@@ -77,6 +79,8 @@ class RowChecker:
         self._check_regions(line, source, target)
         self._check_tenant(line, tenant)
         priority = self._priority(line, ident["priority"])
+        _, tag_problem = parse_tags(ident["tags"])
+        self._report(line, "tags", tag_problem)
         if name is not None:
             self._report(line, "name", name_problem(name))
         if image_id and target:
@@ -98,6 +102,7 @@ class RowChecker:
             agency_name=ident["agency_name"] or None,
             vault_id=ident["vault_id"] or None,
             priority=priority,
+            tags=ident["tags"],
         )
 
     def _report(self, line: int, column: str, trouble: str | None) -> None:

@@ -1,4 +1,5 @@
-"""kill -9 at random moments, over and over, then resume: nothing copied twice, nothing lost.
+"""kill -9 at random moments, over and over, then resume: nothing copied twice, nothing lost
+(not even a tag carried after the copy).
 
 300 items over 3 tenants; the run is SIGKILLed 50 times after random delays (from inside Python's
 start-up to well into the copies), and the state dir is read after every kill exactly as the
@@ -16,6 +17,7 @@ import pytest
 from orchestrator.simulator.crash_harness import (
     judge_finished,
     kill_sweep,
+    lost_tags,
     reap,
     seed_from_env,
     stray_files,
@@ -43,6 +45,8 @@ def test_kill_9_sweep_loses_nothing_and_copies_nothing_twice(cloud: Cloud) -> No
     cloud.params.update(seconds_per_gib=0.15, fixed_seconds=0.7, init_seconds=0.1)
     cloud.timing.update(settle=1, poll_max=0.5)
     cloud.populate(tenants=TENANTS, per_tenant=PER_TENANT, seed=seed)
+    for n, entry in enumerate(cloud.images):  # carried after the copy: none may be lost
+        entry["image"].update(tags=["env.prod", f"n.{n}"], min_ram=512)
     cloud.start()
     result = kill_sweep(cloud, KILLS, random.Random(seed))
     print(  # noqa: T201
@@ -53,6 +57,7 @@ def test_kill_9_sweep_loses_nothing_and_copies_nothing_twice(cloud: Cloud) -> No
     assert result.kills >= KILLS
     assert result.history.violations == [], f"seed {seed}: {result.history.violations[:5]}"
     judge_finished(cloud, TENANTS * PER_TENANT)
+    assert lost_tags(cloud) == []
 
 
 def test_temp_files_of_a_killed_write_are_swept_by_the_next_run(cloud: Cloud) -> None:

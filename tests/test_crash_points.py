@@ -1,5 +1,6 @@
 """Crash points: SIGKILL at each dangerous step for the first, a middle and the last item, then
-resume without the switch: every item copied exactly once and succeeded.
+resume without the switch: every item copied exactly once and succeeded, every copy with its
+source's tags and min_ram (carried after the copy, engine/aftercopy.py).
 
 ``IMS_MIGRATE_CRASH_AT=NAME:N`` (orchestrator/crashpoints.py) kills the run the N-th time it
 reaches NAME. Seven 1 GiB images in one tenant; a job ends (~0.2 s) before the first poll
@@ -25,6 +26,7 @@ from orchestrator.simulator.crash_harness import (
     History,
     harness_args,
     judge_finished,
+    lost_tags,
     run_to_end,
     set_cap,
 )
@@ -34,7 +36,17 @@ pytestmark = pytest.mark.e2e
 
 ITEMS = 7
 FIRST, MIDDLE, LAST = 1, 4, 7
-STEPS = ("before_intent", "after_intent", "after_reply", "polling", "after_terminal")
+STEPS = (
+    "before_intent",
+    "after_intent",
+    "after_reply",
+    "polling",
+    "after_success",  # verifying saved, the slot released
+    "verifying",
+    "after_verify",  # carrying saved
+    "after_tags",  # tags created, RAM not yet patched
+    "after_terminal",
+)
 SAVES = {  # (phase the write holds, N): the save of ...
     "first-item-intent": ("submitting", FIRST),
     "middle-item-job-id": ("running", MIDDLE),
@@ -58,8 +70,8 @@ def small_cloud(cloud: Cloud) -> None:
     cloud.params.update(seconds_per_gib=0.01, fixed_seconds=0.1, init_seconds=0.05)
     cloud.timing.update(poll_min=0.4, poll_max=1, settle=0.5)
     cloud.account("t0")
-    for _ in range(ITEMS):
-        cloud.row("t0", 1)
+    for n in range(ITEMS):
+        cloud.row("t0", 1, tags=["env.prod", f"n.{n}"], min_ram=1024)
 
 
 @pytest.mark.parametrize(("switch", "cap"), CASES)
@@ -80,3 +92,4 @@ def test_kill_at_crash_point_then_resume(cloud: Cloud, switch: dict[str, str], c
     assert history.violations == []
     truth = judge_finished(cloud, ITEMS)
     assert set(truth.submissions.values()) == {1}
+    assert lost_tags(cloud) == []

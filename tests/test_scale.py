@@ -132,7 +132,8 @@ async def test_a_state_change_writes_only_that_item() -> None:
     assert result.exit_code == 0
     assert store.batches[:2] == [200, 200]  # the merged list, then preflight's verdicts
     assert set(store.batches[2:]) == {1}
-    assert len(store.batches) - 2 == 3 * 200  # intent, job id, success: three per item
+    # intent, job id, copied (verifying), verified (carrying), succeeded: five per item
+    assert len(store.batches) - 2 == 5 * 200
 
 
 async def test_a_resumed_run_does_not_list_the_images_again() -> None:

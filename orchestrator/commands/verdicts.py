@@ -130,7 +130,7 @@ def verdict_of(item: Item, *, judged_now: bool) -> tuple[Verdict, str]:
     if judged_now:
         if phase == Phase.PENDING:
             return Verdict.COPY, ""
-        if phase == Phase.SUCCEEDED:
+        if phase in (Phase.SUCCEEDED, Phase.VERIFYING):
             return Verdict.PRESENT, (
                 f"already in {item.row.target_region} as {item.target_image_id} "
                 "(carries this item's token): adopted, not copied again"
@@ -143,7 +143,7 @@ def verdict_of(item: Item, *, judged_now: bool) -> tuple[Verdict, str]:
         return Verdict.REJECTED, why
     if phase == Phase.SUCCEEDED:
         return Verdict.DONE, f"succeeded ({item.detail or 'copied'}): {item.target_image_id}"
-    if phase.holds_slot:
+    if phase.holds_slot or phase.is_after_copy:
         return Verdict.IN_FLIGHT, f"{item.detail or phase.value}: the next run follows it"
     if phase == Phase.FAILED:
         return Verdict.FAILED, f"failed in an earlier run: {why}; {RETRY_HINT}"

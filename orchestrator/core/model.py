@@ -221,7 +221,8 @@ class Item:
     verify: str = ""  # "" (not yet), "ok", "mismatch", "skipped"
     mismatch: str = ""  # the fields that differ: ``min_ram: source 1024, copy 0; ...``
     carried: str = ""  # what was carried: ``tags:4,min_ram``
-    notes: str = ""  # what was not done and why, and what to know (the source is shared...)
+    undone: str = ""  # what was not done after the copy, and why (someone must look)
+    notes: str = ""  # what to know (the source is shared with other projects...)
 
     @property
     def key(self) -> str:

@@ -123,6 +123,11 @@ def is_done(item: Item) -> bool:
     return item.phase.is_terminal or (not item.listed and item.phase == Phase.PENDING)
 
 
+def needs_look(item: Item) -> bool:
+    """Copied, but the copy differs from its source or a step after it was not done."""
+    return item.verify == "mismatch" or bool(item.undone)
+
+
 def is_finished(items: Iterable[Item]) -> bool:
     """Nothing left to do: every listed item terminal, nothing in flight for unlisted ones."""
     return all(map(is_done, items))
@@ -198,6 +203,12 @@ def _attention(
     if failed:
         reasons.append(f"{failed} failed")
         advice.append(f"`run --retry-failed` gives the {failed} failed item(s) a new attempt")
+    look = sum(item.phase == Phase.SUCCEEDED and needs_look(item) for item in listed)
+    if look:
+        reasons.append(f"{look} copied but to look at (verify mismatch or a step not done)")
+        advice.append(
+            "the report's verify, mismatch and notes columns say what differs or was not done"
+        )
     if rejected:
         reasons.append(f"{rejected} rejected")
         advice.append(

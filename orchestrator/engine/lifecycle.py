@@ -39,6 +39,7 @@ from orchestrator.core.model import Item, Phase
 from orchestrator.core.polling import Polling, PollState, next_delay
 from orchestrator.core.request_text import copy_request, sent_name
 from orchestrator.core.rules import DEAD_STATUSES
+from orchestrator.engine.aftercopy import copied
 from orchestrator.engine.context import MAX_AUTOMATIC_ATTEMPTS, RunContext, log
 from orchestrator.engine.window import Window
 
@@ -98,19 +99,13 @@ class Driver:
         return Outcome(self.item)
 
     async def _succeed(self, image_id: str, detail: str) -> Outcome:
-        item = self.item.advance(
-            Phase.SUCCEEDED,
-            target_image_id=image_id,
-            detail=detail,
-            finished_at=self.now,
-            error_code=None,
-            error_message=None,
-        )
+        """The copy is made: ``verifying``, and the slot is released (engine/aftercopy.py)."""
+        item = copied(self.item, image_id, detail, self.now)
         started = self.item.submitted_at
         await self._save(item, duration=round(self.now - started, 3) if started else None)
         if started and detail == "copied":
             self.ctx.speed.learn(item.size_bytes, self.now - started)
-        crashpoints.reach("after_terminal")
+        crashpoints.reach("after_success")
         return Outcome(self.item)
 
     async def _retry_later(
@@ -340,8 +335,7 @@ class Driver:
     async def _job_succeeded(self, job: Job) -> Outcome:
         if not job.image_id:
             return await self._unknown(f"job {job.job_id} succeeded without naming the new image")
-        self.item = replace(self.item, target_image_id=job.image_id)
-        return await self.poll_image(finishing=True)
+        return await self._succeed(job.image_id, "copied")  # verifying waits until active
 
     async def _job_failed(self, job: Job) -> Outcome:
         code = job.error_code or "JOB_FAIL"
@@ -370,8 +364,8 @@ class Driver:
         )
         return images[0] if images else None
 
-    async def poll_image(self, *, finishing: bool = False) -> Outcome:
-        """Wait for the copy in the target to be active (after SUCCESS, or once adopted)."""
+    async def poll_image(self) -> Outcome:
+        """Wait for an adopted copy (found by its token) to be active."""
         image_id = self.item.target_image_id
         assert image_id is not None  # noqa: S101 -- set before any caller gets here
         quiet = 0
@@ -385,7 +379,7 @@ class Driver:
                     return await self._auth_stop(error)
                 image = None
             if image is not None and image.status == ACTIVE:
-                return await self._succeed(image_id, "copied" if finishing else "adopted")
+                return await self._succeed(image_id, "adopted")
             if image is not None and image.status in DEAD_STATUSES:
                 return await self._fail(
                     "TARGET_IMAGE_" + image.status.upper(),

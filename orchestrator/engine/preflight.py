@@ -15,6 +15,7 @@ from typing import NamedTuple
 import anyio
 
 from orchestrator.config import Config
+from orchestrator.core.aftercopy import facts_text
 from orchestrator.core.cloud import CloudError, ErrorKind, Image, TenantCloud
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.rules import TargetKind, check_source, check_target, source_flags
@@ -118,7 +119,12 @@ def judge(item: Item, catalog: _Catalog, config: Config) -> Judged:
     assert image is not None  # noqa: S101 -- check_source rejects a missing image
     flags = [str(flag) for flag in source_flags(image)]
     copy_name = row.name or image.name
-    item = replace(item, size_bytes=image.size_bytes or image.min_disk * GIB, copy_name=copy_name)
+    item = replace(
+        item,
+        size_bytes=image.size_bytes or image.min_disk * GIB,
+        copy_name=copy_name,
+        source_facts=facts_text(image),  # what the copy is compared with (engine/aftercopy.py)
+    )
     targets = catalog.targets[(row.tenant, row.target_region, row.target_project)]
     verdict = check_target(row, copy_name, item.token, targets)
     stale = list(verdict.stale)
@@ -131,9 +137,9 @@ def judge(item: Item, catalog: _Catalog, config: Config) -> Judged:
     if verdict.kind == TargetKind.PRESENT and verdict.image is not None:
         if verdict.succeeded:
             done = item.advance(
-                Phase.SUCCEEDED,
+                Phase.VERIFYING,
                 target_image_id=verdict.image.id,
-                detail="adopted: already in the target",
+                detail="verifying: adopted: already in the target",
             )
             return Judged(done, stale, flags)
         adopted = item.advance(

@@ -22,6 +22,7 @@ from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind, remembered_refusal
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import Stop, is_done, is_finished, outcome_of
+from orchestrator.engine.aftercopy import AfterCopy
 from orchestrator.engine.context import RunContext, log
 from orchestrator.engine.lifecycle import Driver
 from orchestrator.engine.outage import endpoint_of
@@ -352,6 +353,8 @@ class Engine:
             if item.phase.holds_slot and item.key not in followed:
                 window.take()
                 work.start_soon(self._drive, window, item)
+            elif item.phase.is_after_copy and item.row.tenant not in self.ctx.blocked:
+                work.start_soon(AfterCopy(self.ctx, item).run)  # no slot: the copy is made
             elif item.phase == Phase.PENDING and item.listed:
                 window.enqueue(item)
         for window in self.windows.values():  # also those whose followed copies come back
@@ -428,3 +431,5 @@ class Engine:
             return
         if outcome.item.phase == Phase.PENDING and self._may_submit(outcome.item):
             window.enqueue(outcome.item, outcome.retry_at)
+        elif outcome.item.phase.is_after_copy:  # the copy is made: its slot is free already
+            await AfterCopy(self.ctx, outcome.item).run()

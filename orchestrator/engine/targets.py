@@ -146,9 +146,9 @@ async def adopt_found(
         if found.status == ACTIVE:
             adopted.append(
                 item.advance(
-                    Phase.SUCCEEDED,
+                    Phase.VERIFYING,
                     target_image_id=found.id,
-                    detail="adopted: already in the target",
+                    detail="verifying: adopted: already in the target",
                     finished_at=now(),
                 )
             )

@@ -5,6 +5,7 @@
     PATCH  /ims/{region}/v2/cloudimages/{image_id}                       patch   (the image)
     GET    /ims/{region}/v1/{project_id}/cloudimages/{image_id}/members  members
     DELETE /ims/{region}/v2/images/{image_id}                            delete  (204)
+    GET    /_sim/images                 every stored image by region (admin, never signed)
 
 Signed, faulted and recorded like every IMS call (``SimulatorService.serve``).
 """
@@ -75,3 +76,9 @@ def add_after_copy_routes(app: web.Application, service: SimulatorService) -> No
         route("members", where(world.image_members)),
     )
     add("DELETE", ims + "/v2/images/{image_id}", route("delete", where(world.delete_image)))
+
+    async def images(_request: web.Request) -> web.StreamResponse:
+        stored = {region: list(found.values()) for region, found in world.images.items()}
+        return web.json_response({"images": stored})
+
+    add("GET", "/_sim/images", images)

@@ -202,6 +202,24 @@ def judge_finished(cloud: Cloud, items: int) -> Truth:
     return end.truth
 
 
+def lost_tags(cloud: Cloud) -> list[str]:
+    """Items whose copy lacks a tag or the min_ram of its source (carried after the copy)."""
+    from orchestrator.simulator.imageops import tags_of
+    from orchestrator.state.checkpoint import read_snapshot
+
+    stored = cloud.admin("/_sim/images")["images"]
+    by_id = {image["id"]: image for images in stored.values() for image in images}
+    snap = read_snapshot(cloud.state_dir)
+    assert snap is not None
+    lost = []
+    for key, item in snap["items"].items():
+        source, copy = by_id[item["row"]["image_id"]], by_id[item["target_image_id"]]
+        missing = tags_of(source).items() - tags_of(copy).items()
+        if missing or source.get("min_ram", 0) != copy.get("min_ram", 0):
+            lost.append(f"{key}: {sorted(missing)} min_ram {copy.get('min_ram')}")
+    return lost
+
+
 # -- driving runs --------------------------------------------------------------------------------
 
 

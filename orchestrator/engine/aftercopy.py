@@ -1,0 +1,316 @@
+"""After the copy: verify the new image, carry what the copy API drops. No copy slot is held.
+
+An item whose copy job said SUCCESS (or whose copy was adopted) is saved ``verifying`` with the
+new image's id; its slot in the tenant's window is released then (the scheduler runs this
+module after the lifecycle's driver returns). Two steps follow, each saved before the next:
+
+``verifying``  wait (bounded, with back-off) until the new image is ``active`` in the target;
+               compare it with the source as preflight read it (``Item.source_facts``,
+               core/aftercopy.py); note when the source is shared with other projects.
+               A broken copy (``killed``) or one never active fails the item, as before.
+``carrying``   the source's tags (merged with the list's ``tags`` column, which wins) are
+               created on the copy (``create`` overwrites: idempotent); ``min_ram``/``max_ram``
+               are patched where they differ (a PATCH sets a value: idempotent).
+
+A kill at any point resumes at the saved step and does it again; nothing here ever submits a
+copy. A step the cloud refuses (403: a policy without ``ims:images:updateTags``...) or cannot
+do does not fail the copy: the item ends ``succeeded`` with what was not done and why
+(``Item.undone``), and the run exits 1. A mismatch leaves ``verify = mismatch`` (exit 1).
+Credentials refused as such (401, gateway codes) stop the tenant as everywhere else; the item
+stays at its step for the next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from orchestrator import crashpoints
+from orchestrator.core.aftercopy import (
+    RAM_KEYS,
+    VERIFY_MISMATCH,
+    VERIFY_OK,
+    VERIFY_SKIPPED,
+    carried_text,
+    differences,
+    facts_of,
+    facts_text,
+    join_notes,
+    merged_tags,
+    parse_tags,
+    ram_changes,
+    shared_note,
+)
+from orchestrator.core.backoff import look_backoff
+from orchestrator.core.cloud import ACTIVE, CloudError, ErrorKind, Image
+from orchestrator.core.model import Item, Phase
+from orchestrator.core.request_text import describe_copy, sent_name
+from orchestrator.core.rules import DEAD_STATUSES
+from orchestrator.engine.context import RunContext, log
+
+T = TypeVar("T")
+STEP_ATTEMPTS = 5  # tries of one call that fails for a passing reason, within one run
+
+
+def copied(item: Item, image_id: str, detail: str, now: float) -> Item:
+    """The item once its copy is made (job SUCCESS, or found by its token): ``verifying``."""
+    return item.advance(
+        Phase.VERIFYING,
+        target_image_id=image_id,
+        detail=f"verifying: {detail}",
+        finished_at=now,
+        error_code=None,
+        error_message=None,
+    )
+
+
+def _how(item: Item) -> str:
+    """``copied`` / ``adopted...``: how the copy came, as the steps' details keep it."""
+    return item.detail.partition(": ")[2] or "copied"
+
+
+class _Refused(Exception):
+    """A call of a step that will not succeed in this run (said in ``Item.undone``)."""
+
+
+class _Later(Exception):
+    """The tenant is stopped, or the cloud cannot answer now: the step is left for a run."""
+
+
+@dataclass
+class _Carried:
+    tags: int = 0
+    ram: tuple[str, ...] = ()
+
+
+class AfterCopy:
+    """Drives one item through ``verifying`` and ``carrying`` to ``succeeded``."""
+
+    def __init__(self, ctx: RunContext, item: Item) -> None:
+        self.ctx = ctx
+        self.item = item
+        self.cloud = ctx.clouds[item.row.tenant]
+        self.after = ctx.config.after
+        self.timing = ctx.config.timing
+        self.backoff = look_backoff(self.timing.poll_min, self.timing.poll_max)
+        self.copy: Image | None = None  # the copy as verifying read it (carrying is not re-read)
+
+    async def run(self) -> Item:
+        try:
+            if self.item.phase == Phase.VERIFYING:
+                crashpoints.reach("verifying")
+                await self.verify()
+            if self.item.phase == Phase.CARRYING:
+                crashpoints.reach("carrying")
+                await self.carry()
+        except _Later:
+            pass
+        return self.item
+
+    # -- calls ----------------------------------------------------------------------------
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One call, tried again after a passing failure; _Refused or _Later otherwise."""
+        for attempt in range(STEP_ATTEMPTS):
+            try:
+                return await call()
+            except CloudError as error:
+                if error.kind == ErrorKind.AUTH and error.status == 403 and _is_policy(error):
+                    raise _Refused(f"{what}: refused ({error})") from None
+                if error.kind == ErrorKind.AUTH:
+                    await self.ctx.block_tenant(self.item.row.tenant, error)
+                    raise _Later from None
+                if error.kind in (ErrorKind.PERMANENT, ErrorKind.NOT_FOUND, ErrorKind.QUOTA):
+                    raise _Refused(f"{what}: {error}") from None
+                log.warning(
+                    "item.after_copy_retry", item=self.item.key, step=what, error=str(error)
+                )
+                if attempt + 1 < STEP_ATTEMPTS:
+                    await self.ctx.clock.sleep(self.backoff.delay(attempt))
+        raise _Later
+
+    async def _image(self, region: str, project: str, image_id: str) -> Image | None:
+        images = await self._call(
+            f"read image {image_id}",
+            lambda: self.cloud.list_images(
+                region, project=project, image_id=image_id, private_only=False
+            ),
+        )
+        return next((image for image in images if image.id == image_id), None)
+
+    # -- verifying ------------------------------------------------------------------------
+
+    async def _active_copy(self) -> Image | None:
+        """The copy once active; None after the item was failed (broken or never active)."""
+        row, image_id = self.item.row, self.item.target_image_id
+        assert image_id is not None  # noqa: S101 -- verifying always carries it
+        started = self.ctx.clock.now()
+        looks = 0
+        while True:
+            image = await self._image(row.target_region, row.target_project, image_id)
+            if image is not None and image.status == ACTIVE:
+                self.copy = image
+                return image
+            if image is not None and image.status in DEAD_STATUSES:
+                await self._fail(
+                    "TARGET_IMAGE_" + image.status.upper(),
+                    f"the copy {image_id} in {row.target_region} is {image.status}; "
+                    "`ims-migrate cleanup --yes` deletes it, then run again with --retry-failed",
+                    "copy ended broken",
+                )
+                return None
+            if self.ctx.clock.now() - started > self.timing.job_deadline:
+                await self._fail(
+                    "JOB_DEADLINE",
+                    f"image {image_id} not active after {self.timing.job_deadline:.0f} s",
+                    "deadline",
+                )
+                return None
+            await self.ctx.clock.sleep(self.backoff.delay(looks))
+            looks += 1
+
+    async def _fail(self, code: str, message: str, detail: str) -> None:
+        failed = self.item.advance(
+            Phase.FAILED, error_code=code, error_message=message, detail=detail
+        )
+        self.item = await self.ctx.save(failed)
+
+    async def _source_facts(self) -> dict[str, str]:
+        """The source as preflight read it; read now if no preflight kept it (an old state)."""
+        if self.item.source_facts:
+            return facts_of(self.item.source_facts)
+        row = self.item.row
+        source = await self._image(row.source_region, row.source_project, row.image_id)
+        if source is None:
+            return {}
+        self.item = replace(self.item, source_facts=facts_text(source))
+        return dict(source.facts)
+
+    async def verify(self) -> None:
+        undone = []
+        try:
+            copy = await self._active_copy()
+        except _Refused as refused:  # cannot read the copy: neither compared nor failed
+            copy, undone = None, [f"not verified: {refused}"]
+        if self.item.phase == Phase.FAILED:
+            return
+        verdict, mismatch = VERIFY_SKIPPED, ""
+        if copy is not None:
+            try:
+                source = await self._source_facts()
+            except _Refused as refused:
+                source, undone = {}, [f"not verified: {refused}"]
+            if source:
+                ignore = set(self.after.verify_ignore)
+                if self.after.carry_ram:
+                    ignore.update(RAM_KEYS)  # set from the source by the carrying step
+                row = self.item.row
+                diffs = differences(
+                    source,
+                    copy,
+                    name=sent_name(self.item),
+                    description=describe_copy(row, self.item.token),
+                    ignore=ignore,
+                )
+                verdict = VERIFY_MISMATCH if diffs else VERIFY_OK
+                mismatch = "; ".join(diffs)
+            elif not undone:
+                undone = ["not verified: the source image could not be read"]
+        notes = await self._shared()
+        item = self.item.advance(
+            Phase.CARRYING,
+            verify=verdict,
+            mismatch=mismatch,
+            undone=join_notes(self.item.undone, *undone),
+            notes=join_notes(self.item.notes, notes),
+            detail=f"carrying: {_how(self.item)}",
+        )
+        if verdict == VERIFY_MISMATCH:
+            log.warning("item.verify_mismatch", item=item.key, mismatch=mismatch)
+        self.item = await self.ctx.save(item, "item.verified")
+        crashpoints.reach("after_verify")
+
+    async def _shared(self) -> str:
+        """A note when the source image is shared with other projects (never a failure)."""
+        row = self.item.row
+        try:
+            members = await self._call(
+                "read the source's members",
+                lambda: self.cloud.image_members(
+                    row.source_region, row.image_id, project=row.source_project
+                ),
+            )
+        except _Refused as refused:
+            return f"sharing not checked: {refused}"
+        return shared_note(len(members)) if members else ""
+
+    # -- carrying -------------------------------------------------------------------------
+
+    async def carry(self) -> None:
+        done = _Carried()
+        undone: list[str] = []
+        for step in (self._carry_tags, self._carry_ram):
+            try:
+                await step(done)
+            except _Refused as refused:
+                undone.append(str(refused))
+        item = self.item.advance(
+            Phase.SUCCEEDED,
+            carried=carried_text(done.tags, done.ram),
+            undone=join_notes(self.item.undone, *undone),
+            detail=_how(self.item),
+        )
+        if item.undone:
+            log.warning("item.not_carried", item=item.key, undone=item.undone)
+        self.item = await self.ctx.save(item, "item.carried")
+        crashpoints.reach("after_terminal")
+
+    async def _carry_tags(self, done: _Carried) -> None:
+        row, image_id = self.item.row, self.item.target_image_id
+        assert image_id is not None  # noqa: S101 -- carrying always carries it
+        listed, _ = parse_tags(row.tags)
+        source: dict[str, str] = {}
+        if self.after.carry_tags:
+            source = await self._call(
+                "tags not carried (reading the source's tags)",
+                lambda: self.cloud.image_tags(
+                    row.source_region, row.image_id, project=row.source_project
+                ),
+            )
+        tags = merged_tags(source, listed)
+        if not tags:
+            return
+        await self._call(
+            "tags not carried",
+            lambda: self.cloud.add_image_tags(
+                row.target_region, image_id, tags, project=row.target_project
+            ),
+        )
+        done.tags = len(tags)
+        crashpoints.reach("after_tags")
+
+    async def _carry_ram(self, done: _Carried) -> None:
+        if not self.after.carry_ram:
+            return
+        row, image_id = self.item.row, self.item.target_image_id
+        assert image_id is not None  # noqa: S101 -- carrying always carries it
+        copy = self.copy or await self._image(row.target_region, row.target_project, image_id)
+        if copy is None:
+            raise _Refused(f"min_ram/max_ram not carried: the copy {image_id} is gone")
+        change = ram_changes(facts_of(self.item.source_facts), copy)
+        if change.problem:
+            raise _Refused(f"min_ram/max_ram not carried: {change.problem}")
+        if change.changes:
+            await self._call(
+                "min_ram/max_ram not carried",
+                lambda: self.cloud.update_image(
+                    row.target_region, image_id, change.changes, project=row.target_project
+                ),
+            )
+        done.ram = tuple(change.changes)
+
+
+def _is_policy(error: CloudError) -> bool:
+    """A 403 from IMS (a policy refusing one action), not the gateway refusing credentials."""
+    return not (error.code or "").startswith("APIGW.")

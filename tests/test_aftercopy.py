@@ -1,0 +1,165 @@
+"""After the copy (engine/aftercopy.py): verify, carry tags and RAM limits, crash-safe steps."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from orchestrator.core.model import Item, Phase
+from orchestrator.simulator.faults import FaultPlan
+from orchestrator.simulator.imageops import TAGS_WRITE, tags_of
+from tests.engine_harness import CONFIG, TARGET, Scene
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def only(scene: Scene) -> Item:
+    [item] = scene.items()
+    return item
+
+
+def copy_of(scene: Scene, item: Item) -> dict[str, object]:
+    assert item.target_image_id is not None
+    image = scene.world.image(TARGET, item.target_image_id, scene.clock.now())
+    assert image is not None
+    return image
+
+
+def one_row(scene: Scene, **attrs: Any) -> None:
+    scene.account("t0")
+    scene.row("t0", 1, **attrs)
+
+
+async def test_tags_and_ram_limits_are_carried_with_the_lists_tags_winning() -> None:
+    """Source tags merged with the list's tags column (the list wins), min_ram/max_ram
+    patched; the report fields say what was carried; exit 0."""
+    scene = Scene()
+    one_row(scene, tags=["env.prod", "team.a"], min_ram=1024, max_ram=4096)
+    scene.rows[0] = replace(scene.rows[0], tags="team=b; cost=42")
+    result = await scene.run()
+    item = only(scene)
+    assert (result.exit_code, item.phase, item.verify) == (0, Phase.SUCCEEDED, "ok")
+    assert item.carried == "tags:3,min_ram,max_ram"
+    copy = copy_of(scene, item)
+    assert tags_of(copy) == {"env": "prod", "team": "b", "cost": "42"}
+    assert (copy["min_ram"], copy["max_ram"]) == (1024, 4096)
+
+
+async def test_a_copy_unlike_its_source_is_a_mismatch_and_exit_1() -> None:
+    """A copy whose checksum and os bits differ: succeeded, verify=mismatch naming both, exit 1,
+    copied once."""
+    scene = Scene()
+    one_row(scene, checksum="aaa")
+    scene.world.differ_copies(scene.rows[0].image_id, {"checksum": "bbb", "__os_bit": "32"})
+    result = await scene.run()
+    item = only(scene)
+    assert (result.exit_code, item.phase, item.verify) == (1, Phase.SUCCEEDED, "mismatch")
+    assert "checksum: source aaa, copy bbb" in item.mismatch
+    assert "__os_bit: source 64, copy 32" in item.mismatch
+    assert "to look at" in result.reason
+    assert set(scene.truth().submissions.values()) == {1}
+
+
+async def test_verify_ignore_leaves_a_field_uncompared() -> None:
+    """[verify] ignore = ["checksum"]: a differing checksum is no mismatch."""
+    scene = Scene()
+    one_row(scene, checksum="aaa")
+    scene.world.differ_copies(scene.rows[0].image_id, {"checksum": "bbb"})
+    config = replace(CONFIG, after=replace(CONFIG.after, verify_ignore=("checksum",)))
+    result = await scene.run(config)
+    assert (result.exit_code, only(scene).verify) == (0, "ok")
+
+
+async def test_a_refused_tag_call_leaves_the_item_succeeded_with_the_reason() -> None:
+    """No ims:images:updateTags: the item succeeds, says the tags were not carried and why,
+    the RAM limits are still carried, the tenant is not blocked, exit 1."""
+    scene = Scene()
+    one_row(scene, tags=["env.prod"], min_ram=2048)
+    scene.world.deny("t0", TAGS_WRITE)
+    result = await scene.run()
+    item = only(scene)
+    assert (result.exit_code, item.phase, item.carried) == (1, Phase.SUCCEEDED, "min_ram")
+    assert "tags not carried" in item.undone
+    assert TAGS_WRITE in item.undone
+    assert scene.last_ctx.blocked == {}
+
+
+async def test_carry_can_be_turned_off() -> None:
+    """[carry] tags = false, ram = false: nothing carried, min_ram then compared (mismatch)."""
+    scene = Scene()
+    one_row(scene, tags=["env.prod"], min_ram=2048)
+    config = replace(CONFIG, after=replace(CONFIG.after, carry_tags=False, carry_ram=False))
+    result = await scene.run(config)
+    item = only(scene)
+    assert (item.carried, item.verify) == ("", "mismatch")
+    assert "min_ram: source 2048, copy 0" in item.mismatch
+    assert result.exit_code == 1
+
+
+async def test_a_shared_source_is_noted_not_failed() -> None:
+    """A source shared with 3 projects: a note on the item, exit 0."""
+    scene = Scene()
+    one_row(scene)
+    scene.world.share(scene.rows[0].image_id, ["p1", "p2", "p3"])
+    result = await scene.run()
+    assert result.exit_code == 0
+    assert only(scene).notes.startswith("source shared with 3 projects; the copy is not shared")
+
+
+async def test_the_slot_is_free_while_the_steps_after_the_copy_run() -> None:
+    """One copy slot, two items: the second copy is submitted while the first item is still
+    verifying (its members call is slow), not after it succeeded."""
+    scene = Scene(faults=FaultPlan(script={"members": ["503", "503", "503"]}))
+    scene.account("t0")
+    scene.row("t0", 1)
+    scene.row("t0", 1)
+    seen: list[tuple[str, Phase]] = []
+    config = replace(CONFIG, max_concurrent_copies=1)
+    result = await scene.run(config, on_change=lambda item: seen.append((item.key, item.phase)))
+    assert result.exit_code == 0
+    first = seen[0][0]
+    done = seen.index((first, Phase.SUCCEEDED))
+    second_submitted = next(
+        n for n, (key, phase) in enumerate(seen) if key != first and phase == Phase.SUBMITTING
+    )
+    assert second_submitted < done
+
+
+@pytest.mark.parametrize("step", [Phase.VERIFYING, Phase.CARRYING])
+async def test_a_run_resumes_at_the_saved_step_without_copying_again(step: Phase) -> None:
+    """An item left verifying or carrying (a kill) is finished by the next run: the tags are
+    there, the copy was made once."""
+    scene = Scene()
+    one_row(scene, tags=["env.prod"], min_ram=512)
+    await scene.run()
+    item = only(scene)
+    stored = scene.world.images[TARGET][str(item.target_image_id)]
+    stored["tags"], stored["min_ram"] = [], 0  # as the copy was before the steps
+    left = replace(item, phase=step, carried="", verify="" if step == Phase.VERIFYING else "ok")
+    await scene.store.commit([left])
+    result = await scene.run()
+    again = only(scene)
+    assert (result.exit_code, again.phase, again.carried) == (0, Phase.SUCCEEDED, "tags:1,min_ram")
+    assert tags_of(copy_of(scene, again)) == {"env": "prod"}
+    assert set(scene.truth().submissions.values()) == {1}
+
+
+async def test_a_killed_copy_after_success_fails_the_item() -> None:
+    """A copy that turns killed after its job said SUCCESS fails the item, naming cleanup."""
+    scene = Scene()
+    one_row(scene)
+    await scene.run()
+    item = only(scene)
+    scene.world.images[TARGET][str(item.target_image_id)]["status"] = "killed"
+    scene.world._copies.pop(str(item.target_image_id), None)
+    await scene.store.commit([replace(item, phase=Phase.VERIFYING)])
+    result = await scene.run()
+    failed = only(scene)
+    assert (result.exit_code, failed.phase, failed.error_code) == (
+        1,
+        Phase.FAILED,
+        "TARGET_IMAGE_KILLED",
+    )
+    assert "cleanup" in (failed.error_message or "")
