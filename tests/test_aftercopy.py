@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from orchestrator.core.model import Item, Phase
+from orchestrator.output.report import render_csv, render_markdown, summarize
+from orchestrator.output.report_html import render_html
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.imageops import TAGS_WRITE, tags_of
+from orchestrator.state.meta import RunMeta
 from tests.engine_harness import CONFIG, TARGET, Scene
 
 pytestmark = pytest.mark.timeout(30)
@@ -163,3 +168,20 @@ async def test_a_killed_copy_after_success_fails_the_item() -> None:
         "TARGET_IMAGE_KILLED",
     )
     assert "cleanup" in (failed.error_message or "")
+
+
+async def test_the_reports_show_verify_carried_and_the_mismatch() -> None:
+    """CSV has verify/mismatch/carried/notes; Markdown and HTML list the mismatch with the
+    failures."""
+    scene = Scene()
+    one_row(scene, tags=["env.prod"], min_ram=1024, checksum="aaa")
+    scene.world.differ_copies(scene.rows[0].image_id, {"checksum": "bbb"})
+    await scene.run()
+    items = scene.items()
+    [record] = csv.DictReader(io.StringIO(render_csv(items)))
+    assert (record["verify"], record["carried"]) == ("mismatch", "tags:1,min_ram")
+    assert record["mismatch"] == "checksum: source aaa, copy bbb"
+    markdown = render_markdown(items, summarize(items))
+    assert "checksum: source aaa, copy bbb" in markdown.split("## Copied, to look at")[1]
+    page = render_html(items, RunMeta(), generated_at=0.0)
+    assert "verify mismatch" in page.split('id="failures"')[1]

@@ -87,6 +87,10 @@ def test_csv_record_of_a_succeeded_item() -> None:
         "error_code": "",
         "error_message": "",
         "line": "2",
+        "verify": "",
+        "mismatch": "",
+        "carried": "",
+        "notes": "",
     }
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from orchestrator.core.aftercopy import join_notes
 from orchestrator.core.model import Item, Phase, PublicState
+from orchestrator.core.outcome import needs_look
 
 REPORT_COLUMNS = (
     "tenant",
@@ -34,6 +36,10 @@ REPORT_COLUMNS = (
     "error_code",
     "error_message",
     "line",  # the row's line in the list file (added last: scripts may read by position)
+    "verify",
+    "mismatch",
+    "carried",
+    "notes",
 )
 STATES = tuple(PublicState)  # pending, running, succeeded, failed, rejected: the column order
 NOT_LISTED = "no longer listed"
@@ -102,7 +108,16 @@ def item_record(item: Item) -> dict[str, Value]:
         "error_code": item.error_code,
         "error_message": item.error_message,
         "line": row.line,
+        "verify": item.verify or None,
+        "mismatch": item.mismatch or None,
+        "carried": item.carried or None,
+        "notes": item_notes(item) or None,
     }
+
+
+def item_notes(item: Item) -> str:
+    """What was not done after the copy (and why), then what to know, in one text."""
+    return join_notes(item.undone, item.notes)
 
 
 @dataclass(frozen=True)
@@ -276,6 +291,24 @@ def render_markdown(items: Iterable[Item], summary: Summary) -> str:
         )
     else:
         lines.append("None.")
+    look = [
+        item_record(item) for item in items if item.phase == Phase.SUCCEEDED and needs_look(item)
+    ]
+    if look:
+        lines += [
+            "",
+            "## Copied, to look at (verify mismatch, or a step after the copy not done)",
+            "",
+        ]
+        lines += _table(
+            ["tenant", "image_id", "target", "target_image_id", "verify", "what"],
+            (
+                [r["tenant"], r["image_id"], r["target_region"], r["target_image_id"],
+                 r["verify"], look_text(r)]
+                for r in look
+            ),
+            numeric_from=99,
+        )  # fmt: skip
     lines += ["", "## Items", ""]
     lines += _table(
         ["line", *(c for c in REPORT_COLUMNS if c != "line")],
@@ -286,3 +319,9 @@ def render_markdown(items: Iterable[Item], summary: Summary) -> str:
         numeric_from=99,
     )
     return "\n".join(lines) + "\n"
+
+
+def look_text(record: Mapping[str, Value]) -> Value:
+    """Why a copied item is to look at: the fields that differ, then what was not done."""
+    parts = [str(record[key]) for key in ("mismatch", "notes") if record[key]]
+    return " | ".join(parts) or None

@@ -17,8 +17,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.core.estimate import format_duration
-from orchestrator.core.model import Item, PublicState
-from orchestrator.output.report import STATES, Summary, format_time, item_record, summarize
+from orchestrator.core.model import Item, Phase, PublicState
+from orchestrator.core.outcome import needs_look
+from orchestrator.output.report import (
+    STATES,
+    Summary,
+    Value,
+    format_time,
+    item_record,
+    look_text,
+    summarize,
+)
 from orchestrator.output.timeline import Timeline, build_timeline, earlier_attempts, last_known
 from orchestrator.state.meta import RunMeta
 
@@ -263,8 +272,21 @@ def _timeline_section(items: Sequence[Item], meta: RunMeta, events: Iterable[str
     return chart + "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
 
 
+def _problem_text(record: dict[str, Value]) -> tuple[Value, Value]:
+    """(code, message) of a problem row: the error, else the verify mismatch or what was not
+    done after the copy (a copied item to look at)."""
+    if record["error_code"] or record["error_message"]:
+        return record["error_code"], record["error_message"] or record["detail"]
+    code = "verify mismatch" if record["verify"] == "mismatch" else "not done after the copy"
+    return code, look_text(record)
+
+
 def _problems(items: Sequence[Item]) -> str:
-    records = [item_record(i) for i in items if i.phase.public.is_problem]
+    records = [
+        item_record(i)
+        for i in items
+        if i.phase.public.is_problem or (i.phase == Phase.SUCCEEDED and needs_look(i))
+    ]
     if not records:
         return "<p>None.</p>"
     return _table(
@@ -272,7 +294,7 @@ def _problems(items: Sequence[Item]) -> str:
         (
             [
                 r["tenant"], r["image_id"], r["source_region"], r["target_region"], r["name"],
-                r["state"], r["attempts"], r["error_code"], r["error_message"] or r["detail"],
+                r["state"], r["attempts"], *_problem_text(r),
             ]
             for r in records
         ),
@@ -282,7 +304,7 @@ def _problems(items: Sequence[Item]) -> str:
 def _all_items(items: Sequence[Item]) -> str:
     columns = ["line", "tenant", "image_id", "source_region", "target_region", "name", "state",
                "detail", "job_id", "target_image_id", "attempts", "submitted_at",
-               "finished_at"]  # fmt: skip
+               "finished_at", "verify", "carried", "notes"]  # fmt: skip
     table = _table(columns, ([item_record(i)[c] for c in columns] for i in items))
     return f"<details><summary>All items ({len(items)})</summary>{table}</details>"
 
@@ -319,7 +341,8 @@ def render_html(
 <section id="summary">{_summary(summary)}</section>
 <section id="timeline"><h2>Copy slots over time, per tenant</h2>
 {_timeline_section(items, meta, events)}</section>
-<section id="failures"><h2>Failures and rejections</h2>{_problems(items)}</section>
+<section id="failures"><h2>Failures, rejections and copies to look at</h2>
+{_problems(items)}</section>
 <section id="items">{_all_items(items)}</section>
 </body></html>
 """
