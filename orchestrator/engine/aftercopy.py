@@ -228,7 +228,7 @@ class AfterCopy:
         )
         if verdict == VERIFY_MISMATCH:
             log.warning("item.verify_mismatch", item=item.key, mismatch=mismatch)
-        self.item = await self.ctx.save(item, "item.verified")
+        self.item = await self.ctx.save(item)
         crashpoints.reach("after_verify")
 
     async def _shared(self) -> str:
@@ -263,7 +263,7 @@ class AfterCopy:
         )
         if item.undone:
             log.warning("item.not_carried", item=item.key, undone=item.undone)
-        self.item = await self.ctx.save(item, "item.carried")
+        self.item = await self.ctx.save(item)
         crashpoints.reach("after_terminal")
 
     async def _carry_tags(self, done: _Carried) -> None:
