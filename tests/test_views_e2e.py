@@ -244,3 +244,28 @@ def test_a_row_fixed_in_the_config_is_judged_again(local_cloud: LocalCloud, tmp_
     assert done.returncode == 0, done.stdout + done.stderr
     assert status(local_cloud).returncode == 0
     del tmp_path
+
+
+def test_a_filter_that_matches_no_row_is_a_usage_error(local_cloud: LocalCloud) -> None:
+    """`--tenant alpah` (a typo): exit 2 with a suggestion, nothing copied, even with --quiet."""
+    local_cloud.account("alpha")
+    local_cloud.row("alpha", 1)
+    local_cloud.start()
+    done = local_cloud.run("--tenant", "alpah", "--quiet")
+    assert done.returncode == 2
+    assert "--tenant alpah: no row of" in done.stderr
+    assert "did you mean alpha?" in done.stderr
+    assert not local_cloud.truth().copies
+
+
+def test_filters_that_match_no_row_together_are_a_usage_error(local_cloud: LocalCloud) -> None:
+    """Each filter value is in the list, but no row has them all: exit 2, nothing copied."""
+    local_cloud.account("alpha")
+    local_cloud.account("beta")
+    local_cloud.row("alpha", 1, target="cn-east-3")
+    local_cloud.row("beta", 1, target="cn-south-1")
+    local_cloud.start()
+    done = local_cloud.run("--tenant", "alpha", "--target-region", "cn-south-1")
+    assert done.returncode == 2
+    assert "matches all of these" in done.stderr
+    assert not local_cloud.truth().copies
