@@ -13,6 +13,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from orchestrator.core.model import item_key
 from tests.inprocess import Completed, LocalCloud
 
@@ -269,3 +271,54 @@ def test_filters_that_match_no_row_together_are_a_usage_error(local_cloud: Local
     assert done.returncode == 2
     assert "matches all of these" in done.stderr
     assert not local_cloud.truth().copies
+
+
+def test_progress_and_metrics_refresh_every_30_s_while_a_copy_waits(
+    local_cloud: LocalCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One copy reconciling for 10 minutes (a 503 on its POST): a progress line and a metrics
+    write at least every 30 s of the run's clock, and the ETA counts the wait."""
+    local_cloud.timing["settle"] = 600
+    local_cloud.account("t0")
+    local_cloud.row("t0", 1)
+    local_cloud.faults = {"next": {"copy": ["503"]}}
+    local_cloud.start()
+    writes: list[str] = []
+    monkeypatch.setattr(
+        "orchestrator.cli.run.write_metrics", lambda _path, text: writes.append(text)
+    )
+    started = local_cloud.clock.now()
+    done = local_cloud.run("--progress", "plain", "--metrics-file", str(tmp_path / "m.prom"))
+    assert done.returncode == 0, done.stderr
+    took = local_cloud.clock.now() - started
+    assert took >= 600
+    progress = [line for line in done.stderr.splitlines() if line.startswith("progress ")]
+    assert len(progress) >= took // 30
+    assert len(writes) >= took // 30
+    assert any("(reconciling)" in line for line in progress)
+
+
+def test_status_names_what_a_reconciling_item_waits_for_and_until(
+    local_cloud: LocalCloud,
+) -> None:
+    """Stopped while a copy's outcome is unknown: status's waiting section and its JSON name
+    the target region, the deadline and the HTTP error that started the wait."""
+    local_cloud.timing["settle"] = 3600
+    local_cloud.account("t0")
+    local_cloud.row("t0", 1)
+    local_cloud.faults = {"next": {"copy": ["503"]}}
+    local_cloud.start()
+    done = local_cloud.run("--progress", "none", "--deadline", "60")
+    assert done.returncode == 75, done.stdout
+    shown = status(local_cloud)
+    assert shown.returncode == 75
+    assert "waiting (1):" in shown.stdout
+    words = re.search(r"reconciling: looking for the copy in cn-east-3 until (\S+) after (.*)",
+                      shown.stdout)  # fmt: skip
+    assert words is not None, shown.stdout
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\dZ", words.group(1))
+    assert "503" in words.group(2)
+    assert words.group(2).endswith("on the copy request")
+    (item,) = json.loads(status(local_cloud, "--format", "json").stdout)["items"]
+    assert item["line"] == 2
+    assert item["detail"].startswith("reconciling: looking for the copy in cn-east-3 until ")

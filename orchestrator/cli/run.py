@@ -24,6 +24,7 @@ from orchestrator.cli.common import (
     say,
     summary_table,
 )
+from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import Seams
 from orchestrator.commands.common import UsageError, state_dir_for
 from orchestrator.commands.discover import DiscoverResult
@@ -59,18 +60,25 @@ def progress_mode(choice: str, quiet: bool, stream: IO[str]) -> str:
 class RunWatch:
     """One run's callbacks: the live view or plain lines on stderr, and the metrics file."""
 
-    def __init__(self, mode: str, err: Console, list_path: Path, metrics: Path | None) -> None:
+    def __init__(
+        self,
+        mode: str,
+        err: Console,
+        list_path: Path,
+        metrics: Path | None,
+        clock: Clock | None = None,
+    ) -> None:
         self.mode = mode
+        self.clock = clock or RealClock()
         self.err = err
         self.list_path = list_path
         self.metrics = metrics
         self.model: ProgressModel | None = None
         self.live: Live | None = None
-        self.started = time.time()
-        self.last_line = time.monotonic()
-        self.last_metrics = time.monotonic()
+        self.started = self.clock.now()
         self.previous: tuple[float | None, int | None] = (None, None)  # last run's end, exit
         self.metrics_error = ""
+        self.metrics_at = 0.0  # the run's elapsed seconds at the last tick that wrote metrics
 
     def on_start(self, ctx: RunContext, items: list[Item]) -> None:
         self.model = ProgressModel(
@@ -78,6 +86,8 @@ class RunWatch:
             ctx.config.max_concurrent_copies,
             title=str(self.list_path),
             counters=ctx.counters,
+            clock=ctx.clock.now,
+            settle=ctx.config.timing.settle,
         )
         self.previous = (ctx.store.meta.last_end, ctx.store.meta.last_exit)
         if self.mode == "live":
@@ -92,14 +102,20 @@ class RunWatch:
         if model is None:
             return
         model.update(item)
+        if self.mode == "plain" and item.phase == Phase.FAILED:
+            say(self.err, problem_line(item))
+
+    def tick(self, elapsed: float) -> None:
+        """Every ``PLAIN_PROGRESS_EVERY`` seconds of the run (``elapsed``), whatever happens:
+        the plain progress line, and the metrics every ``METRICS_EVERY``."""
+        model = self.model
+        if model is None:
+            return
         if self.mode == "plain":
-            if item.phase == Phase.FAILED:
-                say(self.err, problem_line(item))
-            if time.monotonic() - self.last_line >= PLAIN_PROGRESS_EVERY:
-                self.last_line = time.monotonic()
-                say(self.err, model.line())
-        if self.metrics is not None and time.monotonic() - self.last_metrics >= METRICS_EVERY:
+            say(self.err, model.line())
+        if elapsed - self.metrics_at >= METRICS_EVERY - 1e-6:
             self.write_metrics(list(model.items.values()), in_progress=True)
+            self.metrics_at = elapsed
 
     def stop(self) -> None:
         if self.live is not None:
@@ -114,13 +130,12 @@ class RunWatch:
         """Write the metrics file; a failure is remembered and said at the end."""
         if self.metrics is None:
             return
-        self.last_metrics = time.monotonic()
         ended, last_exit = self.previous
         facts = RunFacts(
             list_path=str(self.list_path.absolute()),
             started_at=self.started,
             in_progress=in_progress,
-            ended_at=ended if in_progress else time.time(),
+            ended_at=ended if in_progress else self.clock.now(),
             exit_code=last_exit if in_progress else exit_code,
         )
         try:
@@ -135,10 +150,26 @@ class RunWatch:
 async def run_with_progress(
     request: RunRequest, watch: RunWatch, run: Callable[..., Any] = execute_run
 ) -> RunSummary:
-    try:
-        summary: RunSummary = await run(request, on_change=watch.on_change, on_start=watch.on_start)
-    finally:
-        watch.stop()
+    """The run, with its progress and metrics refreshed on the run's clock while it goes on,
+    even when nothing changes (one copy waiting for hours still shows its line)."""
+    clock = watch.clock
+    async with anyio.create_task_group() as group:
+
+        async def ticker() -> None:
+            started = clock.now()
+            every = min(PLAIN_PROGRESS_EVERY, METRICS_EVERY)
+            while True:
+                await clock.sleep(every)
+                watch.tick(clock.now() - started)
+
+        group.start_soon(ticker)
+        try:
+            summary: RunSummary = await run(
+                request, on_change=watch.on_change, on_start=watch.on_start
+            )
+        finally:
+            group.cancel_scope.cancel()
+            watch.stop()
     return summary
 
 
@@ -228,11 +259,15 @@ def cmd_run(
         source_regions=frozenset(args.source_region),
         target_regions=frozenset(args.target_region),
     )
+    seams = seams or Seams()
     watch = RunWatch(
-        progress_mode(args.progress, args.quiet, err.file), err, request.list_path, metrics
+        progress_mode(args.progress, args.quiet, err.file),
+        err,
+        request.list_path,
+        metrics,
+        seams.clock,
     )
     try:
-        seams = seams or Seams()
         run = partial(execute_run, clouds=seams.clouds, clock=seams.clock)
         summary = anyio.run(run_with_progress, request, watch, run)
     except BaseException as exc:

@@ -51,12 +51,16 @@ class ProgressModel:
         title: str = "",
         counters: Counters | None = None,
         clock: Callable[[], float] = time.monotonic,
+        settle: float | None = None,
     ) -> None:
+        """``clock``: the run's (epoch seconds, as the items' times, when ``settle`` is given);
+        ``settle``: how long a reconciling item may wait for its copy (the ETA counts it)."""
         self.items = {item.key: item for item in items}
         self.slots = slots
         self.title = title
         self.counters = counters
         self.clock = clock
+        self.settle = settle
         self.started = clock()
         self.ended_at_start = self._ended(self.items.values())
         self.failures: deque[Item] = deque(maxlen=RECENT_FAILURES)
@@ -82,9 +86,26 @@ class ProgressModel:
         elapsed = self.clock() - self.started
         if left <= 0:
             return "done"
+        wait = self.longest_wait()
         if gained <= 0:
-            return "—"
-        return _duration(elapsed / gained * left)
+            return f"{_duration(wait)} (reconciling)" if wait > 0 else "—"
+        rate = elapsed / gained * left
+        if wait > rate:
+            return f"{_duration(wait)} (reconciling)"
+        return _duration(rate)
+
+    def longest_wait(self) -> float:
+        """Seconds until the last reconciling item's settle window ends (0: none waits): its
+        copy may show up only then, so no ETA is shorter."""
+        if self.settle is None:
+            return 0.0
+        now = self.clock()
+        ends = [
+            (item.unknown_since or now) + self.settle
+            for item in self.items.values()
+            if item.phase == Phase.RECONCILING
+        ]
+        return max(0.0, max(ends, default=now) - now)
 
     def line(self) -> str:
         """One plain progress line (for logs and non-terminals)."""
