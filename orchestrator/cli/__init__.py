@@ -22,6 +22,7 @@ from typing import TextIO
 from rich.console import Console
 
 from orchestrator import logs
+from orchestrator.cli.cleanup import cmd_cleanup
 from orchestrator.cli.common import (
     USAGE_ERRORS,
     exit_code_of,
@@ -97,6 +98,8 @@ def _dispatch(
         return cmd_report(args, stdout)
     if args.command == "discover":
         return cmd_discover(args, environ, out, err, seams)
+    if args.command == "cleanup":
+        return cmd_cleanup(args, environ, out, seams)
     if args.command == "simulator":
         return cmd_simulator(args, err)
     return cmd_demo(args, environ, out, err)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
+from orchestrator.cli.cleanup import add_cleanup
 from orchestrator.cli.common import EPILOG
 from orchestrator.config import parse_duration
 from orchestrator.core.discovery import OS_TYPES, parse_tag, parse_time
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", type=Path, help="write to this file instead of stdout")
 
     _add_discover(sub)
+    add_cleanup(sub)
 
     sim = sub.add_parser(
         "simulator",
