@@ -10,6 +10,7 @@ orchestrator/config.py.
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -65,6 +66,21 @@ _TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REGION_ID = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _NO_SPACE = re.compile(r"\S+")
+
+
+MIN_REQUESTS_PER_SECOND = 0.01  # [rate] requests_per_second below this is a typo
+
+
+def _bundle_problem(bundle: Path) -> str:
+    """What is wrong with a CA bundle as TLS would load it ("" if nothing): a file that is
+    not PEM certificates is a config error now, not a traceback at the first request."""
+    try:
+        ssl.create_default_context(cafile=str(bundle))
+    except ssl.SSLError as exc:
+        return f"is not a PEM bundle of CA certificates ({exc.reason or exc})"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return ""
 
 
 def load_config(path: Path | None, environ: Mapping[str, str], cwd: Path) -> Config:
@@ -186,6 +202,13 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
     rate = top.sub("rate", "rate")
     rate.only(_SECTIONS["rate"])
     per_second = rate.positive("requests_per_second")
+    if per_second is not None and per_second < MIN_REQUESTS_PER_SECOND:
+        raise rate.error(
+            "requests_per_second",
+            f"{per_second!r} is too low: at least {MIN_REQUESTS_PER_SECOND} (one request every "
+            f"{1 / MIN_REQUESTS_PER_SECOND:.0f} s); a smaller budget would make the run wait "
+            "for ever without a word",
+        )
 
     timing = _timing(top.sub("timing", "timing"))
     scheduling = _scheduling(top.sub("scheduling", "scheduling"))
@@ -283,6 +306,9 @@ def _endpoints(
                 f"{ca_bundle!r} is not a file (a relative path is read from the config "
                 "file's folder)",
             )
+        problem = _bundle_problem(bundle)
+        if problem:
+            raise table.error("ca_bundle", f"{ca_bundle!r} {problem}")
         ca_bundle = str(bundle)
     overrides = table.sub("ims_by_region", f"{table.section}.ims_by_region")
     by_region: dict[str, str] = dict(base.ims_by_region)

@@ -19,6 +19,8 @@ from orchestrator.core.credentials import Credentials, credential_fingerprint
 from orchestrator.core.order import Order
 from orchestrator.core.polling import Polling
 
+TEST_CA = Path(__file__).parent / "fixtures" / "test-ca.pem"  # a self-signed CA, PEM
+
 
 def write(folder: Path, text: str, name: str = "ims-migrate.toml") -> Path:
     path = folder / name
@@ -154,7 +156,7 @@ def test_empty_file_gives_defaults_with_source(tmp_path: Path) -> None:
 
 def test_full_config_is_read(tmp_path: Path) -> None:
     """Every documented section and key lands in the dataclasses."""
-    bundle = write(tmp_path, "-----BEGIN CERTIFICATE-----\n", "ca.pem")
+    bundle = write(tmp_path, TEST_CA.read_text(), "ca.pem")
     config = load_text(
         tmp_path,
         """
@@ -328,6 +330,19 @@ def test_ims_template_rejects_other_placeholders(tmp_path: Path) -> None:
 def test_iam_must_be_http_url(tmp_path: Path) -> None:
     """IAM endpoint must be an http(s) URL."""
     assert "[endpoints] iam: " in error_of(tmp_path, '[endpoints]\niam = "iam.example.com"\n')
+
+
+def test_a_ca_bundle_that_is_not_pem_is_a_config_error(tmp_path: Path) -> None:
+    """A ca_bundle file that TLS cannot load: named as a config error, not a traceback later."""
+    write(tmp_path, "not a certificate\n", "ca.pem")
+    message = error_of(tmp_path, '[endpoints]\nca_bundle = "ca.pem"\n')
+    assert "[endpoints] ca_bundle: 'ca.pem' is not a PEM bundle of CA certificates" in message
+
+
+def test_a_vanishing_request_budget_is_a_config_error(tmp_path: Path) -> None:
+    """requests_per_second = 1e-300 would hang the run silently: refused."""
+    message = error_of(tmp_path, "[rate]\nrequests_per_second = 1e-300\n")
+    assert "[rate] requests_per_second: 1e-300 is too low: at least 0.01" in message
 
 
 def test_missing_ca_bundle_is_an_error(tmp_path: Path) -> None:

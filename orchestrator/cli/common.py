@@ -110,7 +110,9 @@ def leaves_of(exc: BaseException) -> list[BaseException]:
 
 
 def say(err: Console, text: str) -> None:
-    err.print(text, highlight=False, soft_wrap=True, markup=False)
+    """One message, as text (no markup), with what the list put in it made visible: a
+    right-to-left override from a name must not turn the rest of the line around."""
+    err.print(visible(text), highlight=False, soft_wrap=True, markup=False)
 
 
 USAGE_ERRORS = (UsageError, ConfigError, ManifestError)

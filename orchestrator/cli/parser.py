@@ -23,6 +23,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _state_dir(text: str) -> Path:
+    """--state-dir: an empty value would be the current folder, silently: refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty; give a folder (or leave --state-dir out for the list's own)"
+        )
+    return Path(text)
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -67,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--state-dir",
-            type=Path,
+            type=_state_dir,
             help="checkpoint folder (default: the list's path without suffix, plus .state)",
         )
 

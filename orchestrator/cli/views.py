@@ -62,6 +62,8 @@ def cmd_plan(
         source_regions=frozenset(args.source_region),
         target_regions=frozenset(args.target_region),
     )
+    if request.list_path.is_dir():
+        raise UsageError(f"{request.list_path}: is a folder, not a migration list (.csv or .jsonl)")
     if not request.list_path.is_file():
         raise UsageError(f"{request.list_path}: no such file (the migration list)")
     seams = seams or Seams()

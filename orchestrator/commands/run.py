@@ -242,6 +242,8 @@ async def execute_run(
     the credentials), ``store`` opens the state dir's checkpoint, ``clock`` tells the time."""
     seams = _Seams(clouds, store, clock or RealClock(), on_change, on_start, handle_signals)
     list_path = request.list_path
+    if list_path.is_dir():
+        raise UsageError(f"{list_path}: is a folder, not a migration list (.csv or .jsonl)")
     if not list_path.is_file():
         raise UsageError(f"{list_path}: no such file (the migration list)")
     state_dir = state_dir_for(list_path, request.state_dir)

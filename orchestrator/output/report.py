@@ -212,12 +212,12 @@ _MARKDOWN = str.maketrans(
 
 def visible(text: str) -> str:
     """``text`` with invisible format characters (a right-to-left override, say) as ``\\uXXXX``
-    and control characters as spaces: what a table cell or a terminal line may show."""
+    and control characters (but line breaks and tabs) as spaces: what a terminal may show."""
     return "".join(
         f"\\u{ord(c):04x}"
         if unicodedata.category(c) == "Cf"
         else " "
-        if unicodedata.category(c) == "Cc"
+        if unicodedata.category(c) == "Cc" and c not in "\n\t"
         else c
         for c in text
     )
