@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from orchestrator import logs
 from orchestrator.clock import Clock, RealClock
@@ -191,8 +192,27 @@ async def save_list(
     await store_merged(store, items, meta=meta)
 
 
+@dataclass
+class _Stops:
+    """A signal's stop, heard from the very start of the run (loading a large list takes a
+    while); :meth:`relay` hands it to the run's context, from a task of the run (whose log
+    lines go to the state dir's events.jsonl)."""
+
+    stop: Stop | None = None
+    heard_event: anyio.Event = field(default_factory=anyio.Event)
+
+    def heard(self, stop: Stop) -> None:
+        self.stop = stop
+        self.heard_event.set()
+
+    async def relay(self, ctx: RunContext) -> None:
+        await self.heard_event.wait()
+        assert self.stop is not None  # noqa: S101 -- set before the event
+        ctx.request_stop(self.stop)
+
+
 @contextlib.asynccontextmanager
-async def _signals(ctx: RunContext) -> AsyncIterator[None]:
+async def _signals(stops: _Stops) -> AsyncIterator[None]:
     """SIGINT/SIGTERM: stop submitting, save, exit 75. A second signal stops at once."""
     async with anyio.create_task_group() as group:
 
@@ -201,11 +221,12 @@ async def _signals(ctx: RunContext) -> AsyncIterator[None]:
                 count = 0
                 async for signum in received:
                     count += 1
-                    ctx.request_stop(Stop.signal(signal.Signals(signum).name))
+                    stops.heard(Stop.signal(signal.Signals(signum).name))
                     if count > 1:
                         group.cancel_scope.cancel()
 
         group.start_soon(watch)
+        await anyio.lowlevel.checkpoint()  # the receiver is installed before the run goes on
         try:
             yield
         finally:
@@ -226,6 +247,7 @@ class _Seams:
     on_start: Callable[[RunContext, list[Item]], None] | None
     handle_signals: bool
     check_lock: Callable[[], None] = lambda: None  # LockLost once the lock is not ours
+    stops: _Stops = field(default_factory=_Stops)
 
 
 async def execute_run(
@@ -241,6 +263,13 @@ async def execute_run(
     """One run of the list. ``clouds`` opens the tenants' clouds (default: HTTP clients from
     the credentials), ``store`` opens the state dir's checkpoint, ``clock`` tells the time."""
     seams = _Seams(clouds, store, clock or RealClock(), on_change, on_start, handle_signals)
+    async with contextlib.AsyncExitStack() as stack:
+        if handle_signals:  # from the start: a signal while the list loads exits 75 too
+            await stack.enter_async_context(_signals(seams.stops))
+        return await _execute_run(request, seams)
+
+
+async def _execute_run(request: RunRequest, seams: _Seams) -> RunSummary:
     list_path = request.list_path
     if list_path.is_dir():
         raise UsageError(f"{list_path}: is a folder, not a migration list (.csv or .jsonl)")
@@ -334,10 +363,10 @@ async def _run_with_clients(
             seams.on_start(ctx, chosen)
         deadline_at = clock.now() + request.deadline_seconds if request.deadline_seconds else None
         engine = Engine(ctx, RunOptions(deadline_at=deadline_at, retry_failed=request.retry_failed))
-        async with contextlib.AsyncExitStack() as stack:
-            if seams.handle_signals:
-                await stack.enter_async_context(_signals(ctx))
+        async with anyio.create_task_group() as relay:
+            relay.start_soon(seams.stops.relay, ctx)
             result = await engine.run(chosen)
+            relay.cancel_scope.cancel()
     final = [store.items.get(item.key, item) for item in items if is_shown(item)]
     final = explained(final, {**store.meta.blocked, **ctx.blocked})
     seams.check_lock()  # lost: the state may be another run's now, leave it be

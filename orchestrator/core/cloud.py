@@ -20,6 +20,7 @@ classified (``ErrorKind``), so the engine never sees aiohttp or HTTP status hand
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -78,6 +79,20 @@ def remembered_refusal(code: str) -> bool:
     """A block stored in the checkpoint (its ``code``: the cloud's code, else the HTTP status)
     still holds for the same key: only key refusals do (older runs stored any refusal)."""
     return code not in PASSING_REFUSALS and code != "403"
+
+
+class StopFlag(Protocol):
+    """An event that says the run stops submitting (``anyio.Event`` is one)."""
+
+    def is_set(self) -> bool: ...
+    async def wait(self) -> None: ...
+
+
+# Set by the engine around a copy request: the client checks it right before sending, after any
+# local wait (the rate budget), which it also leaves at once when the flag is set. A request
+# not sent because of it fails with NOT_SENT and the code STOPPED.
+SEND_STOP: ContextVar[StopFlag | None] = ContextVar("SEND_STOP", default=None)
+STOPPED = "STOPPED"
 
 
 class CloudError(Exception):

@@ -30,6 +30,8 @@ from orchestrator.core.cloud import (
     ACTIVE,
     JOB_FAIL,
     JOB_SUCCESS,
+    SEND_STOP,
+    STOPPED,
     CloudError,
     ErrorKind,
     Image,
@@ -221,13 +223,16 @@ class Driver:
             anyio.CancelScope(shield=True),
             anyio.move_on_after(self.timing.request_timeout + SUBMIT_GRACE),
         ):
+            token = SEND_STOP.set(self.ctx.no_more_submits)  # the client checks it last
             try:
                 job_id = await self.cloud.copy_image(
                     row.source_region, row.image_id, request, project=row.source_project
                 )
             except CloudError as error:
                 failure = error
-            else:
+            finally:
+                SEND_STOP.reset(token)
+            if failure is None:
                 crashpoints.reach("after_reply")
                 await self._save(self.item.advance(Phase.RUNNING, job_id=job_id, detail="copying"))
         if failure is not None:
@@ -253,6 +258,10 @@ class Driver:
         return await self.reconcile()
 
     async def _submit_failed(self, error: CloudError) -> Outcome:
+        if error.code == STOPPED:  # not sent: the stop came while it waited for its turn
+            with anyio.CancelScope(shield=True):
+                await self._save(self.item.new_attempt("stopped before sending"))
+            return Outcome(self.item)
         kind = error.kind
         fields = {"error_code": error.code, "error_message": error.message}
         if kind == ErrorKind.UNKNOWN:

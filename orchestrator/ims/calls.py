@@ -24,14 +24,15 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from orchestrator.clock import Clock
-from orchestrator.core.cloud import CloudError, ErrorKind
+from orchestrator.core.cloud import SEND_STOP, STOPPED, CloudError, ErrorKind, StopFlag
 from orchestrator.core.credentials import Credentials
 from orchestrator.ims.errors import classify, parse_error_body
-from orchestrator.ims.ratelimit import RateLimits
+from orchestrator.ims.ratelimit import RateLimits, TokenBucket
 from orchestrator.ims.signer import DATE_FORMAT, canonical_query, sign
 from orchestrator.ims.transport import Delivery, HttpRequest, Transport, TransportError
 
@@ -47,7 +48,23 @@ Params = Sequence[tuple[str, str]]
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, CloudError) and exc.kind in RETRYABLE
+    return isinstance(exc, CloudError) and exc.kind in RETRYABLE and exc.code != STOPPED
+
+
+async def _acquire_unless(bucket: TokenBucket, stop: StopFlag | None) -> None:
+    """A token of the rate budget, unless ``stop`` is set first (then none is taken)."""
+    if stop is None:
+        await bucket.acquire()
+        return
+    async with anyio.create_task_group() as group:
+
+        async def stopper() -> None:
+            await stop.wait()
+            group.cancel_scope.cancel()
+
+        group.start_soon(stopper)
+        await bucket.acquire()
+        group.cancel_scope.cancel()
 
 
 class Backoff:
@@ -149,7 +166,12 @@ class SignedCalls:
             headers[PROJECT_HEADER] = project_id
         where = f"{method} {host}{full_path}"
 
-        await self._limits.for_host(host).acquire()
+        stop = SEND_STOP.get() if mutating else None
+        await _acquire_unless(self._limits.for_host(host), stop)
+        if stop is not None and stop.is_set():  # checked last, right before sending
+            raise CloudError(
+                ErrorKind.NOT_SENT, f"{where}: not sent: the run is stopping", code=STOPPED
+            )
         signed = sign(
             self._credentials, method, host, full_path, query, headers, payload, self._sdk_date()
         )
