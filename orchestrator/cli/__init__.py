@@ -101,7 +101,7 @@ def _dispatch(
     if args.command == "cleanup":
         return cmd_cleanup(args, environ, out, seams)
     if args.command == "simulator":
-        return cmd_simulator(args, err)
+        return cmd_simulator(args, out, err)
     return cmd_demo(args, environ, out, err)
 
 

@@ -187,12 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
         "simulator",
         help="serve the embedded IMS simulator on 127.0.0.1",
         description="Serve a fake IMS + IAM for many regions (signature checks, the 5-copy "
-        "cap, progressing jobs, fault injection) from a scenario file.",
+        "cap, progressing jobs, fault injection) from a scenario file (default: the demo's "
+        "world, kept in memory). Once listening it prints a ready config (endpoints and "
+        "timings that suit its accelerated clock) and the export lines of its accounts' "
+        "keys, so that discover, plan and run can rehearse against it; it writes no file "
+        "unless told (--config-out, --port-file).",
     )
     sim.add_argument("--scenario", type=Path, help="scenario JSON (default: the demo's)")
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sim.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     sim.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    sim.add_argument(
+        "--config-out",
+        type=Path,
+        metavar="FILE",
+        help="write the rehearsal config here instead of printing it (the accounts' key "
+        "variables are printed either way)",
+    )
 
     demo = sub.add_parser(
         "demo",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 from rich.console import Console
@@ -179,21 +180,47 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
 # -- simulator and demo --------------------------------------------------------------------------
 
 
-def cmd_simulator(args: argparse.Namespace, err: Console) -> int:
+def cmd_simulator(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from orchestrator.commands.demo import rehearsal_config
     from orchestrator.simulator.app import run_simulator
-    from orchestrator.simulator.scenario import (
-        ScenarioError,
-        dump_scenario,
-        generate_demo_scenario,
-    )
+    from orchestrator.simulator.scenario import ScenarioError, generate_demo_scenario
 
-    scenario = args.scenario
-    if scenario is None:
-        scenario = Path("demo-scenario.json")
-        dump_scenario(generate_demo_scenario(7)[0], scenario)
-        say(err, f"no --scenario: serving the demo's world (written to {scenario})")
     try:
-        anyio.run(run_simulator, scenario, args.host, args.port, args.port_file)
+        if args.scenario is None:  # the demo's world, kept in memory: nothing written here
+            scenario: dict[str, Any] = generate_demo_scenario(7)[0]
+            say(err, "no --scenario: serving the demo's world (3 accounts, 4 regions)")
+        else:
+            scenario = json.loads(Path(args.scenario).read_text(encoding="utf-8"))
+            if not isinstance(scenario, dict) or not isinstance(scenario.get("accounts"), list):
+                raise ScenarioError(f"{args.scenario}: a scenario is a JSON object with accounts")
+    except (OSError, ValueError) as exc:
+        say(err, f"ims-migrate simulator: {args.scenario}: cannot read the scenario: {exc}")
+        return ExitCode.USAGE
+
+    def ready(port: int) -> None:
+        try:
+            config, env = rehearsal_config(scenario, port)
+        except (KeyError, TypeError) as exc:  # a hand-written scenario: serve it all the same
+            say(err, f"no rehearsal config: an account of the scenario lacks {exc}")
+            return
+        exports = "".join(f"export {name}={value}\n" for name, value in sorted(env.items()))
+        if args.config_out is not None:
+            Path(args.config_out).write_text(config, encoding="utf-8")
+            say(out, f"# config written to {args.config_out}")
+        else:
+            out.print(config, highlight=False, markup=False, soft_wrap=True)
+        say(out, "# the simulated accounts' keys (fake, for this simulator only):")
+        out.print(exports.rstrip("\n"), highlight=False, markup=False, soft_wrap=True)
+        config_name = args.config_out or "ims-migrate.toml"
+        say(out, f"# then: ims-migrate discover --source-region cn-north-4 --target-region "
+                 f"cn-east-3 --config {config_name} --output rehearsal.csv; "
+                 f"ims-migrate run rehearsal.csv --config {config_name}")  # fmt: skip
+        say(err, f"simulator listening on http://{args.host}:{port} (Ctrl-C stops it)")
+        with contextlib.suppress(OSError, ValueError):
+            out.file.flush()
+
+    try:
+        anyio.run(run_simulator, scenario, args.host, args.port, args.port_file, ready)
     except (ScenarioError, OSError, ValueError) as exc:
         say(err, f"ims-migrate simulator: {exc}")
         return ExitCode.USAGE

@@ -88,6 +88,24 @@ class DemoOutcome:
         return not self.mismatches
 
 
+REHEARSAL_HEADER = """\
+# Written by `ims-migrate simulator`: a config for rehearsing against it (127.0.0.1:{port}).
+# Its clock is accelerated (a copy takes seconds), so the timings are short; the real
+# cloud's defaults (a 6 h settle, say) would park an item for hours after one fault.
+"""
+
+
+def rehearsal_config(scenario: Mapping[str, Any], port: int) -> tuple[str, dict[str, str]]:
+    """The config (TOML) and the environment (each account's key variables) that point
+    ``run``, ``plan`` and ``discover`` at a simulator serving ``scenario`` on ``port``."""
+    tenants = "".join(
+        TENANT_TEMPLATE.format(name=a["name"], upper=a["name"].upper())
+        for a in scenario["accounts"]
+    )
+    body = CONFIG_TEMPLATE.format(port=port, tenants=tenants).split("\n", 1)[1]
+    return REHEARSAL_HEADER.format(port=port) + body, _environ(scenario)
+
+
 def _environ(scenario: Mapping[str, Any]) -> dict[str, str]:
     env = {}
     for account in scenario["accounts"]:

@@ -30,7 +30,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from orchestrator.simulator.gateway import (
     ims_error,
 )
 from orchestrator.simulator.images import SimError
-from orchestrator.simulator.scenario import load_scenario
+from orchestrator.simulator.scenario import build_world, load_scenario
 from orchestrator.simulator.world import World
 from orchestrator.state.atomic import write_atomic
 
@@ -383,17 +383,24 @@ def write_port_file(path: str | os.PathLike[str], port: int) -> None:
 
 
 async def run_simulator(
-    scenario_path: str | os.PathLike[str],
+    scenario: str | os.PathLike[str] | Mapping[str, Any],
     host: str = "127.0.0.1",
     port: int = 0,
     port_file: str | os.PathLike[str] | None = None,
+    on_ready: Callable[[int], None] | None = None,
 ) -> None:
-    """Serve the scenario's world until cancelled; the bound port goes to ``port_file``."""
-    world, faults = load_scenario(scenario_path)
+    """Serve the scenario's world (a file, or the scenario itself) until cancelled; the bound
+    port goes to ``port_file`` and to ``on_ready``."""
+    if isinstance(scenario, Mapping):
+        world, faults = build_world(scenario)
+    else:
+        world, faults = load_scenario(scenario)
     runner, bound = await serve(build_app(world, faults), host, port)
     try:
         if port_file is not None:
             write_port_file(port_file, bound)
+        if on_ready is not None:
+            on_ready(bound)
         await anyio.sleep_forever()
     finally:
         with anyio.CancelScope(shield=True):
