@@ -123,7 +123,9 @@ class Config:
         )
     )
     default_limit_gib: int = DEFAULT_LIMIT_GIB
-    requests_per_second: float = 20.0
+    # Per access key and host: a quarter of the gateway's documented 200 requests/s per API.
+    requests_per_second: float = 50.0
+    host_requests_per_second: float | None = None  # a cap per host shared by all keys
     timing: Timing = field(default_factory=Timing)
     scheduling: Scheduling = field(default_factory=Scheduling)
     after: AfterCopy = field(default_factory=AfterCopy)

@@ -51,7 +51,7 @@ _SECTIONS: Mapping[str, tuple[str, ...]] = {
     "tenants": (),
     "endpoints": ("ims", "iam", "ca_bundle", "ims_by_region"),
     "limits": ("default",),
-    "rate": ("requests_per_second",),
+    "rate": ("requests_per_second", "host_requests_per_second"),
     "timing": _TIMING_KEYS,
     "scheduling": ("order", "polling"),
     "retry": ("fail_codes",),
@@ -209,6 +209,7 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
             f"{1 / MIN_REQUESTS_PER_SECOND:.0f} s); a smaller budget would make the run wait "
             "for ever without a word",
         )
+    host_per_second = rate.positive("host_requests_per_second")
 
     timing = _timing(top.sub("timing", "timing"))
     scheduling = _scheduling(top.sub("scheduling", "scheduling"))
@@ -230,6 +231,7 @@ def _build(data: Mapping[str, Any], shown: str, file: Path) -> Config:
         size_limits_gib=limits,
         default_limit_gib=default_limit,
         requests_per_second=per_second or base.requests_per_second,
+        host_requests_per_second=host_per_second or base.host_requests_per_second,
         timing=timing,
         scheduling=scheduling,
         after=after,

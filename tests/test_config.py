@@ -184,6 +184,7 @@ default = 64
 
 [rate]
 requests_per_second = 7.5
+host_requests_per_second = 300
 
 [timing]
 poll_min = "2s"
@@ -218,6 +219,7 @@ extra = ["my-private-1"]
     assert config.size_limit_gib("cn-north-4") == 300
     assert config.size_limit_gib("ap-southeast-1") == 64
     assert config.requests_per_second == 7.5
+    assert config.host_requests_per_second == 300.0
     assert config.timing.poll_min == 2.0
     assert config.timing.poll_max == 60.0
     assert config.timing.settle == 5400.0

@@ -18,6 +18,7 @@ from orchestrator.core.cloud import CloudError, ErrorKind, Job, Quota
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.transport import Delivery, HttpRequest, HttpResponse, TransportError
 from tests.fake_ims import (
+    AK,
     COPY,
     COPY_PATH,
     IMAGES,
@@ -329,7 +330,7 @@ async def test_401_on_the_copy_is_auth_and_never_retried(
 # -- rate limit and session ----------------------------------------------------------------------
 
 
-async def test_every_request_takes_a_token_from_the_hosts_bucket(
+async def test_every_request_takes_a_token_from_the_keys_bucket(
     cloud: FakeCloud, make: Callable[..., Harness], clock: VirtualClock
 ) -> None:
     """Three requests through a 1/s bucket with burst 1 take two seconds of (virtual) time."""
@@ -339,7 +340,7 @@ async def test_every_request_takes_a_token_from_the_hosts_bucket(
     for _ in range(3):
         await client.get_quota(REGION)
     assert clock.now() - START == pytest.approx(2.0)
-    assert limits.for_host(f"127.0.0.1:{cloud.port}").tokens < 1
+    assert limits.for_key(AK, f"127.0.0.1:{cloud.port}").tokens < 1
 
 
 # -- the transport's failures, classified ---------------------------------------------------------

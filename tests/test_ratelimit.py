@@ -6,8 +6,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from orchestrator.ims.ratelimit import RateLimits, TokenBucket
-from tests.virtual_clock import InstantClock
+from orchestrator.ims.ratelimit import RECOVERY_SECONDS, SUBMIT, RateLimits, TokenBucket
+from tests.virtual_clock import InstantClock, VirtualClock
 
 
 async def test_burst_is_available_at_once() -> None:
@@ -87,23 +87,123 @@ def test_burst_below_one_is_refused() -> None:
         TokenBucket(1.0, 0.5, InstantClock())
 
 
-async def test_hosts_have_separate_buckets_shared_by_all_clients() -> None:
-    """One bucket per host (case-insensitive), the same object for every caller."""
+async def test_each_key_has_its_own_budget_at_each_host() -> None:
+    """One bucket per (access key, host), host case-insensitive, the same object for every
+    caller; another key or host is untouched by this one's spending."""
     clock = InstantClock()
     limits = RateLimits(1.0, clock)
-    first = limits.for_host("ims.cn-north-4.myhuaweicloud.com")
-    assert limits.for_host("IMS.cn-north-4.myhuaweicloud.com") is first
-    other = limits.for_host("ims.cn-east-3.myhuaweicloud.com")
-    assert other is not first
-    await first.acquire()
-    await other.acquire()  # another host's budget is untouched
+    first = limits.for_key("AK1", "ims.cn-north-4.myhuaweicloud.com")
+    assert limits.for_key("AK1", "IMS.cn-north-4.myhuaweicloud.com") is first
+    assert limits.for_key("AK1", "ims.cn-east-3.myhuaweicloud.com") is not first
+    assert limits.for_key("AK2", "ims.cn-north-4.myhuaweicloud.com") is not first
+    await limits.admit("AK1", "ims.cn-north-4.myhuaweicloud.com")
+    await limits.admit("AK2", "ims.cn-north-4.myhuaweicloud.com")
+    await limits.admit("AK1", "ims.cn-east-3.myhuaweicloud.com")
     assert clock.sleeps == []
-    await first.acquire()
+    await limits.admit("AK1", "ims.cn-north-4.myhuaweicloud.com")
+    assert clock.sleeps == pytest.approx([1.0])
+
+
+async def test_the_host_cap_is_shared_by_all_keys() -> None:
+    """``host_requests_per_second`` spaces the requests of every key to one host."""
+    clock = InstantClock()
+    limits = RateLimits(100.0, clock, host_rate=1.0)
+    await limits.admit("AK1", "h")
+    await limits.admit("AK2", "h")
     assert clock.sleeps == pytest.approx([1.0])
 
 
 def test_default_burst_is_one_second_of_requests() -> None:
-    """Without an explicit burst, a host may send one second's worth at once."""
+    """Without an explicit burst, a key may send one second's worth at once."""
     limits = RateLimits(20.0, InstantClock())
-    assert limits.for_host("h").tokens == pytest.approx(20.0)
-    assert RateLimits(0.5, InstantClock()).for_host("h").tokens == pytest.approx(1.0)
+    assert limits.for_key("AK", "h").tokens == pytest.approx(20.0)
+    assert RateLimits(0.5, InstantClock()).for_key("AK", "h").tokens == pytest.approx(1.0)
+
+
+async def test_a_refusal_pauses_every_request_of_the_key_until_retry_after() -> None:
+    """After a 429 with Retry-After 5, no request of that key to that host goes before 5 s
+    have passed, whoever asks; another key is not paused."""
+    clock = VirtualClock()
+    limits = RateLimits(100.0, clock)
+    start = clock.now()
+    limits.for_key("AK1", "h").refused(5.0)
+    went: list[tuple[str, float]] = []
+
+    async def request(key: str) -> None:
+        await limits.admit(key, "h")
+        went.append((key, clock.now() - start))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(clock.autojump)
+        async with anyio.create_task_group() as requests:
+            for _ in range(10):
+                requests.start_soon(request, "AK1")
+            requests.start_soon(request, "AK2")
+        group.cancel_scope.cancel()
+    assert ("AK2", 0.0) in went
+    assert min(at for key, at in went if key == "AK1") >= 5.0
+
+
+async def test_the_rate_halves_on_a_refusal_and_grows_back_slowly() -> None:
+    """Multiplicative decrease on a refusal, additive increase while none comes."""
+    clock = InstantClock()
+    bucket = RateLimits(40.0, clock).for_key("AK", "h")
+    bucket.refused(1.0)
+    assert bucket.rate == pytest.approx(20.0)
+    bucket.refused(1.0)
+    assert bucket.rate == pytest.approx(10.0)
+    clock.advance(1.0 + RECOVERY_SECONDS / 4)  # the pause, then a quarter of the recovery
+    assert bucket.rate == pytest.approx(20.0)
+    clock.advance(RECOVERY_SECONDS)
+    assert bucket.rate == pytest.approx(40.0)
+
+
+async def test_a_submission_goes_before_waiting_polls_and_urgent_polls_first() -> None:
+    """Waiters are served by priority: the copy POST first, then the lowest poll priority."""
+    clock = VirtualClock()
+    bucket = TokenBucket(1.0, 1, clock)
+    await bucket.acquire()  # empty now: everyone below waits
+    order: list[str] = []
+
+    async def request(name: str, priority: float) -> None:
+        await bucket.acquire(priority)
+        order.append(name)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(clock.autojump)
+        async with anyio.create_task_group() as requests:
+            for name, priority in (("far", 500.0), ("near", 5.0), ("copy", SUBMIT)):
+                requests.start_soon(request, name, priority)
+                await anyio.lowlevel.checkpoint()
+        group.cancel_scope.cancel()
+    assert order == ["copy", "near", "far"]
+
+
+async def test_a_waiter_cancelled_in_the_queue_takes_nothing() -> None:
+    """A request given up while it waits leaves its place to the next one."""
+    clock = VirtualClock()
+    bucket = TokenBucket(1.0, 1, clock)
+    await bucket.acquire()
+    done: list[str] = []
+
+    async def second() -> None:
+        await bucket.acquire()
+        done.append("second")
+
+    given_up = anyio.CancelScope()
+
+    async def first() -> None:
+        with given_up:
+            await bucket.acquire()
+            done.append("first")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first)
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()  # first is queued, sleeping on the clock
+        given_up.cancel()
+        group.start_soon(clock.autojump)
+        async with anyio.create_task_group() as requests:
+            requests.start_soon(second)
+        group.cancel_scope.cancel()
+    assert done == ["second"]

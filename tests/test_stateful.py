@@ -224,13 +224,20 @@ class KillableCloud:
         )
 
     async def copy_image(
-        self, region: str, image_id: str, request: CopyRequest, *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        request: CopyRequest,
+        *,
+        project: str | None = None,
     ) -> str:
         return await self._op(
             lambda: self.inner.copy_image(region, image_id, request, project=project)
         )
 
-    async def get_job(self, region: str, job_id: str, *, project: str | None = None) -> Job:
+    async def get_job(
+        self, region: str, job_id: str, *, project: str | None = None, priority: float = 0.0
+    ) -> Job:
         return await self._op(lambda: self.inner.get_job(region, job_id, project=project))
 
     async def get_quota(self, region: str, *, project: str | None = None) -> Quota:

@@ -35,9 +35,11 @@ class CloudFactory(Protocol):
 async def open_clouds(
     config: Config, credentials: TenantCredentials, clock: Clock
 ) -> AsyncIterator[Mapping[str, TenantCloud]]:
-    """One HTTP session per CA bundle (a site of its own may have its own), one rate limiter
-    per host, one ``ImsClient`` per tenant."""
-    limits = RateLimits(config.requests_per_second, clock)
+    """One HTTP session per CA bundle (a site of its own may have its own), the request
+    budgets (per access key and host), one ``ImsClient`` per tenant."""
+    limits = RateLimits(
+        config.requests_per_second, clock, host_rate=config.host_requests_per_second
+    )
     async with AsyncExitStack() as stack:
         transports: dict[str | None, Transport] = {}
         clients: dict[str, TenantCloud] = {}

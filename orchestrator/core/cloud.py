@@ -296,13 +296,25 @@ class TenantCloud(Protocol):
         ...
 
     async def copy_image(
-        self, region: str, image_id: str, request: CopyRequest, *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        request: CopyRequest,
+        *,
+        project: str | None = None,
     ) -> str:
-        """Start a cross-region copy from ``region``; return the job id."""
+        """Start a cross-region copy from ``region``; return the job id.
+
+        While the request waits to be sent (the request budget, a connection), a set
+        ``SEND_STOP`` flag takes it back unsent (``NOT_SENT``, code ``STOPPED``). Once on the
+        wire, the request runs to its answer or its timeout."""
         ...
 
-    async def get_job(self, region: str, job_id: str, *, project: str | None = None) -> Job:
-        """The job as the source region sees it."""
+    async def get_job(
+        self, region: str, job_id: str, *, project: str | None = None, priority: float = 0.0
+    ) -> Job:
+        """The job as the source region sees it. When the request budget cannot serve every
+        poll, lower ``priority`` values go first (a job near its predicted end)."""
         ...
 
     async def get_quota(self, region: str, *, project: str | None = None) -> Quota:

@@ -45,7 +45,6 @@ from orchestrator.engine.aftercopy import copied
 from orchestrator.engine.context import MAX_AUTOMATIC_ATTEMPTS, RunContext, log
 from orchestrator.engine.window import Window
 
-SUBMIT_GRACE = 10.0  # seconds a POST under way may finish after a stop was asked for
 FAILED_POLLS = 3  # failed polls of an overdue job (none answered) before its deadline holds
 
 
@@ -214,15 +213,14 @@ class Driver:
                 await self._save(self.item.new_attempt("stopped before sending"))
             return Outcome(self.item)
         row = self.item.row
-        self.ctx.counters.submissions += 1
         job_id: str | None = None
         failure: CloudError | None = None
-        # A POST under way is allowed to finish (bounded) even when the run is told to stop,
-        # so that its job id is saved rather than left to a long reconciliation.
-        with (
-            anyio.CancelScope(shield=True),
-            anyio.move_on_after(self.timing.request_timeout + SUBMIT_GRACE),
-        ):
+        # Shielded, unbounded here: only the wire counts. A POST handed to a connection runs
+        # to its answer or its own timeout (counted from then), even when the run is told to
+        # stop, so that its job id is saved rather than left to a long reconciliation. While it
+        # still waits for the request budget or a connection, a stop takes it back unsent
+        # (SEND_STOP: NOT_SENT, code STOPPED), never an unknown outcome.
+        with anyio.CancelScope(shield=True):
             token = SEND_STOP.set(self.ctx.no_more_submits)  # the client checks it last
             try:
                 job_id = await self.cloud.copy_image(
@@ -233,12 +231,13 @@ class Driver:
             finally:
                 SEND_STOP.reset(token)
             if failure is None:
+                self.ctx.counters.submissions += 1
                 crashpoints.reach("after_reply")
                 await self._save(self.item.advance(Phase.RUNNING, job_id=job_id, detail="copying"))
         if failure is not None:
+            if failure.kind != ErrorKind.NOT_SENT:
+                self.ctx.counters.submissions += 1
             return await self._submit_failed(failure)
-        if self.item.phase != Phase.RUNNING:
-            return await self._unknown("the copy request did not finish in time")
         self.window.started()
         return await self.poll_job()
 

@@ -1,8 +1,9 @@
 """One tenant's signed JSON calls: attempts with back-off, each failure classified.
 
-An attempt is rate limited per host, signed (``SDK-HMAC-SHA256``) over exactly the path, query
-and body bytes it sends, and handed to the :class:`~orchestrator.ims.transport.Transport`. Its
-failure is classified here into a :class:`CloudError`:
+An attempt waits for its access key's budget at the host and for a connection slot, is signed
+(``SDK-HMAC-SHA256``) over exactly the path, query and body bytes it sends, and handed to the
+:class:`~orchestrator.ims.transport.Transport`. Its failure is classified here into a
+:class:`CloudError`:
 
     not sent (refused, DNS, TLS handshake)      -> NOT_SENT   (retried: nothing left this machine)
     maybe sent (timeout, reset, lost) on a GET  -> TRANSIENT  (retried)
@@ -12,6 +13,10 @@ failure is classified here into a :class:`CloudError`:
 Reads and the copy POST share one retry loop (tenacity) that retries only NOT_SENT and
 TRANSIENT; for the POST the only TRANSIENT answer is a gateway refusal (429 / ``APIGW.0308``),
 which the service never saw.
+
+Only the wire counts: the budget, the connection slot and the back-off between attempts are
+waited for *before* the request is handed to the transport, whose timeout starts there. A POST
+still waiting when the engine's ``SEND_STOP`` flag is set is not sent: ``NOT_SENT``, never unknown.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -31,8 +36,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from orchestrator.clock import Clock
 from orchestrator.core.cloud import SEND_STOP, STOPPED, CloudError, ErrorKind, StopFlag
 from orchestrator.core.credentials import Credentials
-from orchestrator.ims.errors import classify, parse_error_body
-from orchestrator.ims.ratelimit import RateLimits, TokenBucket
+from orchestrator.ims.errors import THROTTLE_CODES, classify, parse_error_body
+from orchestrator.ims.ratelimit import READ, SUBMIT, RateLimits
 from orchestrator.ims.signer import DATE_FORMAT, canonical_query, sign
 from orchestrator.ims.transport import Delivery, HttpRequest, Transport, TransportError
 
@@ -44,27 +49,12 @@ MAX_ATTEMPTS = 6
 BACKOFF_BASE = 0.5
 RETRYABLE = frozenset({ErrorKind.NOT_SENT, ErrorKind.TRANSIENT})
 
+T = TypeVar("T")
 Params = Sequence[tuple[str, str]]
 
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, CloudError) and exc.kind in RETRYABLE and exc.code != STOPPED
-
-
-async def _acquire_unless(bucket: TokenBucket, stop: StopFlag | None) -> None:
-    """A token of the rate budget, unless ``stop`` is set first (then none is taken)."""
-    if stop is None:
-        await bucket.acquire()
-        return
-    async with anyio.create_task_group() as group:
-
-        async def stopper() -> None:
-            await stop.wait()
-            group.cancel_scope.cancel()
-
-        group.start_soon(stopper)
-        await bucket.acquire()
-        group.cancel_scope.cancel()
 
 
 class Backoff:
@@ -115,8 +105,17 @@ class SignedCalls:
         params: Params = (),
         body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         project_id: str | None = None,
+        priority: float = READ,
     ) -> dict[str, Any]:
-        """One logical call: attempts until success, a final error, or the attempt budget."""
+        """One logical call: attempts until success, a final error, or the attempt budget.
+
+        ``priority`` orders the waiters of the key's budget (lowest first; the copy POST is
+        always first). A mutating call made under ``SEND_STOP`` that is still waiting (budget,
+        connection slot, back-off) when the flag is set ends with ``NOT_SENT`` (``STOPPED``)."""
+        stop: StopFlag | None = None
+        if method != "GET":
+            priority = SUBMIT
+            stop = SEND_STOP.get()
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
@@ -134,14 +133,48 @@ class SignedCalls:
             stop=stop_after_attempt(self._max_attempts),
             wait=self._backoff,
             retry=retry_if_exception(_retryable),
-            sleep=self._retry_sleep,
+            sleep=self._retry_sleep
+            if stop is None
+            else (lambda seconds: self.unless(stop, self._retry_sleep, seconds)),
             before_sleep=before_sleep,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(method, base, path, params, body, project_id)
+                return await self._attempt(
+                    method, base, path, params, body, project_id, priority, stop
+                )
         raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
+
+    async def unless(
+        self,
+        stop: StopFlag | None,
+        wait: Callable[..., Awaitable[T]],
+        *args: Any,
+        undo: Callable[[], object] | None = None,
+    ) -> T:
+        """``await wait(*args)``, unless ``stop`` is set first: then ``NOT_SENT`` with the code
+        ``STOPPED`` (and ``undo`` if the wait was over all the same)."""
+        if stop is None:
+            return await wait(*args)
+        given_up = False
+        result: list[T] = []
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                nonlocal given_up
+                await stop.wait()
+                given_up = True
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            result.append(await wait(*args))
+            group.cancel_scope.cancel()
+        if given_up or stop.is_set() or not result:
+            if result and undo is not None:
+                undo()
+            raise CloudError(ErrorKind.NOT_SENT, "not sent: the run is stopping", code=STOPPED)
+        return result[0]
 
     async def _attempt(
         self,
@@ -151,6 +184,8 @@ class SignedCalls:
         params: Params,
         body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
         project_id: str | None,
+        priority: float,
+        stop: StopFlag | None,
     ) -> dict[str, Any]:
         """Send one signed request; its JSON answer, or a classified CloudError."""
         mutating = method != "GET"
@@ -166,32 +201,48 @@ class SignedCalls:
             headers[PROJECT_HEADER] = project_id
         where = f"{method} {host}{full_path}"
 
-        stop = SEND_STOP.get() if mutating else None
-        await _acquire_unless(self._limits.for_host(host), stop)
-        if stop is not None and stop.is_set():  # checked last, right before sending
-            raise CloudError(
-                ErrorKind.NOT_SENT, f"{where}: not sent: the run is stopping", code=STOPPED
-            )
-        signed = sign(
-            self._credentials, method, host, full_path, query, headers, payload, self._sdk_date()
-        )
-        url = f"{split.scheme}://{host}{full_path}" + (f"?{query}" if query else "")
-        request = HttpRequest(method, url, signed, payload if body is not None else None)
+        key = self._credentials.access_key
+        # Before the timed part: the key's budget, then a connection slot (never a pool wait
+        # inside the transport's timeout). A stop while waiting: nothing was sent. The stop is
+        # checked last in ``unless``, right before sending.
+        await self.unless(stop, self._limits.admit, key, host, priority)
+        slots = self._limits.slots(host)
+        await self.unless(stop, slots.acquire, undo=slots.release)
         try:
-            response = await self._transport.send(request)
-        except TransportError as exc:
-            raise CloudError(_kind_of(exc.delivery, mutating), f"{where}: {exc}") from exc
+            signed = sign(
+                self._credentials,
+                method,
+                host,
+                full_path,
+                query,
+                headers,
+                payload,
+                self._sdk_date(),
+            )
+            url = f"{split.scheme}://{host}{full_path}" + (f"?{query}" if query else "")
+            request = HttpRequest(method, url, signed, payload if body is not None else None)
+            try:
+                response = await self._transport.send(request)
+            except TransportError as exc:
+                raise CloudError(_kind_of(exc.delivery, mutating), f"{where}: {exc}") from exc
+        finally:
+            slots.release()
 
         if response.status >= 300:
             code, message, request_id = parse_error_body(response.body)
-            raise classify(
+            retry_after = self._retry_after(response.header("Retry-After"))
+            error = classify(
                 response.status,
                 code,
                 message,
                 mutating=mutating,
-                retry_after=self._retry_after(response.header("Retry-After")),
+                retry_after=retry_after,
                 request_id=request_id or response.header("X-Request-Id"),
             )
+            if _refused(response.status, code, retry_after):
+                # Every request of this key to this host waits, not only this one.
+                self._limits.for_key(key, host).refused(retry_after)
+            raise error
         return _decode(response.body, where, response.status, mutating=mutating)
 
     def _retry_after(self, value: str | None) -> float | None:
@@ -212,6 +263,11 @@ class SignedCalls:
 
     def _sdk_date(self) -> str:
         return datetime.fromtimestamp(self._clock.now(), tz=UTC).strftime(DATE_FORMAT)
+
+
+def _refused(status: int, code: str | None, retry_after: float | None) -> bool:
+    """A throttling refusal: 429 / ``APIGW.0308``, or a 503 that names a Retry-After."""
+    return status == 429 or code in THROTTLE_CODES or (status == 503 and retry_after is not None)
 
 
 def _kind_of(delivery: Delivery, mutating: bool) -> ErrorKind:

@@ -20,6 +20,7 @@ import structlog
 from orchestrator.clock import Clock
 from orchestrator.config import Config, TenantConfig
 from orchestrator.core.cloud import (
+    SEND_STOP,
     CloudError,
     CopyRequest,
     ErrorKind,
@@ -29,7 +30,13 @@ from orchestrator.core.cloud import (
     refuses_key,
 )
 from orchestrator.core.credentials import Credentials
-from orchestrator.ims.calls import BACKOFF_BASE, MAX_ATTEMPTS, Backoff, Params, SignedCalls
+from orchestrator.ims.calls import (
+    BACKOFF_BASE,
+    MAX_ATTEMPTS,
+    Backoff,
+    Params,
+    SignedCalls,
+)
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.transport import Transport
 
@@ -158,10 +165,18 @@ class ImsClient:
             marker = next_marker
 
     async def copy_image(
-        self, region: str, image_id: str, request: CopyRequest, *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        request: CopyRequest,
+        *,
+        project: str | None = None,
     ) -> str:
         path = f"/v1/cloudimages/{_segment(image_id)}/cross_region_copy"
-        body = await self._ims("POST", region, project, path, body=request.body())
+        # The project look-up is a local wait too: a stop during it sends nothing.
+        project_id = await self._calls.unless(SEND_STOP.get(), self._project_id, region, project)
+        base = self._endpoints.ims_for(region)
+        body = await self._call("POST", base, path, body=request.body(), project_id=project_id)
         job_id = body.get("job_id")
         if not isinstance(job_id, str) or not job_id:
             raise CloudError(
@@ -171,13 +186,17 @@ class ImsClient:
             )
         return job_id
 
-    async def get_job(self, region: str, job_id: str, *, project: str | None = None) -> Job:
+    async def get_job(
+        self, region: str, job_id: str, *, project: str | None = None, priority: float = 0.0
+    ) -> Job:
         base = self._endpoints.ims_for(region)
         project_id = await self._project_id(region, project)
         if base not in self._legacy_job_api:
             path = f"/v1/cloudimages/job/{_segment(job_id)}"
             try:
-                return Job.from_api(await self._call("GET", base, path, project_id=project_id))
+                return Job.from_api(
+                    await self._call("GET", base, path, project_id=project_id, priority=priority)
+                )
             except CloudError as err:
                 if err.status != 404 or err.code != API_NOT_FOUND:
                     raise
@@ -185,7 +204,9 @@ class ImsClient:
             self._legacy_job_api.add(base)
             log.info("ims.legacy_job_api", region=region, base=base)
         path = f"/v1/{_segment(project_id)}/jobs/{_segment(job_id)}"
-        return Job.from_api(await self._call("GET", base, path, project_id=project_id))
+        return Job.from_api(
+            await self._call("GET", base, path, project_id=project_id, priority=priority)
+        )
 
     async def get_quota(self, region: str, *, project: str | None = None) -> Quota:
         body = await self._ims("GET", region, project, "/v1/cloudimages/quota")

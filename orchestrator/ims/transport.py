@@ -29,6 +29,7 @@ from yarl import URL
 from orchestrator.config import Config
 from orchestrator.core.cloud import CloudError, ErrorKind
 from orchestrator.ims.proxy import Proxy, env_proxy
+from orchestrator.ims.ratelimit import MAX_IN_FLIGHT_PER_HOST
 
 
 class Delivery(Enum):
@@ -91,7 +92,10 @@ async def open_session(
             raise CloudError(
                 ErrorKind.PERMANENT, f"cannot load the CA bundle {bundle!r} (ca_bundle): {exc}"
             ) from exc
-    connector = aiohttp.TCPConnector(ssl=ssl_option)
+    # The pool holds as many connections per host as the client lets requests go on the wire
+    # at once (ratelimit.MAX_IN_FLIGHT_PER_HOST): a request never waits for a free connection
+    # inside its timeout. No cap over all hosts: each host is bounded on its own.
+    connector = aiohttp.TCPConnector(ssl=ssl_option, limit=0, limit_per_host=MAX_IN_FLIGHT_PER_HOST)
     timeout = aiohttp.ClientTimeout(total=config.timing.request_timeout)
     # Not trust_env: the transport applies the environment's proxy itself (env_proxy).
     async with aiohttp.ClientSession(

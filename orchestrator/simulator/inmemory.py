@@ -121,7 +121,12 @@ class InMemoryTenantCloud:
             marker = images[-1]["id"]
 
     async def copy_image(
-        self, region: str, image_id: str, request: CopyRequest, *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        request: CopyRequest,
+        *,
+        project: str | None = None,
     ) -> str:
         project_id = self._project_id(region, project)
 
@@ -132,7 +137,9 @@ class InMemoryTenantCloud:
 
         return await self._call("copy", region, submit, mutating=True)
 
-    async def get_job(self, region: str, job_id: str, *, project: str | None = None) -> Job:
+    async def get_job(
+        self, region: str, job_id: str, *, project: str | None = None, priority: float = 0.0
+    ) -> Job:
         project_id = self._project_id(region, project)
 
         def show(now: float) -> Job:
