@@ -28,7 +28,7 @@ def test_the_simulator_prints_what_a_rehearsal_needs(tmp_path: Path) -> None:
         [sys.executable, "-m", "orchestrator", "simulator", "--config-out", "sim.toml"],
         cwd=here,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     try:
@@ -60,3 +60,5 @@ def test_the_simulator_prints_what_a_rehearsal_needs(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
