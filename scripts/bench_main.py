@@ -11,6 +11,10 @@ prints a table (medians over the repetitions) and writes the same figures as JSO
 * ``scale``: 100,000 rows over 1,000 tenants whose copies end almost at once: peak memory,
   checkpoint cost, CPU per item, and the time from a resumed run's start to its first poll.
 * ``preflight``: 10,000 rows of one tenant from one region: how many requests preflight makes.
+* ``many``: 20,000 rows over 400 tenants, copies of 1-2 s, request_timeout 5, a simulator that
+  answers at once but throttles each key at 200/s (429 + Retry-After): copy requests per item,
+  unknown outcomes, 429s, requests sent inside a Retry-After, CPU and memory; adaptive and
+  baseline in the same run.
 
 Not part of CI (it takes minutes); ``--quick`` is a smoke run of a minute or two.
 """
@@ -43,10 +47,12 @@ from bench_measure import (
 )
 from bench_workload import (
     Built,
+    Many,
     Mixed,
     Preflight,
     Scale,
     Timing,
+    build_many,
     build_mixed,
     build_preflight,
     build_scale,
@@ -147,6 +153,9 @@ class Run:
         ]
         self.started = time.time()
         self._clock = time.monotonic()
+        env = dict(env)
+        if os.environ.get("BENCH_TOOL_PYTHONPATH"):  # another checkout's tool, same simulator
+            env["PYTHONPATH"] = os.environ["BENCH_TOOL_PYTHONPATH"]
         with (folder / "run.log").open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 -- our own CLI, our own arguments
                 args, env={**os.environ, **env}, stdout=log, stderr=log, cwd=folder
@@ -458,6 +467,106 @@ def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return {"workload": work.describe(), "figures": figures}
 
 
+# -- many tenants, short copies, a throttling gateway --------------------------------------------
+
+MANY_ROWS = [
+    ("wall", "wall (s)", "{:.1f}"),
+    ("cpu", "tool CPU (s)", "{:.1f}"),
+    ("cpu_ms_per_item", "CPU per item (ms)", "{:.2f}"),
+    ("peak_rss_mib", "peak RSS (MiB)", "{:.0f}"),
+    ("copy_requests_per_item", "copy requests received per item", "{:.2f}"),
+    ("accepted_per_item", "copies accepted per item", "{:.2f}"),
+    ("submissions_logged_per_item", "copy submissions logged per item", "{:.2f}"),
+    ("unknown_outcomes", "unknown outcomes (reconciliations)", "{:.0f}"),
+    ("throttled", "429s received", "{:.0f}"),
+    ("inside_retry_after", "requests inside a Retry-After", "{:.0f}"),
+    ("requests_per_item", "requests per item", "{:.2f}"),
+    ("succeeded", "copies succeeded", "{:.0f}"),
+]
+
+
+def run_many_once(work: Many, built: Built, strategy: str, folder: Path) -> dict[str, Any]:
+    timing = Timing(
+        poll_min=0.2,
+        poll_max=2.0,
+        settle=60.0,
+        backoff_max=2.0,
+        request_timeout=work.request_timeout,
+        job_deadline=600.0,
+    )
+    sim = Simulator(folder)
+    sim.start(built.scenario, timeout=900)
+    try:
+        config = config_toml(
+            sim.port,
+            built.scenario["accounts"],
+            timing=timing,
+            requests_per_second=50.0,  # the default, per key and host
+            **STRATEGIES[strategy],
+        )
+        env = write_inputs(folder, built, config)
+        finished = Run(folder, [], env).wait(timeout=3600)
+        truth = sim.truth()
+    finally:
+        sim.stop()
+    events = read_events(folder / "migration.state" / "events.jsonl")
+    end = last_event(events, "run.finished") or {}
+    rows = work.rows
+    return {
+        "strategy": strategy,
+        "exit_code": finished.exit_code,
+        "wall": finished.wall,
+        "cpu": finished.cpu,
+        "cpu_ms_per_item": 1000 * finished.cpu / rows,
+        "peak_rss_mib": float(end.get("peak_rss_mib", 0) or 0),
+        "copy_requests_per_item": truth.requests.get("copy", 0) / rows,
+        "accepted_per_item": sum(truth.submissions.values()) / rows,
+        "submissions_logged_per_item": sum(1 for e in events if e.get("event") == "item.submitting")
+        / rows,
+        "unknown_outcomes": sum(
+            1 for e in events if str(e.get("detail") or "").startswith("reconciling")
+        ),
+        "throttled": sum(counts.get("429", 0) for counts in truth.responses.values()),
+        "inside_retry_after": truth.inside_retry_after,
+        "requests_per_item": sum(truth.requests.values()) / rows,
+        "succeeded": truth.jobs.get("SUCCESS", 0),
+        "duplicates": len(truth.duplicates),
+    }
+
+
+def bench_many(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    work = Many()
+    if args.quick:
+        work = replace(work, tenants=40, per_tenant=10)
+    built = build_many(work)
+    say(f"many: {work.rows} rows, {json.dumps(work.describe(), sort_keys=True)}")
+    runs = {}
+    for strategy in STRATEGIES:
+        folder = root / f"many-{strategy}"
+        shutil.rmtree(folder, ignore_errors=True)
+        runs[strategy] = run_many_once(work, built, strategy, folder)
+        say(
+            f"  {strategy}: exit {runs[strategy]['exit_code']}, wall {runs[strategy]['wall']:.1f} s"
+        )
+    say()
+    say(f"{'one run each':<40} {'adaptive':>10} {'baseline':>10}")
+    for key, label, form in MANY_ROWS:
+        say(
+            f"{label:<40} {form.format(runs['adaptive'][key]):>10} "
+            f"{form.format(runs['baseline'][key]):>10}"
+        )
+    best = runs["adaptive"]
+    targets = {
+        "copy requests per item 1.00": round(best["copy_requests_per_item"], 2) == 1.0,
+        "unknown outcomes 0": best["unknown_outcomes"] == 0,
+        "requests inside a Retry-After 0": best["inside_retry_after"] == 0,
+        "CPU per item <= 1.5 ms": best["cpu_ms_per_item"] <= 1.5,
+        "peak RSS <= 150 MiB": best["peak_rss_mib"] <= 150,
+    }
+    say("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
+    return {"workload": work.describe(), "runs": runs, "targets": targets}
+
+
 # -- preflight -----------------------------------------------------------------------------------
 
 
@@ -513,7 +622,10 @@ class Report:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "what", nargs="?", default="mixed", choices=("mixed", "scale", "preflight", "all")
+        "what",
+        nargs="?",
+        default="mixed",
+        choices=("mixed", "scale", "preflight", "many", "all"),
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (mixed; default 3)")
@@ -537,7 +649,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     chosen = ("mixed", "scale", "preflight") if args.what == "all" else (args.what,)
-    benches = {"mixed": bench_mixed, "scale": bench_scale, "preflight": bench_preflight}
+    benches = {
+        "mixed": bench_mixed,
+        "scale": bench_scale,
+        "preflight": bench_preflight,
+        "many": bench_many,
+    }
     for name in chosen:
         began = time.monotonic()
         report.results[name] = benches[name](args, root)

@@ -95,6 +95,27 @@ class Scale:
 
 
 @dataclass(frozen=True)
+class Many:
+    """Many tenants, copies of a second or two, a cloud that answers at once but throttles
+    each access key as the gateway does: the request budget and the unknown outcomes."""
+
+    seed: int = 400
+    tenants: int = 400
+    per_tenant: int = 50
+    copy_seconds: float = 1.5  # wall seconds, 1 to 2 (noise 1/3)
+    noise: float = 1 / 3
+    key_rate: float = 200.0  # the gateway's per-user limit, per second
+    request_timeout: float = 5.0
+
+    @property
+    def rows(self) -> int:
+        return self.tenants * self.per_tenant
+
+    def describe(self) -> dict[str, Any]:
+        return {**asdict(self), "rows": self.rows}
+
+
+@dataclass(frozen=True)
 class Preflight:
     """One tenant, one source region, one target region, many rows: the listing's requests."""
 
@@ -207,6 +228,38 @@ def build_scale(work: Scale) -> Built:
         "visibility": "immediate",
         "seed": work.seed,
         "regions": list(REGIONS),
+    }
+    scenario = {"version": 1, "params": params, "accounts": accounts, "images": images}
+    return Built(scenario, rows, {})
+
+
+def build_many(work: Many) -> Built:
+    rng = random.Random(work.seed)
+    accounts = [account(f"m{t:04d}", work.seed) for t in range(work.tenants)]
+    images, rows = [], []
+    for t, acct in enumerate(accounts):
+        for n in range(work.per_tenant):
+            source = REGIONS[(t + n) % len(REGIONS)]
+            target = REGIONS[(t + n + 1) % len(REGIONS)]
+            image = _image(rng, f"{acct['name']}-{n:03d}", 1 + n % 7)
+            images.append({"account": acct["name"], "region": source, "image": image})
+            rows.append(
+                {
+                    "tenant": acct["name"],
+                    "image_id": image["id"],
+                    "source_region": source,
+                    "target_region": target,
+                }
+            )
+    params = {
+        "seconds_per_gib": 0.0,
+        "fixed_seconds": work.copy_seconds,
+        "init_seconds": 0.0,
+        "noise": work.noise,
+        "visibility": "immediate",
+        "seed": work.seed,
+        "regions": list(REGIONS),
+        "key_rate": work.key_rate,
     }
     scenario = {"version": 1, "params": params, "accounts": accounts, "images": images}
     return Built(scenario, rows, {})

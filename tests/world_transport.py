@@ -31,7 +31,7 @@ class WorldTransport:
         self.world = world
         self.clock = clock
         self.latency = latency
-        self.gate = gate or KeyRateGate()
+        self.gate = gate or world.gate
         self.sent = 0
 
     async def send(self, request: HttpRequest) -> HttpResponse:

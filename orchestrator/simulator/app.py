@@ -82,6 +82,18 @@ class SimulatorService:
             request.transport.abort()
         return web.Response()
 
+    def _over_rate(
+        self, account: Account, host: str, now: float, record: Callable[[int], None]
+    ) -> web.Response | None:
+        """The gateway's per-user rate (``key_rate``): 429 APIGW.0308 with a Retry-After."""
+        retry_after = self.world.gate.admit(account.access_key, host, now)
+        if retry_after is None:
+            return None
+        record(429)
+        return gateway_error(
+            429, "APIGW.0308", THROTTLE_MESSAGE, {"Retry-After": f"{retry_after:.3f}"}
+        )
+
     async def serve(
         self, request: web.Request, kind: str, op: Op, *, ims: bool = True
     ) -> web.StreamResponse:
@@ -113,7 +125,9 @@ class SimulatorService:
                 fault=fault.value if fault is not None else "",
             )
 
-        denied = _denied(account, kind, record)
+        denied = self._over_rate(account, request.host, now, record) or _denied(
+            account, kind, record
+        )
         if denied is not None:
             return denied
         if fault is not None and not fault.performs:

@@ -59,6 +59,7 @@ class WorldParams:
     lock_after: int = 5  # consecutive bad signatures that lock an AK ...
     lock_seconds: float = 300.0  # ... for this long
     max_skew: float = 900.0  # allowed |X-Sdk-Date - now|
+    key_rate: float = 0.0  # requests/s per access key and host before 429 APIGW.0308 (0: none)
 
     def __post_init__(self) -> None:
         if self.visibility not in (IMMEDIATE, AT_END):

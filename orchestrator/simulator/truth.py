@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator.simulator.jobs import SimJob
 from orchestrator.simulator.params import WorldParams
+from orchestrator.simulator.throttle import KeyRateGate
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class Truth:
     lost_replies: int
     copies: tuple[CopyRecord, ...]
     faults: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # set by the front
+    throttled: int = 0  # 429s of the per-key rate (params.key_rate)
+    inside_retry_after: int = 0  # requests that came inside a Retry-After announced to the key
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of ``GET /_sim/truth``."""
@@ -98,6 +101,8 @@ class Truth:
             lost_replies=int(raw["lost_replies"]),
             copies=tuple(CopyRecord(**copy) for copy in raw["copies"]),
             faults={kind: dict(counts) for kind, counts in raw.get("faults", {}).items()},
+            throttled=int(raw.get("throttled", 0)),
+            inside_retry_after=int(raw.get("inside_retry_after", 0)),
         )
 
 
@@ -123,6 +128,7 @@ class Ledger:
         self.lost_replies = 0
         self.external_jobs: Counter[str] = Counter()
         self._keys: dict[str, _KeyState] = {}
+        self.gate = KeyRateGate(rate=params.key_rate)  # the gateway's per-user throttling
 
     def record_request(
         self,
@@ -183,6 +189,8 @@ class Ledger:
             auth_locked=dict(self.auth_locked),
             locked_keys=tuple(sorted(k for k in self._keys if self.is_locked(k, now))),
             lost_replies=self.lost_replies,
+            throttled=self.gate.refusals,
+            inside_retry_after=self.gate.inside_retry_after,
             copies=tuple(
                 CopyRecord(
                     account=job.account,
