@@ -20,7 +20,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from orchestrator import logs
+from orchestrator import early_signals, logs
 from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import CloudFactory, open_clouds
 from orchestrator.commands.common import (
@@ -33,7 +33,7 @@ from orchestrator.commands.common import (
 from orchestrator.config import Config
 from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.model import Item
-from orchestrator.core.outcome import Stop, is_done, is_shown, merge_list
+from orchestrator.core.outcome import Stop, StopReason, is_done, is_shown, merge_list
 from orchestrator.core.speed import SpeedModel
 from orchestrator.core.suggest import suggest
 from orchestrator.engine.context import Counters, RunContext, log
@@ -227,6 +227,8 @@ async def _signals(stops: _Stops) -> AsyncIterator[None]:
 
         group.start_soon(watch)
         await anyio.lowlevel.checkpoint()  # the receiver is installed before the run goes on
+        for signum in early_signals.take():  # heard while the tool was still being imported
+            stops.heard(Stop.signal(signal.Signals(signum).name))
         try:
             yield
         finally:
@@ -380,7 +382,8 @@ async def _run_with_clients(
                 speed_samples=tuple(ctx.speed.samples[-200:]),
             )
         )
-        store.compact_now()
+        if ctx.stopped is None or ctx.stopped.reason is not StopReason.SIGNAL:
+            store.compact_now()  # a signal wants a fast exit: the journal is durable as it is
     write_report(state_dir, final)
     exit_code, reason = result.exit_code, result.reason  # what the meta stores, said as is
     counters = ctx.counters
