@@ -5,9 +5,11 @@ where the HTTP matters; ``main`` in process otherwise."""
 from __future__ import annotations
 
 from hashlib import sha256
+from pathlib import Path
 
 import pytest
 
+from orchestrator.config_file import load_config
 from orchestrator.simulator.harness import REGIONS, Cloud
 from tests.inprocess import LocalCloud
 
@@ -64,3 +66,22 @@ def test_an_unusable_proxy_exits_2_before_any_call(local_cloud: LocalCloud) -> N
     assert "HTTPS_PROXY" in done.stderr
     assert cloud.world is not None
     assert cloud.world.request_log == []
+
+
+def test_a_tenants_endpoints_take_the_runs_for_the_keys_they_do_not_set(tmp_path: Path) -> None:
+    """[tenants.eu.endpoints] iam only: its ims and ims_by_region are the run's; account read."""
+    file = tmp_path / "ims-migrate.toml"
+    file.write_text(
+        '[endpoints]\nims = "https://ims.{region}.example.com"\n'
+        '[endpoints.ims_by_region]\n"cn-north-4" = "https://n4.example.com"\n'
+        '[tenants.eu]\naccount = "d0"\n'
+        '[tenants.eu.endpoints]\niam = "https://iam.eu-west-101.myhuaweicloud.eu"\n'
+    )
+    config = load_config(file, {}, tmp_path)
+    eu = config.tenants["eu"]
+    site = eu.endpoints_in(config)
+    assert site.iam == "https://iam.eu-west-101.myhuaweicloud.eu"
+    assert site.ims_for("cn-east-3") == "https://ims.cn-east-3.example.com"
+    assert site.ims_for("cn-north-4") == "https://n4.example.com"
+    assert eu.account == "d0"
+    assert config.endpoints.iam == "https://iam.myhuaweicloud.com"
