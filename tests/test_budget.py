@@ -12,10 +12,12 @@ import anyio
 from orchestrator.config import Config, Endpoints, TenantConfig
 from orchestrator.core.cloud import SEND_STOP, STOPPED, CloudError, CopyRequest, ErrorKind
 from orchestrator.core.credentials import Credentials
-from orchestrator.core.model import Phase
+from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import merge_list
 from orchestrator.engine.context import RunContext
+from orchestrator.engine.lifecycle import Driver
 from orchestrator.engine.scheduler import Engine, RunOptions, store_merged
+from orchestrator.engine.window import Window
 from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.simulator.throttle import KeyRateGate
@@ -134,3 +136,17 @@ async def test_a_copy_waiting_for_the_budget_when_the_stop_comes_is_not_sent() -
     assert (error.kind, error.code) == (ErrorKind.NOT_SENT, STOPPED)
     assert transport.sent == 0
     assert scene.truth().requests.get("copy", 0) == 0
+
+
+def test_a_poll_near_its_jobs_predicted_end_goes_before_far_off_ones() -> None:
+    """A poll's budget priority is the time to its job's predicted end: a job about to end
+    goes before one just started and before one with no prediction."""
+    scene = crowd(1, 1)
+    window = Window("a", 5, backoff_min=1.0, backoff_max=10.0)
+    driver = Driver(scene.context(), window, Item(row=scene.rows[0]))
+    now = scene.clock.now()
+    near = driver._poll_priority(now - 590.0, 600.0)
+    far = driver._poll_priority(now - 10.0, 600.0)
+    unknown = driver._poll_priority(now, None)
+    assert near < far
+    assert near < unknown

@@ -320,7 +320,10 @@ class Driver:
             crashpoints.reach("polling")
             try:
                 job = await self.cloud.get_job(
-                    row.source_region, job_id, project=row.source_project
+                    row.source_region,
+                    job_id,
+                    project=row.source_project,
+                    priority=self._poll_priority(state.started_at, expected),
                 )
             except CloudError as error:
                 if error.kind == ErrorKind.NOT_FOUND:
@@ -339,6 +342,14 @@ class Driver:
                 return await self._job_succeeded(job)
             if job.status == JOB_FAIL:
                 return await self._job_failed(job)
+
+    def _poll_priority(self, started_at: float, expected: float | None) -> float:
+        """Where this poll stands when the request budget cannot serve every poll at once:
+        the seconds until the job's predicted end (a job near its end goes first); a job
+        with no prediction waits behind them, like a far-off probe."""
+        if expected is None:
+            return self.timing.poll_max
+        return max(0.0, started_at + expected - self.now)
 
     async def _job_succeeded(self, job: Job) -> Outcome:
         if not job.image_id:
