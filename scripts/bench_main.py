@@ -485,7 +485,9 @@ MANY_ROWS = [
 ]
 
 
-def run_many_once(work: Many, built: Built, strategy: str, folder: Path) -> dict[str, Any]:
+def run_many_once(
+    work: Many, built: Built, strategy: str, folder: Path, deadline: str | None = None
+) -> dict[str, Any]:
     timing = Timing(
         poll_min=0.2,
         poll_max=2.0,
@@ -505,7 +507,8 @@ def run_many_once(work: Many, built: Built, strategy: str, folder: Path) -> dict
             **STRATEGIES[strategy],
         )
         env = write_inputs(folder, built, config)
-        finished = Run(folder, [], env).wait(timeout=3600)
+        extra = ["--deadline", deadline] if deadline else []
+        finished = Run(folder, extra, env).wait(timeout=3600)
         truth = sim.truth()
     finally:
         sim.stop()
@@ -541,21 +544,18 @@ def bench_many(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     built = build_many(work)
     say(f"many: {work.rows} rows, {json.dumps(work.describe(), sort_keys=True)}")
     runs = {}
-    for strategy in STRATEGIES:
+    for strategy in args.strategies.split(","):
         folder = root / f"many-{strategy}"
         shutil.rmtree(folder, ignore_errors=True)
-        runs[strategy] = run_many_once(work, built, strategy, folder)
+        runs[strategy] = run_many_once(work, built, strategy, folder, args.deadline)
         say(
             f"  {strategy}: exit {runs[strategy]['exit_code']}, wall {runs[strategy]['wall']:.1f} s"
         )
     say()
-    say(f"{'one run each':<40} {'adaptive':>10} {'baseline':>10}")
+    say(f"{'one run each':<40} " + " ".join(f"{name:>10}" for name in runs))
     for key, label, form in MANY_ROWS:
-        say(
-            f"{label:<40} {form.format(runs['adaptive'][key]):>10} "
-            f"{form.format(runs['baseline'][key]):>10}"
-        )
-    best = runs["adaptive"]
+        say(f"{label:<40} " + " ".join(f"{form.format(r[key]):>10}" for r in runs.values()))
+    best = next(iter(runs.values()))
     targets = {
         "copy requests per item 1.00": round(best["copy_requests_per_item"], 2) == 1.0,
         "unknown outcomes 0": best["unknown_outcomes"] == 0,
@@ -630,6 +630,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (mixed; default 3)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench-output")
+    parser.add_argument(
+        "--deadline", default=None, help="many: the runs' --deadline (a bounded comparison)"
+    )
+    parser.add_argument(
+        "--strategies", default="adaptive,baseline", help="many: which strategies, in order"
+    )
     parser.add_argument(
         "--json",
         type=Path,
