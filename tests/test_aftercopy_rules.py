@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from orchestrator.core.aftercopy import differences, parse_tags, ram_changes
 from orchestrator.core.cloud import Image
+from tests.inprocess import LocalCloud
 from tests.test_config import error_of, load_text
 from tests.test_manifest import HEADER, load_csv, only_problem
 
@@ -68,3 +70,19 @@ def test_carry_and_verify_sections_are_read(tmp_path: Path) -> None:
 def test_an_unknown_verify_field_is_named(tmp_path: Path) -> None:
     """[verify] ignore names only compared fields, with a suggestion."""
     assert "did you mean checksum?" in error_of(tmp_path, '[verify]\nignore = ["chcksum"]\n')
+
+
+def test_plan_says_what_will_be_carried(local_cloud: LocalCloud) -> None:
+    """plan: a row to copy says its tags and RAM limits are carried (nothing: no note)."""
+    cloud = local_cloud
+    cloud.account("t0")
+    cloud.row("t0", 1, tags=["env.prod", "team.a"], min_ram=2048)
+    cloud.row("t0", 1)
+    cloud.start()
+    done = cloud.main("plan", str(cloud.list_path), "--config", str(cloud.config_path),
+                      "--format", "json")  # fmt: skip
+    reasons = [row["reason"] for row in json.loads(done.stdout)["rows"]]
+    assert reasons == [
+        "after the copy: verified, then carries tags:2,min_ram",
+        None,
+    ]

@@ -42,6 +42,7 @@ from orchestrator.commands.verdicts import (
     verdict_of,
 )
 from orchestrator.config import Config
+from orchestrator.core.aftercopy import carry_plan
 from orchestrator.core.cloud import CloudError, TenantCloud, remembered_refusal
 from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.estimate import estimate, speed_from_samples
@@ -174,6 +175,12 @@ async def make_plan(
             verdict, reason = verdict_of(item, judged_now=False)
             judged = item
         verdicts[item.key] = verdict
+        after = config.after
+        carried = carry_plan(
+            judged.source_facts, item.row.tags, tags=after.carry_tags, ram=after.carry_ram
+        )
+        if verdict == Verdict.COPY and carried:
+            notes[item.key].append(carried)
         judged_items.append(judged)
         plan.rows.append(row_of(judged, verdict, reason, plan.speed, notes[item.key]))
     plan.rows.extend(bad_rows(manifest))
@@ -278,7 +285,8 @@ async def _judge(
         notes[key].extend(flags)
     for item, image in checked.stale:
         notes[item.key].append(
-            f"a broken copy of it ({image.id}, {image.status}) is in the target: delete it"
+            f"a broken copy of it ({image.id}, {image.status}) is in the target: "
+            "`ims-migrate cleanup --yes` deletes it"
         )
     adds: dict[tuple[str, str, str], int] = defaultdict(int)
     for verdict, _, item in out.verdicts.values():

@@ -26,9 +26,28 @@ TAG_VALUE_MAX = 255
 NOTE_SEP = " | "
 
 
+SOURCE_TAG_KEYS = "_tag_keys"  # in source_facts: the keys of the source's tags, for ``plan``
+
+
 def facts_text(image: Image) -> str:
-    """The source's compared attributes as ``Item.source_facts`` keeps them (JSON text)."""
-    return json.dumps(dict(image.facts), sort_keys=True, separators=(",", ":"))
+    """The source's compared attributes as ``Item.source_facts`` keeps them (JSON text), with
+    the keys of its tags as the listing shows them (what ``plan`` says will be carried)."""
+    facts = dict(image.facts)
+    keys = sorted({tag.partition(".")[0] for tag in image.tags})
+    if keys:
+        facts[SOURCE_TAG_KEYS] = "\n".join(keys)
+    return json.dumps(facts, sort_keys=True, separators=(",", ":"))
+
+
+def carry_plan(source_facts: str, tags_column: str, *, tags: bool, ram: bool) -> str:
+    """What ``plan`` says of an item to copy: what is carried after the copy ("" nothing)."""
+    facts = facts_of(source_facts)
+    keys = set(facts.get(SOURCE_TAG_KEYS, "").split("\n")) - {""} if tags else set()
+    listed, _ = parse_tags(tags_column)
+    count = len(keys | listed.keys())
+    limits = [key for key in RAM_KEYS if ram and facts.get(key, "0") not in ("", "0")]
+    what = carried_text(count, limits)
+    return f"after the copy: verified, then carries {what}" if what else ""
 
 
 def facts_of(text: str) -> dict[str, str]:
