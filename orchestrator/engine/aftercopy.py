@@ -16,8 +16,8 @@ A kill at any point resumes at the saved step and does it again; nothing here ev
 copy. A step the cloud refuses (403: a policy without ``ims:images:updateTags``...) or cannot
 do does not fail the copy: the item ends ``succeeded`` with what was not done and why
 (``Item.undone``), and the run exits 1. A mismatch leaves ``verify = mismatch`` (exit 1).
-Credentials refused as such (401, gateway codes) stop the tenant as everywhere else; the item
-stays at its step for the next run.
+Credentials refused as such (401, a bad signature, a skewed clock, an expired token) stop the
+tenant as everywhere else; the item stays at its step for the next run.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class AfterCopy:
             try:
                 return await call()
             except CloudError as error:
-                if error.kind == ErrorKind.AUTH and error.status == 403 and _is_policy(error):
+                if error.kind == ErrorKind.AUTH and _is_permission(error):
                     raise _Refused(f"{what}: refused ({error})") from None
                 if error.kind == ErrorKind.AUTH:
                     await self.ctx.block_tenant(self.item.row.tenant, error)
@@ -311,6 +311,10 @@ class AfterCopy:
         done.ram = tuple(change.changes)
 
 
-def _is_policy(error: CloudError) -> bool:
-    """A 403 from IMS (a policy refusing one action), not the gateway refusing credentials."""
-    return not (error.code or "").startswith("APIGW.")
+PERMISSION_CODES = frozenset({"APIGW.0302", "APIGW.0306"})  # no permission for this API
+
+
+def _is_permission(error: CloudError) -> bool:
+    """A refusal of this one call (a 403: a policy without ``ims:images:updateTags``...), not
+    of the credentials (401, a bad signature, a skewed clock, an expired token)."""
+    return error.status == 403 or error.code in PERMISSION_CODES
