@@ -28,7 +28,7 @@ HEADER = "tenant,image_id,source_region,target_region"
 NORTH, EAST = "cn-north-4", "cn-east-3"
 COLUMNS = (
     "image_id, source_region, target_region, name, description, project_name, "
-    "source_project_name, agency_name, tenant, vault_id, priority"
+    "source_project_name, agency_name, tenant, vault_id, priority, tags"
 )
 
 
