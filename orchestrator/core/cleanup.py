@@ -48,8 +48,9 @@ def leftovers(items: Iterable[Item], images: Iterable[Image]) -> list[Leftover]:
                 continue
             broken = image.status in DEAD_STATUSES
             if has_copy(item):
-                why = f"{image.status} copy" if broken else "duplicate of the item's copy"
-                out.append(Leftover(item, image, f"{why} {item.target_image_id}"))
+                what = f"{image.status} image" if broken else "duplicate"
+                why = f"{what} beside the item's copy {item.target_image_id}"
+                out.append(Leftover(item, image, why))
             elif broken:
                 out.append(Leftover(item, image, f"{image.status} copy of a failed attempt"))
             break
