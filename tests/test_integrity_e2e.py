@@ -4,6 +4,7 @@ list, a damaged checkpoint or journal, a lost lock. Judged on the simulator's gr
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Iterator
 
@@ -132,7 +133,8 @@ def test_a_lock_removed_under_a_run_stops_it_and_the_next_run_copies_nothing_twi
     second = cloud.run(timeout=120)
     assert first.wait(60) == 75
     log = (cloud.root / f"run-{cloud.seq}.log").read_text()
-    assert "lock was removed while this run held it" in log, log
+    # "removed" when A looks before B has locked a new file, "replaced" after: both are right.
+    assert re.search(r"lock was (removed|replaced) while this run held it", log), log
     assert "Traceback" not in log
     assert second.returncode in (0, 75), second.stderr
     if second.returncode == 75:
