@@ -138,10 +138,32 @@ def test_auth_errors_say_what_to_fix(code: str, words: tuple[str, ...]) -> None:
 
 
 def test_message_falls_back_to_the_status() -> None:
-    """Without a message in the body, the message names the HTTP status."""
+    """Without a message in the body, the message names the HTTP status, and the error's text
+    says it once (not "HTTP 502 HTTP 502")."""
     error = classify(502, None, None, mutating=False)
     assert error.message == "HTTP 502"
-    assert str(error) == "HTTP 502 HTTP 502"
+    assert str(error) == "HTTP 502"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "text"),
+    [
+        (400, None, "HTTP 400"),
+        (400, "IMG.0001", "HTTP 400 IMG.0001"),
+        (500, None, "HTTP 500 boom"),
+    ],
+)
+def test_the_status_is_said_once(status: int, code: str | None, text: str) -> None:
+    """A body without a message, with or without a code; a message of its own keeps it."""
+    message = "boom" if text.endswith("boom") else None
+    assert str(classify(status, code, message, mutating=False)) == text
+
+
+def test_a_refusal_without_a_message_says_the_status_once_then_the_advice() -> None:
+    """A bare 403 still carries what to fix, after the status said once."""
+    text = str(classify(403, None, None, mutating=False))
+    assert text.startswith("HTTP 403 (")
+    assert text.count("HTTP 403") == 1
 
 
 def test_retry_after_and_request_id_are_carried() -> None:

@@ -131,3 +131,14 @@ async def test_probe_without_iam_and_without_ids_fails(
         await make(project_ids={}).client.probe(REGION)
     assert caught.value.kind is ErrorKind.NOT_FOUND
     assert cloud.requests("GET", IMAGES) == []
+
+
+async def test_probe_refused_with_a_bare_400_says_the_status_once(
+    cloud: FakeCloud, make: Callable[..., Harness]
+) -> None:
+    """A probe answered 400 without an error body: "HTTP 400", not "HTTP 400 HTTP 400"."""
+    cloud.on("GET", IMAGES, answer(400))
+    with pytest.raises(CloudError) as caught:
+        await make().client.probe(REGION)
+    assert caught.value.kind is ErrorKind.PERMANENT
+    assert str(caught.value) == "HTTP 400"

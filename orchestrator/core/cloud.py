@@ -117,9 +117,13 @@ class CloudError(Exception):
         self.request_id = request_id
 
     def __str__(self) -> str:
-        where = f"HTTP {self.status} " if self.status else ""
-        code = f"{self.code}: " if self.code else ""
-        return f"{where}{code}{self.message}"
+        status = f"HTTP {self.status}" if self.status else ""
+        message = self.message
+        # A body without a message: classify's stand-in names the status, said once here.
+        if status and (message == status or message.startswith(f"{status} ")):
+            message = message[len(status) :].lstrip()
+        said = f"{self.code}: {message}" if self.code and message else self.code or message
+        return " ".join(part for part in (status, said) if part)
 
 
 def _text(raw: Mapping[str, Any], key: str) -> str:
