@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
 from dataclasses import fields, replace
 from typing import Any
+
+import pytest
 
 from orchestrator.core.model import Item, Phase, PublicState, Row
 from orchestrator.output.report import (
@@ -206,3 +210,52 @@ def test_item_carries_nothing_secret() -> None:
     """Item fields are the documented, non-secret ones: no key, token or credential field."""
     names = {f.name for f in fields(Item)} | {f.name for f in fields(Row)}
     assert not {n for n in names if any(w in n for w in ("secret", "key", "credential", "token"))}
+
+
+def _cells_as_rendered(text: str) -> list[str]:
+    """The body cells of the Markdown's tables as a CommonMark renderer with GFM tables and
+    strikethrough shows them (rich's markdown-it, already installed): HTML text."""
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(text)
+    return re.findall(r"<td[^>]*>(.*?)</td>", html, flags=re.DOTALL)
+
+
+def test_markdown_leaves_underscores_inside_words_alone() -> None:
+    """Tenant names, image names and codes with `_` inside a word read as typed in plain text:
+    CommonMark never starts emphasis there."""
+    odd = replace(
+        item(Phase.FAILED, image_id="img_7f3a", tenant="prod_eu", error_code="JOB_DEADLINE"),
+        copy_name="web_01_base #2",
+    )
+    text = render_markdown([odd], summarize([odd]))
+    for word in ("prod_eu", "img_7f3a", "JOB_DEADLINE", "web_01_base #2"):
+        assert f" {word} |" in text
+    assert "\\_" not in text
+
+
+NASTY = [
+    "_x_ and __y__",
+    "a __b__ c",
+    "(_x_) x_ _y",
+    "*a* **b** a*b*c",
+    "~s~ ~~t~~",
+    "`code` ``x``",
+    "[a](http://e.x) ![i](http://e.x/i.png) [r]",
+    "<script>alert(1)</script> <b>x</b> <http://e.x>",
+    "&lt;i&gt; &#60;b&#62; &amp; R&D",
+    "a|b \\| c\\_d \\",
+    "# not a heading",
+    "snake__double__under",
+]
+
+
+@pytest.mark.parametrize("message", NASTY)
+def test_markdown_cells_render_as_the_text_itself(message: str) -> None:
+    """Whatever the list holds, a renderer shows the cell's text as typed: no emphasis, link,
+    image, code, strikethrough or HTML, and nothing lost or added."""
+    odd = item(Phase.FAILED, error_message=message)
+    cells = _cells_as_rendered(render_markdown([odd], summarize([odd])))
+    assert message in [html.unescape(cell) for cell in cells]
+    for cell in cells:
+        assert "<" not in cell, cell

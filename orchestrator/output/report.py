@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -205,9 +206,11 @@ def render_json(items: Iterable[Item], summary: Summary) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-_MARKDOWN = str.maketrans(
-    {c: "\\" + c for c in "\\`*_[]|~#"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
-)
+# What the list's text could turn into markup in a table cell (inline content only: nothing at
+# a cell's start begins a heading or a list). ``_`` and ``&`` are handled apart, where they act.
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*[]|~"} | {"<": "&lt;", ">": "&gt;"})
+_UNDERSCORES = re.compile(r"_+")
+_REFERENCE = re.compile(r"&(?=#?[0-9A-Za-z]+;)")  # the start of ``&amp;``, ``&#60;``...
 
 
 def visible(text: str) -> str:
@@ -224,9 +227,19 @@ def visible(text: str) -> str:
 
 
 def _cell(value: Value) -> str:
-    """A Markdown table cell: the list's text shown as text, never as markup or HTML."""
-    text = "" if value is None else visible(str(value))
-    return " ".join(text.translate(_MARKDOWN).split())
+    """A Markdown table cell: the list's text shown as text, never as markup or HTML, and
+    escaped only where it would act, so that ``prod_eu`` or ``JOB_DEADLINE`` read as typed."""
+    text = " ".join(("" if value is None else visible(str(value))).split())
+    text = _REFERENCE.sub("&amp;", text).translate(_MARKDOWN)
+    return _UNDERSCORES.sub(_underscores, text)
+
+
+def _underscores(match: re.Match[str]) -> str:
+    """A run of ``_`` between two letters or digits never starts or ends emphasis
+    (CommonMark's intraword rule); any other is escaped."""
+    text, start, end = match.string, match.start(), match.end()
+    inside = start > 0 and end < len(text) and text[start - 1].isalnum() and text[end].isalnum()
+    return match[0] if inside else "\\_" * len(match[0])
 
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[Value]], numeric_from: int) -> list[str]:
