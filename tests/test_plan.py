@@ -391,3 +391,34 @@ def test_plan_cli_exit_codes_and_no_mutating_call(local_cloud: LocalCloud) -> No
     assert truth.copies_total == 0
     assert "copy" not in truth.requests
     assert not cloud.state_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("filters", "words"),
+    [
+        (("--tenant", "alpah"), "--tenant alpah: no row of"),
+        (("--source-region", "cn-south-1"), "--source-region cn-south-1: no row of"),
+        (("--tenant", "alpha", "--target-region", "cn-south-1"), "matches all of these"),
+    ],
+    ids=["typo", "absent-region", "together"],
+)
+def test_plan_refuses_a_filter_that_matches_no_row_as_run_does(
+    local_cloud: LocalCloud, filters: tuple[str, ...], words: str
+) -> None:
+    """A filter no row matches is a typo, not an empty plan that "can go" (exit 0): plan
+    refuses it with run's exit code and words, before any call."""
+    cloud = local_cloud
+    cloud.account("alpha")
+    cloud.account("beta")
+    cloud.row("alpha", 1, target="cn-east-3")
+    cloud.row("beta", 1, target="cn-south-1")
+    cloud.start()
+    planned = plan_cli(cloud, *filters)
+    ran = cloud.run(*filters, "--quiet")
+    assert (planned.returncode, ran.returncode) == (2, 2)
+    assert words in planned.stderr
+    assert planned.stderr.splitlines()[-1] == ran.stderr.splitlines()[-1]
+    if filters[:2] == ("--tenant", "alpah"):
+        assert "did you mean alpha?" in planned.stderr
+    assert planned.stdout == ""
+    assert cloud.truth().requests == {}

@@ -1,12 +1,15 @@
-"""What ``run`` and ``plan`` share: the usage error, the state dir a list owns, its credentials."""
+"""What ``run`` and ``plan`` share: the usage error, the state dir a list owns, its credentials,
+the check of the filters."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from orchestrator.config import Config, ConfigError, TenantConfig, resolve_credentials
 from orchestrator.core.credentials import Credentials
+from orchestrator.core.model import Row
+from orchestrator.core.suggest import suggest
 from orchestrator.state.meta import RunMeta
 
 TenantCredentials = Mapping[str, tuple[TenantConfig, Credentials]]
@@ -49,3 +52,28 @@ def tenant_credentials(
         except ConfigError as exc:
             raise UsageError(str(exc)) from exc
     return out
+
+
+Filters = tuple[frozenset[str], frozenset[str], frozenset[str]]  # tenants, sources, targets
+
+
+def check_filters(list_path: Path, filters: Filters, listed: Sequence[Row]) -> None:
+    """A --tenant/--source-region/--target-region that matches no row of the list is a typo,
+    not a finished run nor an empty plan (a cron line with it would report success for ever):
+    UsageError. ``listed``: the rows of the list, the ones its checks refused included."""
+    tenants, sources, targets = filters
+    checks = (
+        ("--tenant", tenants, {row.tenant for row in listed}),
+        ("--source-region", sources, {row.source_region for row in listed}),
+        ("--target-region", targets, {row.target_region for row in listed}),
+    )
+    for flag, wanted, present in checks:
+        for value in sorted(wanted - present):
+            known = ", ".join(sorted(present)[:10])
+            raise UsageError(
+                f"{flag} {value}: no row of {list_path} has it "
+                f"({suggest(value, present)}the list has: {known}); nothing was run"
+            )
+    if any(filters) and not any(row.matches(*filters) for row in listed):
+        given = " ".join(f"{flag} {v}" for flag, wanted, _ in checks for v in sorted(wanted))
+        raise UsageError(f"{given}: no row of {list_path} matches all of these; nothing was run")

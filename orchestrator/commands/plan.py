@@ -29,7 +29,13 @@ import anyio
 
 from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import CloudFactory, open_clouds
-from orchestrator.commands.common import UsageError, check_owner, state_dir_for, tenant_credentials
+from orchestrator.commands.common import (
+    UsageError,
+    check_filters,
+    check_owner,
+    state_dir_for,
+    tenant_credentials,
+)
 from orchestrator.commands.verdicts import (
     VERDICTS,
     Plan,
@@ -150,6 +156,9 @@ async def make_plan(
     state_dir = state_dir_for(request.list_path, request.state_dir)
     existing, meta = _read_state(request, state_dir)
     merged = merge_list(existing, manifest.rows)
+    listed = [item.row for item in merged if item.listed] + [row for row, _ in manifest.rejected]
+    filters = (request.tenants, request.source_regions, request.target_regions)
+    check_filters(request.list_path, filters, listed)  # before any call, as run does
     chosen = [item for item in merged if item.listed and _selected(item, request)]
     plan = Plan(request.list_path, state_dir, config.max_concurrent_copies)
     plan.not_listed = sum(not item.listed for item in merged)

@@ -26,6 +26,7 @@ from orchestrator.commands.clouds import CloudFactory, open_clouds
 from orchestrator.commands.common import (
     TenantCredentials,
     UsageError,
+    check_filters,
     check_owner,
     state_dir_for,
     tenant_credentials,
@@ -35,7 +36,6 @@ from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.model import Item
 from orchestrator.core.outcome import Stop, StopReason, is_done, is_shown, merge_list
 from orchestrator.core.speed import SpeedModel
-from orchestrator.core.suggest import suggest
 from orchestrator.engine.context import Counters, RunContext, log
 from orchestrator.engine.scheduler import (
     Engine,
@@ -125,29 +125,6 @@ def sweep_report_temps(state_dir: Path) -> None:
 
 def _selected(item: Item, request: RunRequest) -> bool:
     return item.row.matches(request.tenants, request.source_regions, request.target_regions)
-
-
-def check_filters(request: RunRequest, items: list[Item], chosen: list[Item]) -> None:
-    """A --tenant/--source-region/--target-region that matches no row of the list is a typo,
-    not a finished run (a cron line with it would report success for ever): UsageError."""
-    listed = [item.row for item in items if item.listed]
-    filters = (
-        ("--tenant", request.tenants, {row.tenant for row in listed}),
-        ("--source-region", request.source_regions, {row.source_region for row in listed}),
-        ("--target-region", request.target_regions, {row.target_region for row in listed}),
-    )
-    for flag, wanted, present in filters:
-        for value in sorted(wanted - present):
-            known = ", ".join(sorted(present)[:10])
-            raise UsageError(
-                f"{flag} {value}: no row of {request.list_path} has it "
-                f"({suggest(value, present)}the list has: {known}); nothing was run"
-            )
-    if any(wanted for _, wanted, _ in filters) and not any(item.listed for item in chosen):
-        given = " ".join(f"{flag} {v}" for flag, wanted, _ in filters for v in sorted(wanted))
-        raise UsageError(
-            f"{given}: no row of {request.list_path} matches all of these; nothing was run"
-        )
 
 
 def open_with_list(
@@ -307,7 +284,11 @@ async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> Ru
                     request.retry_failed and item.listed and item.phase.is_terminal
                 ):
                     active.add(item.row.tenant)
-        check_filters(request, items, chosen)
+        check_filters(
+            request.list_path,
+            (request.tenants, request.source_regions, request.target_regions),
+            [item.row for item in items if item.listed],
+        )
         credentials = tenant_credentials(request.config, request.environ, active)
         with logs.events_to(state_dir):
             for problem in manifest.problems:  # the terminal shows the same words (cli/run.py)
