@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from hashlib import sha256
 from typing import Any
 
@@ -76,7 +76,40 @@ class Mixed:
 
     def smaller(self, per_tenant: int) -> Mixed:
         """The same workload with ``per_tenant`` images in each tenant (for a smoke run)."""
-        return Mixed(**{**asdict(self), "images_per_tenant": (per_tenant,) * 6})
+        return replace(self, images_per_tenant=(per_tenant,) * len(self.images_per_tenant))
+
+    @property
+    def longest_copy(self) -> float:
+        """Wall seconds of the longest possible copy (the largest image, the slowest noise)."""
+        run = (self.fixed_seconds + self.size_max_gib * self.seconds_per_gib) * (1 + self.noise)
+        return (self.init_seconds + run) * self.time_scale
+
+
+@dataclass(frozen=True)
+class Short(Mixed):
+    """Short copies: 12 to 80 times ``poll_min`` (10 cloud seconds), each first at 0 % for
+    40 cloud seconds (``INIT``), 4 tenants of 80 images (sizes log-normal around 8 GiB)."""
+
+    seed: int = 20250412
+    images_per_tenant: tuple[int, ...] = (80, 80, 80, 80)
+    size_median_gib: float = 8.0
+    size_sigma: float = 0.8
+    size_min_gib: float = 1.0
+    size_max_gib: float = 30.0
+    fixed_seconds: float = 76.0  # runs of (76 + 19 x GiB) x (1 +- 0.15): 80 to 656 s
+    seconds_per_gib: float = 19.0
+    init_seconds: float = 40.0  # 0 % for 4 x poll_min: a third of the shortest copy
+    noise: float = 0.15
+    time_scale: float = 1 / 100  # poll_min = 0.1 wall seconds: copies of 1.2 to 8 s
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        poll_min = 10.0 * self.time_scale
+        out["copies_in_poll_min"] = [
+            round(self.shortest_copy / poll_min, 1),
+            round(self.longest_copy / poll_min, 1),
+        ]
+        return out
 
 
 @dataclass(frozen=True)
