@@ -35,7 +35,7 @@ from orchestrator.config import Config
 from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.model import Item
 from orchestrator.core.outcome import Stop, StopReason, is_done, is_shown, merge_list
-from orchestrator.core.speed import SpeedModel
+from orchestrator.core.speed import RouteSpeeds, SpeedModel
 from orchestrator.engine.context import Counters, RunContext, log
 from orchestrator.engine.scheduler import (
     Engine,
@@ -325,7 +325,7 @@ async def _run_with_clients(
     config = request.config
     if not recalled:
         await save_list(store, str(request.list_path.resolve()), manifest, items)
-    speed = SpeedModel(samples=list(store.meta.speed_samples))
+    speed = RouteSpeeds(SpeedModel(samples=list(store.meta.speed_samples)))
     async with seams.clouds(config, credentials, clock) as clouds:
         max_failures = request.max_failures
         if request.max_failure_ratio is not None:
@@ -360,7 +360,7 @@ async def _run_with_clients(
                 last_exit=result.exit_code,
                 last_reason=result.reason,
                 last_end=clock.now(),
-                speed_samples=tuple(ctx.speed.samples[-200:]),
+                speed_samples=tuple(ctx.speed.overall.samples[-200:]),
             )
         )
         if ctx.stopped is None or ctx.stopped.reason is not StopReason.SIGNAL:

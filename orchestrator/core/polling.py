@@ -3,19 +3,32 @@
 A copy is polled about three times when something is known about it:
 
 1. a *probe* half-way to the expected end (``expected_duration``: the speed of the copies
-   already finished, applied to this image's size) reads the job's ``process_percent``;
+   already finished on the same route, applied to this image's size) reads the job's
+   ``process_percent``;
 2. a second probe, most of the way to the end that first sample suggests, reads it again;
 3. the two samples give the job's own rate, hence its end: the next poll is aimed just *after*
    it (by ``MARGIN`` of the copy's duration), so the end is seen at once and never missed by
    much.
 
-A job adopted after a restart that should have ended by now is polled at once. A poll that
-finds the job still running past its estimated end is followed by more looks, after a share of
-the time elapsed, doubling with each poll that sees no progress. With nothing to go on (no
-finished copy yet, no progress, or a job stuck in ``INIT``), polls back off exponentially from
-``poll_min``. Probes and back-off are jittered (±``JITTER``) so that many jobs started
-together do not poll together; the poll aimed at the end is only ever jittered later, never
-earlier. Every interval is clamped to ``[poll_min, poll_max]``.
+No poll comes sooner than ``poll_min`` after the last, so a probe leaves room before the end
+for the polls after it (``RESERVE`` x ``poll_min`` each): a copy only a few ``poll_min`` long
+is still probed early enough for the last poll to land just after its end, not ``poll_min``
+late.
+
+A job at 0 % (``INIT``, or a copy that has not started to move) says nothing about its speed:
+it is *not yet moving*, never "infinitely slow". The first sample that shows progress gives a
+bound on the end (the copy moved at least that much since the last poll at 0 %); the expected
+duration, when known, is kept within it.
+
+With nothing to go on (no finished copy yet and no progress), polls back off exponentially
+from ``poll_min`` but never wait more than ``GROWTH`` of the time elapsed since the submission,
+so a copy is seen ending within a bounded share of its duration. A job adopted after a restart
+that should have ended by now is polled at once. A poll that finds the job still running past
+its estimated end is followed by more looks, after a share of the time elapsed, doubling with
+each poll that sees no progress (again at most ``GROWTH`` of the time elapsed). Probes and
+back-off are jittered (±``JITTER``) so that many jobs started together do not poll together;
+the poll aimed at the end is only ever jittered later, never earlier. Every interval is
+clamped to ``[poll_min, poll_max]``.
 
 ``process_percent`` is a fraction (0..1) in the API; a value above 1 is read as a percentage.
 """
@@ -37,10 +50,14 @@ class Polling(StrEnum):
 
 FIRST_PROBE = 0.5  # with only an expected duration: probe at this share of the time left
 SECOND_PROBE = 0.8  # with one progress sample: probe at this share of the time it suggests
+RESERVE = 1.25  # poll_min intervals a probe keeps free before the end, per poll still to come
 MARGIN = 0.004  # aim this share of the copy's duration after its estimated end
 OVERDUE_SHARE = 0.01  # past the estimated end: look again after this share of the time so far
+GROWTH = 0.25  # no back-off waits longer than this share of the time since the submission
 MIN_SPAN = 0.05  # progress between two samples needed to trust the rate they give
+ROUNDING = 0.001  # process_percent may be rounded to 0.1 %
 JITTER = 0.1  # +-10 % on probes and back-off
+SPREAD = 0.25  # a copy may end this share of its expected duration sooner than expected
 
 
 def as_fraction(progress: float | None) -> float | None:
@@ -59,6 +76,7 @@ class PollState:
     started_at: float  # when the copy was submitted (or adopted)
     last_at: float | None = None
     last_progress: float | None = None
+    still_at: float | None = None  # the last poll that saw 0 %, before any progress
     moving_since: float | None = None  # first poll that saw progress > 0
     moving_progress: float | None = None
     quiet_polls: int = 0  # polls in a row that taught nothing new
@@ -77,6 +95,8 @@ class PollState:
         )
         if moved and self.moving_since is None:
             state = replace(state, moving_since=now, moving_progress=fraction)
+        elif fraction == 0.0 and self.moving_since is None:
+            state = replace(state, still_at=now)
         return state
 
     def rate(self) -> float | None:
@@ -93,13 +113,33 @@ class PollState:
             return None
         return (self.last_progress - self.moving_progress) / (self.last_at - self.moving_since)
 
+    def bounds(self) -> tuple[float | None, float] | None:
+        """For a job seen moving without a trusted rate: the earliest (None: any moment) and
+        the latest it can end at the pace its samples allow, reading each sample as rounded
+        by up to ``ROUNDING``; None before any progress."""
+        if self.moving_since is None or not self.last_progress or self.last_at is None:
+            return None
+        now, done = self.last_at, self.last_progress
+        since = self.still_at if self.still_at is not None else self.started_at
+        # It moved at least ``done`` since the last look at 0 % (or the submission).
+        latest = now + (1.0 - done) * max(0.0, now - since) / done
+        earliest = None
+        if self.moving_progress is not None and now > self.moving_since:
+            span, took = done - self.moving_progress, now - self.moving_since
+            earliest = now + (1.0 - done) * took / (span + ROUNDING)
+            if span > ROUNDING:
+                latest = min(latest, now + (1.0 - done) * took / (span - ROUNDING))
+        return earliest, latest
+
 
 @dataclass(frozen=True)
 class Estimate:
-    """When the job should end, and whether the job's own rate says so (``precise``)."""
+    """When the job should end, whether the job's own rate says so (``precise``), and the
+    earliest it may end (None: unknown) for the probes to keep clear of."""
 
     end_at: float
     precise: bool
+    earliest: float | None = None
 
 
 def estimate_end(state: PollState, expected_duration: float | None) -> Estimate | None:
@@ -107,17 +147,23 @@ def estimate_end(state: PollState, expected_duration: float | None) -> Estimate 
     rate = state.rate()
     if rate is not None and state.last_at is not None and state.last_progress is not None:
         return Estimate(state.last_at + (1.0 - state.last_progress) / rate, precise=True)
-    if state.moving_since is not None and state.last_progress and state.last_at is not None:
-        # One sample: the rate since submission. It counts the INIT phase as copying time, so
-        # it errs late; the next probe lands well before it to read a second sample.
-        elapsed = state.last_at - state.started_at
-        if elapsed > 0:
-            end = state.started_at + elapsed / state.last_progress
-            if expected_duration is not None:
-                end = min(end, state.started_at + 1.5 * expected_duration)
-            return Estimate(end, precise=False)
+    expected = early = None
     if expected_duration is not None:
-        return Estimate(state.started_at + expected_duration, precise=False)
+        expected = state.started_at + expected_duration
+        early = state.started_at + (1.0 - SPREAD) * expected_duration
+    bounds = state.bounds()
+    if bounds is not None and state.last_at is not None:
+        # Progress seen, no rate yet: the end lies within what the samples allow; the
+        # expected duration, if known, is kept within those bounds.
+        earliest, latest = bounds
+        if expected is None:
+            return Estimate(latest, precise=False, earliest=earliest)
+        end = min(latest, max(expected, earliest or state.last_at))
+        if earliest is None and early is not None:
+            earliest = min(early, end)
+        return Estimate(end, precise=False, earliest=earliest)
+    if expected is not None:
+        return Estimate(expected, precise=False, earliest=early)
     return None
 
 
@@ -145,9 +191,19 @@ def next_delay(
     if not adaptive:
         return poll_min
     spread = 1.0 + JITTER * (2.0 * jitter - 1.0)
+    elapsed = max(0.0, now - state.started_at)
+    longest = max(poll_min, GROWTH * elapsed)  # no back-off waits longer
     estimate = estimate_end(state, expected_duration)
+    if (
+        estimate is not None
+        and estimate.end_at <= now
+        and state.moving_since is None
+        and state.polls
+    ):
+        estimate = None  # still at 0 % past its expected end: not started, speed unknown
+    backoff = ExponentialBackoff(poll_min, max_exponent=16)
     if estimate is None:
-        delay = ExponentialBackoff(poll_min, max_exponent=16).ceiling(state.quiet_polls) * spread
+        delay = min(backoff.ceiling(state.quiet_polls), longest) * spread
     else:
         left = estimate.end_at - now
         duration = max(0.0, estimate.end_at - state.started_at)
@@ -155,13 +211,23 @@ def next_delay(
             delay = poll_min * spread  # adopted after a restart, past its end: look at once
         elif left <= 0:
             # Overdue: look again soon, then less and less often while nothing moves.
-            overdue = max(poll_min, OVERDUE_SHARE * (now - state.started_at))
+            overdue = max(poll_min, OVERDUE_SHARE * elapsed)
             again = ExponentialBackoff(overdue, max_exponent=16)
-            delay = again.ceiling(max(state.quiet_polls - 1, 0)) * spread
+            delay = min(again.ceiling(max(state.quiet_polls - 1, 0)), longest) * spread
         elif estimate.precise:
             delay = left + MARGIN * duration * (1.0 + jitter)
-        elif state.moving_since is not None:
-            delay = left * SECOND_PROBE * spread
         else:
-            delay = left * FIRST_PROBE * spread
+            # A probe lands early enough for the polls after it (each ``poll_min`` or more
+            # apart) to fit before the earliest end; with no idea of that, it samples again
+            # after at most a share of the time elapsed.
+            after = 1 if state.moving_since is not None else 2
+            share = SECOND_PROBE if state.moving_since is not None else FIRST_PROBE
+            delay = share * spread * left
+            if estimate.earliest is None:
+                delay = min(delay, longest * spread)
+            else:
+                delay = min(delay, estimate.earliest - now - after * RESERVE * poll_min)
+            if state.moving_since is None and state.still_at is not None:
+                # Not moving yet, later than expected: no denser than with nothing known.
+                delay = max(delay, min(backoff.ceiling(state.quiet_polls), longest) * spread)
     return min(poll_max, max(poll_min, delay))

@@ -78,3 +78,27 @@ class SpeedModel:
             return None
         fixed, per_gib = fitted
         return fixed + per_gib * size_bytes / GIB
+
+
+Route = tuple[str, str]  # (source region, target region)
+
+
+@dataclass
+class RouteSpeeds:
+    """Copy speed per route: the copies from one region to another move at that link's pace,
+    which another route's copies say little about. A route with fewer than ``MIN_SAMPLES``
+    finished copies borrows the fit of all copies (``overall``, kept in the checkpoint)."""
+
+    overall: SpeedModel = field(default_factory=SpeedModel)
+    routes: dict[Route, SpeedModel] = field(default_factory=dict)
+
+    def learn(self, route: Route, size_bytes: int | None, seconds: float) -> None:
+        self.overall.learn(size_bytes, seconds)
+        self.routes.setdefault(route, SpeedModel()).learn(size_bytes, seconds)
+
+    def expected(self, route: Route, size_bytes: int | None) -> float | None:
+        """Expected duration of a copy of this size on ``route``, or None before enough
+        copies finished."""
+        model = self.routes.get(route)
+        own = model.expected(size_bytes) if model is not None else None
+        return own if own is not None else self.overall.expected(size_bytes)

@@ -17,7 +17,7 @@ from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import CloudError, TenantCloud, refuses_key
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import Stop
-from orchestrator.core.speed import SpeedModel
+from orchestrator.core.speed import RouteSpeeds
 from orchestrator.engine.outage import OutageWatch, watched
 from orchestrator.engine.targets import TargetIndex
 from orchestrator.state.meta import BlockedKey
@@ -57,7 +57,7 @@ class RunContext:
     stop: anyio.Event = field(default_factory=anyio.Event)  # stop now: signal, deadline
     no_more_submits: anyio.Event = field(default_factory=anyio.Event)  # finish what runs
     stopped: Stop | None = None  # why submitting stopped early, once it has
-    speed: SpeedModel = field(default_factory=SpeedModel)
+    speed: RouteSpeeds = field(default_factory=RouteSpeeds)
     blocked: dict[str, BlockedKey] = field(default_factory=dict)  # tenant -> why
     blocked_for_run: set[str] = field(default_factory=set)  # of those, not remembered
     quota_blocked: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, region)

@@ -84,6 +84,9 @@ class Driver:
     def _started(self) -> float:
         return self.item.submitted_at or self.item.unknown_since or self.now
 
+    def _route(self) -> tuple[str, str]:
+        return self.item.row.source_region, self.item.row.target_region
+
     def _overdue(self) -> bool:
         return self.now - self._started() > self.timing.job_deadline
 
@@ -105,7 +108,7 @@ class Driver:
         started = self.item.submitted_at
         await self._save(item, duration=round(self.now - started, 3) if started else None)
         if started and detail == "copied":
-            self.ctx.speed.learn(item.size_bytes, self.now - started)
+            self.ctx.speed.learn(self._route(), item.size_bytes, self.now - started)
         crashpoints.reach("after_success")
         return Outcome(self.item)
 
@@ -296,7 +299,9 @@ class Driver:
         adaptive = self.ctx.config.scheduling.polling == Polling.ADAPTIVE
         polls = failed = 0
         while True:
-            expected = self.ctx.speed.expected(self.item.size_bytes) if adaptive else None
+            expected = (
+                self.ctx.speed.expected(self._route(), self.item.size_bytes) if adaptive else None
+            )
             # Judged only once a poll has shown the job unfinished: a copy that ended while no
             # run was going (a resume after a long stop) is taken as it ended, not failed unseen.
             # Polls that keep failing (not 404) are bounded too (I7): after a few, the deadline.
