@@ -46,6 +46,7 @@ from bench_measure import (
     last_event,
     median_of,
     read_events,
+    recorded_detections,
     recorded_successes,
 )
 from bench_workload import (
@@ -215,6 +216,7 @@ MIXED_ROWS = [
     ("lag_mean", "detection lag, mean (share of copy)", "{:.2%}"),
     ("lag_median", "detection lag, median", "{:.2%}"),
     ("lag_p95", "detection lag, p95", "{:.2%}"),
+    ("lag_recorded_mean", "lag to the success recorded, mean", "{:.2%}"),
     ("tool_cpu", "tool CPU (s)", "{:.1f}"),
 ]
 
@@ -241,7 +243,7 @@ def run_mixed_once(work: Mixed, built: Built, strategy: str, folder: Path) -> di
         sim.stop()
     (folder / "truth.json").write_text(json.dumps(truth.to_dict()), encoding="utf-8")
     events = read_events(folder / "migration.state" / "events.jsonl")
-    figures = copy_figures(truth, recorded_successes(events))
+    figures = copy_figures(truth, recorded_successes(events), recorded_detections(events))
     figures.update(strategy=strategy, exit_code=finished.exit_code, tool_cpu=finished.cpu)
     figures["tool_wall"] = finished.wall
     return figures
