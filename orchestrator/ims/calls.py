@@ -10,9 +10,9 @@ An attempt waits for its access key's budget at the host and for a connection sl
     maybe sent on the POST                      -> UNKNOWN    (raised at once: never re-POST)
     an HTTP error answer                        -> errors.classify (429 retried, AUTH never)
 
-Reads and the copy POST share one retry loop (tenacity) that retries only NOT_SENT and
-TRANSIENT; for the POST the only TRANSIENT answer is a gateway refusal (429 / ``APIGW.0308``),
-which the service never saw.
+Reads and the copy POST share one retry loop that retries only NOT_SENT and TRANSIENT (a
+plain loop: a retry library's machinery cost a third of a call's own CPU); for the POST the only
+TRANSIENT answer is a gateway refusal (429 / ``APIGW.0308``), which the service never saw.
 
 Only the wire counts: the budget, the connection slot and the back-off between attempts are
 waited for *before* the request is handed to the transport, whose timeout starts there. A POST
@@ -31,7 +31,6 @@ from urllib.parse import urlsplit
 
 import anyio
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from orchestrator.clock import Clock
 from orchestrator.core.cloud import SEND_STOP, STOPPED, CloudError, ErrorKind, StopFlag
@@ -65,12 +64,12 @@ class Backoff:
         self._cap = cap
         self._rng = rng
 
-    def __call__(self, state: RetryCallState) -> float:
-        exponent = min(state.attempt_number - 1, 32)
+    def delay(self, attempt: int, error: BaseException | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1 for the first)."""
+        exponent = min(attempt - 1, 32)
         delay = self._rng.uniform(0.0, min(self._cap, self._base * 2**exponent))
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, CloudError) and exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
+        if isinstance(error, CloudError) and error.retry_after is not None:
+            delay = max(delay, error.retry_after)
         return delay
 
 
@@ -117,34 +116,30 @@ class SignedCalls:
             priority = SUBMIT
             stop = SEND_STOP.get()
 
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            log.info(
-                "ims.retry",
-                method=method,
-                path=path,
-                attempt=state.attempt_number,
-                wait=round(state.next_action.sleep, 3) if state.next_action else None,
-                error=str(exc),
-                kind=exc.kind.value if isinstance(exc, CloudError) else None,
-            )
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_attempts),
-            wait=self._backoff,
-            retry=retry_if_exception(_retryable),
-            sleep=self._retry_sleep
-            if stop is None
-            else (lambda seconds: self.unless(stop, self._retry_sleep, seconds)),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
+        attempt = 1
+        while True:
+            try:
                 return await self._attempt(
                     method, base, path, params, body, project_id, priority, stop
                 )
-        raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
+            except CloudError as error:
+                if not _retryable(error) or attempt >= self._max_attempts:
+                    raise
+                wait = self._backoff.delay(attempt, error)
+                log.info(
+                    "ims.retry",
+                    method=method,
+                    path=path,
+                    attempt=attempt,
+                    wait=round(wait, 3),
+                    error=str(error),
+                    kind=error.kind.value,
+                )
+                if stop is None:
+                    await self._retry_sleep(wait)
+                else:
+                    await self.unless(stop, self._retry_sleep, wait)
+            attempt += 1
 
     async def unless(
         self,
