@@ -22,6 +22,7 @@ still waiting when the engine's ``SEND_STOP`` flag is set is not sent: ``NOT_SEN
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -94,6 +95,8 @@ class SignedCalls:
         self._backoff = backoff
         self._retry_sleep = retry_sleep or clock.sleep
         self._max_attempts = max(1, max_attempts)
+        self._date_second: int | None = None
+        self._date = ""
 
     async def call(
         self,
@@ -257,7 +260,15 @@ class SignedCalls:
         return max(0.0, moment.timestamp() - self._clock.now())
 
     def _sdk_date(self) -> str:
-        return datetime.fromtimestamp(self._clock.now(), tz=UTC).strftime(DATE_FORMAT)
+        """``X-Sdk-Date`` now: formatted once per second of the clock (as ``fromtimestamp``
+        rounds it to the microsecond)."""
+        now = self._clock.now()
+        frac, whole = math.modf(now)
+        second = int(whole) + (round(frac * 1e6) >= 1_000_000)
+        if second != self._date_second:
+            self._date = datetime.fromtimestamp(now, tz=UTC).strftime(DATE_FORMAT)
+            self._date_second = second
+        return self._date
 
 
 def _refused(status: int, code: str | None, retry_after: float | None) -> bool:

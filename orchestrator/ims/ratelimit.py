@@ -229,7 +229,7 @@ class RateLimits:
         name = host.lower()
         slots = self._slots.get(name)
         if slots is None:
-            slots = self._slots[name] = anyio.Semaphore(self._in_flight)
+            slots = self._slots[name] = anyio.Semaphore(self._in_flight, fast_acquire=True)
         return slots
 
     async def admit(self, key: str, host: str, priority: float = READ) -> None:
