@@ -12,7 +12,11 @@ prints a table (medians over the repetitions) and writes the same figures as JSO
 * ``short``: the same comparison on copies of only 12 to 80 x ``poll_min``, each at 0 % for
   its first 40 cloud seconds (INIT): 4 tenants x 80 images, time scale 1/100.
 * ``scale``: 100,000 rows over 1,000 tenants whose copies end almost at once: peak memory,
-  checkpoint cost, CPU per item, and the time from a resumed run's start to its first poll.
+  checkpoint cost, CPU per item, and the time from a resumed run's start to its first poll. The
+  first run is stopped by SIGTERM half way: the seconds from the signal to ``run.stopping``, to
+  ``run.finished`` and to the process's exit, and the copy requests the simulator received
+  after the signal (``GET /_sim/requests?kind=copy&since=``). ``--rows N --tenants M``: another
+  size (a quicker look before the 100,000-row figure).
 * ``preflight``: 10,000 rows of one tenant from one region: how many requests preflight makes.
 * ``many``: 20,000 rows over 400 tenants, copies of 1-2 s, request_timeout 5, a simulator that
   answers at once but throttles each key at 200/s (429 + Retry-After): copy requests per item,
@@ -48,6 +52,7 @@ from bench_measure import (
     read_events,
     recorded_detections,
     recorded_successes,
+    stamp,
 )
 from bench_workload import (
     Built,
@@ -119,6 +124,13 @@ class Simulator:
         with urllib.request.urlopen(url, timeout=300) as response:
             return Truth.from_dict(json.loads(response.read()))
 
+    def requests(self, kind: str, since: float) -> list[list[Any]]:
+        """The requests of ``kind`` the simulator received from ``since`` (epoch) on."""
+        url = f"http://127.0.0.1:{self.port}/_sim/requests?kind={kind}&since={since!r}"
+        with urllib.request.urlopen(url, timeout=300) as response:
+            found: list[list[Any]] = json.loads(response.read())["requests"]
+            return found
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -135,6 +147,7 @@ class Finished:
     started: float  # epoch seconds, just before the process was started
     wall: float
     cpu: float  # user + system seconds of the CLI process
+    ended: float = 0.0  # epoch seconds, when its exit was seen (within 20 ms)
 
 
 class Run:
@@ -186,6 +199,7 @@ class Run:
             started=self.started,
             wall=time.monotonic() - self._clock,
             cpu=usage.ru_utime + usage.ru_stime,
+            ended=time.time(),
         )
 
 
@@ -348,10 +362,39 @@ def count_succeeded(path: Path, offset: int, seen: int) -> tuple[int, int]:
     return offset + end, seen + chunk[:end].count(b'"event":"item.succeeded"')
 
 
+def stop_figures(
+    signalled: float, stopped: Finished, events: Sequence[Mapping[str, Any]], sim: Simulator
+) -> dict[str, Any]:
+    """How the SIGTERM at ``signalled`` (epoch) was obeyed: seconds to the run's stopping and
+    finished events and to the process's exit, and the copy requests the simulator received
+    after the signal and after the run said it was stopping (both must be 0)."""
+    stopping = last_event(events, "run.stopping")
+    finished = last_event(events, "run.finished")
+    heard = stamp(stopping) if stopping else None
+    posts = sim.requests("copy", signalled)
+    return {
+        "signal_to_stopping_seconds": heard - signalled if heard else None,
+        "signal_to_finished_seconds": stamp(finished) - signalled if finished else None,
+        "signal_to_exit_seconds": stopped.ended - signalled,
+        "posts_after_signal": len(posts),
+        "posts_after_stopping": sum(1 for r in posts if heard is not None and r[0] >= heard),
+        "posts_after_signal_at": [round(r[0] - signalled, 3) for r in posts[:20]],
+        "stop_journal_lines": sum(
+            1
+            for e in events
+            if heard is not None
+            and str(e.get("event", "")).startswith("item.")
+            and stamp(e) >= heard
+        ),
+    }
+
+
 def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     work = Scale()
     if args.quick:
         work = replace(work, rows=10_000, tenants=100)
+    if args.rows:
+        work = replace(work, rows=args.rows, tenants=args.tenants or work.tenants)
     say(
         f"scale: {work.rows} rows over {work.tenants} tenants, copies of "
         f"{work.copy_seconds:g} s; {json.dumps(work.describe(), sort_keys=True)}"
@@ -386,16 +429,19 @@ def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         while done < work.rows // 2 and first.process.poll() is None:
             time.sleep(0.5)
             offset, done = count_succeeded(events_path, offset, done)
+        signalled = time.time()
         first.signal(signal.SIGTERM)
         stopped = first.wait(timeout=600)
         truth_mid = sim.truth()
         events = read_events(events_path)
         first_end = last_event(events, "run.finished") or {}
+        stop = stop_figures(signalled, stopped, events, sim)
         say(
             f"  first run stopped by SIGTERM after {stopped.wall:.1f} s with {done} done: "
             f"exit {stopped.exit_code}, peak RSS {first_end.get('peak_rss_mib')} MiB, "
             f"CPU {stopped.cpu:.1f} s"
         )
+        say(f"  the stop: {json.dumps(stop, sort_keys=True)}")
         # 2. The resumed run, to the end. (It may rotate events.jsonl as it starts.)
         before = events_path.stat()
         resumed = Run(folder, [], env)
@@ -442,9 +488,30 @@ def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "requests_per_item": sum(truth.requests.values()) / work.rows,
         "polls_per_item": truth.requests.get("job", 0) / work.rows,
         "items_per_second": work.rows / wall,
+        **stop,
     }
     say()
+
+    def seconds(key: str) -> str:
+        value = figures[key]
+        return "-" if value is None else f"{value:.2f}"
+
     rows = [
+        ("stop: SIGTERM to the process's exit (s)", seconds("signal_to_exit_seconds"), "<= 5"),
+        ("stop: SIGTERM to run.finished (s)", seconds("signal_to_finished_seconds"), ""),
+        ("stop: SIGTERM to run.stopping (s)", seconds("signal_to_stopping_seconds"), ""),
+        (
+            "stop: copy POSTs received after the SIGTERM",
+            f"{figures['posts_after_signal']} (after run.stopping: "
+            f"{figures['posts_after_stopping']})",
+            "0",
+        ),
+        ("stop: item events logged after run.stopping", str(figures["stop_journal_lines"]), ""),
+        (
+            "exit codes: stopped run, resumed run",
+            f"{stopped.exit_code}, {finished.exit_code}",
+            "75, 0",
+        ),
         ("peak RSS of the tool (MiB)", f"{figures['peak_rss_mib']:.0f}", "<= 500"),
         ("tool CPU (s), both runs", f"{cpu:.1f}", ""),
         ("tool wall (s), both runs", f"{wall:.1f}", ""),
@@ -646,6 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("mixed", "short", "scale", "preflight", "many", "all"),
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
+    parser.add_argument("--rows", type=int, default=0, help="scale: rows (default 100,000)")
+    parser.add_argument("--tenants", type=int, default=0, help="scale: tenants (with --rows)")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (mixed, short; default 3)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench-output")
     parser.add_argument(

@@ -20,7 +20,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from orchestrator import early_signals, logs
+from orchestrator import early_signals, logs, profiling
 from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import CloudFactory, open_clouds
 from orchestrator.commands.common import (
@@ -179,6 +179,7 @@ class _Stops:
     heard_event: anyio.Event = field(default_factory=anyio.Event)
 
     def heard(self, stop: Stop) -> None:
+        profiling.profile_stop()  # IMS_MIGRATE_PROFILE_STOP: what the stop spends its time on
         self.stop = stop
         self.heard_event.set()
 
