@@ -5,7 +5,7 @@ No CLI and no process: the run's own guarantees, judged on the simulator's World
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import anyio
 
@@ -28,6 +28,11 @@ class IntentsCannotBeSaved(CheckpointStore):
         if any(item.phase == Phase.SUBMITTING for item in items):
             raise StoreError("disk full (injected)")
         await super().commit(items, meta)
+
+    async def commit_intents(self, items: Sequence[Item]) -> bool:
+        if any(item.phase == Phase.SUBMITTING for item in items):
+            raise StoreError("disk full (injected)")
+        return await super().commit_intents(items)
 
 
 def leaves(error: BaseException) -> list[BaseException]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -175,6 +175,16 @@ class DurableStore:
             self._meta = meta
         if dies:
             raise Killed
+
+    async def commit_intents(self, items: Sequence[Item]) -> bool:
+        await self.commit(items)  # never withdrawn: the driver checks the stop after it
+        return True
+
+    def hold_intents(self) -> None:
+        """Nothing is withdrawn here."""
+
+    def hurry(self) -> None:
+        """No housekeeping to skip."""
 
 
 class KillableCloud:

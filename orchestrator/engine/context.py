@@ -76,22 +76,34 @@ class RunContext:
         self.targets = TargetIndex(self.clouds, self.clock.now, self.config.timing.settle)
 
     def request_stop(self, stop: Stop) -> None:
-        """Stop submitting and cancel the polls now (their state is durable)."""
+        """Stop submitting and cancel the polls now (their state is durable); the store does
+        no more housekeeping: the run ends within seconds."""
         self.stop_submitting(stop)
+        self.store.hurry()
         self.stop.set()
 
     def stop_submitting(self, stop: Stop) -> None:
-        """Submit nothing more, but follow the copies already running to their end."""
+        """Submit nothing more, but follow the copies already running to their end. Intents
+        not yet being written are withdrawn: never written, their items stay pending."""
         if not self.no_more_submits.is_set():
             self.stopped = stop
             log.warning("run.stopping", reason=stop.text)
             self.no_more_submits.set()
+            self.store.hold_intents()
 
     async def save(self, item: Item, event: str | None = None, **fields: Any) -> Item:
         """Make the item's state durable, then log it (the log never runs ahead of the state)."""
         await self.store.commit([item])
         self._announce(item, event, **fields)
         return item
+
+    async def save_intent(self, item: Item) -> bool:
+        """Make a copy intent durable, then log it; False (nothing saved, nothing logged) when
+        submitting stopped before its write began: no copy request may follow then."""
+        if not await self.store.commit_intents([item]):
+            return False
+        self._announce(item, None)
+        return True
 
     async def save_many(self, items: Sequence[Item], event: str | None = None) -> None:
         """Make many items' states durable in one commit, then log each (e.g. preflight's)."""

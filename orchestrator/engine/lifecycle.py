@@ -207,11 +207,15 @@ class Driver:
             error_message=None,
         )
         with anyio.CancelScope(shield=True):  # a stop lands after the save, not inside it
-            await self._save(intent)
+            saved = await self.ctx.save_intent(intent)
+        if not saved:  # the stop came first: nothing written, nothing sent, still pending
+            return Outcome(self.item)
+        self.item = intent
         crashpoints.reach("after_intent")
         if self.ctx.no_more_submits.is_set():
-            # The stop came while the intent was being saved: no POST once it is handled. Nothing
-            # was sent, so the copy is provably absent: a new attempt, saved even while cancelled.
+            # The stop came while the intent was being written: no POST once it is handled.
+            # Nothing was sent, so the copy is provably absent: a new attempt, saved even while
+            # cancelled (the drivers stopped so commit together: one write for them all).
             with anyio.CancelScope(shield=True):
                 await self._save(self.item.new_attempt("stopped before sending"))
             return Outcome(self.item)

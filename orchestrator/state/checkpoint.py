@@ -9,12 +9,18 @@ Layout of a state dir::
     report.csv       rewritten at the end of every run
 
 A commit appends its lines to the journal and fsyncs once for every commit waiting (group
-commit), so the cost of a state change does not grow with the list. When the journal holds as
-many lines as there are items, it is compacted: a new snapshot with the next generation is
-written to a temp file in the same folder, fsynced, renamed over the old one and the folder is
-fsynced; then the journal is truncated. Journal lines of an older generation are ignored on
-load, so a crash between the rename and the truncation loses nothing. A line torn by a crash is
-cut off on the next start. ``flock`` is advisory and unreliable on NFS: keep state dirs local.
+commit, ``groupcommit.py``), so the cost of a state change does not grow with the list. When the
+journal holds as many lines as there are items, it is compacted: a new snapshot with the next
+generation is written to a temp file in the same folder, fsynced, renamed over the old one and
+the folder is fsynced; then the journal is truncated. Journal lines of an older generation are
+ignored on load, so a crash between the rename and the truncation loses nothing. A line torn by
+a crash is cut off on the next start. ``flock`` is advisory and unreliable on NFS: keep state
+dirs local.
+
+A stop makes the store quick: copy intents not yet being written are withdrawn
+(:meth:`CheckpointStore.hold_intents`), and once the run must end (:meth:`CheckpointStore.hurry`)
+no compaction starts and one under way is abandoned (its temp file removed, the journal kept:
+the next run folds it in as it opens).
 """
 
 from __future__ import annotations
@@ -25,18 +31,16 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import anyio
-import anyio.to_thread
 
 from orchestrator import crashpoints
 from orchestrator.core.model import Item
 from orchestrator.state.atomic import fsync_dir, write_atomic
 from orchestrator.state.codec import item_from_dict, item_to_dict
 from orchestrator.state.damage import ADVICE, apply_journal, check_head, checked, set_aside
+from orchestrator.state.groupcommit import GroupCommit
 from orchestrator.state.meta import MetaError, RunMeta
 from orchestrator.state.snapshot import SNAPSHOT_CHUNK, parse_snapshot, render_snapshot
 from orchestrator.state.store import StateDamaged, StoreError
@@ -47,6 +51,10 @@ JOURNAL = "journal.jsonl"
 LOCK = "lock"
 TEMP_PREFIX = ".checkpoint-"
 _UNTAGGED = len('{"g":0,')  # a queued line's generation tag, replaced when it is written
+
+
+class _Abandoned(Exception):
+    """A compaction given up because the run must end now (the journal stays as it is)."""
 
 
 class LockHeld(Exception):
@@ -193,10 +201,9 @@ class CheckpointStore:
         self._generation = 0
         self._journal_lines = 0
         self._compact_min = compact_min
-        self._buffer: list[str] = []
-        self._queued = 0
-        self._durable = 0
-        self._lock = anyio.Lock()
+        self._group = GroupCommit(self._append)
+        self._hurry = False  # the run must end: no compaction (read by the writing thread)
+        self._snapshots = 0  # snapshots begun (their items taken): counted by the writing thread
         self._failed: StoreError | None = None
         self._journal: Any = None
         # Costs, for the run's last event and the benchmark: wall seconds spent writing
@@ -274,31 +281,56 @@ class CheckpointStore:
     async def commit(self, items: Iterable[Item] = (), meta: RunMeta | None = None) -> None:
         if self._failed is not None:
             raise self._failed
-        encoding = time.thread_time()
-        lines = []
-        for item in items:
-            self._items[item.key] = item
-            lines.append(json.dumps({"g": 0, "item": item_to_dict(item)}, separators=(",", ":")))
+        lines = self._encode(items)
         if meta is not None:
             changes = meta.changes(self._meta)
             self._meta = meta
             if changes:
                 lines.append(json.dumps({"g": 0, "meta": changes}, separators=(",", ":")))
+        # No lines: still wait for what others queued (a cancelled task's lines, say).
+        await self._group.commit(lines)
+
+    async def commit_intents(self, items: Sequence[Item]) -> bool:
+        if self._failed is not None:
+            raise self._failed
+        stored = self._items
+        before = [(item.key, stored.get(item.key)) for item in items]
+        snapshots = self._snapshots
+        lines = self._encode(items)
+
+        def undo() -> None:  # withdrawn: the stored states are what they were
+            for (key, old), new in zip(before, items, strict=True):
+                if stored.get(key) is not new:
+                    continue
+                if old is None:
+                    del stored[key]
+                elif self._snapshots == snapshots:
+                    stored[key] = old
+                else:  # a snapshot may hold the intent: the old state goes on disk too
+                    self._group.queue(self._encode([old]))
+
+        return await self._group.commit(lines, undo)
+
+    def hold_intents(self) -> None:
+        self._group.hold()
+
+    def hurry(self) -> None:
+        self._hurry = True
+
+    @property
+    def commits(self) -> int:
+        """Journal writes made (one fsync each)."""
+        return self._group.batches
+
+    def _encode(self, items: Iterable[Item]) -> list[str]:
+        """The items' journal lines (untagged); the items are the stored states from now on."""
+        encoding = time.thread_time()
+        lines = []
+        for item in items:
+            self._items[item.key] = item
+            lines.append(json.dumps({"g": 0, "item": item_to_dict(item)}, separators=(",", ":")))
         self.cpu_seconds += time.thread_time() - encoding
-        if not lines:
-            return
-        self._buffer.extend(lines)
-        self._queued += 1
-        mine = self._queued
-        async with self._lock:
-            if self._durable >= mine:
-                return  # a group commit that started after ours was queued carried it
-            if self._failed is not None:
-                raise self._failed
-            batch, self._buffer = self._buffer, []
-            upto = self._queued
-            await anyio.to_thread.run_sync(self._append, batch)
-            self._durable = upto
+        return lines
 
     # -- writing (in a worker thread) -----------------------------------------------------------
 
@@ -319,8 +351,8 @@ class CheckpointStore:
             self._journal_lines += len(lines)
             self.write_seconds += time.perf_counter() - started
             self.cpu_seconds += time.thread_time() - cpu
-            if self._journal_lines >= max(self._compact_min, len(self._items)):
-                self._compact()
+            if not self._hurry and self._journal_lines >= max(self._compact_min, len(self._items)):
+                self._compact(abandon=True)
         except OSError as exc:
             self._failed = StoreError(
                 f"cannot save the state in {self.state_dir}: {exc.strerror or exc} "
@@ -328,17 +360,31 @@ class CheckpointStore:
             )
             raise self._failed from exc
 
-    def _write_snapshot(self) -> None:
+    def _write_snapshot(self, *, abandon: bool = False) -> None:
+        """``abandon``: give up (``_Abandoned``, the old snapshot kept) once the run hurries."""
+        self._snapshots += 1  # before the items are taken (commit_intents' undo reads it)
         items = list(self._items.items())  # at once: the event loop may change it
         head = {"version": VERSION, "generation": self._generation, "meta": self._meta.to_dict()}
         chunks = render_snapshot(head, items, item_to_dict)
+        if abandon:
+            chunks = self._unless_hurried(chunks)
         write_atomic(self.state_dir / SNAPSHOT, chunks, durable=True, prefix=TEMP_PREFIX)
         self.fsyncs += 2
 
-    def _compact(self) -> None:
+    def _unless_hurried(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            if self._hurry:
+                raise _Abandoned
+            yield chunk
+
+    def _compact(self, *, abandon: bool = False) -> None:
         started, cpu = time.perf_counter(), time.thread_time()
         self._generation += 1
-        self._write_snapshot()
+        try:
+            self._write_snapshot(abandon=abandon)
+        except _Abandoned:  # the journal and its generation stay: the next run folds them in
+            self._generation -= 1
+            return
         if self._journal is not None:
             self._journal.close()
         with (self.state_dir / JOURNAL).open("wb") as handle:

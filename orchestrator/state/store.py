@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from orchestrator.core.model import Item
@@ -38,6 +38,21 @@ class Store(Protocol):
         other task's change is lost. The store itself takes it before its first ``await``."""
         ...
 
+    async def commit_intents(self, items: Sequence[Item]) -> bool:
+        """Make copy intents durable, like :meth:`commit`; True once they are. False if
+        :meth:`hold_intents` came first (before their write began): nothing was written and
+        the stored states are what they were (no copy request may follow)."""
+        ...
+
+    def hold_intents(self) -> None:
+        """The run stops submitting: intents waiting to be written are withdrawn at once
+        (their commits answer False), later ones refused."""
+        ...
+
+    def hurry(self) -> None:
+        """The run must end soon: no housekeeping (compaction) from now on."""
+        ...
+
 
 class InMemoryStore:
     """A store that keeps everything in memory: for the engine's virtual-time tests."""
@@ -63,3 +78,14 @@ class InMemoryStore:
         if meta is not None:
             self._meta = meta
         self.commits += 1
+
+    async def commit_intents(self, items: Sequence[Item]) -> bool:
+        """At once, like every commit here: never waiting, never withdrawn."""
+        await self.commit(items)
+        return True
+
+    def hold_intents(self) -> None:
+        """Nothing waits to be written here (the store is reused by the next run)."""
+
+    def hurry(self) -> None:
+        """Nothing to hurry: no housekeeping in memory."""

@@ -1,0 +1,112 @@
+"""Group commit: one write for every task waiting, however many; a stop withdraws the intents
+whose write has not begun; a compaction under way when the run hurries is abandoned whole."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from orchestrator.core.model import Item, Phase, Row
+from orchestrator.state.checkpoint import SNAPSHOT, CheckpointStore, read_snapshot
+from orchestrator.state.codec import item_from_dict
+from orchestrator.state.groupcommit import GroupCommit
+
+
+class SlowWrites:
+    """``write`` for a GroupCommit: the first write waits until released (a slow disk)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def write(self, lines: list[str]) -> None:
+        self.batches.append(list(lines))
+        if len(self.batches) == 1:
+            self.entered.set()
+            assert self.released.wait(30)
+
+
+@pytest.mark.anyio
+async def test_thousands_of_waiting_commits_share_one_write() -> None:
+    disk = SlowWrites()
+    group = GroupCommit(disk.write)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(group.commit, ["first"])
+        await anyio.to_thread.run_sync(disk.entered.wait)
+        for n in range(3000):
+            tasks.start_soon(group.commit, [f"line {n}"])
+        await anyio.sleep(0.05)  # they all queue behind the slow write
+        disk.released.set()
+    assert [len(batch) for batch in disk.batches] == [1, 3000]
+    assert group.batches == 2
+
+
+@pytest.mark.anyio
+async def test_a_hold_withdraws_what_is_not_being_written() -> None:
+    """Withdrawable lines queued behind a write are never written once the run holds: their
+    commits answer False at once and their undo runs; the write under way keeps its lines."""
+    disk = SlowWrites()
+    group = GroupCommit(disk.write)
+    undone: list[int] = []
+    answers: dict[int, bool] = {}
+
+    async def intent(n: int) -> None:
+        answers[n] = await group.commit([f"intent {n}"], lambda: undone.append(n))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(intent, 0)
+        await anyio.to_thread.run_sync(disk.entered.wait)
+        for n in range(1, 500):
+            tasks.start_soon(intent, n)
+        tasks.start_soon(group.commit, ["a state that must be saved"])
+        await anyio.sleep(0.05)
+        group.hold()
+        assert sorted(undone) == list(range(1, 500))  # at once, before the write ends
+        disk.released.set()
+    assert answers == {0: True, **dict.fromkeys(range(1, 500), False)}
+    assert disk.batches == [["intent 0"], ["a state that must be saved"]]
+    assert await group.commit(["late intent"], lambda: undone.append(-1)) is False
+    assert undone[-1] == -1
+    assert disk.batches[-1] == ["a state that must be saved"]
+
+
+def _items(count: int) -> list[Item]:
+    return [
+        Item(Row(line=n + 2, tenant="t", image_id=f"img-{n}", source_region="a", target_region="b"))
+        for n in range(count)
+    ]
+
+
+class HurriedDuringCompaction(CheckpointStore):
+    """The run is told to hurry while the snapshot is being written."""
+
+    def _write_snapshot(self, *, abandon: bool = False) -> None:
+        if abandon:
+            self.hurry()
+        super()._write_snapshot(abandon=abandon)
+
+
+def test_a_compaction_under_way_when_the_run_hurries_is_abandoned(tmp_path: Path) -> None:
+    store = HurriedDuringCompaction(tmp_path, compact_min=10)
+    store.open()
+    items = _items(20)
+    before = (tmp_path / SNAPSHOT).read_bytes()
+
+    async def commits() -> None:
+        await store.commit(items)  # the journal passes the item count: a compaction starts
+        await store.commit([items[0].advance(Phase.SUBMITTING, detail="submitting")])
+
+    anyio.run(commits)
+    store.close()
+    assert store.compactions == 0
+    assert (tmp_path / SNAPSHOT).read_bytes() == before  # no half-written snapshot
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    snap = read_snapshot(tmp_path, item_from_dict)
+    assert snap is not None
+    assert len(snap["items"]) == 20  # the journal holds everything
+    assert snap["items"][items[0].key].phase == Phase.SUBMITTING
