@@ -17,6 +17,7 @@ from orchestrator.output.report import (
     REPORT_COLUMNS,
     format_time,
     item_detail,
+    item_record,
     render_csv,
     render_json,
     render_markdown,
@@ -259,3 +260,30 @@ def test_markdown_cells_render_as_the_text_itself(message: str) -> None:
     assert message in [html.unescape(cell) for cell in cells]
     for cell in cells:
         assert "<" not in cell, cell
+
+
+def test_the_csv_cells_are_the_records_of_item_record() -> None:
+    """render_csv builds its rows straight from the items (fast at 100,000): the same cells as
+    item_record, times near a whole second included."""
+    one = Row(line=7, tenant="t", image_id="img", source_region="a", target_region="b")
+    items = [
+        Item(one),
+        Item(one, phase=Phase.RUNNING, job_id="j", submitted_at=1_800_000_000.9999996),
+        Item(
+            one,
+            phase=Phase.SUCCEEDED,
+            submitted_at=1_800_000_000.25,
+            finished_at=1_800_000_100.0,
+            verify="ok",
+            notes="a | b",
+            undone="a",
+            listed=False,
+            detail="copied",
+        ),
+    ]
+    records = list(csv.reader(io.StringIO(render_csv(items))))[1:]
+    expected = [
+        ["" if (value := item_record(item)[c]) is None else str(value) for c in REPORT_COLUMNS]
+        for item in items
+    ]
+    assert records == expected

@@ -44,6 +44,7 @@ from orchestrator.state.meta import RunMeta
 from orchestrator.state.store import StoreError
 
 PLAIN_PROGRESS_EVERY = 30.0  # seconds between two plain progress lines
+TABLE_TENANTS = 50  # tenants shown at the end of a run (status shows them all)
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ def print_run_outcome(
     target = err if quiet else out
     listed = [i for i in summary.items if i.listed]
     if not quiet:
-        target.print(summary_table(listed))
+        target.print(summary_table(listed, most=TABLE_TENANTS))
     for line in problem_lines([i for i in listed if not i.row.problem]):  # said above
         say(target, line)
     skipped = " (nothing to do: the list was already finished)" if summary.skipped else ""

@@ -163,15 +163,22 @@ def summarize(items: Iterable[Item]) -> Summary:
     by_tenant: dict[str, dict[PublicState, int]] = {}
     by_region: dict[str, dict[PublicState, int]] = {}
     in_flight: dict[str, int] = {}
+    kinds = {phase: (phase.public, phase.holds_slot) for phase in Phase}  # 100,000 look-ups
     for item in items:
-        state = item.phase.public
+        state, holds = kinds[item.phase]
         tenant = item.row.tenant
         total += 1
         not_listed += not item.listed
         by_state[state] += 1
-        by_tenant.setdefault(tenant, _zero())[state] += 1
-        by_region.setdefault(item.row.target_region, _zero())[state] += 1
-        in_flight[tenant] = in_flight.get(tenant, 0) + item.phase.holds_slot
+        counts = by_tenant.get(tenant)
+        if counts is None:
+            counts = by_tenant[tenant] = _zero()
+        counts[state] += 1
+        counts = by_region.get(item.row.target_region)
+        if counts is None:
+            counts = by_region[item.row.target_region] = _zero()
+        counts[state] += 1
+        in_flight[tenant] = in_flight.get(tenant, 0) + holds
     return Summary(
         total=total,
         by_state=by_state,
@@ -183,15 +190,50 @@ def summarize(items: Iterable[Item]) -> Summary:
 
 
 def render_csv(items: Iterable[Item]) -> str:
-    """The CSV report: a header of ``REPORT_COLUMNS``, then one line per item."""
+    """The CSV report: a header of ``REPORT_COLUMNS``, then one line per item (the cells of
+    :func:`item_record`, built straight into a row: 100,000 items at the end of a stopped
+    run must cost well under a second)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REPORT_COLUMNS)
-    for item in items:
-        record = item_record(item)
-        writer.writerow(
-            "" if record[column] is None else record[column] for column in REPORT_COLUMNS
+    public = {phase: phase.public.value for phase in Phase}
+    seconds: dict[int, str] = {}  # a whole second's text, shared by the items of that second
+
+    def when(timestamp: float | None) -> str:
+        if timestamp is None:
+            return ""
+        whole = int(timestamp)
+        if whole != timestamp and timestamp - whole >= 0.999:  # may round up: say it exactly
+            return format_time(timestamp) or ""
+        text = seconds.get(whole)
+        if text is None:
+            text = seconds[whole] = format_time(whole) or ""
+        return text
+
+    writer.writerows(
+        (
+            (row := item.row).tenant,
+            row.image_id,
+            row.source_region,
+            row.target_region,
+            item.copy_name or row.name or "",
+            public[item.phase],
+            item.detail if item.listed else item_detail(item),
+            item.job_id or "",
+            item.target_image_id or "",
+            item.attempt,
+            when(item.submitted_at),
+            when(item.finished_at),
+            item.error_code or "",
+            item.error_message or "",
+            row.line,
+            item.verify,
+            item.mismatch,
+            item.carried,
+            item_notes(item) if item.undone or item.notes else "",
         )
+        for item in items
+    )
     return out.getvalue()
 
 
