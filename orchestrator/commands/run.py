@@ -177,13 +177,17 @@ class _Stops:
 
     stop: Stop | None = None
     heard_event: anyio.Event = field(default_factory=anyio.Event)
+    ctx: RunContext | None = None  # the run's, once it has one
 
     def heard(self, stop: Stop) -> None:
         profiling.profile_stop()  # IMS_MIGRATE_PROFILE_STOP: what the stop spends its time on
         self.stop = stop
+        if self.ctx is not None:  # at once: no copy request may start after this line
+            self.ctx.halt_submits()
         self.heard_event.set()
 
     async def relay(self, ctx: RunContext) -> None:
+        self.ctx = ctx
         await self.heard_event.wait()
         assert self.stop is not None  # noqa: S101 -- set before the event
         ctx.request_stop(self.stop)

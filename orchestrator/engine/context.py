@@ -85,9 +85,15 @@ class RunContext:
     def stop_submitting(self, stop: Stop) -> None:
         """Submit nothing more, but follow the copies already running to their end. Intents
         not yet being written are withdrawn: never written, their items stay pending."""
-        if not self.no_more_submits.is_set():
+        if self.stopped is None:
             self.stopped = stop
             log.warning("run.stopping", reason=stop.text)
+        self.halt_submits()
+
+    def halt_submits(self) -> None:
+        """No copy request from now on: what a signal does first, in the task that hears it
+        (``stop_submitting`` then says why, from a task of the run)."""
+        if not self.no_more_submits.is_set():
             self.no_more_submits.set()
             self.store.hold_intents()
 
