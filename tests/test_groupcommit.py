@@ -4,6 +4,7 @@ whose write has not begun; a compaction under way when the run hurries is abando
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import anyio
@@ -110,3 +111,25 @@ def test_a_compaction_under_way_when_the_run_hurries_is_abandoned(tmp_path: Path
     assert snap is not None
     assert len(snap["items"]) == 20  # the journal holds everything
     assert snap["items"][items[0].key].phase == Phase.SUBMITTING
+
+
+class HurriedBeforeTheFsync(CheckpointStore):
+    """The run is told to hurry once the whole snapshot is written, before its fsync."""
+
+    def _unless_hurried(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        def then_hurry() -> Iterator[bytes]:
+            yield from chunks
+            self.hurry()
+
+        return super()._unless_hurried(then_hurry())
+
+
+def test_a_snapshot_written_but_not_yet_synced_is_abandoned_too(tmp_path: Path) -> None:
+    store = HurriedBeforeTheFsync(tmp_path, compact_min=10)
+    store.open()
+    before = (tmp_path / SNAPSHOT).read_bytes()
+    anyio.run(store.commit, _items(20))
+    store.close()
+    assert store.compactions == 0
+    assert (tmp_path / SNAPSHOT).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

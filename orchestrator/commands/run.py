@@ -182,8 +182,9 @@ class _Stops:
     def heard(self, stop: Stop) -> None:
         profiling.profile_stop()  # IMS_MIGRATE_PROFILE_STOP: what the stop spends its time on
         self.stop = stop
-        if self.ctx is not None:  # at once: no copy request may start after this line
+        if self.ctx is not None:  # at once: no copy request may start after this line,
             self.ctx.halt_submits()
+            self.ctx.store.hurry()  # and no compaction hold the stop up
         self.heard_event.set()
 
     async def relay(self, ctx: RunContext) -> None:

@@ -376,6 +376,8 @@ class CheckpointStore:
             if self._hurry:
                 raise _Abandoned
             yield chunk
+        if self._hurry:  # all written but not yet fsynced (seconds for 70 MB): give up still
+            raise _Abandoned
 
     def _compact(self, *, abandon: bool = False) -> None:
         started, cpu = time.perf_counter(), time.thread_time()
