@@ -3,6 +3,9 @@
 Everything here happens in the order the invariants need: the lock before any heavy work (a
 second run exits 75 at once and writes nothing), the list and the credentials checked before
 any call (exit 2), the state saved before any POST. No printing: the CLI shows the result.
+
+(Just over 400 lines: one command's steps in the order the invariants need; its values and
+checks live in commands/common.py and the engine.)
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ same IAM domain share one). Each window hands its free slots to the best pending
 :class:`~orchestrator.engine.lifecycle.Driver` while it holds its slot. A stop (signal,
 ``--deadline``, failure threshold) stops submitting at once and cancels the polls: every state
 that matters is already durable, and the next run adopts the copies still running in the cloud.
+
+(Over 400 lines: the probe, preflight and slot loop share one stop and one set of windows;
+the window, the item's life and preflight already live apart.)
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ IMS calls act in the project named by ``X-Project-Id`` (or the path's project id
 another account or region, or an unknown one, is 404 ``{"error": {"code": "IMG.0027"}}``.
 Gateway errors use ``{"error_msg", "error_code", "request_id"}``, IMS errors
 ``{"error": {"message", "code"}}``. ``Retry-After`` may be fractional (accelerated time).
+
+(Over 400 lines: one route table for IMS and IAM; the gateway, the calls after a copy and the
+world live apart.)
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ A stop makes the store quick: copy intents not yet being written are withdrawn
 (:meth:`CheckpointStore.hold_intents`), and once the run must end (:meth:`CheckpointStore.hurry`)
 no compaction starts and one under way is abandoned (its temp file removed, the journal kept:
 the next run folds it in as it opens).
+
+(Just over 400 lines: the lock, the journal's repair and the store's commit share one file's
+format rules; the snapshot text and the group commit already live apart.)
 """
 
 from __future__ import annotations
