@@ -13,7 +13,7 @@ from orchestrator.core.model import Item, Phase
 from orchestrator.output.report import render_csv, render_markdown, summarize
 from orchestrator.output.report_html import render_html
 from orchestrator.simulator.faults import FaultPlan
-from orchestrator.simulator.imageops import TAGS_WRITE, tags_of
+from orchestrator.simulator.imageops import MEMBERS_READ, TAGS_WRITE, tags_of
 from orchestrator.state.meta import RunMeta
 from tests.engine_harness import CONFIG, TARGET, Scene
 
@@ -78,7 +78,7 @@ async def test_verify_ignore_leaves_a_field_uncompared() -> None:
 
 
 async def test_a_refused_tag_call_leaves_the_item_succeeded_with_the_reason() -> None:
-    """No ims:images:updateTags: the item succeeds, says the tags were not carried and why,
+    """A tag call refused (403): the item succeeds, says the tags were not carried and why,
     the RAM limits are still carried, the tenant is not blocked, exit 1."""
     scene = Scene()
     one_row(scene, tags=["env.prod"], min_ram=2048)
@@ -89,6 +89,24 @@ async def test_a_refused_tag_call_leaves_the_item_succeeded_with_the_reason() ->
     assert "tags not carried" in item.undone
     assert TAGS_WRITE in item.undone
     assert scene.last_ctx.blocked == {}
+
+
+async def test_a_refused_step_names_the_permission_of_the_call_refused() -> None:
+    """A 403 on adding tags names ims:images:update (docs/ims-api.md §10), one on reading the
+    source's members ims:images:get: never the copy's permissions, which were not refused."""
+    scene = Scene()
+    one_row(scene, tags=["env.prod"])
+    scene.world.deny("t0", TAGS_WRITE)
+    scene.world.deny("t0", MEMBERS_READ)
+    await scene.run()
+    item = only(scene)
+    assert "tags not carried: refused" in item.undone
+    assert "grant ims:images:update," in item.undone
+    assert "sharing not checked: read the source's members: refused" in item.notes
+    assert "grant ims:images:get," in item.notes
+    for text in (item.undone, item.notes):
+        assert "ims:images:copy" not in text
+        assert "grant ims:images:list" not in text
 
 
 async def test_carry_can_be_turned_off() -> None:

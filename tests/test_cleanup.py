@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.core.model import item_key, item_token
+from orchestrator.simulator.imageops import DELETE
 from tests.inprocess import LocalCloud
 
 EAST = "cn-east-3"
@@ -78,6 +79,22 @@ def test_a_failed_job_leaves_a_killed_copy_that_cleanup_finds(local_cloud: Local
     assert "killed copy of a failed attempt" in text
     assert cleanup(cloud, "--yes")[0] == 0
     assert target_ids(cloud) == set()
+
+
+def test_a_refused_delete_names_ims_images_delete(local_cloud: LocalCloud) -> None:
+    """A 403 on the delete names the permission it needs (ims:images:delete), not the copy's."""
+    cloud = local_cloud
+    cloud.params.update(fail_rate=1.0, leave_killed=True)
+    cloud.account("t0")
+    cloud.row("t0", 1)
+    cloud.start()
+    assert cloud.run().returncode == 1
+    assert cloud.world is not None
+    cloud.world.deny("t0", DELETE)
+    code, text = cleanup(cloud, "--yes")
+    assert code == 1
+    assert "grant ims:images:delete," in text
+    assert "ims:images:copy" not in text
 
 
 def test_cleanup_without_a_state_dir_is_a_usage_error(local_cloud: LocalCloud) -> None:

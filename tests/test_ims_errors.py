@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.core.advice import UPDATE, refused_for
 from orchestrator.core.cloud import CloudError, ErrorKind
 from orchestrator.ims.errors import classify, parse_error_body
 
@@ -182,3 +183,34 @@ def test_classified_errors_are_cloud_errors() -> None:
     assert isinstance(error, CloudError)
     with pytest.raises(CloudError, match=r"IMG\.0003: bad name"):
         raise error
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message"),
+    [
+        (403, None, None),
+        (403, "IMS.0211", "Policy doesn't allow it."),
+        (403, "APIGW.0302", "The IAM user is not authorized to access the API."),
+        (403, "APIGW.0306", "API access denied."),
+    ],
+)
+def test_a_refusal_of_a_known_call_names_its_permission_only(
+    status: int, code: str | None, message: str | None
+) -> None:
+    """A missing permission of a call that knows its action names that action, in place of
+    the generic advice (the copy's permissions, which were not what was refused)."""
+    error = refused_for(classify(status, code, message, mutating=False), UPDATE)
+    text = str(error)
+    assert text.endswith("(the IAM user may not make this call: grant ims:images:update, and "
+                         "check the policies for a deny statement)")  # fmt: skip
+    assert "ims:images:copy" not in text
+    assert (error.kind, error.code, error.status) == (ErrorKind.AUTH, code, status)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(401, None), (401, "APIGW.0301"), (403, "APIGW.0303"), (404, None)]
+)
+def test_a_refusal_of_the_key_or_the_clock_is_left_as_it_is(status: int, code: str | None) -> None:
+    """A wrong key, a skewed clock, a missing image: not a permission, the words stay."""
+    error = classify(status, code, "no", mutating=False)
+    assert refused_for(error, UPDATE) is error

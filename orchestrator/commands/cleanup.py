@@ -20,6 +20,7 @@ from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import CloudFactory, open_clouds
 from orchestrator.commands.common import tenant_credentials
 from orchestrator.config import Config
+from orchestrator.core.advice import DELETE, refused_for
 from orchestrator.core.backoff import look_backoff
 from orchestrator.core.cleanup import Leftover, leftovers
 from orchestrator.core.cloud import CloudError, ErrorKind, TenantCloud
@@ -82,7 +83,7 @@ async def _delete(cloud: TenantCloud, left: Leftover, clock: Clock, config: Conf
         await cloud.delete_image(row.target_region, image_id, project=row.target_project)
     except CloudError as error:
         if error.kind != ErrorKind.NOT_FOUND:
-            return str(error)
+            return str(refused_for(error, DELETE))
     backoff = look_backoff(config.timing.poll_min, config.timing.poll_max)
     for look in range(GONE_LOOKS):
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from orchestrator.core.cloud import CloudError
 from orchestrator.core.exits import ExitCode
 
 
@@ -71,3 +72,59 @@ def quota_full(error: str, tenant: str, region: str) -> str:
     """What is wrong and what to do when the target's quota is full (``error``: the cloud's
     words): the detail of the items it holds back, and the terminal's line."""
     return f"target quota full: {error}; {quota_advice(tenant, region)}"
+
+
+# -- refusals (``ims/errors.py`` appends these to the cloud's words) -----------------------------
+
+AUTH_ADVICE = {
+    "APIGW.0301": "the access key or secret key is wrong, or the key is disabled: check the "
+    "credential environment variables of this tenant",
+    "APIGW.0302": "the IAM user lacks permission for this API: grant ims:images:copy and "
+    "ims:images:list (and iam:projects:list if project ids are not configured)",
+    "APIGW.0303": "the request date is more than 15 minutes off the cloud's clock: fix this "
+    "machine's clock (NTP)",
+    "APIGW.0306": "API access is denied for this account or user: check the IAM policies "
+    "(ims:images:list, ims:images:copy, ims:images:get) and any deny statement",
+    "APIGW.0307": "the temporary security token has expired: refresh the token and run again",
+}
+
+# A 403 of a call whose permission the classifier cannot know: the ones a run needs first.
+FORBIDDEN_ADVICE = (
+    "the IAM user lacks a permission for this call (a policy deny): grant ims:images:list, "
+    "ims:images:get and ims:images:copy"
+)
+
+# The IAM action each call needs (docs/ims-api.md §10, Documented). A call that knows which it
+# is names its own (:func:`refused_for`) rather than the advice above.
+LIST = "ims:images:list"  # GET /v2/cloudimages; GET /v2/{project_id}/images/{id}/tags
+GET = "ims:images:get"  # GET /v1/{project_id}/cloudimages/{id}/members
+UPDATE = "ims:images:update"  # POST /v2/{project_id}/images/{id}/tags/action; PATCH
+DELETE = "ims:images:delete"  # DELETE /v2/images/{id}
+
+_PERMISSION_CODES = ("APIGW.0302", "APIGW.0306")  # no permission for this API
+_GENERIC = tuple(
+    f" ({advice})" for advice in (FORBIDDEN_ADVICE, *(AUTH_ADVICE[c] for c in _PERMISSION_CODES))
+)
+
+
+def refused_for(error: CloudError, action: str) -> CloudError:
+    """``error`` as a refusal of the one call that needs ``action``: a missing permission
+    (a 403, ``APIGW.0302`` or ``APIGW.0306``) then names that action instead of the generic
+    advice the classifier gave it. Any other error is returned as is."""
+    code = error.code or ""
+    if code not in _PERMISSION_CODES and (error.status != 403 or code.startswith("APIGW.")):
+        return error
+    message = error.message
+    for generic in _GENERIC:
+        if message.endswith(generic):
+            message = message[: -len(generic)]
+            break
+    return CloudError(
+        error.kind,
+        f"{message} (the IAM user may not make this call: grant {action}, and check the "
+        "policies for a deny statement)",
+        code=error.code,
+        status=error.status,
+        retry_after=error.retry_after,
+        request_id=error.request_id,
+    )

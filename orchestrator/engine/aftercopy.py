@@ -13,7 +13,7 @@ module after the lifecycle's driver returns). Two steps follow, each saved befor
                are patched where they differ (a PATCH sets a value: idempotent).
 
 A kill at any point resumes at the saved step and does it again; nothing here ever submits a
-copy. A step the cloud refuses (403: a policy without ``ims:images:updateTags``...) or cannot
+copy. A step the cloud refuses (403: a policy without ``ims:images:update``...) or cannot
 do does not fail the copy: the item ends ``succeeded`` with what was not done and why
 (``Item.undone``), and the run exits 1. A mismatch leaves ``verify = mismatch`` (exit 1).
 Credentials refused as such (401, a bad signature, a skewed clock, an expired token) stop the
@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from orchestrator import crashpoints
+from orchestrator.core.advice import GET, LIST, UPDATE, refused_for
 from orchestrator.core.aftercopy import (
     RAM_KEYS,
     VERIFY_MISMATCH,
@@ -110,14 +111,15 @@ class AfterCopy:
 
     # -- calls ----------------------------------------------------------------------------
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """One call, tried again after a passing failure; _Refused or _Later otherwise."""
+    async def _call(self, what: str, action: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One call, tried again after a passing failure; _Refused or _Later otherwise.
+        ``action``: the IAM action the call needs, named when it is refused."""
         for attempt in range(STEP_ATTEMPTS):
             try:
                 return await call()
             except CloudError as error:
                 if error.kind == ErrorKind.AUTH and _is_permission(error):
-                    raise _Refused(f"{what}: refused ({error})") from None
+                    raise _Refused(f"{what}: refused ({refused_for(error, action)})") from None
                 if error.kind == ErrorKind.AUTH:
                     await self.ctx.block_tenant(self.item.row.tenant, error)
                     raise _Later from None
@@ -133,6 +135,7 @@ class AfterCopy:
     async def _image(self, region: str, project: str, image_id: str) -> Image | None:
         images = await self._call(
             f"read image {image_id}",
+            LIST,
             lambda: self.cloud.list_images(
                 region, project=project, image_id=image_id, private_only=False
             ),
@@ -237,6 +240,7 @@ class AfterCopy:
         try:
             members = await self._call(
                 "read the source's members",
+                GET,
                 lambda: self.cloud.image_members(
                     row.source_region, row.image_id, project=row.source_project
                 ),
@@ -274,6 +278,7 @@ class AfterCopy:
         if self.after.carry_tags:
             source = await self._call(
                 "tags not carried (reading the source's tags)",
+                LIST,
                 lambda: self.cloud.image_tags(
                     row.source_region, row.image_id, project=row.source_project
                 ),
@@ -283,6 +288,7 @@ class AfterCopy:
             return
         await self._call(
             "tags not carried",
+            UPDATE,
             lambda: self.cloud.add_image_tags(
                 row.target_region, image_id, tags, project=row.target_project
             ),
@@ -304,6 +310,7 @@ class AfterCopy:
         if change.changes:
             await self._call(
                 "min_ram/max_ram not carried",
+                UPDATE,
                 lambda: self.cloud.update_image(
                     row.target_region, image_id, change.changes, project=row.target_project
                 ),
@@ -315,6 +322,6 @@ PERMISSION_CODES = frozenset({"APIGW.0302", "APIGW.0306"})  # no permission for 
 
 
 def _is_permission(error: CloudError) -> bool:
-    """A refusal of this one call (a 403: a policy without ``ims:images:updateTags``...), not
+    """A refusal of this one call (a 403: a policy without ``ims:images:update``...), not
     of the credentials (401, a bad signature, a skewed clock, an expired token)."""
     return error.status == 403 or error.code in PERMISSION_CODES

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator.core.advice import AUTH_ADVICE, FORBIDDEN_ADVICE
 from orchestrator.core.cloud import CloudError, ErrorKind
 
 AUTH_CODES = frozenset({"APIGW.0301", "APIGW.0302", "APIGW.0303", "APIGW.0306", "APIGW.0307"})
@@ -18,23 +19,6 @@ THROTTLE_CODES = frozenset({"APIGW.0308", "APIG.0308"})
 BACK_PRESSURE_CODES = frozenset({"IMG.0060"})
 QUOTA_CODES = frozenset({"IMG.0015"})
 NOT_FOUND_CODES = frozenset({"IMG.0027", "IMG.0144"})
-
-AUTH_ADVICE = {
-    "APIGW.0301": "the access key or secret key is wrong, or the key is disabled: check the "
-    "credential environment variables of this tenant",
-    "APIGW.0302": "the IAM user lacks permission for this API: grant ims:images:copy and "
-    "ims:images:list (and iam:projects:list if project ids are not configured)",
-    "APIGW.0303": "the request date is more than 15 minutes off the cloud's clock: fix this "
-    "machine's clock (NTP)",
-    "APIGW.0306": "API access is denied for this account or user: check the IAM policies "
-    "(ims:images:list, ims:images:copy, ims:images:get) and any deny statement",
-    "APIGW.0307": "the temporary security token has expired: refresh the token and run again",
-}
-
-FORBIDDEN_ADVICE = (
-    "the IAM user lacks a permission for this call (a policy deny): grant ims:images:list, "
-    "ims:images:get and ims:images:copy"
-)
 
 
 def _find_pair(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
