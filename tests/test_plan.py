@@ -422,3 +422,33 @@ def test_plan_refuses_a_filter_that_matches_no_row_as_run_does(
         assert "did you mean alpha?" in planned.stderr
     assert planned.stdout == ""
     assert cloud.truth().requests == {}
+
+
+def test_plan_counts_rows_no_longer_listed_as_status_does(local_cloud: LocalCloud) -> None:
+    """The list's own bad rows are in the list: after a run, plan and status both count 0
+    items no longer listed; a row then removed from the list (and a run) is 1 for both."""
+    cloud = local_cloud
+    cloud.account("t0")
+    cloud.row("t0", 1)
+    cloud.row("t0", 1)
+    cloud.start()
+    with cloud.list_path.open("a") as handle:
+        handle.write("t0,,cn-north-4,cn-east-3\n")  # no image_id
+        handle.write(f"t0,{cloud.image('t0', 1)},cn-north-4,\n")  # no target_region
+
+    def not_listed() -> tuple[int, int]:
+        planned = plan_cli(cloud, "--format", "json")
+        status = cloud.main("status", str(cloud.list_path), "--format", "json")
+        assert status.returncode == 1, status.stderr
+        return (
+            json.loads(planned.stdout)["not_listed"],
+            json.loads(status.stdout)["summary"]["not_listed"],
+        )
+
+    assert cloud.run().returncode == 1  # the two bad rows
+    assert not_listed() == (0, 0)
+    del cloud.rows[0]
+    lines = cloud.list_path.read_text().splitlines(keepends=True)
+    cloud.list_path.write_text("".join(lines[:1] + lines[2:]))
+    assert cloud.run().returncode == 1
+    assert not_listed() == (1, 1)

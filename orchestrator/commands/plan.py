@@ -53,7 +53,7 @@ from orchestrator.core.cloud import CloudError, TenantCloud, remembered_refusal
 from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.estimate import estimate, speed_from_samples
 from orchestrator.core.model import Item, Phase
-from orchestrator.core.outcome import merge_list
+from orchestrator.core.outcome import is_shown, merge_list
 from orchestrator.engine.preflight import preflight
 from orchestrator.manifest import load_manifest
 from orchestrator.state.checkpoint import read_snapshot, snapshot_meta
@@ -155,11 +155,16 @@ async def make_plan(
         raise UsageError(f"{request.list_path}: cannot read the list ({exc.strerror})") from exc
     state_dir = state_dir_for(request.list_path, request.state_dir)
     existing, meta = _read_state(request, state_dir)
-    merged = merge_list(existing, manifest.rows)
-    listed = [item.row for item in merged if item.listed] + [row for row, _ in manifest.rejected]
+    # The items as the run would merge them, the list's bad rows included: ``not_listed`` then
+    # counts what ``status`` counts (a bad row is in the list; ``bad_rows`` gives its plan row).
+    merged = [item for item in merge_list(existing, manifest.rows, manifest.rejected)
+              if is_shown(item)]  # fmt: skip
+    listed = [item.row for item in merged if item.listed]
     filters = (request.tenants, request.source_regions, request.target_regions)
     check_filters(request.list_path, filters, listed)  # before any call, as run does
-    chosen = [item for item in merged if item.listed and _selected(item, request)]
+    chosen = [
+        item for item in merged if item.listed and not item.row.problem and _selected(item, request)
+    ]
     plan = Plan(request.list_path, state_dir, config.max_concurrent_copies)
     plan.not_listed = sum(not item.listed for item in merged)
     plan.speed = speed_from_samples(meta.speed_samples)
