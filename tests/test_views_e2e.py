@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.model import item_key
+from orchestrator.simulator.imageops import TAGS_WRITE
 from tests.inprocess import Completed, LocalCloud
 
 HEADER = "tenant,image_id,source_region,target_region,description"
@@ -322,3 +323,35 @@ def test_status_names_what_a_reconciling_item_waits_for_and_until(
     (item,) = json.loads(status(local_cloud, "--format", "json").stdout)["items"]
     assert item["line"] == 2
     assert item["detail"].startswith("reconciling: looking for the copy in cn-east-3 until ")
+
+
+def test_status_names_the_copies_to_look_at(local_cloud: LocalCloud) -> None:
+    """Copied but to look at (a mismatch, a step not done): the run exits 1 for them, and
+    status names each one (line, what differs or was not done), in its table and its JSON."""
+    cloud = local_cloud
+    cloud.account("t0")
+    differs = cloud.row("t0", 1, checksum="aaa")
+    tagged = cloud.row("t0", 1, tags=["env.prod"])
+    cloud.row("t0", 1)
+    cloud.start()
+    assert cloud.world is not None
+    cloud.world.differ_copies(differs, {"checksum": "bbb"})
+    cloud.world.deny("t0", TAGS_WRITE)
+    done = cloud.run("--progress", "none")
+    assert done.returncode == 1
+    assert "2 copied but to look at" in done.stdout
+    shown = status(cloud)
+    assert shown.returncode == 1
+    assert "copied, to look at (2):" in shown.stdout
+    assert f"t0 {differs} -> {EAST} (line 2): verify mismatch: checksum: source aaa, copy bbb" in (
+        shown.stdout
+    )
+    assert f"t0 {tagged} -> {EAST} (line 3): tags not carried: refused" in shown.stdout
+    assert "(line 4)" not in shown.stdout
+    document = json.loads(status(cloud, "--format", "json").stdout)
+    looks = document["to_look_at"]
+    assert [(r["line"], r["state"], r["verify"]) for r in looks] == [
+        (2, "succeeded", "mismatch"),
+        (3, "succeeded", "ok"),
+    ]
+    assert looks[1]["notes"].startswith("tags not carried: refused")

@@ -159,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the checkpoint says (no cloud call)",
         description="Show what the state dir's checkpoint says, without calling the cloud: the "
         "items by tenant and state, every failed or rejected row with its line and why, the "
+        "copies to look at (a verify mismatch, a step after the copy not done) and what, the "
         "items waiting and for what, blocked tenants, and how the last run ended (its stored "
         "exit code and reason). --format json gives the same as one JSON object, with one "
-        "object per item that has not succeeded.",
+        "object per item that has not succeeded and one per copy to look at (to_look_at).",
         epilog=STATUS_EPILOG,
     )
     status.add_argument("list", type=Path, nargs="?", help="migration list (or --state-dir)")

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,7 +29,7 @@ from orchestrator.commands.common import UsageError
 from orchestrator.commands.plan import PlanRequest, make_plan
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
-from orchestrator.core.outcome import outcome_of
+from orchestrator.core.outcome import look_text, outcome_of, to_look_at
 from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
 from orchestrator.output.report import (
     item_record,
@@ -42,7 +42,7 @@ from orchestrator.output.report import (
 from orchestrator.output.report_html import render_html
 from orchestrator.state.meta import RunMeta
 
-WAITING_SHOWN = 20  # items listed in the table's "waiting" section (all of them in json)
+WAITING_SHOWN = 20  # items listed in a "waiting" or "to look at" section (all of them in json)
 
 # -- plan ----------------------------------------------------------------------------------------
 
@@ -107,6 +107,19 @@ def status_record(item: Item) -> dict[str, object]:
     return record
 
 
+def _section(out: Console, title: str, items: list[Item], why: Callable[[Item], str]) -> None:
+    """``title (N):`` then a line per item (at most ``WAITING_SHOWN``): where, and ``why``."""
+    if not items:
+        return
+    say(out, f"{title} ({len(items)}):")
+    for item in items[:WAITING_SHOWN]:
+        row = item.row
+        say(out, visible(f"  {row.tenant} {row.image_id} -> {row.target_region} "
+                         f"(line {row.line}): {why(item)}"))  # fmt: skip
+    if len(items) > WAITING_SHOWN:
+        say(out, f"  ... and {len(items) - WAITING_SHOWN} more (status --format json)")
+
+
 def cmd_status(args: argparse.Namespace, out: Console) -> int:
     state_dir = state_dir_of(args)
     items, meta = load_state(state_dir)
@@ -124,6 +137,8 @@ def cmd_status(args: argparse.Namespace, out: Console) -> int:
             # every item not succeeded, with its list line and why (the report's columns)
             "items": [status_record(item) for item in items
                       if item.phase != Phase.SUCCEEDED],
+            # copied, but the copy differs or a step after it was not done (run's exit 1)
+            "to_look_at": [status_record(item) for item in to_look_at(items)],
         }  # fmt: skip
         out.print_json(json.dumps(document))
         return code
@@ -132,15 +147,8 @@ def cmd_status(args: argparse.Namespace, out: Console) -> int:
     out.print(summary_table(items))
     for line in problem_lines(items):
         say(out, line)
-    waits = waiting(items)
-    if waits:
-        say(out, f"waiting ({len(waits)}):")
-        for item in waits[:WAITING_SHOWN]:
-            row = item.row
-            say(out, visible(f"  {row.tenant} {row.image_id} -> {row.target_region} "
-                             f"(line {row.line}): {item.detail}"))  # fmt: skip
-        if len(waits) > WAITING_SHOWN:
-            say(out, f"  ... and {len(waits) - WAITING_SHOWN} more (status --format json)")
+    _section(out, "copied, to look at", to_look_at(items), look_text)
+    _section(out, "waiting", waiting(items), lambda item: item.detail)
     for tenant, why in meta.blocked.items():
         say(
             out,

@@ -128,6 +128,20 @@ def needs_look(item: Item) -> bool:
     return item.verify == "mismatch" or bool(item.undone)
 
 
+def to_look_at(items: Iterable[Item]) -> list[Item]:
+    """The listed items copied but to look at (:func:`needs_look`): the run's exit 1 counts
+    them, ``status`` names them."""
+    return [i for i in items if i.listed and i.phase == Phase.SUCCEEDED and needs_look(i)]
+
+
+def look_text(item: Item) -> str:
+    """What to look at in a copy: the fields that differ, then what was not done and why."""
+    parts = [f"verify mismatch: {item.mismatch}"] if item.verify == "mismatch" else []
+    if item.undone:
+        parts.append(item.undone)
+    return "; ".join(parts)
+
+
 def is_finished(items: Iterable[Item]) -> bool:
     """Nothing left to do: every listed item terminal, nothing in flight for unlisted ones."""
     return all(map(is_done, items))
@@ -203,7 +217,7 @@ def _attention(
     if failed:
         reasons.append(f"{failed} failed")
         advice.append(f"`run --retry-failed` gives the {failed} failed item(s) a new attempt")
-    look = sum(item.phase == Phase.SUCCEEDED and needs_look(item) for item in listed)
+    look = len(to_look_at(listed))
     if look:
         reasons.append(f"{look} copied but to look at (verify mismatch or a step not done)")
         advice.append(
