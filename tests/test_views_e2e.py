@@ -355,3 +355,34 @@ def test_status_names_the_copies_to_look_at(local_cloud: LocalCloud) -> None:
         (3, "succeeded", "ok"),
     ]
     assert looks[1]["notes"].startswith("tags not carried: refused")
+
+
+def test_attempts_count_the_copy_requests_made(local_cloud: LocalCloud) -> None:
+    """attempts counts copy requests made: 0 for a rejected row and for a blocked tenant's row
+    never sent; 1 for a row whose one copy request was refused (now pending again); 1 for a
+    copy made. In the CSV, the JSON report and status's JSON alike."""
+    cloud = local_cloud
+    for name in ("t0", "t1", "t2"):
+        cloud.account(name)
+    copied = cloud.row("t0", 1)
+    refused = cloud.row("t1", 1)
+    never = cloud.row("t2", 1)
+    same = cloud.image("t0", 1)
+    cloud.start()
+    with cloud.list_path.open("a") as handle:
+        handle.write(f"t0,{same},{NORTH},{NORTH}\n")  # target == source: rejected
+    assert cloud.world is not None
+    cloud.world.account("t1").denied.add("copy")  # the copy request is refused (403)
+    done = cloud.run("--progress", "none", env=cloud.env(E2E_T2_SK=WRONG_SECRET))
+    assert done.returncode == 1, done.stdout
+    assert cloud.truth().requests.get("copy") == 2  # t0's copy and t1's refused one
+    expected = {copied: 1, refused: 1, never: 0, same: 0}
+
+    def attempts(records: list[dict[str, object]]) -> dict[object, int]:
+        return {r["image_id"]: int(str(r["attempts"])) for r in records}
+
+    rows = list(csv.DictReader(io.StringIO(report(cloud, "csv").stdout)))
+    assert attempts(list(rows)) == expected
+    assert attempts(json.loads(report(cloud, "json").stdout)["items"]) == expected
+    in_status = json.loads(status(cloud, "--format", "json").stdout)["items"]
+    assert attempts([*in_status, *[r for r in rows if r["image_id"] == copied]]) == expected

@@ -128,6 +128,16 @@ def needs_look(item: Item) -> bool:
     return item.verify == "mismatch" or bool(item.undone)
 
 
+def copy_requests(item: Item) -> int:
+    """The copy requests made for ``item``, as the views count its attempts. ``Item.attempt``
+    numbers the attempts (the stored value, never lowered: resume depends on it); a pending or
+    rejected item's current attempt sent nothing, and an item never submitted (no
+    ``submitted_at``: a rejected row, a blocked tenant's row) sent nothing at all."""
+    if item.phase in (Phase.PENDING, Phase.REJECTED):
+        return item.attempt - 1 if item.submitted_at is not None else 0
+    return item.attempt
+
+
 def to_look_at(items: Iterable[Item]) -> list[Item]:
     """The listed items copied but to look at (:func:`needs_look`): the run's exit 1 counts
     them, ``status`` names them."""

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from orchestrator.core.aftercopy import join_notes
 from orchestrator.core.model import Item, Phase, PublicState
-from orchestrator.core.outcome import needs_look
+from orchestrator.core.outcome import copy_requests, needs_look
 
 REPORT_COLUMNS = (
     "tenant",
@@ -103,7 +103,7 @@ def item_record(item: Item) -> dict[str, Value]:
         "detail": item_detail(item) or None,
         "job_id": item.job_id,
         "target_image_id": item.target_image_id,
-        "attempts": item.attempt,
+        "attempts": copy_requests(item),
         "submitted_at": format_time(item.submitted_at),
         "finished_at": format_time(item.finished_at),
         "error_code": item.error_code,
@@ -221,7 +221,7 @@ def render_csv(items: Iterable[Item]) -> str:
             item.detail if item.listed else item_detail(item),
             item.job_id or "",
             item.target_image_id or "",
-            item.attempt,
+            copy_requests(item),
             when(item.submitted_at),
             when(item.finished_at),
             item.error_code or "",
