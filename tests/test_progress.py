@@ -54,3 +54,22 @@ def test_screen_shows_slots_per_tenant_and_recent_failures() -> None:
     assert "job polls 7" in text
     assert "recent failures" in text
     assert "beta beta-0 -> cn-east-3: IMG.0500 oops" in text
+
+
+def test_eta_leaves_out_the_items_of_blocked_tenants_and_says_so() -> None:
+    """A tenant blocked during the run (its credentials refused) copies nothing more in it:
+    its items leave the ETA, which says how many it does not count."""
+    clock = VirtualClock(start=0.0)
+    alpha, gamma = items("alpha", 4), items("gamma", 6)
+    blocked: dict[str, str] = {}  # the run's own, filled as tenants are refused
+    model = ProgressModel(alpha + gamma, 5, clock=clock.now, blocked=blocked)
+    for item in alpha[:2]:
+        model.update(replace(item, phase=Phase.SUCCEEDED))
+    clock.advance(60.0)
+    assert model.eta() == "4m00s"  # 30 s a copy, 8 left
+    blocked["gamma"] = "APIGW.0301"
+    assert model.eta() == "1m00s (6 items of blocked tenants not counted)"
+    assert model.line().endswith("eta 1m00s (6 items of blocked tenants not counted)")
+    for item in alpha[2:]:
+        model.update(replace(item, phase=Phase.SUCCEEDED))
+    assert model.eta() == "done (6 items of blocked tenants not counted)"

@@ -386,3 +386,14 @@ def test_attempts_count_the_copy_requests_made(local_cloud: LocalCloud) -> None:
     assert attempts(json.loads(report(cloud, "json").stdout)["items"]) == expected
     in_status = json.loads(status(cloud, "--format", "json").stdout)["items"]
     assert attempts([*in_status, *[r for r in rows if r["image_id"] == copied]]) == expected
+
+
+def test_the_eta_leaves_out_a_blocked_tenants_items(local_cloud: LocalCloud) -> None:
+    """A tenant whose key is refused copies nothing in this run: the run's progress lines
+    leave its items out of the ETA and say so, rather than counting them as work to wait for."""
+    local_cloud.populate(tenants=2, per_tenant=2)
+    local_cloud.start()
+    done = local_cloud.run("--progress", "plain", env=local_cloud.env(E2E_T1_SK=WRONG_SECRET))
+    assert done.returncode == 1
+    last = [line for line in done.stderr.splitlines() if line.startswith("progress ")][-1]
+    assert last.endswith("eta done (2 items of blocked tenants not counted)"), last

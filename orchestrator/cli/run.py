@@ -89,6 +89,7 @@ class RunWatch:
             counters=ctx.counters,
             clock=ctx.clock.now,
             settle=ctx.config.timing.settle,
+            blocked=ctx.blocked,  # live: a tenant blocked mid-run leaves the ETA at once
         )
         self.previous = (ctx.store.meta.last_end, ctx.store.meta.last_exit)
         if self.mode == "live":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
@@ -52,15 +52,19 @@ class ProgressModel:
         counters: Counters | None = None,
         clock: Callable[[], float] = time.monotonic,
         settle: float | None = None,
+        blocked: Collection[str] = (),
     ) -> None:
         """``clock``: the run's (epoch seconds, as the items' times, when ``settle`` is given);
-        ``settle``: how long a reconciling item may wait for its copy (the ETA counts it)."""
+        ``settle``: how long a reconciling item may wait for its copy (the ETA counts it);
+        ``blocked``: the tenants blocked in this run, read at each redraw (the run's own
+        mapping): their items are copied by a later run, so the ETA leaves them out."""
         self.items = {item.key: item for item in items}
         self.slots = slots
         self.title = title
         self.counters = counters
         self.clock = clock
         self.settle = settle
+        self.blocked = blocked
         self.started = clock()
         self.ended_at_start = self._ended(self.items.values())
         self.failures: deque[Item] = deque(maxlen=RECENT_FAILURES)
@@ -79,20 +83,33 @@ class ProgressModel:
         return sum(i.phase in (Phase.SUCCEEDED, Phase.FAILED) for i in items)
 
     def eta(self, summary: Summary | None = None) -> str:
-        """Time left at the rate copies have ended in this run (— before any has)."""
+        """Time left at the rate copies have ended in this run (— before any has), for the
+        items this run can still copy: those of blocked tenants are left out, and counted."""
         s = summary or self.summary()
-        left = s.by_state[PublicState.PENDING] + s.by_state[PublicState.RUNNING]
+        held = self._held()
+        said = f" ({held} items of blocked tenants not counted)" if held else ""
+        left = s.by_state[PublicState.PENDING] + s.by_state[PublicState.RUNNING] - held
         gained = self._ended(list(self.items.values())) - self.ended_at_start
         elapsed = self.clock() - self.started
         if left <= 0:
-            return "done"
+            return "done" + said
         wait = self.longest_wait()
         if gained <= 0:
-            return f"{_duration(wait)} (reconciling)" if wait > 0 else "—"
+            return (f"{_duration(wait)} (reconciling)" if wait > 0 else "—") + said
         rate = elapsed / gained * left
         if wait > rate:
-            return f"{_duration(wait)} (reconciling)"
-        return _duration(rate)
+            return f"{_duration(wait)} (reconciling)" + said
+        return _duration(rate) + said
+
+    def _held(self) -> int:
+        """Items not done of the tenants blocked in this run: no copy of theirs in this run."""
+        blocked = self.blocked
+        if not blocked:
+            return 0
+        left = (PublicState.PENDING, PublicState.RUNNING)
+        return sum(
+            i.row.tenant in blocked and i.phase.public in left for i in list(self.items.values())
+        )
 
     def longest_wait(self) -> float:
         """Seconds until the last reconciling item's settle window ends (0: none waits): its
