@@ -21,9 +21,12 @@ prints a table (medians over the repetitions) and writes the same figures as JSO
 * ``many``: 20,000 rows over 400 tenants, copies of 1-2 s, request_timeout 5, a simulator that
   answers at once but throttles each key at 200/s (429 + Retry-After): copy requests per item,
   unknown outcomes, 429s, requests sent inside a Retry-After, CPU and memory; adaptive and
-  baseline in the same run.
+  baseline in the same run, and the requests per item by kind. ``--tenants M --per-tenant N``:
+  another size.
 
 Not part of CI (it takes minutes); ``--quick`` is a smoke run of a minute or two.
+``BENCH_PROFILE=1`` runs each ``ims-migrate run`` under cProfile (``<workdir>/<mode>/prof.out``;
+its CPU figures are then the profiler's, not the tool's).
 """
 
 from __future__ import annotations
@@ -157,8 +160,11 @@ class Run:
 
     def __init__(self, folder: Path, extra: Sequence[str], env: Mapping[str, str]) -> None:
         self.folder = folder
+        # BENCH_PROFILE=1: the run under cProfile, its profile in <folder>/prof.out.
+        profile = ["-m", "cProfile", "-o", str(folder / "prof.out")]
         args = [
             PYTHON,
+            *(profile if os.environ.get("BENCH_PROFILE") else []),
             "-m",
             "orchestrator",
             "run",
@@ -617,6 +623,9 @@ def run_many_once(
         "throttled": sum(counts.get("429", 0) for counts in truth.responses.values()),
         "inside_retry_after": truth.inside_retry_after,
         "requests_per_item": sum(truth.requests.values()) / rows,
+        "requests_per_item_by_kind": {
+            kind: count / rows for kind, count in sorted(truth.requests.items())
+        },
         "succeeded": truth.jobs.get("SUCCESS", 0),
         "duplicates": len(truth.duplicates),
     }
@@ -626,6 +635,9 @@ def bench_many(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     work = Many()
     if args.quick:
         work = replace(work, tenants=40, per_tenant=10)
+    if args.tenants or args.per_tenant:
+        tenants, per_tenant = args.tenants or work.tenants, args.per_tenant or work.per_tenant
+        work = replace(work, tenants=tenants, per_tenant=per_tenant)
     built = build_many(work)
     say(f"many: {work.rows} rows, {json.dumps(work.describe(), sort_keys=True)}")
     runs = {}
@@ -640,6 +652,14 @@ def bench_many(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     say(f"{'one run each':<40} " + " ".join(f"{name:>10}" for name in runs))
     for key, label, form in MANY_ROWS:
         say(f"{label:<40} " + " ".join(f"{form.format(r[key]):>10}" for r in runs.values()))
+    kinds = sorted({kind for r in runs.values() for kind in r["requests_per_item_by_kind"]})
+    for kind in kinds:  # what the requests per item are made of (the simulator's counts)
+        say(
+            f"{'  ' + kind + ' requests per item':<40} "
+            + " ".join(
+                f"{r['requests_per_item_by_kind'].get(kind, 0.0):>10.2f}" for r in runs.values()
+            )
+        )
     best = next(iter(runs.values()))
     targets = {
         "copy requests per item 1.00": round(best["copy_requests_per_item"], 2) == 1.0,
@@ -714,7 +734,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
     parser.add_argument("--rows", type=int, default=0, help="scale: rows (default 100,000)")
-    parser.add_argument("--tenants", type=int, default=0, help="scale: tenants (with --rows)")
+    parser.add_argument(
+        "--tenants", type=int, default=0, help="scale: tenants (with --rows); many: tenants"
+    )
+    parser.add_argument("--per-tenant", type=int, default=0, help="many: rows per tenant")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (mixed, short; default 3)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench-output")
     parser.add_argument(

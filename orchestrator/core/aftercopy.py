@@ -27,16 +27,28 @@ NOTE_SEP = " | "
 
 
 SOURCE_TAG_KEYS = "_tag_keys"  # in source_facts: the keys of the source's tags, for ``plan``
+# In source_facts: the listing showed the source's ``tags`` field, and it was empty. Only then
+# is the source known to have no tag (an absent field says nothing; a ``key.value`` string is
+# ambiguous when a key holds a dot, so a non-empty list is read again from the tags API).
+SOURCE_UNTAGGED = "_untagged"
 
 
 def facts_text(image: Image) -> str:
     """The source's compared attributes as ``Item.source_facts`` keeps them (JSON text), with
-    the keys of its tags as the listing shows them (what ``plan`` says will be carried)."""
+    the keys of its tags as the listing shows them (what ``plan`` says will be carried), or
+    the mark that the listing showed it untagged."""
     facts = dict(image.facts)
     keys = sorted({tag.partition(".")[0] for tag in image.tags})
     if keys:
         facts[SOURCE_TAG_KEYS] = "\n".join(keys)
+    elif image.tags_listed:
+        facts[SOURCE_UNTAGGED] = "true"
     return json.dumps(facts, sort_keys=True, separators=(",", ":"))
+
+
+def untagged(facts: Mapping[str, str]) -> bool:
+    """The source had no tag when preflight listed it (its tags need not be read again)."""
+    return facts.get(SOURCE_UNTAGGED) == "true" and not facts.get(SOURCE_TAG_KEYS)
 
 
 def carry_plan(source_facts: str, tags_column: str, *, tags: bool, ram: bool) -> str:

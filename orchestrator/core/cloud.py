@@ -151,6 +151,7 @@ class Image:
     description: str = ""
     created_at: str = ""  # ISO 8601 UTC as the API gives it, e.g. 2018-09-06T14:03:27Z
     tags: tuple[str, ...] = ()  # user tags as ``key.value`` strings
+    tags_listed: bool = False  # the listing carried ``tags`` (a list): ``()`` then means none
     enterprise_project_id: str = ""
     facts: tuple[tuple[str, str], ...] = ()  # FACT_KEYS present, as text (lower-case booleans)
 
@@ -184,6 +185,7 @@ class Image:
             description=_text(raw, "__description") or _text(raw, "description"),
             created_at=_text(raw, "created_at"),
             tags=_tags(raw.get("tags")),
+            tags_listed=isinstance(raw.get("tags"), list),
             enterprise_project_id=_text(raw, "enterprise_project_id"),
             facts=tuple((key, _fact(raw[key])) for key in FACT_KEYS if raw.get(key) is not None),
         )
