@@ -207,3 +207,34 @@ async def test_a_waiter_cancelled_in_the_queue_takes_nothing() -> None:
             requests.start_soon(second)
         group.cancel_scope.cancel()
     assert done == ["second"]
+
+
+async def test_try_acquire_takes_a_free_token_only() -> None:
+    """The fast path of a request: a free token is taken at once; none when the bucket is
+    empty or paused by a Retry-After."""
+    clock = VirtualClock()
+    bucket = TokenBucket(1.0, 2, clock)
+    assert bucket.try_acquire()
+    assert bucket.try_acquire()
+    assert not bucket.try_acquire()  # empty
+    clock.advance(1.0)
+    assert bucket.try_acquire()
+    bucket.refused(5.0)
+    clock.advance(2.0)
+    assert not bucket.try_acquire()  # paused, though a token has refilled
+    clock.advance(4.0)
+    assert bucket.try_acquire()
+
+
+async def test_try_acquire_leaves_a_token_to_a_queued_waiter() -> None:
+    """A token freed while a waiter is queued is the waiter's, not a newcomer's."""
+    clock = VirtualClock()
+    bucket = TokenBucket(1.0, 1, clock)
+    assert bucket.try_acquire()
+    async with anyio.create_task_group() as group:
+        group.start_soon(bucket.acquire)
+        await anyio.lowlevel.checkpoint()  # queued, sleeping on the clock for its token
+        clock.advance(1.0)
+        assert not bucket.try_acquire()
+        group.cancel_scope.cancel()
+    assert RateLimits(1.0, clock, host_rate=5.0).try_admit("AK", "h") is False  # host cap: wait

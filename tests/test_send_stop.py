@@ -56,3 +56,47 @@ async def test_a_post_waiting_for_the_rate_budget_is_not_sent_after_the_stop() -
 async def _stop_soon(stop: anyio.Event) -> None:
     await anyio.sleep(0.2)
     stop.set()
+
+
+def _calls(transport: MockTransport) -> SignedCalls:
+    clock = RealClock()
+    return SignedCalls(
+        transport,
+        Credentials("AK" * 10, "SK" * 20),
+        RateLimits(100.0, clock),
+        clock,
+        Backoff(0.5, 1.0, random.Random(1)),
+    )
+
+
+@pytest.mark.anyio
+async def test_a_post_with_budget_and_connection_free_is_not_sent_once_stopped() -> None:
+    """Nothing to wait for (a token and a connection are free: taken without a wait), but the
+    stop is set: NOT_SENT/STOPPED, the POST never reaches the transport, its slot is free."""
+    transport = MockTransport(accept)
+    calls = _calls(transport)
+    stop = anyio.Event()
+    stop.set()
+    token = SEND_STOP.set(stop)
+    try:
+        with pytest.raises(CloudError) as caught:
+            await calls.call("POST", BASE, PATH, body={"name": "x"})
+    finally:
+        SEND_STOP.reset(token)
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.NOT_SENT, STOPPED)
+    assert transport.sent == []
+    await calls.call("POST", BASE, PATH, body={"name": "x"})  # no stop: the slot was given back
+    assert [r.method for r in transport.sent] == ["POST"]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_task_sends_nothing_even_with_the_budget_free() -> None:
+    """A task whose scope is cancelled before its call sends nothing (the budget and the
+    connection were free: no wait, yet the cancellation is heard before the wire)."""
+    transport = MockTransport(accept)
+    calls = _calls(transport)
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await calls.call("GET", BASE, "/v2/cloudimages")
+    assert scope.cancelled_caught
+    assert transport.sent == []

@@ -99,27 +99,38 @@ class _Watched:
         self._watch = watch
         self._now = now
 
+        self._endpoints: dict[tuple[bool, str], str] = {}
+
     def _endpoint(self, name: str, region: str) -> str:
-        if name == "probe" and not (self._tenant and self._tenant.project_ids.get(region)):
-            return iam_of(self._config, self._tenant)
-        return endpoint_of(self._config, self._tenant, region)
+        iam = name == "probe" and not (self._tenant and self._tenant.project_ids.get(region))
+        found = self._endpoints.get((iam, region))
+        if found is None:
+            if iam:
+                found = iam_of(self._config, self._tenant)
+            else:
+                found = endpoint_of(self._config, self._tenant, region)
+            self._endpoints[iam, region] = found
+        return found
 
     def __getattr__(self, name: str) -> Any:
-        method = getattr(self._cloud, name)
+        """The cloud's method ``name``, watched; made once, then found as an attribute."""
+        method = cast(Callable[..., Awaitable[Any]], getattr(self._cloud, name))
+        watch, now, endpoint_for = self._watch, self._now, self._endpoint
 
         async def call(region: str, *args: Any, **kwargs: Any) -> Any:
-            endpoint = self._endpoint(name, region)
+            endpoint = endpoint_for(name, region)
             try:
-                result = await cast(Callable[..., Awaitable[Any]], method)(region, *args, **kwargs)
+                result = await method(region, *args, **kwargs)
             except CloudError as error:
                 if unreached(error):
-                    self._watch.failed(endpoint, error)
+                    watch.failed(endpoint, error)
                 elif error.kind != ErrorKind.TRANSIENT:  # a 429 says nothing either way
-                    self._watch.succeeded(endpoint, self._now())
+                    watch.succeeded(endpoint, now())
                 raise
-            self._watch.succeeded(endpoint, self._now())
+            watch.succeeded(endpoint, now())
             return result
 
+        setattr(self, name, call)  # the next look-up finds it without __getattr__
         return call
 
 

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 from orchestrator.clock import Clock
@@ -97,6 +98,7 @@ class SignedCalls:
         self._max_attempts = max(1, max_attempts)
         self._date_second: int | None = None
         self._date = ""
+        self._bases: dict[str, tuple[str, str, str]] = {}
 
     async def call(
         self,
@@ -171,8 +173,18 @@ class SignedCalls:
         if given_up or stop.is_set() or not result:
             if result and undo is not None:
                 undo()
-            raise CloudError(ErrorKind.NOT_SENT, "not sent: the run is stopping", code=STOPPED)
+            raise _stopped()
         return result[0]
+
+    def _split(self, base: str) -> tuple[str, str, str]:
+        """``scheme://host``, the host (no user info) and the path of a base URL (a few bases
+        per client: each split once)."""
+        found = self._bases.get(base)
+        if found is None:
+            split = urlsplit(base)
+            host = split.netloc.rpartition("@")[2]
+            found = self._bases[base] = (f"{split.scheme}://{host}", host, split.path)
+        return found
 
     async def _attempt(
         self,
@@ -187,25 +199,37 @@ class SignedCalls:
     ) -> dict[str, Any]:
         """Send one signed request; its JSON answer, or a classified CloudError."""
         mutating = method != "GET"
-        split = urlsplit(base)
-        host = split.netloc.rpartition("@")[2]
-        full_path = split.path + path
-        query = canonical_query(params)
-        payload = b"" if body is None else json.dumps(body).encode()
+        origin, host, base_path = self._split(base)
+        full_path = base_path + path
+        query = canonical_query(params) if params else ""
         headers: dict[str, str] = {}
-        if body is not None:
+        if body is None:
+            payload = b""
+        else:
+            payload = json.dumps(body).encode()
             headers["Content-Type"] = JSON_CONTENT_TYPE
         if project_id is not None:
             headers[PROJECT_HEADER] = project_id
-        where = f"{method} {host}{full_path}"
 
         key = self._credentials.access_key
+        limits = self._limits
         # Before the timed part: the key's budget, then a connection slot (never a pool wait
-        # inside the transport's timeout). A stop while waiting: nothing was sent. The stop is
-        # checked last in ``unless``, right before sending.
-        await self.unless(stop, self._limits.admit, key, host, priority)
-        slots = self._limits.slots(host)
-        await self.unless(stop, slots.acquire, undo=slots.release)
+        # inside the transport's timeout). A stop while waiting: nothing was sent. Both are
+        # taken at once when free (no task, no trip through the loop); the stop is checked
+        # last, after the last of them, right before sending.
+        if limits.try_admit(key, host):
+            await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled task sends nothing
+        else:
+            await self.unless(stop, limits.admit, key, host, priority)
+        slots = limits.slots(host)
+        try:
+            slots.acquire_nowait()
+        except anyio.WouldBlock:
+            await self.unless(stop, slots.acquire, undo=slots.release)
+        else:
+            if stop is not None and stop.is_set():
+                slots.release()
+                raise _stopped()
         try:
             signed = sign(
                 self._credentials,
@@ -217,14 +241,17 @@ class SignedCalls:
                 payload,
                 self._sdk_date(),
             )
-            url = f"{split.scheme}://{host}{full_path}" + (f"?{query}" if query else "")
+            url = f"{origin}{full_path}?{query}" if query else origin + full_path
             request = HttpRequest(method, url, signed, payload if body is not None else None)
             try:
                 response = await self._transport.send(request)
             except TransportError as exc:
+                where = f"{method} {host}{full_path}"
                 raise CloudError(_kind_of(exc.delivery, mutating), f"{where}: {exc}") from exc
         finally:
             slots.release()
+
+        where = f"{method} {host}{full_path}"
 
         if response.status >= 300:
             code, message, request_id = parse_error_body(response.body)
@@ -269,6 +296,10 @@ class SignedCalls:
             self._date = datetime.fromtimestamp(now, tz=UTC).strftime(DATE_FORMAT)
             self._date_second = second
         return self._date
+
+
+def _stopped() -> CloudError:
+    return CloudError(ErrorKind.NOT_SENT, "not sent: the run is stopping", code=STOPPED)
 
 
 def _refused(status: int, code: str | None, retry_after: float | None) -> bool:

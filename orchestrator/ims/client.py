@@ -174,7 +174,9 @@ class ImsClient:
     ) -> str:
         path = f"/v1/cloudimages/{_segment(image_id)}/cross_region_copy"
         # The project look-up is a local wait too: a stop during it sends nothing.
-        project_id = await self._calls.unless(SEND_STOP.get(), self._project_id, region, project)
+        project_id = self._known_project(region, project) or await self._calls.unless(
+            SEND_STOP.get(), self._project_id, region, project
+        )
         base = self._endpoints.ims_for(region)
         body = await self._call("POST", base, path, body=request.body(), project_id=project_id)
         job_id = body.get("job_id")
@@ -271,15 +273,21 @@ class ImsClient:
 
     # -- projects ------------------------------------------------------------------------------
 
-    async def _project_id(self, region: str, project: str | None) -> str:
-        """The project id of ``project`` (default: the region's default project, named so)."""
+    def _known_project(self, region: str, project: str | None) -> str | None:
+        """The project id of ``project`` if configured or already looked up (no wait)."""
         name = project or region
         configured = self._tenant.project_ids.get(name)
         if configured:
             return configured
         known = self._projects.get(name)
-        if known is not None:
-            return known.id
+        return known.id if known is not None else None
+
+    async def _project_id(self, region: str, project: str | None) -> str:
+        """The project id of ``project`` (default: the region's default project, named so)."""
+        found = self._known_project(region, project)
+        if found:
+            return found
+        name = project or region
         lock = self._project_locks.setdefault(name, anyio.Lock())
         async with lock:  # one lookup in flight per name; the others wait for its answer
             known = self._projects.get(name)

@@ -124,6 +124,17 @@ class TokenBucket:
                 waiter.gone = True
                 self._wake_head()
 
+    def try_acquire(self) -> bool:
+        """Take one token now if one is free and nobody waits (True), else nothing (False):
+        the common case of :meth:`acquire`, without its queue entry and trip through the loop."""
+        if self._unlimited and not self._adaptive:
+            return True
+        self._drop_gone()
+        if self._waiters or self._wait() > 0:
+            return False
+        self._tokens = max(0.0, self._tokens - 1)
+        return True
+
     def refused(self, retry_after: float | None) -> None:
         """The service refused a request of this bucket (429, or 503 with Retry-After): no
         request goes before ``retry_after`` has passed, and the rate is lowered."""
@@ -231,6 +242,11 @@ class RateLimits:
         if slots is None:
             slots = self._slots[name] = anyio.Semaphore(self._in_flight, fast_acquire=True)
         return slots
+
+    def try_admit(self, key: str, host: str) -> bool:
+        """Admit a request at once if the key's budget has a token and nobody waits for it
+        (no host cap set); False: nothing taken, :meth:`admit` waits its turn."""
+        return self._host_rate <= 0 and self.for_key(key, host).try_acquire()
 
     async def admit(self, key: str, host: str, priority: float = READ) -> None:
         """Wait for the key's budget at ``host``, then for the host's cap."""

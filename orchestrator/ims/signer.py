@@ -132,8 +132,17 @@ def sign(
     out[DATE_HEADER] = sdk_date
     if credentials.security_token:
         out["X-Security-Token"] = credentials.security_token
-    names = signed_header_names(out)
-    value = compute_signature(credentials.secret_key, method, path, query, out, names, body)
+    # What compute_signature does, with the headers lowered once (it runs for every request).
+    lowered = {name.lower(): value for name, value in out.items()}
+    names = sorted(name for name in lowered if "_" not in name)
+    header_lines = "".join(f"{name}:{lowered[name].strip()}\n" for name in names)
+    payload_hash = lowered.get("x-sdk-content-sha256") or (
+        hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256
+    )
+    canonical = "\n".join(
+        (method.upper(), canonical_uri(path), query, header_lines, ";".join(names), payload_hash)
+    )
+    value = signature(credentials.secret_key, string_to_sign(sdk_date, canonical))
     out["Authorization"] = (
         f"{ALGORITHM} Access={credentials.access_key}, "
         f"SignedHeaders={';'.join(names)}, Signature={value}"
