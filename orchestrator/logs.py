@@ -44,13 +44,28 @@ def rotate(path: Path, max_bytes: int = ROTATE_BYTES, keep: int = KEEP_ROTATED) 
     return True
 
 
+# key -> whether it names a secret, whatever its case: the keys are the code's own few names,
+# each lowered once rather than for every key of every event.
+_SECRET: dict[str, bool] = {}
+_SECRET_MEMO = 4096  # names remembered at most (an event built from data cannot grow it)
+
+
 def mask_secrets(
     _logger: object, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key in event:
-        if key.lower() in SECRET_KEYS:
+        secret = _SECRET.get(key)
+        if secret is None:
+            secret = key.lower() in SECRET_KEYS
+            if len(_SECRET) < _SECRET_MEMO:
+                _SECRET[key] = secret
+        if secret:
             event[key] = "***"
     return event
+
+
+# One encoder for every event (json.dumps builds one per call with these options).
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 class EventsFile:
@@ -64,7 +79,7 @@ class EventsFile:
         if self.handle is None:
             return
         try:
-            self.handle.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
+            self.handle.write(_ENCODE(event) + "\n")
             self.handle.flush()
         except OSError as exc:  # disk full: the state dir cannot be written (exit 74)
             self.close()

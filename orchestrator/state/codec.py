@@ -29,16 +29,35 @@ _ITEM_DEFAULTS = _defaults(Item)
 
 # Written even when they hold their default: what a reader of the raw JSON looks at first.
 _ALWAYS = frozenset({"phase", "attempt"})
+_WRITTEN = object()  # the "default" of a field written whatever it holds
 
 
-def _sparse(obj: Any, names: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
+Plan = tuple[tuple[str, Any], ...]
+
+
+def _plan(names: tuple[str, ...], defaults: dict[str, Any]) -> Plan:
+    """Each field with the default that leaves it out (:data:`_WRITTEN`: never left out)."""
+    return tuple(
+        (name, _WRITTEN if name in _ALWAYS else defaults.get(name, _WRITTEN)) for name in names
+    )
+
+
+_ROW_PLAN = _plan(_ROW_NAMES, _ROW_DEFAULTS)
+_ITEM_PLAN = _plan(_ITEM_NAMES, _ITEM_DEFAULTS)
+
+
+def _sparse(obj: Any, plan: Plan) -> dict[str, Any]:
+    """The fields of a dataclass that do not hold their default. Runs for every save of every
+    item: read from the instance's ``__dict__`` (as :func:`_build` writes it; half the cost of
+    a getattr per field), a plain loop over a precomputed plan."""
+    values = vars(obj)
     out = {}
-    for name in names:
-        value = getattr(obj, name)
-        if name in defaults and name not in _ALWAYS:
-            default = defaults[name]
-            if value is default or (type(value) is type(default) and value == default):
-                continue
+    for name, default in plan:
+        value = values[name]
+        if value is default or (
+            default is not _WRITTEN and type(value) is type(default) and value == default
+        ):
+            continue
         out[name] = value
     return out
 
@@ -47,8 +66,8 @@ def item_to_dict(item: Item) -> dict[str, Any]:
     """A JSON-able dict of the item. Fields that hold their default are left out (a third of a
     checkpoint's size and of its reading time), except ``phase`` and ``attempt``; the row's
     required fields (its identity) are always there. :func:`item_from_dict` puts them back."""
-    data = _sparse(item, _ITEM_NAMES, _ITEM_DEFAULTS)
-    data["row"] = _sparse(item.row, _ROW_NAMES, _ROW_DEFAULTS)
+    data = _sparse(item, _ITEM_PLAN)
+    data["row"] = _sparse(item.row, _ROW_PLAN)
     data["phase"] = item.phase.value
     return data
 
