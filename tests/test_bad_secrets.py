@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
+from orchestrator.logs import mask_secrets
 
 GOOD_AK = "AKGOOD00000000000000"
 GOOD_SK = "SK" + "s" * 38
@@ -38,3 +39,16 @@ def test_a_bad_secret_is_a_config_error_that_does_not_show_it(
     assert name in said
     assert value.strip() not in said
     assert "Traceback" not in said
+
+
+def test_the_event_log_masks_keys_that_name_a_secret_whatever_their_case() -> None:
+    """Every event goes through mask_secrets: a key naming a secret (any case, seen before or
+    not) is written as ***; other keys are left as they are."""
+    for _ in range(2):  # the second time, each key's verdict is remembered
+        event = {"Secret_Key": "s1", "SK": "s2", "authorization": "s3", "detail": "kept"}
+        assert mask_secrets(None, "info", event) == {
+            "Secret_Key": "***",
+            "SK": "***",
+            "authorization": "***",
+            "detail": "kept",
+        }
