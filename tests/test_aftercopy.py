@@ -13,7 +13,7 @@ from orchestrator.core.model import Item, Phase
 from orchestrator.output.report import render_csv, render_markdown, summarize
 from orchestrator.output.report_html import render_html
 from orchestrator.simulator.faults import FaultPlan
-from orchestrator.simulator.imageops import MEMBERS_READ, TAGS_WRITE, tags_of
+from orchestrator.simulator.imageops import GET, UPDATE, tags_of
 from orchestrator.state.meta import RunMeta
 from tests.engine_harness import CONFIG, TARGET, Scene
 
@@ -106,17 +106,19 @@ async def test_verify_ignore_leaves_a_field_uncompared() -> None:
     assert (result.exit_code, only(scene).verify) == (0, "ok")
 
 
-async def test_a_refused_tag_call_leaves_the_item_succeeded_with_the_reason() -> None:
-    """A tag call refused (403): the item succeeds, says the tags were not carried and why,
-    the RAM limits are still carried, the tenant is not blocked, exit 1."""
+async def test_a_refused_update_leaves_the_item_succeeded_with_the_reason() -> None:
+    """ims:images:update refused (403): as on the real cloud, it refuses both adding tags and
+    the PATCH of the RAM limits. The item succeeds, says neither was carried and why (the
+    cloud's message names the action), the tenant is not blocked, exit 1."""
     scene = Scene()
     one_row(scene, tags=["env.prod"], min_ram=2048)
-    scene.world.deny("t0", TAGS_WRITE)
+    scene.world.deny("t0", UPDATE)
     result = await scene.run()
     item = only(scene)
-    assert (result.exit_code, item.phase, item.carried) == (1, Phase.SUCCEEDED, "min_ram")
+    assert (result.exit_code, item.phase, item.carried) == (1, Phase.SUCCEEDED, "")
     assert "tags not carried" in item.undone
-    assert TAGS_WRITE in item.undone
+    assert "min_ram/max_ram not carried" in item.undone
+    assert "Policy doesn't allow ims:images:update to be performed" in item.undone
     assert scene.last_ctx.blocked == {}
 
 
@@ -125,8 +127,8 @@ async def test_a_refused_step_names_the_permission_of_the_call_refused() -> None
     source's members ims:images:get: never the copy's permissions, which were not refused."""
     scene = Scene()
     one_row(scene, tags=["env.prod"])
-    scene.world.deny("t0", TAGS_WRITE)
-    scene.world.deny("t0", MEMBERS_READ)
+    scene.world.deny("t0", UPDATE)
+    scene.world.deny("t0", GET)
     await scene.run()
     item = only(scene)
     assert "tags not carried: refused" in item.undone

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from orchestrator.core.cloud import ErrorKind
-from orchestrator.simulator.imageops import TAGS_WRITE
+from orchestrator.simulator.imageops import GET, LIST, UPDATE
 from orchestrator.simulator.world import World
 from tests.test_simulator_app import EAST, NORTH, Sim, sim  # noqa: F401
 from tests.test_simulator_inmemory import expect_error, make, request, src
@@ -80,10 +80,49 @@ async def test_a_denied_tag_call_is_a_403() -> None:
     """deny() refuses one action to the account: 403, the policy named."""
     world, cloud, _ = make()
     source = src(world)
-    world.deny("acme", TAGS_WRITE)
+    world.deny("acme", UPDATE)
     error = await expect_error(cloud.add_image_tags(NORTH, source, {"a": "b"}))
     assert (error.status, error.kind) == (403, ErrorKind.AUTH)
-    assert TAGS_WRITE in error.message
+    assert "Policy doesn't allow ims:images:update to be performed." in error.message
+
+
+async def test_denials_use_the_real_iam_actions() -> None:
+    """The real cloud's actions (docs/ims-api.md §10): ims:images:update refuses both adding
+    tags and the PATCH of the RAM limits; ims:images:list refuses reading tags; ims:images:get
+    refuses reading members. Each 403 names the real action, never an invented one."""
+    world, cloud, _ = make()
+    source = src(world)
+    assert (UPDATE, LIST, GET) == ("ims:images:update", "ims:images:list", "ims:images:get")
+    world.deny("acme", "ims:images:update")
+    for call in (
+        cloud.add_image_tags(NORTH, source, {"a": "b"}),
+        cloud.update_image(NORTH, source, {"min_ram": 1024}),
+    ):
+        error = await expect_error(call)
+        assert (error.status, "ims:images:update to be" in error.message) == (403, True)
+    assert await cloud.image_members(NORTH, source) == []
+    assert await cloud.image_tags(NORTH, source) == {}
+    world.deny("acme", "ims:images:list")
+    error = await expect_error(cloud.image_tags(NORTH, source))
+    assert (error.status, "ims:images:list to be" in error.message) == (403, True)
+    world.deny("acme", "ims:images:get")
+    error = await expect_error(cloud.image_members(NORTH, source))
+    assert (error.status, "ims:images:get to be" in error.message) == (403, True)
+
+
+async def test_http_deny_takes_iam_actions(sim: Sim) -> None:  # noqa: F811
+    """POST /_sim/deny {"account", "actions": [...]} refuses those IAM actions on the calls
+    after a copy (403 naming the action); an empty list grants them again."""
+    answer = await sim.admin("POST", "/_sim/deny", {"account": "acme", "actions": [UPDATE]})
+    assert answer == {"denied": [], "actions": [UPDATE]}
+    patch = f"/ims/{NORTH}/v2/cloudimages/{sim.image_id}"
+    body = [{"op": "replace", "path": "/min_ram", "value": 2048}]
+    status, refused, _ = await sim.call("PATCH", patch, payload=body)
+    assert status == 403
+    assert refused["error"]["message"] == "Policy doesn't allow ims:images:update to be performed."
+    await sim.admin("POST", "/_sim/deny", {"account": "acme", "actions": []})
+    status, _, _ = await sim.call("PATCH", patch, payload=body)
+    assert status == 200
 
 
 async def test_http_tag_calls_have_the_documented_shapes(sim: Sim) -> None:  # noqa: F811

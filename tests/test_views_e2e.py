@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.core.model import item_key
-from orchestrator.simulator.imageops import TAGS_WRITE
+from orchestrator.simulator.imageops import UPDATE
 from tests.inprocess import Completed, LocalCloud
 
 HEADER = "tenant,image_id,source_region,target_region,description"
@@ -336,7 +336,7 @@ def test_status_names_the_copies_to_look_at(local_cloud: LocalCloud) -> None:
     cloud.start()
     assert cloud.world is not None
     cloud.world.differ_copies(differs, {"checksum": "bbb"})
-    cloud.world.deny("t0", TAGS_WRITE)
+    cloud.world.deny("t0", UPDATE)
     done = cloud.run("--progress", "none")
     assert done.returncode == 1
     assert "2 copied but to look at" in done.stdout

@@ -316,16 +316,24 @@ class SimulatorService:
         return web.json_response({"jobs": jobs})
 
     async def deny(self, request: web.Request) -> web.StreamResponse:
-        """``{"account", "kinds": [...]}``: the account's user may make no call of those kinds
-        (403); an empty list grants everything again."""
+        """``{"account", "kinds": [...], "actions": [...]}``, each list optional and replacing
+        the one before (empty: granted again). ``kinds``: the account's user may make no call
+        of those kinds (``list``, ``copy``...: the gateway's 403 ``APIGW.0302``). ``actions``:
+        IAM actions refused on the calls after a copy (``ims:images:update`` refuses adding
+        tags and the PATCH alike; 403 ``IMS.0211`` naming the action, imageops.py)."""
         try:
             raw = await request.json()
-            account = self.world.account(str(raw["account"]))
-            account.denied.clear()
-            account.denied.update(str(kind) for kind in raw.get("kinds") or ())
+            name = str(raw["account"])
+            account = self.world.account(name)
+            if "kinds" in raw:
+                account.denied.clear()
+                account.denied.update(str(kind) for kind in raw["kinds"] or ())
+            if "actions" in raw:
+                self.world.deny_only(name, (str(action) for action in raw["actions"] or ()))
+            actions = sorted(action for who, action in self.world.denied if who == name)
         except (ValueError, TypeError, KeyError) as error:
             return web.json_response({"error": str(error)}, status=400)
-        return web.json_response({"denied": sorted(account.denied)})
+        return web.json_response({"denied": sorted(account.denied), "actions": actions})
 
     async def fail_job(self, request: web.Request) -> web.StreamResponse:
         try:

@@ -23,7 +23,7 @@ verification), and ``WorldParams.leave_killed`` leaves a ``killed`` image behind
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.simulator.images import SimError, bad
@@ -32,11 +32,12 @@ if TYPE_CHECKING:
     from orchestrator.simulator.accounts import Project
     from orchestrator.simulator.jobs import SimJob
 
-TAGS_READ = "ims:images:listTags"
-TAGS_WRITE = "ims:images:updateTags"
-UPDATE = "ims:images:update"
-MEMBERS_READ = "ims:images:listMembers"
-DELETE = "ims:images:delete"
+# The real IAM actions of these calls (docs/ims-api.md §10): there is no separate tag action,
+# so one missing ims:images:update refuses both adding tags and the PATCH.
+LIST = "ims:images:list"  # GET .../images/{id}/tags (and the listing)
+UPDATE = "ims:images:update"  # POST .../images/{id}/tags/action; PATCH /v2/cloudimages/{id}
+GET = "ims:images:get"  # GET /v1/{project_id}/cloudimages/{id}/members
+DELETE = "ims:images:delete"  # DELETE /v2/images/{id}
 PATCHABLE = frozenset({"/min_ram", "/max_ram", "/name", "/__description"})
 
 
@@ -85,8 +86,13 @@ class ImageOps:
     # -- set-up ---------------------------------------------------------------------------
 
     def deny(self, account: str, action: str) -> None:
-        """Refuse ``action`` (``ims:images:updateTags``...) to the account: 403."""
+        """Refuse the IAM ``action`` (``ims:images:update``...) to the account: 403."""
         self.denied.add((account, action))
+
+    def deny_only(self, account: str, actions: Iterable[str]) -> None:
+        """Refuse exactly ``actions`` to the account (none: grant them all again)."""
+        self.denied = {(who, action) for who, action in self.denied if who != account}
+        self.denied.update((account, action) for action in actions)
 
     def share(self, image_id: str, project_ids: list[str]) -> None:
         self.members[image_id] = list(project_ids)
@@ -124,7 +130,7 @@ class ImageOps:
     def image_tags(
         self, account: str, region: str, image_id: str, now: float, project_id: str | None
     ) -> dict[str, Any]:
-        self._check_allowed(account, TAGS_READ)
+        self._check_allowed(account, LIST)
         image = self._mine(account, region, image_id, now, project_id)
         return {"tags": [{"key": k, "value": v} for k, v in tags_of(image).items()]}
 
@@ -138,7 +144,7 @@ class ImageOps:
         project_id: str | None,
     ) -> None:
         """``create`` adds or overwrites, ``delete`` removes (the action is case-sensitive)."""
-        self._check_allowed(account, TAGS_WRITE)
+        self._check_allowed(account, UPDATE)
         image = self._mine(account, region, image_id, now, project_id)
         action = body.get("action") if isinstance(body, Mapping) else None
         if action not in ("create", "delete"):
@@ -178,7 +184,7 @@ class ImageOps:
     def image_members(
         self, account: str, region: str, image_id: str, now: float, project_id: str | None
     ) -> dict[str, Any]:
-        self._check_allowed(account, MEMBERS_READ)
+        self._check_allowed(account, GET)
         self._mine(account, region, image_id, now, project_id)
         members = [
             {"member_id": member, "status": "accepted", "image_id": image_id,
