@@ -247,6 +247,30 @@ async def test_bad_credentials_block_the_tenant_only(monkeypatch: pytest.MonkeyP
     assert {i.row.tenant: i.phase for i in scene.items()}["good"] == Phase.SUCCEEDED
 
 
+async def test_a_copy_refused_for_a_permission_says_the_permission_is_missing() -> None:
+    """A 403 APIGW.0302 on the copy POST is a missing permission, not refused credentials:
+    the item waits with a line naming ims:images:copy; the tenant is still blocked for this
+    run only (nothing remembered), the other tenant finishes."""
+    scene = Scene()
+    scene.account("good")
+    scene.account("denied")
+    scene.row("good", 5)
+    scene.row("denied", 5)
+    scene.world.account("denied").denied.add("copy")
+    result = await scene.run()
+    assert result.exit_code == ExitCode.ATTENTION
+    assert "denied" in scene.last_ctx.blocked
+    assert scene.last_ctx.lasting_blocks() == {}
+    items = {i.row.tenant: i for i in scene.items()}
+    assert items["good"].phase == Phase.SUCCEEDED
+    refused = items["denied"]
+    assert refused.phase == Phase.PENDING
+    assert refused.detail.startswith("copy refused: HTTP 403 APIGW.0302: "), refused.detail
+    assert "grant ims:images:copy," in refused.detail
+    assert "credentials" not in refused.detail
+    assert scene.truth().requests.get("copy") == 2  # one each: the refused one is not repeated
+
+
 async def test_failure_threshold_stops_submitting_but_follows_running_copies() -> None:
     """--max-failures: no new copy once reached; copies already running end; exit 1."""
     scene = Scene()

@@ -96,6 +96,7 @@ FORBIDDEN_ADVICE = (
 
 # The IAM action each call needs (docs/ims-api.md §10, Documented). A call that knows which it
 # is names its own (:func:`refused_for`) rather than the advice above.
+COPY = "ims:images:copy"  # POST /v1/cloudimages/{id}/cross_region_copy
 LIST = "ims:images:list"  # GET /v2/cloudimages; GET /v2/{project_id}/images/{id}/tags
 GET = "ims:images:get"  # GET /v1/{project_id}/cloudimages/{id}/members
 UPDATE = "ims:images:update"  # POST /v2/{project_id}/images/{id}/tags/action; PATCH
@@ -107,12 +108,18 @@ _GENERIC = tuple(
 )
 
 
+def is_permission(error: CloudError) -> bool:
+    """A missing permission for the call (a 403, ``APIGW.0302`` or ``APIGW.0306``), not a
+    refusal of the key itself (a bad signature, a skewed clock, an expired token)."""
+    code = error.code or ""
+    return code in _PERMISSION_CODES or (error.status == 403 and not code.startswith("APIGW."))
+
+
 def refused_for(error: CloudError, action: str) -> CloudError:
     """``error`` as a refusal of the one call that needs ``action``: a missing permission
-    (a 403, ``APIGW.0302`` or ``APIGW.0306``) then names that action instead of the generic
-    advice the classifier gave it. Any other error is returned as is."""
-    code = error.code or ""
-    if code not in _PERMISSION_CODES and (error.status != 403 or code.startswith("APIGW.")):
+    (:func:`is_permission`) then names that action instead of the generic advice the
+    classifier gave it. Any other error is returned as is."""
+    if not is_permission(error):
         return error
     message = error.message
     for generic in _GENERIC:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from orchestrator import crashpoints
-from orchestrator.core.advice import quota_full
+from orchestrator.core.advice import COPY, is_permission, quota_full, refused_for
 from orchestrator.core.backoff import look_backoff, retry_backoff
 from orchestrator.core.cloud import (
     ACTIVE,
@@ -284,7 +284,12 @@ class Driver:
                 error_message=error.message,
             )
         if kind == ErrorKind.AUTH:
-            await self._save(self.item.new_attempt(f"credentials refused: {error}", **fields))
+            why = (
+                f"copy refused: {refused_for(error, COPY)}"
+                if is_permission(error)  # the IAM user may not copy: not the key
+                else f"credentials refused: {error}"
+            )
+            await self._save(self.item.new_attempt(why, **fields))
             return await self._auth_stop(error)
         if kind == ErrorKind.QUOTA:
             key = (self.item.row.tenant, self.item.row.target_region)
