@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from rich.console import Console
 
 from orchestrator.commands.common import UsageError
 from orchestrator.commands.discover import DiscoverRequest, DiscoverResult, discover
@@ -21,6 +22,7 @@ from orchestrator.core.discovery import Filters, parse_time
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import item_key, item_token
 from orchestrator.core.units import GIB
+from orchestrator.output.discover_output import closing_lines, discover_table
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.simulator.params import WorldParams
 from orchestrator.simulator.world import World
@@ -349,3 +351,27 @@ async def test_credentials_a_run_saw_refused_are_not_tried_again(fleet: Fleet) -
     assert result.exit_code == ExitCode.ATTENTION
     assert "earlier run" in result.tallies[1].error
     assert fleet.world.auth_failures["AK-t1"] == tried
+
+
+async def test_the_summary_names_the_unit_of_each_count(fleet: Fleet) -> None:
+    """Images and rows differ (an image gives one row per target region): each column of the
+    summary and its closing lines say which they count, and the rows add up."""
+    fleet.image()
+    fleet.image()
+    fleet.image(**BAD_IMAGES["encrypted"])
+    fleet.image(name="other-name")
+    result = await fleet.discover(target_regions=(TARGET, OTHER), filters=Filters(names=("img-*",)))
+    table = discover_table(result)
+    assert [str(column.header).replace("\n", " ") for column in table.columns][2:] == [
+        "images found", "images not matching", "rows listed", "rows already in list",
+        "rows left out", "rows left out, by reason", "rows listed, flagged",
+    ]  # fmt: skip
+    console = Console(record=True, width=160)
+    console.print(table)
+    assert "rows: one per image and target region (2 target regions)" in console.export_text()
+    lines = closing_lines(result, appended=False)
+    assert lines[0] == (
+        "4 images found, 1 not matching the filters; 3 images x 2 target regions = 6 rows: "
+        "4 listed, 0 already in the list, 2 left out"
+    )
+    assert lines[1].startswith("4 rows (one per image and target region) written to ")

@@ -38,8 +38,11 @@ def test_the_cli_writes_appends_and_refuses(local_cloud: LocalCloud) -> None:
             "--target-region", TARGET]  # fmt: skip
     done = cloud.main(*args, "--output", str(fleet))
     assert done.returncode == ExitCode.OK, done.stderr
-    assert "images found" in done.stdout, done.stdout
-    assert "2 rows written to" in done.stdout
+    assert (
+        "3 images found, 0 not matching the filters; 3 images x 1 target region = 3 rows: "
+        "2 listed, 0 already in the list, 1 left out"
+    ) in done.stdout, done.stdout
+    assert "2 rows (one per image and target region) written to" in done.stdout
     assert len(fleet.read_text().splitlines()) == 3
     again = cloud.main(*args, "--append", str(fleet), "--quiet")
     assert (again.returncode, again.stdout) == (ExitCode.OK, "")

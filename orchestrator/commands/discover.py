@@ -110,6 +110,7 @@ class DiscoverResult:
     left_out: list[Finding] = field(default_factory=list)
     flagged: list[Finding] = field(default_factory=list)
     wrote: bool = False  # the list file was written (created or extended)
+    targets: int = 1  # target regions: each matching image gives one row per target
 
     @property
     def failures(self) -> list[Tally]:
@@ -188,7 +189,7 @@ async def discover(
     raw, existing = _existing(request, fmt)
     credentials = tenant_credentials(request.config, request.environ, tenants)
     notify = on_progress or (lambda _progress: None)
-    result = DiscoverResult(request.list_path)
+    result = DiscoverResult(request.list_path, targets=len(request.target_regions))
     held = remembered_blocks(request.list_path, credentials)
     listings: dict[tuple[str, str], list[Image]] = {}
     async with clouds(request.config, credentials, clock or RealClock()) as opened:

@@ -51,16 +51,27 @@ def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{reason_words(code)} {n}" for code, n in sorted(counter.items()) if n)
 
 
+ROWS_ARE = "one per image and target region"
+
+
 def discover_table(result: DiscoverResult) -> Table:
-    """One row per tenant and source region: images found, rows listed, already in the list,
-    left out by reason and flagged (rows: an image gives one row per target region)."""
-    table = Table(title=f"discover -> {result.list_path}", title_justify="left")
+    """One row per tenant and source region: images found and not matching the filters; rows
+    listed, already in the list, left out by reason and flagged (an image gives one row per
+    target region, so rows and images are not comparable: each header says its unit)."""
+    targets = f"{result.targets} target region{'s' if result.targets != 1 else ''}"
+    table = Table(
+        title=f"discover -> {result.list_path}",
+        title_justify="left",
+        caption=f"rows: {ROWS_ARE} ({targets})",
+        caption_justify="left",
+    )
     table.add_column("tenant")
     table.add_column("source region")
-    for column in ("images found", "not matching", "rows listed", "already in list", "left out"):
+    for column in ("images\nfound", "images\nnot matching", "rows\nlisted",
+                   "rows already\nin list", "rows\nleft out"):  # fmt: skip
         table.add_column(column, justify="right")
-    table.add_column("left out, by reason")
-    table.add_column("listed, flagged")
+    table.add_column("rows left out,\nby reason")
+    table.add_column("rows listed,\nflagged")
     tallies = [*result.tallies, _total(result.tallies)] if len(result.tallies) > 1 else []
     for tally in tallies or result.tallies:
         if tally.error:
@@ -92,6 +103,22 @@ def failure_lines(result: DiscoverResult) -> list[str]:
     ]
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def _in_words(total: Tally, targets: int) -> str:
+    """Images and rows, each named: how the images found became the rows counted."""
+    matching = total.found - total.not_matching
+    rows = total.listed + total.already + sum(total.left_out.values())
+    return (
+        f"{_plural(total.found, 'image')} found, {total.not_matching} not matching the filters; "
+        f"{_plural(matching, 'image')} x {_plural(targets, 'target region')} = "
+        f"{_plural(rows, 'row')}: {total.listed} listed, {total.already} already in the list, "
+        f"{sum(total.left_out.values())} left out"
+    )
+
+
 def closing_lines(result: DiscoverResult, *, appended: bool) -> list[str]:
     """What was written where, in words."""
     added = len(result.added)
@@ -100,7 +127,10 @@ def closing_lines(result: DiscoverResult, *, appended: bool) -> list[str]:
         return [f"{result.list_path}: nothing new to add ({already} row(s) already in it); "
                 "left as it was"]  # fmt: skip
     verb = "added to" if appended else "written to"
-    lines = [f"{added} row{'s' if added != 1 else ''} {verb} {result.list_path}"]
+    lines = [
+        _in_words(_total(result.tallies), result.targets),
+        f"{added} row{'s' if added != 1 else ''} ({ROWS_ARE}) {verb} {result.list_path}",
+    ]
     if result.flagged:
         lines.append(
             f"{len(result.flagged)} listed row(s) flagged as run flags them (a Windows image may "
