@@ -452,3 +452,33 @@ def test_plan_counts_rows_no_longer_listed_as_status_does(local_cloud: LocalClou
     cloud.list_path.write_text("".join(lines[:1] + lines[2:]))
     assert cloud.run().returncode == 1
     assert not_listed() == (1, 1)
+
+
+async def test_a_bad_row_is_counted_under_its_tenant_when_it_can_be_read(tmp_path: Path) -> None:
+    """A bad row whose tenant cell reads (an unknown region, a tenant not configured) counts
+    under that tenant in the by-tenant summary; only a row whose tenant cannot be read (not a
+    string) goes under "(bad row)"."""
+    setup = Setup(tmp_path)
+    good = setup.image(1)
+    lines = [
+        {"tenant": "t0", "image_id": good, "source_region": SOURCE, "target_region": TARGET},
+        {"tenant": "t0", "image_id": setup.image(1), "source_region": SOURCE,
+         "target_region": "nowhere"},
+        {"tenant": "tx", "image_id": setup.image(1), "source_region": SOURCE,
+         "target_region": TARGET},
+        {"tenant": 5, "image_id": setup.image(1), "source_region": SOURCE,
+         "target_region": TARGET},
+    ]  # fmt: skip
+    path = tmp_path / "migration.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    environ = {DEFAULT_AK_ENV: ACCESS_KEY, DEFAULT_SK_ENV: SECRET_KEY}
+    plan = await make_plan(
+        PlanRequest(path, CONFIG, environ),
+        clouds=in_memory_clouds(setup.world),
+        clock=VirtualClock(NOW),
+    )
+    assert verdicts(plan) == {1: Verdict.COPY, 2: Verdict.REJECTED, 3: Verdict.REJECTED,
+                              4: Verdict.REJECTED}  # fmt: skip
+    by_tenant = {tenant: (c["copy"], c["rejected"]) for tenant, c in plan.by("tenant").items()}
+    assert by_tenant == {"(bad row)": (0, 1), "t0": (1, 1), "tx": (0, 1)}
+    assert json.loads(render_plan_json(plan))["by_tenant"]["tx"]["rejected"] == 1

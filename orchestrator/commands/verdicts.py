@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator.core.cloud import CloudError, ErrorKind
 from orchestrator.core.estimate import AccountEstimate, Speed, speed_from_samples
-from orchestrator.core.model import Item, Phase
+from orchestrator.core.model import DEFAULT_TENANT, Item, Phase
 from orchestrator.manifest import Manifest
 
 
@@ -173,12 +173,29 @@ def row_of(
 
 
 def bad_rows(manifest: Manifest) -> list[PlanRow]:
-    """The list's own problems (``file:line: column: what``), one rejected row per line."""
+    """The list's own problems (``file:line: column: what``), one rejected row per line, under
+    its tenant when the tenant cell could be read (the summary's "(bad row)" is for the rest)."""
     by_line: dict[int, list[str]] = defaultdict(list)
+    unreadable: set[int] = set()  # lines whose tenant cell is no text
     for problem in manifest.problems:
         by_line[problem.line].append(str(problem))
+        if problem.column == "tenant":
+            unreadable.add(problem.line)
+    # An unreadable cell reads as the default tenant, which is never refused by name: a
+    # problem on the tenant column of such a row is that the cell could not be read.
+    tenants = {
+        row.line: row.tenant
+        for row, _why in manifest.rejected
+        if not (row.line in unreadable and row.tenant == DEFAULT_TENANT)
+    }
     return [
-        PlanRow(line=line, verdict=Verdict.REJECTED, reason="; ".join(texts), code="bad_row")
+        PlanRow(
+            line=line,
+            verdict=Verdict.REJECTED,
+            reason="; ".join(texts),
+            code="bad_row",
+            tenant=tenants.get(line, ""),
+        )
         for line, texts in sorted(by_line.items())
     ]
 
