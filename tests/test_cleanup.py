@@ -3,10 +3,16 @@ copies; never an image without the tool's token."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from orchestrator.commands.cleanup import lock_holder
+from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import item_key, item_token
 from orchestrator.simulator.imageops import DELETE
+from orchestrator.state.checkpoint import acquire_lock, release_lock
 from tests.inprocess import LocalCloud
 
 EAST = "cn-east-3"
@@ -118,3 +124,49 @@ def test_cleanup_help_says_what_it_touches(flag: str, capsys: pytest.CaptureFixt
     text = capsys.readouterr().out
     for words in ("never touched", "--yes", "exit codes"):
         assert words in text
+
+
+def test_cleanup_yes_deletes_nothing_while_a_run_holds_the_lock(local_cloud: LocalCloud) -> None:
+    """While a run holds the state dir's lock, cleanup --yes deletes nothing: exit 75, the
+    holder's pid named, try again when it ends; cleanup without --yes still shows. Once the
+    lock is free, --yes deletes."""
+    cloud = local_cloud
+    cloud.params.update(fail_rate=1.0, leave_killed=True)
+    cloud.account("t0")
+    cloud.row("t0", 1)
+    cloud.start()
+    assert cloud.run().returncode == 1
+    [leftover] = target_ids(cloud)
+    held = acquire_lock(cloud.state_dir)  # what a run going on holds (this process: its pid)
+    try:
+        code, text = cleanup(cloud, "--yes")
+        assert code == ExitCode.LATER, text
+        assert f"pid {os.getpid()}" in text
+        assert "try again when it ends" in text
+        assert target_ids(cloud) == {leftover}
+        code, text = cleanup(cloud)
+        assert code == 1
+        assert leftover in text
+    finally:
+        release_lock(held)
+    assert cleanup(cloud, "--yes")[0] == 0
+    assert target_ids(cloud) == set()
+
+
+def test_lock_holder_reads_the_holder_not_a_waiter(tmp_path: Path) -> None:
+    """/proc/locks: the FLOCK line of the lock file's device and inode gives the holder; a
+    waiter ("->") or another file is not it; no line, no pid."""
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    found = lock.stat()
+    where = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    text = (
+        f"1: POSIX  ADVISORY  WRITE 11 {where} 0 EOF\n"
+        f"2: FLOCK  ADVISORY  WRITE 22 {where}9 0 EOF\n"
+        f"3: FLOCK  ADVISORY  WRITE 4242 {where} 0 EOF\n"
+        f"3: -> FLOCK  ADVISORY  WRITE 33 {where} 0 EOF\n"
+    )
+    assert lock_holder(lock, text) == 4242
+    assert lock_holder(lock, text.replace("4242", "x")) is None
+    assert lock_holder(lock, "") is None
+    assert lock_holder(tmp_path / "gone", text) is None

@@ -99,7 +99,7 @@ def _dispatch(
     if args.command == "discover":
         return cmd_discover(args, environ, out, err, seams)
     if args.command == "cleanup":
-        return cmd_cleanup(args, environ, out, seams)
+        return cmd_cleanup(args, environ, out, err, seams)
     if args.command == "simulator":
         return cmd_simulator(args, out, err)
     return cmd_demo(args, environ, out, err)

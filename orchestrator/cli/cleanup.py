@@ -12,9 +12,10 @@ import anyio
 from rich.console import Console
 
 from orchestrator.cli.common import config_of, load_state, say, state_dir_of
-from orchestrator.commands.cleanup import Cleanup, clean_up
+from orchestrator.commands.cleanup import Cleanup, clean_up, lock_holder
 from orchestrator.commands.clouds import Seams
 from orchestrator.core.exits import ExitCode
+from orchestrator.state.checkpoint import LOCK, LockHeld, acquire_lock, release_lock
 
 CLEANUP_HELP = "list (and with --yes delete) the broken copies and duplicates in the targets"
 CLEANUP_DESCRIPTION = (
@@ -28,7 +29,8 @@ CLEANUP_DESCRIPTION = (
 CLEANUP_EPILOG = (
     "exit codes: 0 nothing is left to clean up (none found, or all deleted); 1 leftovers are "
     "left (shown without --yes, or could not be deleted, or a target could not be listed); "
-    "2 usage or config error (no checkpoint, a tenant's credentials missing)."
+    "2 usage or config error (no checkpoint, a tenant's credentials missing); 75 with --yes, "
+    "a run holds the state dir's lock: nothing deleted, try again when it ends."
 )
 
 
@@ -51,17 +53,47 @@ def add_cleanup(sub: Any) -> None:
 
 
 def cmd_cleanup(
-    args: argparse.Namespace, environ: Mapping[str, str], out: Console, seams: Seams
+    args: argparse.Namespace, environ: Mapping[str, str], out: Console, err: Console, seams: Seams
 ) -> int:
-    items, _ = load_state(state_dir_of(args))
+    state_dir = state_dir_of(args)
+    items, _ = load_state(state_dir)
     config = config_of(args, environ, calls=True)
-    result = anyio.run(
-        partial(
-            clean_up, config, environ, items, yes=args.yes, clouds=seams.clouds, clock=seams.clock
+    lock = None
+    if args.yes:  # deletes only under the state dir's lock: never while a run goes on
+        try:
+            lock = acquire_lock(state_dir)
+        except LockHeld:
+            say(err, held_words(state_dir / LOCK))
+            return ExitCode.LATER
+    try:
+        if lock is not None:
+            items, _ = load_state(state_dir)  # as the last run left it
+        result = anyio.run(
+            partial(
+                clean_up,
+                config,
+                environ,
+                items,
+                yes=args.yes,
+                clouds=seams.clouds,
+                clock=seams.clock,
+            )
         )
-    )
+    finally:
+        if lock is not None:
+            release_lock(lock)
     show(out, result, yes=args.yes)
     return ExitCode.OK if result.left == 0 else ExitCode.ATTENTION
+
+
+def held_words(lock: Path) -> str:
+    """cleanup --yes refused: who holds the lock, and what to do."""
+    pid = lock_holder(lock)
+    who = f"a run (pid {pid})" if pid is not None else "another run"
+    return (
+        f"ims-migrate: {who} holds {lock}: cleanup --yes deletes nothing while it goes on; "
+        "try again when it ends (`cleanup` without --yes only shows, and works meanwhile)"
+    )
 
 
 def show(out: Console, result: Cleanup, *, yes: bool) -> None:

@@ -10,9 +10,11 @@ With ``yes``, each is deleted (``DELETE /v2/images/{id}``) and looked for again 
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 
@@ -30,6 +32,7 @@ GONE_LOOKS = 8  # looks for a deleted image before it is said to be still there
 LISTING_CONCURRENCY = 4
 
 Target = tuple[str, str, str]  # tenant, target region, target project
+PROC_LOCKS = Path("/proc/locks")  # Linux: the locks held, with the pid of each holder
 
 
 @dataclass
@@ -125,3 +128,21 @@ async def clean_up(
             else:
                 result.not_deleted[left.image.id] = why
     return result
+
+
+def lock_holder(lock: Path, locks: str | None = None) -> int | None:
+    """The pid of the process holding the flock on ``lock`` (as a run takes the state dir's
+    lock), read from ``/proc/locks`` (``locks``: its text); None when it cannot be told (not
+    Linux, the file gone, no such line)."""
+    try:
+        found = lock.stat()
+        text = PROC_LOCKS.read_text() if locks is None else locks
+    except OSError:
+        return None
+    device = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    for line in text.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 23555 fe:00:2335491 0 EOF"; "1: -> FLOCK ..." waits
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device:
+            return int(fields[4]) if fields[4].isdigit() else None
+    return None
