@@ -170,3 +170,22 @@ def test_lock_holder_reads_the_holder_not_a_waiter(tmp_path: Path) -> None:
     assert lock_holder(lock, text.replace("4242", "x")) is None
     assert lock_holder(lock, "") is None
     assert lock_holder(tmp_path / "gone", text) is None
+
+
+def test_a_bad_row_of_an_unknown_tenant_does_not_stop_cleanup(local_cloud: LocalCloud) -> None:
+    """A row the list rejected (its tenant not configured) was never copied: cleanup looks at
+    the other items' targets and does not ask for that tenant's credentials."""
+    cloud = local_cloud
+    cloud.params.update(fail_rate=1.0, leave_killed=True)
+    cloud.account("t0")
+    image = cloud.row("t0", 1)
+    cloud.start()
+    with cloud.list_path.open("a") as handle:
+        handle.write(f"nobody,{image},cn-north-4,{EAST}\n")
+    assert cloud.run().returncode == 1
+    [leftover] = target_ids(cloud)
+    code, text = cleanup(cloud)
+    assert code == 1, text
+    assert leftover in text
+    assert cleanup(cloud, "--yes")[0] == 0
+    assert target_ids(cloud) == set()

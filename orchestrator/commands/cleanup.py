@@ -114,7 +114,8 @@ async def clean_up(
 ) -> Cleanup:
     """Find the leftovers of ``items``' copies; delete them when ``yes``."""
     clock = clock or RealClock()
-    targets = _targets(items)
+    # A row the list's checks refused was never sent (its tenant may not even be configured).
+    targets = _targets(item for item in items if not item.row.problem)
     credentials = tenant_credentials(config, environ, {tenant for tenant, _, _ in targets})
     result = Cleanup()
     async with clouds(config, credentials, clock) as opened:
