@@ -119,6 +119,28 @@ def test_advice_names_only_what_applies() -> None:
     assert "--retry-failed" in failed.advice
 
 
+def test_a_tenant_blocked_for_this_run_only_is_not_told_to_change_its_key() -> None:
+    """A permission refusal (or a skewed clock, an expired token) blocks a tenant for this run
+    only: the advice says to fix what the refusal names and that the next run asks again,
+    never that the key is not used again (that is for a key refused as such)."""
+    items = [item("a", Phase.PENDING)]
+    for_run = outcome_of(
+        items,
+        blocked={"t0"},
+        blocked_for_run={"t0"},
+        quota_full=(),
+        stop=None,
+        unavailable={},
+    )
+    assert "fix the credentials" not in for_run.advice
+    assert "not used again" not in for_run.advice
+    assert "grant the permission" in for_run.advice
+    assert "the next run asks again" in for_run.advice
+    lasting = outcome_of(items, blocked={"t0"}, quota_full=(), stop=None, unavailable={})
+    assert "fix the credentials of tenant(s) t0" in lasting.advice
+    assert "not used again until it changes" in lasting.advice
+
+
 def test_every_exit_code_is_in_the_help() -> None:
     """The CLI's help names each exit code."""
     for code in ExitCode:

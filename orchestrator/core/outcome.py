@@ -175,10 +175,12 @@ def outcome_of(
     quota_full: Collection[tuple[str, str]],
     stop: Stop | None,
     unavailable: Mapping[str, str],
+    blocked_for_run: Collection[str] = (),
 ) -> Outcome:
-    """The outcome of a run from its items and what the run learned: ``blocked`` tenants,
-    ``quota_full`` (tenant, target region) pairs, why it stopped early (None: it did not)
-    and the tenants ``unavailable`` (tenant -> outage message)."""
+    """The outcome of a run from its items and what the run learned: ``blocked`` tenants (of
+    them, ``blocked_for_run`` by a refusal that is not remembered: a permission, the clock, a
+    token), ``quota_full`` (tenant, target region) pairs, why it stopped early (None: it did
+    not) and the tenants ``unavailable`` (tenant -> outage message)."""
     held = dict.fromkeys(blocked, 0)
     full = dict.fromkeys(quota_full, 0)
     left = 0
@@ -192,7 +194,7 @@ def outcome_of(
             else:
                 left += 1
     threshold = stop.text if stop and stop.reason is StopReason.FAILURE_THRESHOLD else ""
-    reasons, advice = _attention(items, held, full, threshold)
+    reasons, advice = _attention(items, held, full, threshold, set(blocked_for_run))
     attention = bool(reasons)
     down = ", ".join(f"{t}: {m}" for t, m in sorted(unavailable.items()))
     if down:
@@ -216,6 +218,7 @@ def _attention(
     held: Mapping[str, int],
     full: Mapping[tuple[str, str], int],
     threshold: str,
+    for_run: Collection[str] = (),
 ) -> tuple[list[str], list[str]]:
     """What needs a look (reasons) and what to do about each (advice); ``threshold``: the
     words of a failure-threshold stop, or ``""``."""
@@ -241,11 +244,21 @@ def _attention(
     if held:
         names = ", ".join(t + (f" ({n} not started)" if n else "") for t, n in sorted(held.items()))
         reasons.append(f"blocked tenant(s): {names}")
-        advice.append(
-            "fix the credentials of tenant(s) "
-            + ", ".join(sorted(held))
-            + " (the refused key is not used again until it changes), then run again"
-        )
+        keys = sorted(t for t in held if t not in for_run)
+        others = sorted(t for t in held if t in for_run)
+        if keys:
+            advice.append(
+                "fix the credentials of tenant(s) "
+                + ", ".join(keys)
+                + " (the refused key is not used again until it changes), then run again"
+            )
+        if others:
+            advice.append(
+                "fix what the refusal names for tenant(s) "
+                + ", ".join(others)
+                + " (grant the permission, set the clock, or refresh the token), then run"
+                " again: the next run asks again"
+            )
     if full:
         pairs = ", ".join(f"{t}/{r}" for t, r in sorted(full))
         counted = ", ".join(

@@ -126,6 +126,7 @@ class Engine:
         found = outcome_of(
             final,
             blocked=ctx.blocked,
+            blocked_for_run=ctx.blocked_for_run,
             quota_full=ctx.quota_blocked,
             stop=ctx.stopped,
             unavailable={**ctx.unavailable, **ctx.outages.messages()},
