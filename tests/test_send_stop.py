@@ -1,9 +1,12 @@
 """No copy request leaves after the stop: the client re-checks the stop right before sending,
-after its local wait for the rate budget (which the stop also ends at once)."""
+after its local wait for the rate budget (which the stop also ends at once). And the cheap
+parts of a request's path (no wait when nothing is waited for, the date once per second) say
+what the slow ones would."""
 
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 import anyio
 import pytest
@@ -13,6 +16,7 @@ from orchestrator.core.cloud import SEND_STOP, STOPPED, CloudError, ErrorKind
 from orchestrator.core.credentials import Credentials
 from orchestrator.ims.calls import Backoff, SignedCalls
 from orchestrator.ims.ratelimit import RateLimits
+from orchestrator.ims.signer import DATE_FORMAT
 from orchestrator.ims.transport import HttpRequest, HttpResponse
 from tests.mock_transport import MockTransport, json_response
 
@@ -100,3 +104,33 @@ async def test_a_cancelled_task_sends_nothing_even_with_the_budget_free() -> Non
         await calls.call("GET", BASE, "/v2/cloudimages")
     assert scope.cancelled_caught
     assert transport.sent == []
+
+
+class _SetClock(RealClock):
+    def __init__(self) -> None:
+        self.moment = 0.0
+
+    def now(self) -> float:
+        return self.moment
+
+
+def test_the_sdk_date_is_the_clocks_second_as_fromtimestamp_rounds_it() -> None:
+    """X-Sdk-Date, formatted once per second, reads as the clock's moment would through
+    datetime at every moment: edges of a second, rounding into the next, a step back."""
+    clock = _SetClock()
+    calls = SignedCalls(
+        MockTransport(accept),
+        Credentials("AK" * 10, "SK" * 20),
+        RateLimits(100.0, clock),
+        clock,
+        Backoff(0.5, 1.0, random.Random(1)),
+    )
+    base = 1796280950.0
+    rng = random.Random(3)
+    moments = [base, base + 0.5, base + 0.9999996, base + 0.9999994, base + 1.0000004]
+    moments += [base - 0.0000004, base + 0.3, base - 5.2, base + 7.999999]
+    moments += [base + rng.uniform(-3, 3) for _ in range(2000)]
+    for moment in moments:
+        clock.moment = moment
+        expected = datetime.fromtimestamp(moment, tz=UTC).strftime(DATE_FORMAT)
+        assert calls._sdk_date() == expected, moment

@@ -187,14 +187,24 @@ class Image:
             tags=_tags(raw.get("tags")),
             tags_listed=isinstance(raw.get("tags"), list),
             enterprise_project_id=_text(raw, "enterprise_project_id"),
-            facts=tuple((key, _fact(raw[key])) for key in FACT_KEYS if raw.get(key) is not None),
+            facts=_facts(raw),
         )
 
 
-def _fact(value: object) -> str:
-    """An attribute as compared: ``True``/``"True"`` and ``"true"`` are the same fact."""
-    text = str(value)
-    return text.lower() if text.lower() in ("true", "false") else text
+def _facts(raw: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """FACT_KEYS present in ``raw``, as compared: ``True``/``"True"`` and ``"true"`` are the
+    same fact (a plain loop: it runs for every image of every listing)."""
+    facts = []
+    for key in FACT_KEYS:
+        value = raw.get(key)
+        if value is not None:
+            text = str(value)
+            lowered = text.lower()
+            facts.append((key, lowered if lowered in _BOOLEANS else text))
+    return tuple(facts)
+
+
+_BOOLEANS = frozenset({"true", "false"})
 
 
 def _tags(raw: object) -> tuple[str, ...]:

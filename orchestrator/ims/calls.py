@@ -98,6 +98,7 @@ class SignedCalls:
         self._max_attempts = max(1, max_attempts)
         self._date_second: int | None = None
         self._date = ""
+        self._date_from = self._date_until = 0.0
         self._bases: dict[str, tuple[str, str, str]] = {}
 
     async def call(
@@ -288,13 +289,18 @@ class SignedCalls:
 
     def _sdk_date(self) -> str:
         """``X-Sdk-Date`` now: formatted once per second of the clock (as ``fromtimestamp``
-        rounds it to the microsecond)."""
+        rounds it to the microsecond); within that second, one comparison."""
         now = self._clock.now()
+        if self._date_from <= now < self._date_until:
+            return self._date
         frac, whole = math.modf(now)
         second = int(whole) + (round(frac * 1e6) >= 1_000_000)
         if second != self._date_second:
             self._date = datetime.fromtimestamp(now, tz=UTC).strftime(DATE_FORMAT)
             self._date_second = second
+            # The moments that certainly round into this second (a margin of a microsecond
+            # on each side: those near the edges take the exact path above).
+            self._date_from, self._date_until = second + 1e-6, second + 1 - 1e-6
         return self._date
 
 

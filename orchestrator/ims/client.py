@@ -95,6 +95,7 @@ class ImsClient:
         self._page_size = page_size
         self._projects: dict[str, _Project] = {}
         self._project_locks: dict[str, anyio.Lock] = {}
+        self._bases: dict[str, str] = {}  # region -> IMS base URL
         self._legacy_job_api: set[str] = set()  # IMS bases that lack GET /v1/cloudimages/job
         self.domain_id: str | None = None
 
@@ -110,7 +111,7 @@ class ImsClient:
         """
         configured = self._tenant.project_ids.get(region)
         if configured:
-            base = self._endpoints.ims_for(region)
+            base = self._ims_base(region)
             await self._call(
                 "GET", base, "/v2/cloudimages", params=[("limit", "1")], project_id=configured
             )
@@ -177,7 +178,7 @@ class ImsClient:
         project_id = self._known_project(region, project) or await self._calls.unless(
             SEND_STOP.get(), self._project_id, region, project
         )
-        base = self._endpoints.ims_for(region)
+        base = self._ims_base(region)
         body = await self._call("POST", base, path, body=request.body(), project_id=project_id)
         job_id = body.get("job_id")
         if not isinstance(job_id, str) or not job_id:
@@ -191,7 +192,7 @@ class ImsClient:
     async def get_job(
         self, region: str, job_id: str, *, project: str | None = None, priority: float = 0.0
     ) -> Job:
-        base = self._endpoints.ims_for(region)
+        base = self._ims_base(region)
         project_id = await self._project_id(region, project)
         if base not in self._legacy_job_api:
             path = f"/v1/cloudimages/job/{_segment(job_id)}"
@@ -271,6 +272,13 @@ class ImsClient:
     async def delete_image(self, region: str, image_id: str, *, project: str | None = None) -> None:
         await self._ims("DELETE", region, project, f"/v2/images/{_segment(image_id)}")
 
+    def _ims_base(self, region: str) -> str:
+        """The IMS base URL in ``region`` (formatted once per region, not once per call)."""
+        base = self._bases.get(region)
+        if base is None:
+            base = self._bases[region] = self._endpoints.ims_for(region)
+        return base
+
     # -- projects ------------------------------------------------------------------------------
 
     def _known_project(self, region: str, project: str | None) -> str | None:
@@ -332,7 +340,7 @@ class ImsClient:
         body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> dict[str, Any]:
         project_id = await self._project_id(region, project)
-        base = self._endpoints.ims_for(region)
+        base = self._ims_base(region)
         return await self._call(method, base, path, params=params, body=body, project_id=project_id)
 
 
