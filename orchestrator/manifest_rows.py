@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from sys import intern
 
 from orchestrator.config import DEFAULT_CONFIG_NAME, KNOWN_REGIONS, Config
 from orchestrator.core.aftercopy import parse_tags
@@ -89,16 +90,16 @@ class RowChecker:
             self._check_duplicate(line, key, tenant, image_id, target)
         if before != self.problems:
             return None
-        return Row(
+        return Row(  # the names many rows share, one string each (100,000 rows: memory)
             line=line,
-            tenant=tenant,
+            tenant=intern(tenant),
             image_id=image_id,
-            source_region=source,
-            target_region=target,
+            source_region=intern(source),
+            target_region=intern(target),
             name=name,
             description=description,
-            project_name=ident["project_name"],
-            source_project_name=ident["source_project_name"],
+            project_name=intern(ident["project_name"]),
+            source_project_name=intern(ident["source_project_name"]),
             agency_name=ident["agency_name"] or None,
             vault_id=ident["vault_id"] or None,
             priority=priority,

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from orchestrator.core.model import Item, Phase
+from orchestrator.engine import afterqueue
 from orchestrator.output.report import render_csv, render_markdown, summarize
 from orchestrator.output.report_html import render_html
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.imageops import GET, UPDATE, tags_of
+from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.state.meta import RunMeta
 from tests.engine_harness import CONFIG, TARGET, Scene
 
@@ -234,3 +236,53 @@ async def test_the_reports_show_verify_carried_and_the_mismatch() -> None:
     assert "checksum: source aaa, copy bbb" in markdown.split("## Copied, to look at")[1]
     page = render_html(items, RunMeta(), generated_at=0.0)
     assert "verify mismatch" in page.split('id="failures"')[1]
+
+
+class SlowMembers:
+    """A tenant's cloud whose ``image_members`` (a call of the verify step) takes a minute;
+    ``busy`` counts the calls under way across tenants."""
+
+    def __init__(self, inner: InMemoryTenantCloud, scene: Scene, busy: list[int]) -> None:
+        self.inner = inner
+        self.scene = scene
+        self.busy = busy  # [now, most]
+
+    async def image_members(self, *args: Any, **kwargs: Any) -> Any:
+        self.busy[0] += 1
+        self.busy[1] = max(self.busy)
+        try:
+            await self.scene.clock.sleep(60.0)
+            return await self.inner.image_members(*args, **kwargs)
+        finally:
+            self.busy[0] -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class SlowScene(Scene):
+    busy: list[int]
+
+    def clouds(self) -> dict[str, Any]:
+        return {
+            name: SlowMembers(cloud, self, self.busy) for name, cloud in super().clouds().items()
+        }
+
+
+async def test_the_steps_after_the_copy_are_a_bounded_number_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """40 copies that end together while their checks are slow: at most the limit of items
+    are verified at once (the others wait in line, not each in its own task), and every one
+    is verified and carried in the end."""
+    monkeypatch.setattr(afterqueue, "AFTER_COPY_CONCURRENCY", 3)
+    scene = SlowScene()
+    scene.busy = [0, 0]
+    for tenant in range(8):
+        scene.account(f"t{tenant}")
+        for _ in range(5):
+            scene.row(f"t{tenant}", 1)
+    result = await scene.run()
+    assert result.exit_code == 0
+    assert {(item.phase, item.verify) for item in scene.items()} == {(Phase.SUCCEEDED, "ok")}
+    assert scene.busy[1] == 3

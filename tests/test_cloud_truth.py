@@ -3,17 +3,21 @@ no item is copied while its token is in the target region. Judged on the world's
 
 from __future__ import annotations
 
+import gc
+import weakref
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import anyio
 
-from orchestrator.core.cloud import CopyRequest, TenantCloud
+from orchestrator.core.cloud import CopyRequest, Image, TenantCloud
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import merge_list
 from orchestrator.core.request_text import describe_copy
 from orchestrator.engine.scheduler import Engine, RunOptions, store_merged
+from orchestrator.engine.targets import Found, TargetIndex
 from orchestrator.state.store import InMemoryStore
 from tests.engine_harness import CONFIG, SOURCE, TARGET, Scene
 
@@ -140,3 +144,45 @@ async def test_a_copy_made_elsewhere_during_the_run_is_found_by_a_fresh_listing(
     assert result.exit_code == ExitCode.OK
     assert scene.truth().duplicates == ()
     assert all(scene.store.items[row.key].detail == "adopted" for row in late)
+
+
+class Listed:
+    """A tenant's cloud whose target region lists ``images`` (made anew at each listing)."""
+
+    def __init__(self, images: Callable[[], list[Image]]) -> None:
+        self.images = images
+        self.made: list[weakref.ref[Image]] = []
+
+    async def list_images(self, region: str, **kwargs: Any) -> list[Image]:
+        images = self.images()
+        self.made.extend(weakref.ref(image) for image in images)
+        return images
+
+
+async def test_the_index_keeps_each_tokens_live_copy_and_lets_the_images_go() -> None:
+    """What the run keeps of a listing is each token's live copy (active first; killed never):
+    the images themselves, with their facts, are let go once read (1,000 tenants' listings
+    hold every copy made so far)."""
+    rows = sorted(scene_of(3).rows, key=lambda row: row.line)
+    first, second, third = (Item(row=row) for row in rows)
+
+    def images() -> list[Image]:
+        return [
+            Image(id="making", name="a", status="queuing", description=f"x [{first.token}]"),
+            Image(id="done", name="a", status="active", description=f"[{first.token}]"),
+            Image(id="later", name="a", status="active", description=f"[{first.token}]"),
+            Image(id="broken", name="b", status="killed", description=f"[{second.token}]"),
+            Image(id="made", name="c", status="saving", description=f"[{third.token}]"),
+            Image(id="other", name="d", status="active", description="no token"),
+        ]
+
+    cloud = Listed(images)
+    clouds: dict[str, Any] = {"acme": cloud}  # only listings are asked of it
+    index = TargetIndex(clouds, lambda: 0.0, settle=60.0)
+    assert await index.find(first) == Found("done", "active")
+    assert await index.find(second) is None
+    assert index.found_in_first(third) == Found("made", "saving")
+    assert index.listings_taken == 1
+    gc.collect()
+    assert cloud.made
+    assert [ref() for ref in cloud.made if ref() is not None] == []

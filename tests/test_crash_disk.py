@@ -130,13 +130,15 @@ def limit_file_size(limit: int) -> Callable[[], None]:
 
 def test_file_size_limit_fails_a_write_midway_then_exits_74(cloud: Cloud) -> None:
     """Real EFBIGs: the journal outgrows the limit mid-run (a line cut short), then the next
-    run's new snapshot does (a temp file cut short): each exits 74, checkpoint.json stays the
-    last good one and loads, the cut line is repaired; a run without the limit finishes."""
+    run's new snapshot does as its first write folds that journal in (a temp file cut short):
+    each exits 74, checkpoint.json stays the last good one and loads, the cut line is
+    repaired; a run without the limit finishes."""
     world(cloud)
     done = faulty_run(cloud, preexec=limit_file_size(30_000))
     assert_stopped_cleanly(cloud, done)
     last_good = (cloud.state_dir / "checkpoint.json").read_bytes()
     assert len(last_good) < 4_000 < (cloud.state_dir / "journal.jsonl").stat().st_size
+    (cloud.state_dir / "events.jsonl").write_bytes(b"")  # the log would meet the limit first
     again = faulty_run(cloud, preexec=limit_file_size(4_000))
     assert_stopped_cleanly(cloud, again)
     assert (cloud.state_dir / "checkpoint.json").read_bytes() == last_good

@@ -14,7 +14,9 @@ import pytest
 
 from orchestrator.core.model import Item, Phase, PublicState, Row
 from orchestrator.output.report import (
+    CSV_PART,
     REPORT_COLUMNS,
+    csv_parts,
     format_time,
     item_detail,
     item_record,
@@ -127,6 +129,17 @@ def test_items_keep_given_order() -> None:
     """Records come in the order the items are given."""
     records = parse_csv(render_csv([FAILED, SUCCEEDED]))
     assert [r["image_id"] for r in records] == ["img-bad", "img-ok"]
+
+
+def test_the_report_is_made_in_parts_never_whole() -> None:
+    """report.csv is written part by part (a 100,000-item report is never one string in
+    memory): CSV_PART lines at a time, and together the parts are the report."""
+    many = [item(image_id=f"img-{n}", error_message="two\nlines") for n in range(2 * CSV_PART + 1)]
+    parts = list(csv_parts(many))
+    assert len(parts) == 3  # the header and CSV_PART lines, CSV_PART lines, the last line
+    whole = b"".join(parts).decode()
+    assert [r["image_id"] for r in parse_csv(whole)] == [i.row.image_id for i in many]
+    assert parse_csv(whole)[-1]["error_message"] == "two\nlines"
 
 
 def test_summary_counts_by_state_tenant_and_region() -> None:

@@ -17,12 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.core.model import Item, Phase, Row
+from orchestrator.engine import scheduler
 from orchestrator.engine.preflight import preflight
 from orchestrator.engine.scheduler import RunOptions
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.params import WorldParams
 from orchestrator.simulator.world import World
 from orchestrator.state.checkpoint import JOURNAL, CheckpointStore, read_snapshot
+from orchestrator.state.codec import item_from_dict
 from orchestrator.state.meta import RunMeta
 from orchestrator.state.snapshot import parse_snapshot, render_snapshot
 from orchestrator.state.store import InMemoryStore
@@ -136,6 +138,24 @@ async def test_a_state_change_writes_only_that_item() -> None:
     assert len(store.batches) - 2 == 5 * 200
 
 
+async def test_many_verdicts_are_saved_a_batch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Preflight's verdicts of a large list go to the journal SAVE_BATCH items per commit:
+    100,000 of them are never one batch of lines in memory."""
+    monkeypatch.setattr(scheduler, "SAVE_BATCH", 30)
+    scene = Scene(
+        world=World(WorldParams(seconds_per_gib=1.0, fixed_seconds=60.0, init_seconds=10.0))
+    )
+    for t in range(4):
+        scene.account(f"t{t}")
+        for n in range(20):
+            scene.row(f"t{t}", 1 + n)
+    store = CountingStore()
+    scene.store = store
+    assert (await scene.run()).exit_code == 0
+    assert store.batches[:4] == [80, 30, 30, 20]  # the merged list, then preflight's verdicts
+    assert set(store.batches[4:]) == {1}
+
+
 async def test_a_resumed_run_does_not_list_the_images_again() -> None:
     """Items checked by an earlier run are not checked again: the resumed run's listings are
     the one look at each finished copy in the target, plus one listing of each tenant's target
@@ -225,3 +245,27 @@ async def test_the_store_reads_back_what_it_wrote_in_parts(tmp_path: Path) -> No
         again.open()  # the fast reader, line by line
     assert dict(again.items) == {item.key: item for item in items}
     again.close()
+
+
+async def test_a_journal_is_read_in_batches_and_each_item_built_once(tmp_path: Path) -> None:
+    """A stopped run leaves up to a line per item in the journal, five per copy: the resume
+    builds each item once, from its last line (and the order of new items is kept)."""
+    store = CheckpointStore(tmp_path, compact_min=10_000)
+    store.open()
+    items = rows(5)
+    for phase in (Phase.SUBMITTING, Phase.RUNNING):
+        await store.commit(
+            [item.advance(Phase.SUBMITTING).advance(phase, job_id="j") for item in items]
+        )
+    store.close()
+    built: list[str] = []
+
+    def convert(value: Any) -> Any:
+        built.append(value["row"]["image_id"])
+        return item_from_dict(value)
+
+    snap = read_snapshot(tmp_path, convert)
+    assert snap is not None
+    assert built == [item.row.image_id for item in items]
+    assert list(snap["items"]) == [item.key for item in items]
+    assert {item.phase for item in snap["items"].values()} == {Phase.RUNNING}

@@ -47,7 +47,7 @@ from orchestrator.engine.scheduler import (
 )
 from orchestrator.engine.window import Window
 from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_list
-from orchestrator.output.report import explained, render_csv
+from orchestrator.output.report import csv_parts, explained
 from orchestrator.state.atomic import write_atomic
 from orchestrator.state.checkpoint import (
     CheckpointStore,
@@ -102,7 +102,7 @@ class RunSummary:
 def write_report(state_dir: Path, items: list[Item]) -> None:
     """``report.csv`` rewritten atomically (temp file in the same folder, then rename)."""
     try:
-        write_atomic(state_dir / REPORT, render_csv(items), durable=False, prefix=REPORT_TEMP)
+        write_atomic(state_dir / REPORT, csv_parts(items), durable=False, prefix=REPORT_TEMP)
     except OSError as exc:  # disk full: exit 74, like any other part of the state
         raise StoreError(
             f"cannot write the report {state_dir / REPORT}: {exc.strerror or exc} "

@@ -43,6 +43,7 @@ from orchestrator.core.request_text import copy_request, sent_name
 from orchestrator.core.rules import DEAD_STATUSES
 from orchestrator.engine.aftercopy import copied
 from orchestrator.engine.context import MAX_AUTOMATIC_ATTEMPTS, RunContext, log
+from orchestrator.engine.targets import Found
 from orchestrator.engine.window import Window
 
 FAILED_POLLS = 3  # failed polls of an overdue job (none answered) before its deadline holds
@@ -181,7 +182,7 @@ class Driver:
             return None
         return await self._adopt(found)
 
-    async def _adopt(self, found: Image) -> Outcome:
+    async def _adopt(self, found: Image | Found) -> Outcome:
         """This item's copy is in the target: follow it, never copy again."""
         if found.status == ACTIVE:
             return await self._succeed(found.id, "adopted")

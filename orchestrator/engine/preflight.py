@@ -88,14 +88,21 @@ async def _catalog_tenant(
         catalog.sources[key] = await _list_sources(cloud, key[1], key[2], wanted[key], limiter)
 
     async def fill_target(key: tuple[str, str, str]) -> None:
-        async with limiter:  # the run's listing, kept: the engine looks for tokens in it
-            catalog.targets[key] = (await index.listing(key)).by_name()
+        async with limiter:  # the run's listing: the index keeps the tokens it shows
+            catalog.targets[key] = by_name(await index.take(key))
 
     async with anyio.create_task_group() as group:
         for key in wanted:
             group.start_soon(fill_source, key)
         for key in targets:
             group.start_soon(fill_target, key)
+
+
+def by_name(images: Iterable[Image]) -> dict[str, list[Image]]:
+    out: dict[str, list[Image]] = defaultdict(list)
+    for image in images:
+        out[image.name].append(image)
+    return dict(out)
 
 
 class Judged(NamedTuple):

@@ -6,13 +6,21 @@ state dir on the same list, a damaged or rebuilt state). One paged listing per (
 region, target project) is taken at the start of the run (preflight's, reused) and refreshed,
 once for every item waiting, when it is older than ``settle``: a copy made elsewhere since then
 may not be in it. A copy found with the item's token is adopted instead of copied again.
+
+Of a listing, only what that question needs is kept for the run: for each token it shows, the
+live copy carrying it (id and status). The images themselves (their facts, names, tags) are
+let go as soon as the listing is read: preflight, which judges names, gets them from
+:meth:`TargetIndex.take` and keeps them only while it judges one tenant (peak memory: 1,000
+tenants' listings hold every copy made so far).
 """
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import anyio
 
@@ -40,32 +48,35 @@ def tokens_in(description: str) -> list[str]:
     return out
 
 
+class Found(NamedTuple):
+    """A live copy in a target region, as the index keeps it: its id and status."""
+
+    id: str
+    status: str
+
+
+def live_copies(images: Iterable[Image]) -> dict[str, Found]:
+    """For each token the images carry, the live copy carrying it: the first active one in
+    listing order, else the first one still being made; killed or deleted ones never (a token
+    with no live copy is left out)."""
+    out: dict[str, Found] = {}
+    for image in images:
+        if image.status in DEAD_STATUSES:
+            continue
+        for token in tokens_in(image.description):
+            known = out.get(token)
+            if known is None or (known.status != ACTIVE and image.status == ACTIVE):
+                out[sys.intern(token)] = Found(image.id, sys.intern(image.status))
+    return out
+
+
 @dataclass(frozen=True)
 class Listing:
-    """One listing of a target region's private images, and when it was taken."""
+    """What the run keeps of one listing of a target region: the live copy of each token it
+    showed, and when it was taken."""
 
-    images: tuple[Image, ...]
+    copies: Mapping[str, Found]
     taken_at: float
-
-    def by_name(self) -> dict[str, list[Image]]:
-        out: dict[str, list[Image]] = defaultdict(list)
-        for image in self.images:
-            out[image.name].append(image)
-        return dict(out)
-
-    def by_token(self) -> dict[str, list[Image]]:
-        out: dict[str, list[Image]] = defaultdict(list)
-        for image in self.images:
-            for token in tokens_in(image.description):
-                out[token].append(image)
-        return dict(out)
-
-
-def own_copy(token: str, images: Iterable[Image]) -> Image | None:
-    """The live copy carrying ``token`` (an active one first); killed or deleted ones never."""
-    live = [image for image in images if image.status not in DEAD_STATUSES]
-    live.sort(key=lambda image: image.status != ACTIVE)
-    return live[0] if live else None
 
 
 class TargetIndex:
@@ -78,9 +89,23 @@ class TargetIndex:
         self._now = now
         self._settle = settle
         self._listings: dict[TargetKey, Listing] = {}
-        self._tokens: dict[TargetKey, dict[str, list[Image]]] = {}
         self._locks: dict[TargetKey, anyio.Lock] = defaultdict(anyio.Lock)
         self.listings_taken = 0  # for the tests: one per key, not one per item
+
+    async def _list(self, key: TargetKey) -> list[Image]:
+        """A new listing of ``key`` (the caller holds its lock); what it shows is kept."""
+        taken_at = self._now()
+        tenant, region, project = key
+        images = await self._clouds[tenant].list_images(region, project=project)
+        self.listings_taken += 1
+        self._listings[key] = Listing(live_copies(images), taken_at)
+        return images
+
+    async def take(self, key: TargetKey) -> list[Image]:
+        """A new listing of ``key``, whose images the caller gets (preflight judges names);
+        the index keeps only the copies' tokens. CloudError propagates."""
+        async with self._locks[key]:
+            return await self._list(key)
 
     async def listing(self, key: TargetKey, *, max_age: float | None = None) -> Listing:
         """The key's listing, taken now if there is none or it is older than ``max_age``.
@@ -88,36 +113,20 @@ class TargetIndex:
         Many items waiting on one stale key share one new listing. CloudError propagates."""
         async with self._locks[key]:
             known = self._listings.get(key)
-            if known is not None and (max_age is None or self._now() - known.taken_at <= max_age):
-                return known
-            taken_at = self._now()
-            tenant, region, project = key
-            images = await self._clouds[tenant].list_images(region, project=project)
-            self.listings_taken += 1
-            fresh = Listing(tuple(images), taken_at)
-            self._listings[key] = fresh
-            self._tokens.pop(key, None)
-            return fresh
+            if known is None or (max_age is not None and self._now() - known.taken_at > max_age):
+                await self._list(key)
+            return self._listings[key]
 
-    def _token_map(self, key: TargetKey) -> dict[str, list[Image]]:
-        tokens = self._tokens.get(key)
-        if tokens is None:
-            tokens = self._tokens[key] = self._listings[key].by_token()
-        return tokens
-
-    async def find(self, item: Item) -> Image | None:
+    async def find(self, item: Item) -> Found | None:
         """This item's live copy in its target region, from a listing at most ``settle`` old;
         None once the listing proves it absent. CloudError if the cloud cannot say."""
-        key = target_key(item)
-        await self.listing(key, max_age=self._settle)
-        return own_copy(item.token, self._token_map(key).get(item.token, ()))
+        listing = await self.listing(target_key(item), max_age=self._settle)
+        return listing.copies.get(item.token)
 
-    def found_in_first(self, item: Item) -> Image | None:
+    def found_in_first(self, item: Item) -> Found | None:
         """As :meth:`find`, from the listing already taken (none taken: None)."""
-        key = target_key(item)
-        if key not in self._listings:
-            return None
-        return own_copy(item.token, self._token_map(key).get(item.token, ()))
+        listing = self._listings.get(target_key(item))
+        return None if listing is None else listing.copies.get(item.token)
 
 
 async def adopt_found(

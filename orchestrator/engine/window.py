@@ -27,7 +27,7 @@ from orchestrator.core.model import Item
 from orchestrator.core.order import ORDERS, Order, SortKey
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)  # one per waiting item: 100,000 at the start of a list
 class _Queued:
     sort_key: SortKey
     item: Item = field(compare=False)

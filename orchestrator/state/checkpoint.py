@@ -138,6 +138,15 @@ def repair_jsonl(path: Path) -> int:
         return size - keep
 
 
+def count_lines(path: Path) -> int:
+    """The whole lines of a file (read in parts: a journal may hold a line per item)."""
+    count = 0
+    with path.open("rb") as handle:
+        while part := handle.read(1 << 20):
+            count += part.count(b"\n")
+    return count
+
+
 def read_snapshot(
     state_dir: Path, convert: Callable[[Any], Any] | None = None
 ) -> dict[str, Any] | None:
@@ -206,6 +215,7 @@ class CheckpointStore:
         self._compact_min = compact_min
         self._group = GroupCommit(self._append)
         self._hurry = False  # the run must end: no compaction (read by the writing thread)
+        self._fold = False  # the journal found on opening is folded in by the first write
         self._snapshots = 0  # snapshots begun (their items taken): counted by the writing thread
         self._failed: StoreError | None = None
         self._journal: Any = None
@@ -253,11 +263,14 @@ class CheckpointStore:
             self._items = snap["items"]
         else:
             self._write_snapshot()
-        # Start every run from a fresh snapshot: the journal stays short and of one generation.
-        # (An empty journal, after a run that ended cleanly, has nothing to fold in.)
+        # Every run folds the journal the last one left (a stopped one: up to a line per item)
+        # into a fresh snapshot, with its first write, in the writing thread: a resumed
+        # 100,000-item list does not rewrite its snapshot before its first poll. Until then,
+        # lines of an older generation in the journal stay ignored.
         journal = self.state_dir / JOURNAL
         if existed and journal.exists() and journal.stat().st_size > 0:
-            self._compact()
+            self._journal_lines = count_lines(journal)
+            self._fold = True
         if self._journal is None:
             self._journal = (self.state_dir / JOURNAL).open("ab")
         return existed
@@ -338,10 +351,13 @@ class CheckpointStore:
     # -- writing (in a worker thread) -----------------------------------------------------------
 
     def _append(self, lines: list[str]) -> None:
-        started, cpu = time.perf_counter(), time.thread_time()
         self.lock_check()
         try:
             crashpoints.reach("save")
+            if self._fold and not self._hurry:  # the snapshot holds these lines' states too
+                self._fold = False
+                self._compact(abandon=True)  # counts its own costs
+            started, cpu = time.perf_counter(), time.thread_time()
             tag = f'{{"g":{self._generation},'
             for start in range(0, len(lines), SNAPSHOT_CHUNK):  # a 100,000-line batch, in parts
                 batch = lines[start : start + SNAPSHOT_CHUNK]

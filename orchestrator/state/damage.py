@@ -84,7 +84,7 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
             yield number, previous, True
 
 
-def _entry(where: str, line: bytes, last: bool) -> dict[str, Any] | None:
+def _entry(path: Path, number: int, line: bytes, last: bool) -> dict[str, Any] | None:
     """A journal line's object, None for a torn last line; StateDamaged for any other flaw of
     its envelope (an object with a generation number, and an item or meta)."""
     try:
@@ -92,17 +92,49 @@ def _entry(where: str, line: bytes, last: bool) -> dict[str, Any] | None:
     except ValueError as exc:
         if last:
             return None  # torn by a crash: everything after it is unconfirmed
-        raise StateDamaged(f"{where}: not valid JSON ({exc}); {ADVICE}") from None
+        raise StateDamaged(f"{path}:{number}: not valid JSON ({exc}); {ADVICE}") from None
+    return _envelope(path, number, entry)
+
+
+def _envelope(path: Path, number: int, entry: Any) -> dict[str, Any]:
+    """The line's object as :func:`_entry` says, once parsed."""
     if not isinstance(entry, dict):
-        raise StateDamaged(f"{where}: a {type(entry).__name__}, not an object; {ADVICE}")
+        raise StateDamaged(f"{path}:{number}: a {type(entry).__name__}, not an object; {ADVICE}")
     g = entry.get("g")
     if not isinstance(g, int) or isinstance(g, bool):
-        raise StateDamaged(f"{where}: no generation number; {ADVICE}")
+        raise StateDamaged(f"{path}:{number}: no generation number; {ADVICE}")
     if "item" not in entry and "meta" not in entry:
-        raise StateDamaged(f"{where}: neither an item nor meta; {ADVICE}")
+        raise StateDamaged(f"{path}:{number}: neither an item nor meta; {ADVICE}")
     if "meta" in entry and not isinstance(entry["meta"], dict):
-        raise StateDamaged(f"{where}: meta is not an object; {ADVICE}")
+        raise StateDamaged(f"{path}:{number}: meta is not an object; {ADVICE}")
     return entry
+
+
+JOURNAL_BATCH = 1000  # journal lines parsed by one json.loads (each envelope still checked)
+
+
+def _entries(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """Each journal line's object with its number; None for a torn last line (the end).
+
+    Lines are parsed a batch at a time (C speed: a stopped 100,000-item run leaves up to as
+    many lines, read before its resumed run's first poll); a batch that does not parse into
+    one value per line is read again line by line, which names its damage."""
+    batch: list[tuple[int, bytes, bool]] = []
+    for number, line, last in _lines(path):
+        batch.append((number, line, last))
+        if len(batch) < JOURNAL_BATCH and not last:
+            continue
+        try:
+            parsed = json.loads(b"[" + b",".join(part for _, part, _ in batch) + b"]")
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and len(parsed) == len(batch):
+            for (at, _, _), entry in zip(batch, parsed, strict=True):
+                yield at, _envelope(path, at, entry)
+        else:
+            for at, part, end in batch:
+                yield at, _entry(path, at, part, end)
+        batch = []
 
 
 def apply_journal(
@@ -114,24 +146,27 @@ def apply_journal(
 ) -> None:
     """Apply the journal's lines of ``generation``; lines of older ones are left (a crash
     between a compaction's rename and its truncation). StateDamaged on any bad line but a torn
-    last one."""
-    for number, line, last in _lines(path):
-        where = f"{path}:{number}"
-        entry = _entry(where, line, last)
+    last one. Each item is converted once, from its last line (a copy's life writes five)."""
+    latest: dict[str, tuple[int, Any]] = {}  # item key -> its last line's number and item
+    for number, entry in _entries(path):
         if entry is None:
-            return
+            break
         if entry["g"] != generation:
             continue
         if "item" in entry:
             value = entry["item"]
             problem = item_problem(value)
             if problem is not None:
-                raise StateDamaged(f"{where}: {problem}; {ADVICE}")
+                raise StateDamaged(f"{path}:{number}: {problem}; {ADVICE}")
             row = value["row"]
-            key = item_key(row["tenant"], row["image_id"], row["target_region"])
-            items[key] = checked(Path(where), convert)(value)
+            latest[item_key(row["tenant"], row["image_id"], row["target_region"])] = (
+                number,
+                value,
+            )
         if "meta" in entry:
             meta.update(entry["meta"])
+    for key, (number, value) in latest.items():  # new keys in the order they first came
+        items[key] = checked(Path(f"{path}:{number}"), convert)(value)
 
 
 def set_aside(state_dir: Path, names: tuple[str, ...]) -> list[Path]:

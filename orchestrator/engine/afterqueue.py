@@ -1,0 +1,52 @@
+"""The items whose copy is made, waiting for their steps after the copy (verify, carry).
+
+They hold no copy slot, so nothing else bounds them: 100,000 copies that end faster than their
+checks would each keep a task (and its calls' state) alive at once. Here they wait in line, as
+the items they are (already in memory: the store holds them), and at most ``limit`` of them
+are worked on at a time, each by one of as many worker tasks; a worker ends when the line is
+empty, so a run still ends when its last item is done. The order is first come, first served.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import anyio.abc
+
+from orchestrator.core.model import Item
+from orchestrator.engine.aftercopy import AfterCopy
+from orchestrator.engine.context import RunContext
+
+# Items verified and carried at the same time: each takes a few requests of a second or less,
+# so this many keep up with hundreds of copies a second.
+AFTER_COPY_CONCURRENCY = 256
+
+
+class AfterCopies:
+    """A line of items for :class:`AfterCopy`, served by at most ``limit`` tasks of ``work``."""
+
+    def __init__(
+        self, ctx: RunContext, work: anyio.abc.TaskGroup, limit: int | None = None
+    ) -> None:
+        self._ctx = ctx
+        self._work = work
+        self._limit = limit or AFTER_COPY_CONCURRENCY
+        self._waiting: deque[Item] = deque()
+        self.workers = 0  # tasks working through the line now
+
+    def add(self, item: Item) -> None:
+        """``item`` (verifying or carrying) waits for its turn."""
+        self._waiting.append(item)
+        if self.workers < self._limit:
+            self.workers += 1
+            self._work.start_soon(self._serve)
+
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    async def _serve(self) -> None:
+        try:
+            while self._waiting:
+                await AfterCopy(self._ctx, self._waiting.popleft()).run()
+        finally:
+            self.workers -= 1
