@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import resource
 import signal
 import time
@@ -181,6 +182,7 @@ class _Stops:
     stop: Stop | None = None
     heard_event: anyio.Event = field(default_factory=anyio.Event)
     ctx: RunContext | None = None  # the run's, once it has one
+    collector: bool | None = None  # gc was enabled when paused (None: not paused)
 
     def heard(self, stop: Stop) -> None:
         profiling.profile_stop()  # IMS_MIGRATE_PROFILE_STOP: what the stop spends its time on
@@ -188,13 +190,28 @@ class _Stops:
         if self.ctx is not None:  # at once: no copy request may start after this line,
             self.ctx.halt_submits()
             self.ctx.store.hurry()  # and no compaction hold the stop up
+            self.pause_collector()
         self.heard_event.set()
 
     async def relay(self, ctx: RunContext) -> None:
         self.ctx = ctx
         await self.heard_event.wait()
         assert self.stop is not None  # noqa: S101 -- set before the event
+        self.pause_collector()  # a signal heard while loading: the run's own pause is over
         ctx.request_stop(self.stop)
+
+    def pause_collector(self) -> None:
+        """No cyclic collection from the stop to the end of the run: a full one walks every
+        object the run made (a second or more at 100,000 items) and frees nothing the stop
+        needs; the process exits soon after (:func:`resume_collector` when the run ends)."""
+        if self.collector is None:
+            self.collector = gc.isenabled()
+            gc.disable()
+
+    def resume_collector(self) -> None:
+        if self.collector:
+            gc.enable()
+        self.collector = None
 
 
 @contextlib.asynccontextmanager
@@ -219,6 +236,7 @@ async def _signals(stops: _Stops) -> AsyncIterator[None]:
             yield
         finally:
             group.cancel_scope.cancel()
+            stops.resume_collector()
 
 
 StoreFactory = Callable[[Path], CheckpointStore]
