@@ -139,8 +139,8 @@ async def test_a_state_change_writes_only_that_item() -> None:
 
 
 async def test_many_verdicts_are_saved_a_batch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Preflight's verdicts of a large list go to the journal SAVE_BATCH items per commit:
-    100,000 of them are never one batch of lines in memory."""
+    """A new list's items and preflight's verdicts go to the journal SAVE_BATCH items per
+    commit: 100,000 of them are never one batch of lines in memory."""
     monkeypatch.setattr(scheduler, "SAVE_BATCH", 30)
     scene = Scene(
         world=World(WorldParams(seconds_per_gib=1.0, fixed_seconds=60.0, init_seconds=10.0))
@@ -152,8 +152,8 @@ async def test_many_verdicts_are_saved_a_batch_at_a_time(monkeypatch: pytest.Mon
     store = CountingStore()
     scene.store = store
     assert (await scene.run()).exit_code == 0
-    assert store.batches[:4] == [80, 30, 30, 20]  # the merged list, then preflight's verdicts
-    assert set(store.batches[4:]) == {1}
+    assert store.batches[:6] == [30, 30, 20] * 2  # the merged list, then preflight's verdicts
+    assert set(store.batches[6:]) == {1}
 
 
 async def test_a_resumed_run_does_not_list_the_images_again() -> None:

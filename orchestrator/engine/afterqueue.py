@@ -17,9 +17,10 @@ from orchestrator.core.model import Item
 from orchestrator.engine.aftercopy import AfterCopy
 from orchestrator.engine.context import RunContext
 
-# Items verified and carried at the same time: each takes a few requests of a second or less,
-# so this many keep up with hundreds of copies a second.
-AFTER_COPY_CONCURRENCY = 256
+# Items verified and carried at the same time. A check mostly waits (for the new image to be
+# active, with back-off up to poll_max): too few at a time and the copies race ahead of their
+# checks (256 left 50,000 of 100,000 items waiting to be verified); this many cost a few MB.
+AFTER_COPY_CONCURRENCY = 2048
 
 
 class AfterCopies:

@@ -58,12 +58,14 @@ async def store_merged(store: Store, items: Iterable[Item], meta: RunMeta | None
     """Commit the items of :func:`merge_list` that differ from the stored ones, before a run.
 
     An item the list did not change is the stored object itself: a resumed 100,000-row list
-    costs one look-up per item and writes nothing."""
+    costs one look-up per item and writes nothing. A new list is saved SAVE_BATCH items per
+    commit (its journal lines never all in memory at once), ``meta`` with the last batch."""
     stored = store.items
-    await store.commit(
-        [item for item in items if (old := stored.get(item.key)) is not item and old != item],
-        meta=meta,
-    )
+    changed = [item for item in items if (old := stored.get(item.key)) is not item and old != item]
+    last = max(0, len(changed) - 1) // SAVE_BATCH * SAVE_BATCH
+    for start in range(0, last, SAVE_BATCH):
+        await store.commit(changed[start : start + SAVE_BATCH])
+    await store.commit(changed[last:], meta=meta)
 
 
 async def _wait(window: Window, clock: Clock, until: float | None, stop: anyio.Event) -> None:

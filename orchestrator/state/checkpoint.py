@@ -12,10 +12,11 @@ A commit appends its lines to the journal and fsyncs once for every commit waiti
 commit, ``groupcommit.py``), so the cost of a state change does not grow with the list. When the
 journal holds as many lines as there are items, it is compacted: a new snapshot with the next
 generation is written to a temp file in the same folder, fsynced, renamed over the old one and
-the folder is fsynced; then the journal is truncated. Journal lines of an older generation are
-ignored on load, so a crash between the rename and the truncation loses nothing. A line torn by
-a crash is cut off on the next start. ``flock`` is advisory and unreliable on NFS: keep state
-dirs local.
+the folder is fsynced; then the journal is truncated. The journal a run finds on opening (a
+stopped run leaves up to a line per item) is compacted with the run's first write. Journal
+lines of an older generation are ignored on load, so a crash between the rename and the
+truncation loses nothing. A line torn by a crash is cut off on the next start. ``flock`` is
+advisory and unreliable on NFS: keep state dirs local.
 
 A stop makes the store quick: copy intents not yet being written are withdrawn
 (:meth:`CheckpointStore.hold_intents`), and once the run must end (:meth:`CheckpointStore.hurry`)
