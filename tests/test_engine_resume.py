@@ -44,11 +44,12 @@ class SlowProbe:
 
 
 async def resume_with_slow_probe(
-    scene: Scene, slow: str, *, stop_after: float | None = None
+    scene: Scene, slow: str, *, stop_after: float | None = None, **extra: Any
 ) -> tuple[Engine, SlowProbe, float, RunResult]:
     """Run the scene's list again with ``slow``'s probe slow (and a stop asked for after
-    ``stop_after`` seconds); return the engine, the slow cloud, the start time and the result."""
-    ctx = scene.context()
+    ``stop_after`` seconds); return the engine, the slow cloud, the start time and the result.
+    ``extra``: more of the run's context (``on_change``)."""
+    ctx = scene.context(**extra)
     cloud = SlowProbe(ctx.clouds[slow], scene.clock)
     ctx = replace(ctx, clouds={**ctx.clouds, slow: cloud})  # its target index reads it too
     engine = Engine(ctx, RunOptions())
@@ -91,6 +92,32 @@ async def test_copies_in_flight_are_polled_before_a_slow_probe_of_another_tenant
     assert cloud.probed_at is not None
     assert first_poll - started < 60.0 < SLOW <= cloud.probed_at - started
     assert scene.truth().duplicates == ()
+
+
+async def test_checks_after_a_copy_begin_before_a_slow_probe_of_another_tenant_ends() -> None:
+    """Items stopped while their copy was verified go on as soon as their own tenant's probe
+    answers, not once every tenant is probed and every target region listed."""
+    scene = Scene()
+    for tenant in ("fast", "slow"):
+        scene.account(tenant)
+        for n in range(3):
+            scene.row(tenant, 10 + n)
+    assert (await scene.run()).exit_code == ExitCode.OK
+    fast = [item for item in scene.items() if item.row.tenant == "fast"]
+    await scene.store.commit([replace(item, phase=Phase.VERIFYING, verify="") for item in fast])
+    scene.row("slow", 20)  # work for the slow tenant: it is probed
+    done: dict[str, float] = {}
+
+    def seen(item: Item) -> None:
+        if item.phase == Phase.SUCCEEDED and item.row.tenant == "fast":
+            done[item.key] = scene.clock.now()
+
+    _, cloud, started, result = await resume_with_slow_probe(scene, "slow", on_change=seen)
+    assert result.exit_code == ExitCode.OK
+    assert cloud.probed_at is not None
+    assert sorted(done) == sorted(item.key for item in fast)
+    assert max(done.values()) - started < 60.0 < SLOW <= cloud.probed_at - started
+    assert {item.verify for item in scene.items() if item.row.tenant == "fast"} == {"ok"}
 
 
 async def test_nothing_is_submitted_before_every_tenant_of_an_account_is_probed() -> None:

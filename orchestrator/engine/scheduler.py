@@ -115,11 +115,11 @@ class Engine:
         current: dict[str, Item] = {}
         active: set[str] = set()
         region_of: dict[str, str] = {}  # where each tenant's credentials are probed
-        in_flight: dict[str, list[Item]] = defaultdict(list)  # by tenant
+        in_flight: dict[str, list[Item]] = defaultdict(list)  # by tenant, checks after a copy too
         for item in items:
             current[item.key] = item
             region_of.setdefault(item.row.tenant, item.row.source_region)
-            if item.phase.holds_slot:
+            if item.phase.holds_slot or item.phase.is_after_copy:
                 in_flight[item.row.tenant].append(item)
             if not is_done(item) or (
                 retry and item.listed and item.phase in (Phase.FAILED, Phase.REJECTED)
@@ -146,9 +146,10 @@ class Engine:
     ) -> None:
         """Probe, check, then keep the windows busy; a stop cancels all of it at once.
 
-        The copies a resumed run finds in flight are followed as soon as their tenant's probe
-        answers (a resumed 1,000-tenant list polls within a second); nothing is submitted
-        before every tenant is probed, so that each account's window counts all its copies.
+        The copies a resumed run finds in flight, and the checks after a copy, are followed as
+        soon as their tenant's probe answers (a resumed 1,000-tenant list polls within a
+        second, not after every target region is listed); nothing is submitted before every
+        tenant is probed, so that each account's window counts all its copies.
         """
         ctx = self.ctx
         followed: set[str] = set()
@@ -170,6 +171,9 @@ class Engine:
                         window = self.window_of[tenant]
                         for item in in_flight.pop(tenant, []):
                             followed.add(item.key)
+                            if item.phase.is_after_copy:
+                                self._after_copy(item)  # no slot: the copy is made
+                                continue
                             window.take()
                             work.start_soon(self._drive, window, item)
 
@@ -368,7 +372,11 @@ class Engine:
             if item.phase.holds_slot and item.key not in followed:
                 window.take()
                 work.start_soon(self._drive, window, item)
-            elif item.phase.is_after_copy and item.row.tenant not in self.ctx.blocked:
+            elif (
+                item.phase.is_after_copy
+                and item.key not in followed  # adopted by preflight or a look in the target
+                and item.row.tenant not in self.ctx.blocked
+            ):
                 self._after_copy(item)  # no slot: the copy is made
             elif item.phase == Phase.PENDING and item.listed:
                 window.enqueue(item)
