@@ -57,7 +57,7 @@ from orchestrator.state.checkpoint import (
     release_lock,
     set_aside_damage,
 )
-from orchestrator.state.gcpause import collector_paused, freeze_loaded
+from orchestrator.state.gcpause import collector_paused, freeze_loaded, run_thresholds
 from orchestrator.state.meta import BlockedKey
 from orchestrator.state.recall import recall, remember
 from orchestrator.state.store import StoreError
@@ -272,6 +272,7 @@ async def execute_run(
     async with contextlib.AsyncExitStack() as stack:
         if handle_signals:  # from the start: a signal while the list loads exits 75 too
             await stack.enter_async_context(_signals(seams.stops))
+        stack.enter_context(run_thresholds())  # fewer young collections (state/gcpause.py)
         return await _execute_run(request, seams)
 
 
