@@ -1,7 +1,9 @@
+import signal
 import sys
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -92,3 +94,16 @@ def cloud(tmp_path: Path) -> Iterator[Cloud]:
 def local_cloud(tmp_path: Path) -> LocalCloud:
     """The same world, list and config, run by ``main(argv)`` in this process on virtual time."""
     return LocalCloud(tmp_path)
+
+
+@pytest.fixture
+def caught() -> Iterator[list[int]]:
+    """A fallback handler, so that a run that does not handle the signal cannot kill pytest."""
+    heard: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        heard.append(signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    yield heard
+    signal.signal(signal.SIGTERM, old)

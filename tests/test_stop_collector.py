@@ -8,8 +8,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
-from collections.abc import Iterable, Iterator
-from types import FrameType
+from collections.abc import Iterable
 
 import anyio
 import pytest
@@ -22,20 +21,6 @@ from orchestrator.state.checkpoint import CheckpointStore
 from orchestrator.state.meta import RunMeta
 from tests.inprocess import LocalCloud
 from tests.virtual_clock import VirtualClock
-
-
-@pytest.fixture
-def caught() -> Iterator[list[int]]:
-    """A fallback handler, so that a run that does not handle the signal cannot kill pytest."""
-    heard: list[int] = []
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        heard.append(signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
-    yield heard
-    signal.signal(signal.SIGTERM, old)
-
 
 COLLECTING: list[bool] = []  # the collector's state at each save of a run's outcome
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 import anyio
 import pytest
@@ -18,19 +16,6 @@ from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.state.checkpoint import CheckpointStore
 from tests.inprocess import LocalCloud
 from tests.virtual_clock import VirtualClock
-
-
-@pytest.fixture
-def caught() -> Iterator[list[int]]:
-    """A fallback handler, so that a run that does not handle the signal cannot kill pytest."""
-    heard: list[int] = []
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        heard.append(signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
-    yield heard
-    signal.signal(signal.SIGTERM, old)
 
 
 def signalled_store(path: Path) -> CheckpointStore:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from orchestrator import crashpoints
-from orchestrator.core.advice import GET, LIST, UPDATE, refused_for
+from orchestrator.core.advice import GET, LIST, UPDATE, is_permission, refused_for
 from orchestrator.core.aftercopy import (
     RAM_KEYS,
     VERIFY_MISMATCH,
@@ -121,7 +121,7 @@ class AfterCopy:
             try:
                 return await call()
             except CloudError as error:
-                if error.kind == ErrorKind.AUTH and _is_permission(error):
+                if error.kind == ErrorKind.AUTH and is_permission(error):
                     raise _Refused(f"{what}: refused ({refused_for(error, action)})") from None
                 if error.kind == ErrorKind.AUTH:
                     await self.ctx.block_tenant(self.item.row.tenant, error)
@@ -320,12 +320,3 @@ class AfterCopy:
                 ),
             )
         done.ram = tuple(change.changes)
-
-
-PERMISSION_CODES = frozenset({"APIGW.0302", "APIGW.0306"})  # no permission for this API
-
-
-def _is_permission(error: CloudError) -> bool:
-    """A refusal of this one call (a 403: a policy without ``ims:images:update``...), not
-    of the credentials (401, a bad signature, a skewed clock, an expired token)."""
-    return error.status == 403 or error.code in PERMISSION_CODES

@@ -62,10 +62,10 @@ async def store_merged(store: Store, items: Iterable[Item], meta: RunMeta | None
     commit (its journal lines never all in memory at once), ``meta`` with the last batch."""
     stored = store.items
     changed = [item for item in items if (old := stored.get(item.key)) is not item and old != item]
-    last = max(0, len(changed) - 1) // SAVE_BATCH * SAVE_BATCH
-    for start in range(0, last, SAVE_BATCH):
-        await store.commit(changed[start : start + SAVE_BATCH])
-    await store.commit(changed[last:], meta=meta)
+    batches = [changed[at : at + SAVE_BATCH] for at in range(0, len(changed), SAVE_BATCH)] or [[]]
+    for batch in batches[:-1]:
+        await store.commit(batch)
+    await store.commit(batches[-1], meta=meta)
 
 
 async def _wait(window: Window, clock: Clock, until: float | None, stop: anyio.Event) -> None:

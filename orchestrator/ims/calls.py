@@ -211,6 +211,7 @@ class SignedCalls:
             headers["Content-Type"] = JSON_CONTENT_TYPE
         if project_id is not None:
             headers[PROJECT_HEADER] = project_id
+        where = f"{method} {host}{full_path}"
 
         key = self._credentials.access_key
         limits = self._limits
@@ -247,12 +248,9 @@ class SignedCalls:
             try:
                 response = await self._transport.send(request)
             except TransportError as exc:
-                where = f"{method} {host}{full_path}"
                 raise CloudError(_kind_of(exc.delivery, mutating), f"{where}: {exc}") from exc
         finally:
             slots.release()
-
-        where = f"{method} {host}{full_path}"
 
         if response.status >= 300:
             code, message, request_id = parse_error_body(response.body)
