@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.core.cloud import CloudError, ErrorKind
 from orchestrator.core.model import Item, Phase
 from orchestrator.engine import afterqueue
 from orchestrator.output.report import render_csv, render_markdown, summarize
@@ -81,6 +82,62 @@ async def test_tags_are_read_unless_the_listing_showed_none(listing: str) -> Non
     assert (result.exit_code, item.phase) == (0, Phase.SUCCEEDED)
     assert scene.truth().requests.get("tags", 0) == 1
     assert item.carried == ("tags:1" if listing == "tagged" else "")
+
+
+class UnreadCopy:
+    """A tenant's cloud that refuses to read the copy (a listing by id in the target)."""
+
+    def __init__(self, inner: InMemoryTenantCloud) -> None:
+        self.inner = inner
+
+    async def list_images(self, region: str, **kwargs: Any) -> Any:
+        if region == TARGET and kwargs.get("image_id"):
+            raise CloudError(ErrorKind.PERMANENT, "refused")
+        return await self.inner.list_images(region, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class UnreadCopyScene(Scene):
+    def clouds(self) -> dict[str, Any]:
+        return {name: UnreadCopy(cloud) for name, cloud in super().clouds().items()}
+
+
+@pytest.mark.parametrize(
+    ("carry", "carried"),
+    [
+        ("nothing", ""),
+        ("the list's tags", "tags:1"),
+        ("the source's tags", "tags:1"),
+        ("min_ram", "min_ram"),
+        ("a copy not read", ""),
+    ],
+)
+async def test_carrying_is_saved_only_when_it_has_something_to_do(carry: str, carried: str) -> None:
+    """Nothing to carry (no tag from the list or the source, the copy's RAM limits the
+    source's): verifying's verdict is saved with ``succeeded``, no ``carrying`` save. Anything
+    to carry, or a copy verifying could not read: ``carrying`` is saved, then done."""
+    scene = UnreadCopyScene() if carry == "a copy not read" else Scene()
+    one_row(
+        scene,
+        tags=["env.prod"] if carry == "the source's tags" else [],
+        min_ram=1024 if carry == "min_ram" else 0,
+    )
+    if carry == "the list's tags":
+        scene.rows[0] = replace(scene.rows[0], tags="team=b")
+    phases: list[Phase] = []
+    result = await scene.run(on_change=lambda item: phases.append(item.phase))
+    item = only(scene)
+    assert (item.phase, item.carried) == (Phase.SUCCEEDED, carried)
+    assert phases[-2:] == (
+        [Phase.VERIFYING, Phase.SUCCEEDED]
+        if carry == "nothing"
+        else [Phase.CARRYING, Phase.SUCCEEDED]
+    )
+    assert (result.exit_code, item.verify) == (
+        (1, "skipped") if carry == "a copy not read" else (0, "ok")
+    )
 
 
 async def test_a_copy_unlike_its_source_is_a_mismatch_and_exit_1() -> None:

@@ -22,6 +22,7 @@ import subprocess
 
 import pytest
 
+from orchestrator.core.model import Phase
 from orchestrator.simulator.crash_harness import (
     History,
     harness_args,
@@ -31,6 +32,7 @@ from orchestrator.simulator.crash_harness import (
     set_cap,
 )
 from orchestrator.simulator.harness import Cloud
+from orchestrator.state.checkpoint import read_snapshot
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +95,38 @@ def test_kill_at_crash_point_then_resume(cloud: Cloud, switch: dict[str, str], c
     truth = judge_finished(cloud, ITEMS)
     assert set(truth.submissions.values()) == {1}
     assert lost_tags(cloud) == []
+
+
+def test_kill_at_the_save_of_a_verdict_with_nothing_to_carry(cloud: Cloud) -> None:
+    """Untagged sources whose copies keep their RAM limits: verifying's verdict is saved with
+    ``succeeded`` (no ``carrying`` save). A kill at the start of that one write (the middle
+    item's) loses nothing: the resumed run verifies that item again and ends it succeeded,
+    verified, every copy made once."""
+    cloud.params.update(seconds_per_gib=0.01, fixed_seconds=0.1, init_seconds=0.05)
+    cloud.timing.update(poll_min=0.4, poll_max=1, settle=0.5)
+    cloud.account("t0")
+    for _ in range(ITEMS):
+        cloud.row("t0", 1)
+    cloud.start()
+    set_cap(cloud, 1)
+    crashed = subprocess.run(
+        harness_args(cloud), env=cloud.env(HARNESS_KILL_AT_SAVE=f"succeeded:{MIDDLE}"),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    history = History()
+    phases = history.observe(cloud.state_dir, "killed at the middle item's verdict")
+    killed = [key for key, phase in phases.items() if phase == Phase.VERIFYING]
+    assert len(killed) == 1  # its verdict was never written: it resumes verifying
+    run_to_end(cloud, history)
+    assert history.violations == []
+    truth = judge_finished(cloud, ITEMS)
+    assert set(truth.submissions.values()) == {1}
+    lines = (cloud.state_dir / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert not [e for e in events if e.get("event") == "item.carrying"]
+    ends = [e["item"] for e in events if e.get("event") == "item.succeeded"]
+    assert sorted(ends) == sorted(phases)  # each item once, the killed one too
+    snap = read_snapshot(cloud.state_dir)
+    assert snap is not None
+    assert {item.get("verify") for item in snap["items"].values()} == {"ok"}

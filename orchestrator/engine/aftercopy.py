@@ -12,7 +12,10 @@ module after the lifecycle's driver returns). Two steps follow, each saved befor
                created on the copy (``create`` overwrites: idempotent); ``min_ram``/``max_ram``
                are patched where they differ (a PATCH sets a value: idempotent). The source's
                tags are read from the tags API unless preflight's listing showed its ``tags``
-               field empty (then it has none: one request less per item).
+               field empty (then it has none: one request less per item). When this step
+               would do nothing (no tag from the list or the source, the copy's RAM limits
+               already the source's), it is not saved: verifying's verdict is saved with
+               ``succeeded``, one save and one event less per item.
 
 A kill at any point resumes at the saved step and does it again; nothing here ever submits a
 copy. A step the cloud refuses (403: a policy without ``ims:images:update``...) or cannot
@@ -224,18 +227,40 @@ class AfterCopy:
             elif not undone:
                 undone = ["not verified: the source image could not be read"]
         notes = await self._shared()
-        item = self.item.advance(
-            Phase.CARRYING,
+        verified = replace(
+            self.item,
             verify=verdict,
             mismatch=mismatch,
             undone=join_notes(self.item.undone, *undone),
             notes=join_notes(self.item.notes, notes),
-            detail=f"carrying: {_how(self.item)}",
         )
         if verdict == VERIFY_MISMATCH:
-            log.warning("item.verify_mismatch", item=item.key, mismatch=mismatch)
+            log.warning("item.verify_mismatch", item=verified.key, mismatch=mismatch)
+        if self._nothing_to_carry():
+            # One save, not two: ``carrying`` would do nothing (its step needs no request), so
+            # the verdict is saved with the end. A kill before it verifies again.
+            await self._finish(verified, _Carried(), [])
+            return
+        item = verified.advance(Phase.CARRYING, detail=f"carrying: {_how(verified)}")
         self.item = await self.ctx.save(item)
         crashpoints.reach("after_verify")
+
+    def _nothing_to_carry(self) -> bool:
+        """Whether ``carrying`` would neither send nor change anything: no tag from the list,
+        a source preflight saw untagged (or tags not carried), and ``min_ram``/``max_ram`` as
+        the source's on the copy verifying read (or not carried)."""
+        row = self.item.row
+        if parse_tags(row.tags)[0]:
+            return False
+        source = facts_of(self.item.source_facts)
+        if self.after.carry_tags and not untagged(source):
+            return False
+        if not self.after.carry_ram:
+            return True
+        if self.copy is None:  # not read: carrying reads it
+            return False
+        change = ram_changes(source, self.copy)
+        return not change.changes and change.problem is None
 
     async def _shared(self) -> str:
         """A note when the source image is shared with other projects (never a failure)."""
@@ -262,11 +287,15 @@ class AfterCopy:
                 await step(done)
             except _Refused as refused:
                 undone.append(str(refused))
-        item = self.item.advance(
+        await self._finish(self.item, done, undone)
+
+    async def _finish(self, item: Item, done: _Carried, undone: list[str]) -> None:
+        """``succeeded``, with what was carried and what was not."""
+        item = item.advance(
             Phase.SUCCEEDED,
             carried=carried_text(done.tags, done.ram),
-            undone=join_notes(self.item.undone, *undone),
-            detail=_how(self.item),
+            undone=join_notes(item.undone, *undone),
+            detail=_how(item),
         )
         if item.undone:
             log.warning("item.not_carried", item=item.key, undone=item.undone)
