@@ -1,12 +1,18 @@
 """The engine on virtual time against the in-memory fake cloud: cap, order, fairness, faults."""
 
 from dataclasses import replace
+from typing import Any
 
+import anyio.abc
 import pytest
 
+from orchestrator.config import Config
 from orchestrator.core.exits import ExitCode
-from orchestrator.core.model import Phase
-from orchestrator.engine.scheduler import RunOptions
+from orchestrator.core.model import Item, Phase
+from orchestrator.core.outcome import Stop
+from orchestrator.engine.context import RunContext
+from orchestrator.engine.scheduler import Engine, RunOptions
+from orchestrator.engine.window import Window
 from orchestrator.simulator.faults import FaultPlan
 from tests.engine_harness import CONFIG, SOURCE, TIMING, Scene
 
@@ -286,3 +292,39 @@ async def test_failure_threshold_stops_submitting_but_follows_running_copies() -
     submitted = {c.image_id for c in truth.copies}
     assert all(i.phase.is_terminal for i in scene.items() if i.row.image_id in submitted)
     assert "pending" in set(scene.states().values())
+
+
+async def test_a_halt_wakes_a_window_waiting_for_its_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submitting stops while the window waits for its only slot (held by a copy of about an
+    hour): the window's server ends then, not when that copy frees the slot."""
+    scene = Scene()
+    scene.account("t1")
+    scene.row("t1", 150)
+    scene.row("t1", 150)
+    ended: list[float] = []
+    serve = Engine._serve
+
+    async def watched(engine: Engine, window: Window, work: anyio.abc.TaskGroup) -> None:
+        await serve(engine, window, work)
+        ended.append(scene.clock.now())
+
+    monkeypatch.setattr(Engine, "_serve", watched)
+    made: list[RunContext] = []
+    context = scene.context
+
+    def keep(config: Config = CONFIG, **extra: Any) -> RunContext:
+        made.append(context(config, **extra))
+        return made[-1]
+
+    def halt_once_running(item: Item) -> None:
+        if item.phase == Phase.RUNNING:
+            made[0].stop_submitting(Stop.deadline())
+
+    scene.context = keep  # type: ignore[method-assign]
+    start = scene.clock.now()
+    config = replace(CONFIG, max_concurrent_copies=1)
+    result = await scene.run(config, on_change=halt_once_running)
+    assert result.exit_code == ExitCode.LATER
+    assert scene.truth().copies_total == 1
+    assert ended[0] - start < 60  # the copy it waited for took most of an hour
+    assert scene.clock.now() - start > 2000

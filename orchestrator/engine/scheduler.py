@@ -69,11 +69,18 @@ async def store_merged(store: Store, items: Iterable[Item], meta: RunMeta | None
 
 
 async def _wait(window: Window, clock: Clock, until: float | None, stop: anyio.Event) -> None:
-    """Until the window changes, the clock reaches ``until``, or submitting must stop."""
+    """Until the window changes, the clock reaches ``until``, or submitting must stop.
+
+    Without a time (the usual wait: for a slot), no task watches ``stop``: the windows are
+    woken when it is set (:meth:`Engine._wake_on_halt`), and it is checked before waiting
+    (nothing can set it between the check and the wait: no await between them)."""
+    if until is None:
+        if not stop.is_set():
+            await window.changed()
+        return
     async with anyio.create_task_group() as group:
 
         async def sleeper() -> None:
-            assert until is not None  # noqa: S101 -- only started with a time
             await clock.sleep(max(0.0, until - clock.now()))
             group.cancel_scope.cancel()
 
@@ -81,8 +88,7 @@ async def _wait(window: Window, clock: Clock, until: float | None, stop: anyio.E
             await stop.wait()
             group.cancel_scope.cancel()
 
-        if until is not None:
-            group.start_soon(sleeper)
+        group.start_soon(sleeper)
         group.start_soon(stopper)
         await window.changed()
         group.cancel_scope.cancel()
@@ -161,6 +167,7 @@ class Engine:
                     work_scope.cancel()
 
                 outer.start_soon(on_stop)
+                outer.start_soon(self._wake_on_halt)
                 if self.options.deadline_at is not None:
                     outer.start_soon(self._deadline_watch, self.options.deadline_at)
                 outer.start_soon(self._outage_watch)
@@ -382,6 +389,13 @@ class Engine:
                 window.enqueue(item)
         for window in self.windows.values():  # also those whose followed copies come back
             work.start_soon(self._serve, window, work)
+
+    async def _wake_on_halt(self) -> None:
+        """Submitting stops: every window's server wakes to see it (its wait for a slot has
+        no watcher of its own, see :func:`_wait`)."""
+        await self.ctx.no_more_submits.wait()
+        for window in self.windows.values():
+            window.wake()
 
     async def _deadline_watch(self, deadline_at: float) -> None:
         await self.ctx.clock.sleep(max(0.0, deadline_at - self.ctx.clock.now()))

@@ -156,6 +156,10 @@ class Window:
 
     # -- waiting --------------------------------------------------------------------------------
 
+    def wake(self) -> None:
+        """Wake whoever waits for a change (submitting stops: the waiter looks again)."""
+        self._notify()
+
     def _notify(self) -> None:
         # Only a waiter needs waking: filling the queue with 100,000 items costs no events.
         if self._changed is not None:
