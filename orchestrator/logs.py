@@ -134,17 +134,21 @@ def write_event(_logger: object, _method: str, event: MutableMapping[str, Any]) 
 
 
 def configure() -> None:
-    """Route structlog's events to the running list's ``events.jsonl`` (once, by the CLI)."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            UtcStamper(),
-            mask_secrets,
-            write_event,
-        ],
-        cache_logger_on_first_use=False,
-    )
+    """Route structlog's events to the running list's ``events.jsonl`` (once, by the CLI).
+
+    Loggers are cached on first use (an event no longer assembles a new bound logger: ~7 us
+    each, six events per item). A cached logger keeps the processor *list* it found, so the
+    list is changed in place, never replaced: whoever configures structlog later in this
+    process (the tests, ``structlog.testing.capture_logs``) must change it in place too."""
+    processors = structlog.get_config()["processors"]
+    processors[:] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        UtcStamper(),
+        mask_secrets,
+        write_event,
+    ]
+    structlog.configure(processors=processors, cache_logger_on_first_use=True)
 
 
 @contextlib.contextmanager

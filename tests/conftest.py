@@ -76,9 +76,14 @@ def _quiet_structlog() -> Iterator[None]:
     def drop(_logger: WrappedLogger, _method: str, _event: EventDict) -> EventDict:
         raise structlog.DropEvent
 
-    structlog.configure(processors=[drop], cache_logger_on_first_use=False)
+    # In place, as logs.configure does: a logger cached by an earlier test (the CLI caches
+    # them) keeps this list, and must still hear this test's processors.
+    processors = structlog.get_config()["processors"]
+    before = list(processors)
+    processors[:] = [drop]
+    structlog.configure(processors=processors)
     yield
-    structlog.reset_defaults()
+    processors[:] = before
 
 
 @pytest.fixture

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+import structlog
 
+from orchestrator import logs
 from orchestrator.logs import UtcStamper
 
 EDGES = [1796280950.0, 1796280950.5, 1796280950.9999996, 1796280950.0000004, 0.25]
@@ -34,3 +38,18 @@ def test_a_new_second_gets_its_own_date() -> None:
     stamper = UtcStamper(lambda: next(moments))
     assert stamper(None, "info", {})["timestamp"] == "1970-01-01T23:59:59.500000Z"
     assert stamper(None, "info", {})["timestamp"] == "1970-01-02T00:00:00.250000Z"
+
+
+def test_a_logger_cached_before_the_cli_configures_still_hears_the_run(tmp_path: Path) -> None:
+    """Loggers are cached on first use (logs.configure). One cached earlier in the process,
+    with other processors (a test's, or an earlier in-process run's), still writes the events
+    of a run configured after it: the processor list is changed in place, never replaced."""
+    structlog.configure(cache_logger_on_first_use=True)
+    early = structlog.get_logger("cached-early")
+    early.info("before the run")  # cached now, with this test's processors (dropped)
+    logs.configure()
+    with logs.events_to(tmp_path):
+        early.info("during the run", sk="secret")
+    lines = (tmp_path / logs.EVENTS).read_text().splitlines()
+    [event] = [json.loads(line) for line in lines]
+    assert (event["event"], event["sk"], event["level"]) == ("during the run", "***", "info")
