@@ -19,10 +19,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import FrameType
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from orchestrator import early_signals, logs, profiling
 from orchestrator.clock import Clock, RealClock
@@ -40,7 +40,7 @@ from orchestrator.core.credentials import credential_fingerprint
 from orchestrator.core.model import Item
 from orchestrator.core.outcome import Stop, StopReason, is_done, is_shown, merge_list
 from orchestrator.core.speed import RouteSpeeds, SpeedModel
-from orchestrator.engine.context import Counters, RunContext, log
+from orchestrator.engine.context import Counters, RunContext, SubmitStop, log
 from orchestrator.engine.scheduler import (
     Engine,
     RunOptions,
@@ -177,14 +177,17 @@ async def save_list(
 class _Stops:
     """A signal's stop, heard from the very start of the run (loading a large list takes a
     while); :meth:`relay` hands it to the run's context, from a task of the run (whose log
-    lines go to the state dir's events.jsonl)."""
+    lines go to the state dir's events.jsonl). ``submits`` is the run's "no more copy
+    requests" flag (the context's ``no_more_submits``), tripped by the signal's own handler."""
 
     stop: Stop | None = None
     heard_event: anyio.Event = field(default_factory=anyio.Event)
     ctx: RunContext | None = None  # the run's, once it has one
     collector: bool | None = None  # gc was enabled when paused (None: not paused)
+    submits: SubmitStop = field(default_factory=SubmitStop)
 
     def heard(self, stop: Stop) -> None:
+        self.submits.trip()  # (a signal's handler has tripped it already)
         profiling.profile_stop()  # IMS_MIGRATE_PROFILE_STOP: what the stop spends its time on
         self.stop = stop
         if self.ctx is not None:  # at once: no copy request may start after this line,
@@ -214,13 +217,33 @@ class _Stops:
         self.collector = None
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.asynccontextmanager
 async def _signals(stops: _Stops) -> AsyncIterator[None]:
-    """SIGINT/SIGTERM: stop submitting, save, exit 75. A second signal stops at once."""
+    """SIGINT/SIGTERM: stop submitting, save, exit 75. A second signal stops at once.
+
+    Heard twice. The event loop's receiver (``loop.add_signal_handler``) hands the signal to
+    the run a loop turn or two after it came: the C-level handler only writes the signal's
+    number to the loop's wakeup fd, and the loop reads it between two batches of callbacks,
+    in which other requests go on passing their last check before the wire. So the Python-level
+    handler the receiver installs (a no-op) is replaced by :func:`trip`, which Python runs in
+    the loop's thread at the next bytecode after the signal: it trips the "no more copy
+    requests" flag that the client reads last (``SEND_STOP``). The C-level handler and the
+    wakeup fd stay as the receiver set them (``set_wakeup_fd``: the number is written for any
+    signal with a Python handler), so the receiver still hears every signal."""
+
+    def trip(_signum: int, _frame: FrameType | None) -> None:
+        stops.submits.trip()  # an attribute write: safe between any two bytecodes
+
     async with anyio.create_task_group() as group:
 
-        async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async def watch(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with anyio.open_signal_receiver(*SIGNALS) as received:
+                for signum in SIGNALS:
+                    signal.signal(signum, trip)
+                task_status.started()
                 count = 0
                 async for signum in received:
                     count += 1
@@ -228,8 +251,7 @@ async def _signals(stops: _Stops) -> AsyncIterator[None]:
                     if count > 1:
                         group.cancel_scope.cancel()
 
-        group.start_soon(watch)
-        await anyio.lowlevel.checkpoint()  # the receiver is installed before the run goes on
+        await group.start(watch)  # the receiver is installed before the run goes on
         for signum in early_signals.take():  # heard while the tool was still being imported
             stops.heard(Stop.signal(signal.Signals(signum).name))
         try:
@@ -369,6 +391,7 @@ async def _run_with_clients(
             on_change=seams.on_change,
             max_failures=max_failures,
             check_lock=seams.check_lock,
+            no_more_submits=seams.stops.submits,  # tripped by a signal's handler (_signals)
         )
         if seams.on_start is not None:
             seams.on_start(ctx, chosen)

@@ -47,6 +47,38 @@ class Counters:
         return True
 
 
+class SubmitStop:
+    """Whether copy requests may still be sent: the flag the client reads last before the wire
+    (``SEND_STOP``). :meth:`set` by the run (it wakes the waiters), or :meth:`trip` from a
+    signal's own handler, the moment the signal arrives: a plain attribute write, which a Python
+    signal handler may make between any two bytecodes of the loop's thread, where no event or
+    task may be touched. The waiters wake once the run hears the signal and sets the flag; a
+    check reads both."""
+
+    __slots__ = ("_event", "tripped")
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.tripped = False
+
+    def trip(self) -> None:
+        """Signal-safe: no copy request passes its last check from now on."""
+        self.tripped = True
+
+    def set(self) -> bool:
+        """Set it and wake its waiters; False if it was set already."""
+        if self._event.is_set():
+            return False
+        self._event.set()
+        return True
+
+    def is_set(self) -> bool:
+        return self.tripped or self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
 @dataclass
 class RunContext:
     config: Config
@@ -55,7 +87,7 @@ class RunContext:
     clouds: Mapping[str, TenantCloud]
     rng: random.Random = field(default_factory=random.Random)
     stop: anyio.Event = field(default_factory=anyio.Event)  # stop now: signal, deadline
-    no_more_submits: anyio.Event = field(default_factory=anyio.Event)  # finish what runs
+    no_more_submits: SubmitStop = field(default_factory=SubmitStop)  # finish what runs
     stopped: Stop | None = None  # why submitting stopped early, once it has
     speed: RouteSpeeds = field(default_factory=RouteSpeeds)
     blocked: dict[str, BlockedKey] = field(default_factory=dict)  # tenant -> why
@@ -93,8 +125,7 @@ class RunContext:
     def halt_submits(self) -> None:
         """No copy request from now on: what a signal does first, in the task that hears it
         (``stop_submitting`` then says why, from a task of the run)."""
-        if not self.no_more_submits.is_set():
-            self.no_more_submits.set()
+        if self.no_more_submits.set():
             self.store.hold_intents()
 
     async def save(self, item: Item, event: str | None = None, **fields: Any) -> Item:

@@ -22,7 +22,7 @@ import anyio.abc
 
 from orchestrator.clock import Clock
 from orchestrator.core.advice import blocked_advice
-from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind, remembered_refusal
+from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind, StopFlag, remembered_refusal
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import Stop, is_done, is_finished, outcome_of
 from orchestrator.engine.afterqueue import AfterCopies
@@ -68,7 +68,7 @@ async def store_merged(store: Store, items: Iterable[Item], meta: RunMeta | None
     await store.commit(batches[-1], meta=meta)
 
 
-async def _wait(window: Window, clock: Clock, until: float | None, stop: anyio.Event) -> None:
+async def _wait(window: Window, clock: Clock, until: float | None, stop: StopFlag) -> None:
     """Until the window changes, the clock reaches ``until``, or submitting must stop.
 
     Without a time (the usual wait: for a slot), no task watches ``stop``: the windows are

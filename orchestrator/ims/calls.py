@@ -16,7 +16,8 @@ TRANSIENT answer is a gateway refusal (429 / ``APIGW.0308``), which the service 
 
 Only the wire counts: the budget, the connection slot and the back-off between attempts are
 waited for *before* the request is handed to the transport, whose timeout starts there. A POST
-still waiting when the engine's ``SEND_STOP`` flag is set is not sent: ``NOT_SENT``, never unknown.
+still waiting when the engine's ``SEND_STOP`` flag is set is not sent: ``NOT_SENT``, never unknown;
+the transport reads the flag once more right before the first byte goes out (``withhold``).
 """
 
 from __future__ import annotations
@@ -244,11 +245,17 @@ class SignedCalls:
                 self._sdk_date(),
             )
             url = f"{origin}{full_path}?{query}" if query else origin + full_path
-            request = HttpRequest(method, url, signed, payload if body is not None else None)
+            request = HttpRequest(
+                method,
+                url,
+                signed,
+                payload if body is not None else None,
+                None if stop is None else stop.is_set,  # read again right before the wire
+            )
             try:
                 response = await self._transport.send(request)
             except TransportError as exc:
-                raise CloudError(_kind_of(exc.delivery, mutating), f"{where}: {exc}") from exc
+                raise _not_answered(exc, mutating, where) from exc
         finally:
             slots.release()
 
@@ -309,6 +316,14 @@ def _stopped() -> CloudError:
 def _refused(status: int, code: str | None, retry_after: float | None) -> bool:
     """A throttling refusal: 429 / ``APIGW.0308``, or a 503 that names a Retry-After."""
     return status == 429 or code in THROTTLE_CODES or (status == 503 and retry_after is not None)
+
+
+def _not_answered(exc: TransportError, mutating: bool, where: str) -> CloudError:
+    """A request that got no answer, classified by how far it got (withheld by the stop
+    right before the wire: NOT_SENT, ``STOPPED``, as if stopped before it was handed over)."""
+    if exc.delivery is Delivery.WITHHELD:
+        return _stopped()
+    return CloudError(_kind_of(exc.delivery, mutating), f"{where}: {exc}")
 
 
 def _kind_of(delivery: Delivery, mutating: bool) -> ErrorKind:

@@ -7,8 +7,14 @@ how far the request got, which is all the client needs to classify it:
 
     TransportError
     ├── NOT_SENT     refused, DNS, proxy, TLS handshake: nothing left this machine
+    ├── WITHHELD     its ``withhold`` check said so at the last moment: nothing left this machine
     ├── INVALID      the request cannot be sent at all (a malformed URL)
     └── MAYBE_SENT   timeout, reset, connection lost before the answer: the service may have it
+
+A request may carry a ``withhold`` check (the copy POST: the run's stop), read at the last
+moment before its first byte is written. aiohttp writes a request's headers together with the
+first bytes of its body, from a task of its own, a loop turn after the request was handed over
+(Python 3.11): a stop in that turn must still keep the request off the wire.
 
 Tests swap the transport, not the code (``tests/mock_transport.py``, after httpx's
 MockTransport).
@@ -17,13 +23,15 @@ MockTransport).
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
 import aiohttp
+import aiohttp.abc
+import aiohttp.payload
 from yarl import URL
 
 from orchestrator.config import Config
@@ -36,6 +44,7 @@ class Delivery(Enum):
     """How far a request got before it failed."""
 
     NOT_SENT = "not sent"
+    WITHHELD = "withheld"  # not sent: its ``withhold`` check said so right before the wire
     INVALID = "invalid"
     MAYBE_SENT = "maybe sent"
 
@@ -57,6 +66,7 @@ class HttpRequest:
     url: str
     headers: Mapping[str, str]
     body: bytes | None = None
+    withhold: Callable[[], bool] | None = None  # True: do not send (read last, before the wire)
 
 
 @dataclass(frozen=True)
@@ -135,12 +145,18 @@ class AiohttpTransport:
         proxy = _PROXIES.get(origin)
         if proxy is None:
             proxy = _PROXIES[origin] = env_proxy(URL(origin))
+        body: bytes | _LastCheck | None = request.body
+        if request.withhold is not None:
+            if request.withhold():
+                raise TransportError(Delivery.WITHHELD, WITHHELD_TEXT)
+            if request.body is not None:
+                body = _LastCheck(request.body, request.withhold)
         try:
             async with self._session.request(
                 request.method,
                 url,
                 headers=dict(request.headers),
-                data=request.body,
+                data=body,
                 timeout=self._timeout,
                 allow_redirects=False,
                 proxy=proxy[0],
@@ -149,6 +165,8 @@ class AiohttpTransport:
                 raw = await response.read()
                 return HttpResponse(response.status, raw, response.headers)
         except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            if isinstance(body, _LastCheck) and body.withheld:  # its connection closed unwritten
+                raise TransportError(Delivery.WITHHELD, WITHHELD_TEXT) from exc
             raise self._translate(exc) from exc
 
     def _translate(self, exc: Exception) -> TransportError:
@@ -172,3 +190,38 @@ class AiohttpTransport:
         return TransportError(
             Delivery.MAYBE_SENT, f"connection lost before the answer ({name}: {exc})"
         )
+
+
+WITHHELD_TEXT = "not sent: withheld right before the wire"
+
+
+class _Withheld(Exception):
+    """Raised by a body whose ``withhold`` check says so; aiohttp then closes the connection."""
+
+
+class _LastCheck(aiohttp.payload.BytesPayload):
+    """A request's body that reads the request's ``withhold`` check right before aiohttp
+    writes it: the headers wait in aiohttp's buffer until the body's first bytes (the same
+    bytes on the wire as a plain ``bytes`` body: aiohttp makes a ``BytesPayload`` of those).
+    Withheld, it raises before anything is written, and aiohttp closes the connection, its
+    headers unwritten."""
+
+    def __init__(self, value: bytes, withhold: Callable[[], bool]) -> None:
+        super().__init__(value)
+        self._withhold = withhold
+        self.withheld = False
+
+    def _check(self) -> None:
+        if self._withhold():
+            self.withheld = True
+            raise _Withheld(WITHHELD_TEXT)
+
+    async def write(self, writer: aiohttp.abc.AbstractStreamWriter) -> None:
+        self._check()
+        await super().write(writer)
+
+    async def write_with_length(
+        self, writer: aiohttp.abc.AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        self._check()
+        await super().write_with_length(writer, content_length)
