@@ -11,6 +11,7 @@ def main() -> None:
     hold = sys.argv[1:2] == ["run"]
     if hold:
         early_signals.install()
+        fast_exit.arm()
     from orchestrator.cli import main as cli_main
 
     code = cli_main()

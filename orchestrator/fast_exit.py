@@ -17,6 +17,18 @@ import os
 import sys
 from typing import NoReturn
 
+_armed: list[bool] = []  # [True] once the process is to end with exit_now
+
+
+def arm() -> None:
+    """This process ends with :func:`exit_now` once its command is done: nothing it made needs
+    freeing (the run's stop keeps the cyclic collector paused to the end: commands/run.py)."""
+    _armed[:] = [True]
+
+
+def armed() -> bool:
+    return bool(_armed)
+
 
 def exit_now(code: int) -> NoReturn:
     """Run the exit handlers, flush the terminal's streams, and end the process with ``code``
