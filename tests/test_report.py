@@ -300,3 +300,23 @@ def test_the_csv_cells_are_the_records_of_item_record() -> None:
         for item in items
     ]
     assert records == expected
+
+
+AWKWARD = ["a,b", 'say "hi"', "two\nlines", "cr\rhere", "nul\x00", " lead", "é ü", "", ",", '"']
+
+
+def test_report_lines_are_the_csv_modules_whatever_the_cells_hold() -> None:
+    """report.csv joins the cells of a line itself when none needs quoting: every line is
+    still the csv module's own (commas, quotes, line breaks, NUL, spaces, non-ASCII, empty)."""
+    items = [item(image_id="plain", error_message="nothing to quote", copy_name="web-01")]
+    for n, text in enumerate(AWKWARD):
+        items.append(item(image_id=f"m{n}", error_message=text))
+        items.append(item(image_id=f"c{n}", copy_name=text, detail=text, notes=text))
+        items.append(item(Phase.FAILED, image_id=f"f{n}", error_code=text, mismatch=text))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(REPORT_COLUMNS)
+    writer.writerows(
+        ["" if value is None else value for value in item_record(i).values()] for i in items
+    )
+    assert render_csv(items) == out.getvalue()
