@@ -16,7 +16,8 @@ prints a table (medians over the repetitions) and writes the same figures as JSO
   first run is stopped by SIGTERM half way: the seconds from the signal to ``run.stopping``, to
   ``run.finished`` and to the process's exit, and the copy requests the simulator received
   after the signal (``GET /_sim/requests?kind=copy&since=``). ``--rows N --tenants M``: another
-  size (a quicker look before the 100,000-row figure).
+  size (a quicker look before the 100,000-row figure); ``--stop-only``: the stop's figures alone
+  (no resumed run).
 * ``preflight``: 10,000 rows of one tenant from one region: how many requests preflight makes.
 * ``many``: 20,000 rows over 400 tenants, copies of 1-2 s, request_timeout 5, a simulator that
   answers at once but throttles each key at 200/s (429 + Retry-After): copy requests per item,
@@ -448,6 +449,8 @@ def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             f"CPU {stopped.cpu:.1f} s"
         )
         say(f"  the stop: {json.dumps(stop, sort_keys=True)}")
+        if args.stop_only:  # the stop's figures only: no resumed run
+            return {"workload": work.describe(), "figures": stop}
         # 2. The resumed run, to the end. (It may rotate events.jsonl as it starts.)
         before = events_path.stat()
         resumed = Run(folder, [], env)
@@ -738,6 +741,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tenants", type=int, default=0, help="scale: tenants (with --rows); many: tenants"
     )
     parser.add_argument("--per-tenant", type=int, default=0, help="many: rows per tenant")
+    parser.add_argument(
+        "--stop-only", action="store_true", help="scale: the stopped run only (no resumed run)"
+    )
     parser.add_argument("--reps", type=int, default=0, help="repetitions (mixed, short; default 3)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench-output")
     parser.add_argument(
