@@ -82,6 +82,9 @@ class RunWatch:
         self.metrics_at = 0.0  # the run's elapsed seconds at the last tick that wrote metrics
 
     def on_start(self, ctx: RunContext, items: list[Item]) -> None:
+        self.previous = (ctx.store.meta.last_end, ctx.store.meta.last_exit)
+        if self.mode == "none" and self.metrics is None:
+            return  # nothing shown, nothing written: no copy of every item's state (memory)
         self.model = ProgressModel(
             items,
             ctx.config.max_concurrent_copies,
@@ -91,7 +94,6 @@ class RunWatch:
             settle=ctx.config.timing.settle,
             blocked=ctx.blocked,  # live: a tenant blocked mid-run leaves the ETA at once
         )
-        self.previous = (ctx.store.meta.last_end, ctx.store.meta.last_exit)
         if self.mode == "live":
             self.live = Live(self.model, console=self.err, refresh_per_second=4)
             self.live.start()

@@ -326,6 +326,7 @@ async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> Ru
     try:
         with collector_paused():
             manifest, items, recalled = open_with_list(request, source, store)
+            del source  # the list's bytes: read (memory)
             freeze_loaded(len(items))  # out of the garbage collector's sight
         sweep_report_temps(state_dir)
         loaded = time.perf_counter() - loading
@@ -357,9 +358,11 @@ async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> Ru
                 list_checked=not recalled,  # False: the list is the one the checkpoint remembers
                 seconds=round(loaded, 3),
             )
-            return await _run_with_clients(
+            running = _run_with_clients(
                 request, state_dir, store, manifest, items, chosen, credentials, recalled, seams
             )
+            del items, chosen  # the run lets the loaded versions go (_run_with_clients)
+            return await running
     finally:
         store.close()
 
@@ -375,10 +378,14 @@ async def _run_with_clients(
     recalled: bool,
     seams: _Seams,
 ) -> RunSummary:
+    """``items`` and ``chosen``: the caller's, which it does not keep (the loaded versions of
+    100,000 items are let go as the run starts; the store holds each item's state)."""
     clock = seams.clock
     config = request.config
     if not recalled:
         await save_list(store, str(request.list_path.resolve()), manifest, items)
+    shown = [item.key for item in items if is_shown(item)]  # the report's rows, in list order
+    del items
     speed = RouteSpeeds(SpeedModel(samples=list(store.meta.speed_samples)))
     async with seams.clouds(config, credentials, clock) as clouds:
         max_failures = request.max_failures
@@ -403,9 +410,11 @@ async def _run_with_clients(
         engine = Engine(ctx, RunOptions(deadline_at=deadline_at, retry_failed=request.retry_failed))
         async with anyio.create_task_group() as relay:
             relay.start_soon(seams.stops.relay, ctx)
-            result = await engine.run(chosen)
+            running = engine.run(chosen)
+            del chosen  # the engine lets them go once read
+            result = await running
             relay.cancel_scope.cancel()
-    final = [store.items.get(item.key, item) for item in items if is_shown(item)]
+    final = [store.items[key] for key in shown]
     final = explained(final, {**store.meta.blocked, **ctx.blocked})
     seams.check_lock()  # lost: the state may be another run's now, leave it be
     if not result.skipped:

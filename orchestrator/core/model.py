@@ -8,7 +8,7 @@ Its ``phase`` only moves forward within an attempt (see ``TRANSITIONS``); moving
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -127,9 +127,13 @@ def item_token(key: str) -> str:
     return TOKEN_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
-    """One valid row of the migration list, with defaults applied."""
+    """One valid row of the migration list, with defaults applied.
+
+    Slots, not a ``__dict__``: a list holds 100,000 of them (memory). ``key`` is made once and
+    shared by every item of the row and every map of items (the store, the engine, the
+    windows): one string per row instead of one per look-up."""
 
     line: int
     tenant: str
@@ -150,10 +154,18 @@ class Row:
     # Why the list's checks refused this row (``file:line: column: problem``); such a row is
     # a ``rejected`` item, never submitted, not even by --retry-failed: fix the line instead.
     problem: str = ""
+    # Not a column: ``key``, made from the fields above when first asked for, then kept
+    # (never stored, never compared).
+    _identity: str = field(init=False, repr=False, compare=False)
 
     @property
     def key(self) -> str:
-        return item_key(self.tenant, self.image_id, self.target_region) + self.line_tag
+        try:
+            return self._identity
+        except AttributeError:  # not made yet
+            key = item_key(self.tenant, self.image_id, self.target_region) + self.line_tag
+            object.__setattr__(self, "_identity", key)
+            return key
 
     @property
     def target_project(self) -> str:
@@ -197,9 +209,10 @@ class Row:
         return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
-    """The durable state of one item: what the checkpoint stores."""
+    """The durable state of one item: what the checkpoint stores (slots: a run holds a few
+    versions of each of 100,000 items; 208 bytes each instead of 528)."""
 
     row: Row
     phase: Phase = Phase.PENDING

@@ -106,7 +106,10 @@ class Engine:
     # -- phases of a run ------------------------------------------------------------------------
 
     async def run(self, items: list[Item]) -> RunResult:
-        """Run ``items`` (from :func:`merge_list`, stored already: :func:`store_merged`)."""
+        """Run ``items`` (from :func:`merge_list`, stored already: :func:`store_merged`).
+
+        Once read, the items are let go: each one's state is the store's from then on, and a
+        caller that drops its own list before awaiting frees the loaded versions (memory)."""
         ctx = self.ctx
         meta = ctx.store.meta
         if is_finished(items) and not self.options.retry_failed and meta.last_exit is not None:
@@ -131,8 +134,10 @@ class Engine:
                 retry and item.listed and item.phase in (Phase.FAILED, Phase.REJECTED)
             ):
                 active.add(item.row.tenant)
+        del items  # the loaded versions: not kept for the run (see above)
+        keys = list(current)
         await self._work(current, sorted(active), region_of, in_flight)
-        final = [ctx.store.items[key] for key in current]
+        final = [ctx.store.items[key] for key in keys]
         found = outcome_of(
             final,
             blocked=ctx.blocked,
@@ -187,6 +192,7 @@ class Engine:
                     await self._probe(active_tenants, region_of, follow)
                     await self._prepare(current)
                     self._start(work, current, followed)
+                    current.clear()  # each item's state is the store's from here on (memory)
             outer.cancel_scope.cancel()
 
     async def _prepare(self, current: dict[str, Item]) -> None:

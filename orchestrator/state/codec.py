@@ -1,90 +1,98 @@
-"""Items <-> JSON-able dicts, for the checkpoint and its journal (no I/O here)."""
+"""Items <-> JSON-able dicts, for the checkpoint and its journal (no I/O here).
+
+``Item`` and ``Row`` keep their fields in slots (no ``__dict__``: a run holds 100,000 of
+them). Both directions run for every item of every save and load, so each is a function made
+once from ``dataclasses.fields`` (as ``dataclasses`` makes ``__init__``): one line per field,
+no loop, no look-up by name.
+"""
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
+from collections.abc import Callable
+from dataclasses import MISSING, Field, fields
 from sys import intern
-from typing import Any, TypeVar
+from typing import Any
 
 from orchestrator.core.model import Item, Phase, Row
 
-_ROW_NAMES = tuple(f.name for f in fields(Row))
-_ITEM_NAMES = tuple(f.name for f in fields(Item))
-_ROW_FIELDS = frozenset(_ROW_NAMES)
-_ITEM_FIELDS = frozenset(_ITEM_NAMES)
 _PHASES = {phase.value: phase for phase in Phase}
-
-T = TypeVar("T")
-
-
-def _defaults(cls: type[Any]) -> dict[str, Any]:
-    out = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
-    if any(f.default_factory is not MISSING for f in fields(cls)):
-        raise TypeError(f"{cls.__name__}: a default factory is not supported here")
-    return out
-
-
-_ROW_DEFAULTS = _defaults(Row)
-_ITEM_DEFAULTS = _defaults(Item)
-
 
 # Written even when they hold their default: what a reader of the raw JSON looks at first.
 _ALWAYS = frozenset({"phase", "attempt"})
-_WRITTEN = object()  # the "default" of a field written whatever it holds
 
 
-Plan = tuple[tuple[str, Any], ...]
+def _stored(cls: type[Any]) -> list[Field[Any]]:
+    """The fields a checkpoint keeps: those the constructor takes (``Row.key`` is made from
+    them, never stored), each with a plain default or none."""
+    stored = [f for f in fields(cls) if f.init]
+    if any(f.default_factory is not MISSING for f in stored):
+        raise TypeError(f"{cls.__name__}: a default factory is not supported here")
+    return stored
 
 
-def _plan(names: tuple[str, ...], defaults: dict[str, Any]) -> Plan:
-    """Each field with the default that leaves it out (:data:`_WRITTEN`: never left out)."""
-    return tuple(
-        (name, _WRITTEN if name in _ALWAYS else defaults.get(name, _WRITTEN)) for name in names
-    )
+def _make(name: str, lines: list[str], names: dict[str, Any]) -> Callable[..., Any]:
+    exec("\n".join(lines), names)  # noqa: S102 -- our own text, from our own dataclass fields
+    made: Callable[..., Any] = names[name]
+    return made
 
 
-_ROW_PLAN = _plan(_ROW_NAMES, _ROW_DEFAULTS)
-_ITEM_PLAN = _plan(_ITEM_NAMES, _ITEM_DEFAULTS)
-
-
-def _sparse(obj: Any, plan: Plan) -> dict[str, Any]:
-    """The fields of a dataclass that do not hold their default. Runs for every save of every
-    item: read from the instance's ``__dict__`` (as :func:`_build` writes it; half the cost of
-    a getattr per field), a plain loop over a precomputed plan."""
-    values = vars(obj)
-    out = {}
-    for name, default in plan:
-        value = values[name]
-        if value is default or (
-            default is not _WRITTEN and type(value) is type(default) and value == default
-        ):
+def _sparse_of(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    """``sparse(obj)``: the fields of ``obj`` that do not hold their default (a field without a
+    default, or in :data:`_ALWAYS`, always), in the order of the class's fields. A value equal
+    to its default but of another type (``0.0`` for ``0``) is kept."""
+    names: dict[str, Any] = {}
+    lines = ["def sparse(obj):", "    out = {}"]
+    for at, f in enumerate(_stored(cls)):
+        if f.default is MISSING or f.name in _ALWAYS:
+            lines.append(f"    out[{f.name!r}] = obj.{f.name}")
             continue
-        out[name] = value
-    return out
+        names[f"d{at}"], names[f"t{at}"] = f.default, type(f.default)
+        lines += [
+            f"    value = obj.{f.name}",
+            f"    if not (value is d{at} or (type(value) is t{at} and value == d{at})):",
+            f"        out[{f.name!r}] = value",
+        ]
+    lines.append("    return out")
+    return _make("sparse", lines, names)
+
+
+def _build_of(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
+    """``build(data)``: ``cls(**data)`` for a frozen dataclass of plain fields: a missing field
+    takes its default (a missing required one is a KeyError), unknown keys (from a newer
+    version, or a value that is not stored) are left out. Without the generated ``__init__``
+    (keyword parsing and ``object.__setattr__`` per field: several times the cost): the object
+    is filled as an instance of a class of the same slots that may be written, then given its
+    class (CPython allows it between classes of the same layout). What a checkpoint holds was
+    built by that ``__init__`` when it was saved."""
+    names: dict[str, Any] = {
+        "blank": type(f"_{cls.__name__}Slots", (), {"__slots__": cls.__slots__}),
+        "cls": cls,
+    }
+    lines = ["def build(data):", "    obj = blank()"]
+    for at, f in enumerate(_stored(cls)):
+        if f.default is MISSING:
+            lines.append(f"    obj.{f.name} = data[{f.name!r}]")
+        else:
+            names[f"d{at}"] = f.default
+            lines.append(f"    obj.{f.name} = data.get({f.name!r}, d{at})")
+    lines += ["    obj.__class__ = cls", "    return obj"]
+    return _make("build", lines, names)
+
+
+_row_sparse = _sparse_of(Row)
+_item_sparse = _sparse_of(Item)
+_row_build = _build_of(Row)
+_item_build = _build_of(Item)
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:
     """A JSON-able dict of the item. Fields that hold their default are left out (a third of a
     checkpoint's size and of its reading time), except ``phase`` and ``attempt``; the row's
     required fields (its identity) are always there. :func:`item_from_dict` puts them back."""
-    data = _sparse(item, _ITEM_PLAN)
-    data["row"] = _sparse(item.row, _ROW_PLAN)
+    data = _item_sparse(item)
+    data["row"] = _row_sparse(item.row)
     data["phase"] = item.phase.value
     return data
-
-
-def _build(cls: type[T], defaults: dict[str, Any], names: frozenset[str], data: Any) -> T:
-    """``cls(**data)`` for a frozen dataclass of plain fields, without its generated
-    ``__init__`` (a setattr call per field, three times the cost): what a checkpoint holds was
-    built by that ``__init__`` when it was saved. Unknown keys (from a newer version) are left
-    out; a missing key takes its default, a missing required one is a KeyError."""
-    values = dict(defaults)
-    values.update(data if data.keys() <= names else {k: data[k] for k in data.keys() & names})
-    if len(values) != len(names):
-        raise KeyError(f"{cls.__name__}: missing {sorted(names - values.keys())}")
-    obj = object.__new__(cls)
-    vars(obj).update(values)
-    return obj
 
 
 # Texts that many items share (a tenant, a region, "copied", the facts of images made from one
@@ -104,6 +112,7 @@ def _share(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
 def item_from_dict(data: dict[str, Any]) -> Item:
     """Inverse of :func:`item_to_dict`. Runs for every item of a checkpoint as it loads."""
     values = _share(dict(data), _SHARED_ITEM)
-    values["row"] = _build(Row, _ROW_DEFAULTS, _ROW_FIELDS, _share(data["row"], _SHARED_ROW))
+    values["row"] = _row_build(_share(data["row"], _SHARED_ROW))
     values["phase"] = _PHASES[data["phase"]]
-    return _build(Item, _ITEM_DEFAULTS, _ITEM_FIELDS, values)
+    item: Item = _item_build(values)
+    return item
