@@ -6,21 +6,25 @@ what the slow ones would."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from orchestrator.clock import RealClock
 from orchestrator.core.cloud import SEND_STOP, STOPPED, CloudError, ErrorKind
 from orchestrator.core.credentials import Credentials
+from orchestrator.engine.context import SubmitStop
 from orchestrator.ims.calls import Backoff, SignedCalls
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.signer import DATE_FORMAT
 from orchestrator.ims.transport import HttpRequest, HttpResponse
 from tests.mock_transport import MockTransport, json_response
 
-BASE = "https://ims.cn-north-4.example.com"
+HOST = "ims.cn-north-4.example.com"
+BASE = f"https://{HOST}"
 PATH = "/v1/cloudimages/img/cross_region_copy"
 
 
@@ -28,8 +32,15 @@ async def accept(_request: HttpRequest) -> HttpResponse:
     return json_response(200, {"job_id": "job-1"})
 
 
+FLAGS: dict[str, Callable[[], anyio.Event | SubmitStop]] = {
+    "an anyio.Event": anyio.Event,
+    "the run's SubmitStop": SubmitStop,
+}
+
+
 @pytest.mark.anyio
-async def test_a_post_waiting_for_the_rate_budget_is_not_sent_after_the_stop() -> None:
+@pytest.mark.parametrize("flag", FLAGS)
+async def test_a_post_waiting_for_the_rate_budget_is_not_sent_after_the_stop(flag: str) -> None:
     """The budget is spent (1 request per 100 s): a stop during the wait ends it at once,
     with NOT_SENT/STOPPED, and the POST never reaches the transport."""
     clock = RealClock()
@@ -42,7 +53,7 @@ async def test_a_post_waiting_for_the_rate_budget_is_not_sent_after_the_stop() -
         Backoff(0.5, 1.0, random.Random(1)),
     )
     await calls.call("GET", BASE, "/v2/cloudimages")  # the one token of the bucket
-    stop = anyio.Event()
+    stop = FLAGS[flag]()
     token = SEND_STOP.set(stop)
     try:
         with anyio.fail_after(5):
@@ -57,9 +68,48 @@ async def test_a_post_waiting_for_the_rate_budget_is_not_sent_after_the_stop() -
     assert [r.method for r in transport.sent] == ["GET"]
 
 
-async def _stop_soon(stop: anyio.Event) -> None:
+async def _stop_soon(stop: anyio.Event | SubmitStop, tasks: list[int] | None = None) -> None:
     await anyio.sleep(0.2)
+    if tasks is not None:
+        tasks.append(len(anyio.get_running_tasks()))
     stop.set()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("flag", FLAGS)
+async def test_a_post_waiting_for_a_connection_is_not_sent_after_the_stop(flag: str) -> None:
+    """Every connection to the host is taken: a stop while the POST waits for one ends the
+    wait at once, NOT_SENT/STOPPED, nothing sent, no connection slot kept. The run's
+    SubmitStop does it with no watcher task beside the wait."""
+    clock = RealClock()
+    transport = MockTransport(accept)
+    limits = RateLimits(100.0, clock, in_flight=1)
+    calls = SignedCalls(
+        transport,
+        Credentials("AK" * 10, "SK" * 20),
+        limits,
+        clock,
+        Backoff(0.5, 1.0, random.Random(1)),
+    )
+    slots = limits.slots(HOST)
+    slots.acquire_nowait()  # the one connection, busy
+    stop = FLAGS[flag]()
+    tasks: list[int] = []
+    token = SEND_STOP.set(stop)
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                group.start_soon(_stop_soon, stop, tasks)
+                before = len(anyio.get_running_tasks())
+                with pytest.raises(CloudError) as caught:
+                    await calls.call("POST", BASE, PATH, body={"name": "x"})
+    finally:
+        SEND_STOP.reset(token)
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.NOT_SENT, STOPPED)
+    assert transport.sent == []
+    assert slots.value == 0  # still only the one taken above
+    watchers = tasks[0] - before
+    assert watchers == (0 if flag == "the run's SubmitStop" else 1)
 
 
 def _calls(transport: MockTransport) -> SignedCalls:
@@ -134,3 +184,24 @@ def test_the_sdk_date_is_the_clocks_second_as_fromtimestamp_rounds_it() -> None:
         clock.moment = moment
         expected = datetime.fromtimestamp(moment, tz=UTC).strftime(DATE_FORMAT)
         assert calls._sdk_date() == expected, moment
+
+
+@pytest.mark.anyio
+async def test_the_stop_event_takes_back_waits_before_and_after_it_is_set() -> None:
+    """A wait under the run's SubmitStop: over as usual while it is not set (and forgotten
+    then: nothing kept per wait), cancelled when it is set, and at once once it is."""
+    stop = SubmitStop()
+    for _ in range(3):
+        with stop.withdrawing() as scope:
+            await anyio.lowlevel.checkpoint()
+        assert not scope.cancel_called
+    assert not stop._scopes
+    async with anyio.create_task_group() as group:
+        group.start_soon(_stop_soon, stop)
+        with stop.withdrawing() as scope:
+            await anyio.sleep(30)
+    assert scope.cancelled_caught
+    with anyio.fail_after(1), stop.withdrawing() as scope:
+        await anyio.sleep(30)
+    assert scope.cancelled_caught
+    assert stop.is_set()
