@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.cli.common import EPILOG
@@ -10,7 +12,13 @@ from orchestrator.cli.run import attention_lines
 from orchestrator.commands.run import RunSummary
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase, Row
-from orchestrator.core.outcome import Stop, exit_code_for, outcome_of
+from orchestrator.core.outcome import (
+    Stop,
+    exit_code_for,
+    is_done,
+    outcome_of,
+    to_look_at,
+)
 from tests.engine_harness import CONFIG, TARGET, Scene
 
 
@@ -169,3 +177,50 @@ def test_the_terminal_names_a_full_quota_and_what_to_do(tmp_path: Path) -> None:
     [line] = attention_lines(summary, CONFIG)
     assert line.startswith("tenant t1, x-1: target quota full: IMG.0015: quota exceeded; ")
     assert "raise the private-image quota of tenant t1 in x-1" in line
+
+
+def test_the_outcome_counts_as_is_done_and_to_look_at_say() -> None:
+    """The outcome's one pass over the items counts what :func:`is_done` and
+    :func:`to_look_at` say, item by item (random items: every phase, listed or not, a copy
+    to look at or not, blocked tenants, full quotas)."""
+    rng = random.Random(5)
+    for _ in range(300):
+        items = []
+        for n in range(rng.randint(0, 30)):
+            row = Row(n + 2, rng.choice("abc"), f"img-{n}", "cn-north-4", rng.choice(["x", "y"]))
+            items.append(
+                replace(
+                    Item(row=row),
+                    phase=rng.choice(list(Phase)),
+                    listed=rng.random() < 0.8,
+                    verify=rng.choice(["", "ok", "mismatch"]),
+                    undone=rng.choice(["", "tags: refused"]),
+                )
+            )
+        blocked = set(rng.sample("abc", rng.randint(0, 2)))
+        full = set(rng.sample([(t, r) for t in "abc" for r in "xy"], rng.randint(0, 3)))
+        found = outcome_of(items, blocked=blocked, quota_full=full, stop=None, unavailable={})
+        listed = [i for i in items if i.listed]
+        failed = sum(i.phase == Phase.FAILED for i in listed)
+        rejected = sum(i.phase == Phase.REJECTED for i in listed)
+        look = len(to_look_at(items))
+        not_done = [i for i in items if not is_done(i)]
+        held = [i for i in not_done if i.row.tenant in blocked]
+        waiting = [
+            i
+            for i in not_done
+            if i.row.tenant not in blocked
+            and (i.row.tenant, i.row.target_region) in full
+            and i.phase == Phase.PENDING
+        ]
+        left = len(not_done) - len(held) - len(waiting)
+        assert (f"{failed} failed" in found.reason) == bool(failed)
+        assert (f"{rejected} rejected" in found.reason) == bool(rejected)
+        assert (f"{look} copied but to look at" in found.reason) == bool(look)
+        assert (f"work left: {left} item(s)" in found.reason) == bool(left)
+        for tenant in blocked:
+            n = sum(i.row.tenant == tenant for i in held)
+            assert (f"{tenant} ({n} not started)" in found.reason) == bool(n)
+        for t, r in full:
+            n = sum((i.row.tenant, i.row.target_region) == (t, r) for i in waiting)
+            assert (f"{t}/{r} ({n} not started)" in found.reason) == bool(n)

@@ -183,18 +183,9 @@ def outcome_of(
     not) and the tenants ``unavailable`` (tenant -> outage message)."""
     held = dict.fromkeys(blocked, 0)
     full = dict.fromkeys(quota_full, 0)
-    left = 0
-    for item in items:
-        if not is_done(item):
-            place = (item.row.tenant, item.row.target_region)
-            if item.row.tenant in held:
-                held[item.row.tenant] += 1
-            elif place in full and item.phase == Phase.PENDING:
-                full[place] += 1
-            else:
-                left += 1
+    counts, left = _tally(items, held, full)
     threshold = stop.text if stop and stop.reason is StopReason.FAILURE_THRESHOLD else ""
-    reasons, advice = _attention(items, held, full, threshold, set(blocked_for_run))
+    reasons, advice = _attention(counts, held, full, threshold, set(blocked_for_run))
     attention = bool(reasons)
     down = ", ".join(f"{t}: {m}" for t, m in sorted(unavailable.items()))
     if down:
@@ -213,24 +204,53 @@ def outcome_of(
     return Outcome(code, "; ".join(reasons), "; ".join(advice))
 
 
+def _tally(
+    items: Iterable[Item], held: dict[str, int], full: dict[tuple[str, str], int]
+) -> tuple[dict[Phase, int], int]:
+    """One pass over the items (100,000 at the end of a stopped run): the listed ones failed,
+    rejected, and succeeded but to look at (:func:`to_look_at`), by phase; the ones not done
+    (:func:`is_done`) counted in ``held`` (a blocked tenant's), in ``full`` (pending for a
+    full target quota), or else in the number returned."""
+    counts = {Phase.FAILED: 0, Phase.REJECTED: 0, Phase.SUCCEEDED: 0}
+    left = 0
+    terminal = {phase: phase.is_terminal for phase in Phase}
+    for item in items:
+        phase = item.phase
+        if item.listed:
+            if phase in counts and (phase is not Phase.SUCCEEDED or needs_look(item)):
+                counts[phase] += 1
+        elif phase is Phase.PENDING:
+            continue  # done: no longer listed
+        if terminal[phase]:
+            continue
+        row = item.row
+        if row.tenant in held:
+            held[row.tenant] += 1
+        elif phase is Phase.PENDING and (row.tenant, row.target_region) in full:
+            full[(row.tenant, row.target_region)] += 1
+        else:
+            left += 1
+    return counts, left
+
+
 def _attention(
-    items: Sequence[Item],
+    counts: Mapping[Phase, int],
     held: Mapping[str, int],
     full: Mapping[tuple[str, str], int],
     threshold: str,
     for_run: Collection[str] = (),
 ) -> tuple[list[str], list[str]]:
-    """What needs a look (reasons) and what to do about each (advice); ``threshold``: the
-    words of a failure-threshold stop, or ``""``."""
-    listed = [item for item in items if item.listed]
-    failed = sum(item.phase == Phase.FAILED for item in listed)
-    rejected = sum(item.phase == Phase.REJECTED for item in listed)
+    """What needs a look (reasons) and what to do about each (advice). ``counts``: the listed
+    items failed, rejected, and succeeded but to look at (:func:`to_look_at`);
+    ``threshold``: the words of a failure-threshold stop, or ``""``."""
+    failed = counts[Phase.FAILED]
+    rejected = counts[Phase.REJECTED]
     reasons: list[str] = []
     advice: list[str] = []
     if failed:
         reasons.append(f"{failed} failed")
         advice.append(f"`run --retry-failed` gives the {failed} failed item(s) a new attempt")
-    look = len(to_look_at(listed))
+    look = counts[Phase.SUCCEEDED]
     if look:
         reasons.append(f"{look} copied but to look at (verify mismatch or a step not done)")
         advice.append(

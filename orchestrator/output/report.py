@@ -75,6 +75,8 @@ class Refusal(Protocol):
 def explained(items: Iterable[Item], blocked: Mapping[str, Refusal]) -> list[Item]:
     """The items as the views show them: an item a blocked tenant holds back says so (the
     refusal and what to fix) instead of a bare ``pending``. For display only, never stored."""
+    if not blocked:
+        return list(items)
     out = []
     for item in items:
         why = blocked.get(item.row.tenant)
