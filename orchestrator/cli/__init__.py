@@ -36,6 +36,7 @@ from orchestrator.cli.run import cmd_demo, cmd_run
 from orchestrator.cli.views import cmd_plan, cmd_report, cmd_simulator, cmd_status
 from orchestrator.clock import Clock
 from orchestrator.commands.clouds import CloudFactory, Seams, open_clouds
+from orchestrator.commands.common import StoppedAtOnce
 from orchestrator.core.advice import next_step
 from orchestrator.core.exits import ExitCode
 from orchestrator.state.checkpoint import LockHeld, LockLost
@@ -117,7 +118,9 @@ def _exit_for(exc: BaseException, err: Console, *, quiet: bool = False) -> int:
     elif code == ExitCode.STORE:
         say(err, f"ims-migrate: {next(e for e in leaves if isinstance(e, StoreError))}")
     elif code == ExitCode.INTERNAL:
-        bug = next(e for e in leaves if not isinstance(e, LockHeld | KeyboardInterrupt))
+        bug = next(
+            e for e in leaves if not isinstance(e, LockHeld | KeyboardInterrupt | StoppedAtOnce)
+        )
         err.print("".join(traceback.format_exception(bug)), highlight=False, markup=False)
         say(err, "ims-migrate: internal error (a bug); please report it with the lines above")
     elif lost := [e for e in leaves if isinstance(e, LockLost)]:  # said even with --quiet
@@ -126,6 +129,8 @@ def _exit_for(exc: BaseException, err: Console, *, quiet: bool = False) -> int:
         lock = [e for e in leaves if isinstance(e, LockHeld)]
         if lock:
             say(err, f"ims-migrate: another run holds {lock[0]}; {next_step(ExitCode.LATER)}")
+        elif stopped := [e for e in leaves if isinstance(e, StoppedAtOnce)]:
+            say(err, f"ims-migrate: {stopped[0]}; {next_step(ExitCode.LATER)}")
     return code
 
 

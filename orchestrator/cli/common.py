@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.commands.common import UsageError, state_dir_for
+from orchestrator.commands.common import StoppedAtOnce, UsageError, state_dir_for
 from orchestrator.config import Config, ConfigError
 from orchestrator.config_file import load_config
 from orchestrator.core.exits import ExitCode
@@ -141,7 +141,7 @@ def exit_code_of(leaves: Sequence[BaseException]) -> int:
         return ExitCode.USAGE
     if any(isinstance(e, StoreError) for e in leaves):
         return ExitCode.STORE
-    if any(not isinstance(e, LockHeld | KeyboardInterrupt) for e in leaves):
+    if any(not isinstance(e, LockHeld | KeyboardInterrupt | StoppedAtOnce) for e in leaves):
         return ExitCode.INTERNAL
     return ExitCode.LATER
 

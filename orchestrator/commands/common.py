@@ -15,6 +15,11 @@ from orchestrator.state.meta import RunMeta
 TenantCredentials = Mapping[str, tuple[TenantConfig, Credentials]]
 
 
+class StoppedAtOnce(Exception):
+    """A second SIGINT/SIGTERM ended the run at once, without its graceful stop's last saves:
+    what it saved is durable (each journal write fsynced); run again later (exit 75)."""
+
+
 class UsageError(Exception):
     """Bad input, config or state dir: nothing was submitted (exit 2)."""
 

@@ -28,6 +28,7 @@ from orchestrator import early_signals, fast_exit, logs, profiling
 from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import CloudFactory, open_clouds
 from orchestrator.commands.common import (
+    StoppedAtOnce,
     TenantCredentials,
     UsageError,
     check_filters,
@@ -300,6 +301,8 @@ async def execute_run(
             await stack.enter_async_context(_signals(seams.stops))
         stack.enter_context(run_thresholds())  # fewer young collections (state/gcpause.py)
         return await _execute_run(request, seams)
+    # Only a second signal gets here: it cancelled the run at once (exit 75, run again later).
+    raise StoppedAtOnce("stopped at once by a second signal")
 
 
 async def _execute_run(request: RunRequest, seams: _Seams) -> RunSummary:
