@@ -127,3 +127,15 @@ async def test_a_run_with_metrics_keeps_its_progress(
     assert watch.model is not None
     assert len(watch.model.items) == 6
     assert "ims_migrate" in (tmp_path / "m.prom").read_text()
+
+
+def test_items_that_reach_one_step_share_its_detail_text() -> None:
+    """Every item keeps its last detail for the whole run: ``copied`` once, not per item."""
+    rows = [Row(line=n, tenant="t", image_id=f"i{n}", source_region="a", target_region="b")
+            for n in (1, 2)]  # fmt: skip
+    done = [
+        Item(row=row, phase=Phase.CARRYING).advance(Phase.SUCCEEDED, detail="".join(["cop", "ied"]))
+        for row in rows
+    ]
+    assert done[0].detail == "copied"
+    assert done[0].detail is done[1].detail

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from sys import intern
 from typing import Any
 
 DEFAULT_TENANT = "default"
@@ -249,6 +250,9 @@ class Item:
         """Move forward within this attempt; raises TransitionError on a backward move."""
         if phase != self.phase and phase not in TRANSITIONS[self.phase]:
             raise TransitionError(f"{self.key}: {self.phase} -> {phase} is not allowed")
+        detail = changes.get("detail")
+        if detail:  # a few texts ("copied", "verifying: copied"...): one string each, not one
+            changes["detail"] = intern(detail)  # per item kept for the whole run (memory)
         return replace(self, phase=phase, **changes)
 
     def new_attempt(self, detail: str, **changes: Any) -> Item:
