@@ -42,6 +42,28 @@ async def test_committed_items_survive_a_reopen(tmp_path: Path) -> None:
     assert again.meta.list_path == "/x.csv"
 
 
+async def test_a_refused_duplicate_line_read_from_the_journal_keeps_its_own_key(
+    tmp_path: Path,
+) -> None:
+    """A duplicate line is an item of its own (``Row.line_tag``): read back from the journal
+    (a run stopped before its first compaction), it must not take the place of the item whose
+    key it repeats (that item would be forgotten, its copy in flight with it)."""
+    store = CheckpointStore(tmp_path, compact_min=1000)
+    store.open()
+    first = Item(row=make_row("a")).advance(Phase.SUBMITTING, submitted_at=1.0)
+    again = Item(
+        row=make_row("a", line=3, line_tag="#line3", problem="duplicate of line 2"),
+        phase=Phase.REJECTED,
+    )
+    await store.commit([first, again])
+    store.close()
+    assert not (tmp_path / SNAPSHOT).read_text().count('"a"')  # both in the journal only
+    back = reopen(tmp_path)
+    assert back.items[first.key] == first
+    assert back.items[again.key] == again
+    assert len(back.items) == 2
+
+
 async def test_snapshot_is_always_parseable_json(tmp_path: Path) -> None:
     """After commits and compactions, checkpoint.json parses as JSON."""
     store = CheckpointStore(tmp_path, compact_min=3)

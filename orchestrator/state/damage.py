@@ -159,10 +159,9 @@ def apply_journal(
             if problem is not None:
                 raise StateDamaged(f"{path}:{number}: {problem}; {ADVICE}")
             row = value["row"]
-            latest[item_key(row["tenant"], row["image_id"], row["target_region"])] = (
-                number,
-                value,
-            )
+            key = item_key(row["tenant"], row["image_id"], row["target_region"])
+            tag = row.get("line_tag")  # a refused line's own key (``Row.key``)
+            latest[key + tag if isinstance(tag, str) else key] = (number, value)
         if "meta" in entry:
             meta.update(entry["meta"])
     for key, (number, value) in latest.items():  # new keys in the order they first came
