@@ -194,6 +194,14 @@ snapshots = st.fixed_dictionaries(
 )
 
 
+def first(pair: tuple[str, Any]) -> str:
+    return pair[0]
+
+
+def second(pair: tuple[str, Any]) -> Any:
+    return pair[1]
+
+
 def identity(value: Any) -> Any:
     return value
 
@@ -228,7 +236,7 @@ def test_the_layout_written_reads_as_json_loads_reads_it(
     head = {k: v for k, v in snapshot.items() if k != "items"}
     items = list(snapshot["items"].items())
     with patch("orchestrator.state.snapshot.SNAPSHOT_CHUNK", chunk):
-        text = b"".join(render_snapshot(head, items, identity)).decode()
+        text = b"".join(render_snapshot(head, items, second, first)).decode()
     assert text.count("\n") == 1 + -(-len(items) // chunk)
     agrees_with_json_loads(text, cut)
 

@@ -204,6 +204,10 @@ def set_aside_damage(state_dir: Path) -> list[Path]:
     return []
 
 
+def _key_of(item: Item) -> str:
+    return item.key
+
+
 class CheckpointStore:
     """The file-backed :class:`~orchestrator.state.store.Store`. Open it with :meth:`open`."""
 
@@ -383,9 +387,11 @@ class CheckpointStore:
     def _write_snapshot(self, *, abandon: bool = False) -> None:
         """``abandon``: give up (``_Abandoned``, the old snapshot kept) once the run hurries."""
         self._snapshots += 1  # before the items are taken (commit_intents' undo reads it)
-        items = list(self._items.items())  # at once: the event loop may change it
+        # At once: the event loop may change the map. The items only, each stored under its own
+        # key: no pair per item (100,000 of them, at the peak of a run's memory).
+        items = list(self._items.values())
         head = {"version": VERSION, "generation": self._generation, "meta": self._meta.to_dict()}
-        chunks = render_snapshot(head, items, item_to_dict)
+        chunks = render_snapshot(head, items, item_to_dict, _key_of)
         if abandon:
             chunks = self._unless_hurried(chunks)
         write_atomic(self.state_dir / SNAPSHOT, chunks, durable=True, prefix=TEMP_PREFIX)

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.state.gcpause import collector_paused
+
+T = TypeVar("T")
 
 SNAPSHOT_CHUNK = 1000  # items per line of the snapshot (and per write)
 _ITEMS_OPEN = ',"items":{'
@@ -29,16 +31,18 @@ _END = "}}"
 
 def render_snapshot(
     head: Mapping[str, Any],
-    items: Sequence[tuple[str, Any]],
-    encode: Callable[[Any], Any],
+    items: Sequence[T],
+    encode: Callable[[T], Any],
+    key: Callable[[T], str],
 ) -> Iterator[bytes]:
-    """The snapshot's text in parts: ``head`` (version, generation, meta), then the items."""
+    """The snapshot's text in parts: ``head`` (version, generation, meta), then the items, each
+    under its ``key`` (taken from the item: no list of pairs as large as the state)."""
     opening = json.dumps(dict(head), separators=(",", ":"))[:-1]
     yield (opening + (_ITEMS_OPEN if head else _ITEMS_OPEN[1:])).encode()
     for start in range(0, len(items), SNAPSHOT_CHUNK):
         line = ",".join(
-            json.dumps(key) + ":" + json.dumps(encode(item), separators=(",", ":"))
-            for key, item in items[start : start + SNAPSHOT_CHUNK]
+            json.dumps(key(item)) + ":" + json.dumps(encode(item), separators=(",", ":"))
+            for item in items[start : start + SNAPSHOT_CHUNK]
         )
         yield (b",\n" if start else b"\n") + line.encode()
     yield b"\n" + _END.encode()
