@@ -396,6 +396,12 @@ def stop_figures(
     }
 
 
+def first_poll_text(seconds: float | None) -> str:
+    """A resume's seconds to its first answered poll, if it had one (a resume that finds no
+    copy in flight polls none: its first work is the checks after the copies)."""
+    return "no poll answered" if seconds is None else f"{seconds:.2f}"
+
+
 def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     work = Scale()
     if args.quick:
@@ -531,12 +537,12 @@ def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         ("snapshot size (MiB)", f"{figures['snapshot_mib']:.1f}", ""),
         (
             "resume: start to first poll (s)",
-            f"{figures['resume_to_first_poll_seconds'] or float('nan'):.2f}",
+            first_poll_text(figures["resume_to_first_poll_seconds"]),
             "<= 5",
         ),
         (
             "resume: its CPU seconds by then",
-            f"{figures['resume_cpu_to_first_poll_seconds'] or float('nan'):.2f}",
+            first_poll_text(figures["resume_cpu_to_first_poll_seconds"]),
             "(the wall time counts the machine's load)",
         ),
         (

@@ -221,6 +221,7 @@ class KillableCloud:
         image_id: str | None = None,
         private_only: bool = True,
         filters: Mapping[str, str] | None = None,
+        priority: float = 0.0,
     ) -> list[Image]:
         return await self._op(
             lambda: self.inner.list_images(
@@ -254,22 +255,34 @@ class KillableCloud:
         return await self._op(lambda: self.inner.get_quota(region, project=project))
 
     async def image_tags(
-        self, region: str, image_id: str, *, project: str | None = None
+        self, region: str, image_id: str, *, project: str | None = None, priority: float = 0.0
     ) -> dict[str, str]:
         return await self._op(lambda: self.inner.image_tags(region, image_id, project=project))
 
     async def add_image_tags(
-        self, region: str, image_id: str, tags: Mapping[str, str], *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        tags: Mapping[str, str],
+        *,
+        project: str | None = None,
+        priority: float | None = None,
     ) -> None:
         await self._op(lambda: self.inner.add_image_tags(region, image_id, tags, project=project))
 
     async def update_image(
-        self, region: str, image_id: str, changes: Mapping[str, int], *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        changes: Mapping[str, int],
+        *,
+        project: str | None = None,
+        priority: float | None = None,
     ) -> None:
         await self._op(lambda: self.inner.update_image(region, image_id, changes, project=project))
 
     async def image_members(
-        self, region: str, image_id: str, *, project: str | None = None
+        self, region: str, image_id: str, *, project: str | None = None, priority: float = 0.0
     ) -> list[str]:
         return await self._op(lambda: self.inner.image_members(region, image_id, project=project))
 

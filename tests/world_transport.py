@@ -1,7 +1,8 @@
 """The simulator's world behind the real client's transport seam: ``ImsClient`` signs, budgets
 and classifies as in production, and every request is answered by the world on the virtual
 clock, after ``latency`` seconds (a slow but healthy cloud). Only what a run calls is routed:
-the IAM project lookup, the image listing, the copy and the job."""
+the IAM project lookup, the image listing, the copy, the job, and the reads after a copy
+(members, tags)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.virtual_clock import VirtualClock
 
 IMS = "https://ims.{region}.sim.test"
 IAM = "https://iam.sim.test"
+ONE_HOST_IMS = "https://sim.test/ims/{region}"  # every region behind one host (a proxy, a bench)
 
 
 class WorldTransport:
@@ -58,8 +60,11 @@ class WorldTransport:
                         {"id": p.id, "name": p.name, "domain_id": account.domain_id} for p in found
                     ]
                 }
-            else:
-                kind, result = self._ims(account.name, host.split(".")[1], url, request, now)
+            elif host.startswith("ims."):
+                kind, result = self._ims(account.name, host.split(".")[1], url.path, request, now)
+            else:  # ONE_HOST_IMS: /ims/{region}/...
+                _, _, region, path = url.path.split("/", 3)
+                kind, result = self._ims(account.name, region, "/" + path, request, now)
         except SimError as error:
             self.world.record_request(now, request.method, kind, account.name, error.status)
             return json_response(
@@ -69,10 +74,10 @@ class WorldTransport:
         return json_response(200, result)
 
     def _ims(
-        self, account: str, region: str, url: URL, request: HttpRequest, now: float
+        self, account: str, region: str, path: str, request: HttpRequest, now: float
     ) -> tuple[str, Mapping[str, Any]]:
         project_id = request.headers.get("X-Project-Id")
-        path = url.path
+        url = URL(request.url, encoded=True)
         if path == "/v2/cloudimages":
             images = self.world.list_images(
                 account,
@@ -91,4 +96,9 @@ class WorldTransport:
             return "copy", {"job_id": job_id}
         if path.startswith("/v1/cloudimages/job/"):
             return "job", self.world.job(account, region, path.rsplit("/", 1)[1], now)
+        parts = path.split("/")  # /v1/{pid}/cloudimages/{id}/members, /v2/{pid}/images/{id}/tags
+        if request.method == "GET" and len(parts) == 6 and parts[5] == "members":
+            return "members", self.world.image_members(account, region, parts[4], now, parts[2])
+        if request.method == "GET" and len(parts) == 6 and parts[5] == "tags":
+            return "tags", self.world.image_tags(account, region, parts[4], now, parts[2])
         raise SimError(404, "APIGW.0101", f"no route for {path}")

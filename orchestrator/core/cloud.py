@@ -19,6 +19,7 @@ classified (``ErrorKind``), so the engine never sees aiohttp or HTTP status hand
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -27,6 +28,12 @@ from typing import Any, Protocol
 
 ACTIVE = "active"
 KILLED = "killed"
+
+# The request budget's order for a call (lower first): a copy submission before everything, a
+# poll by the seconds to its job's predicted end (>= 0), and the calls after a copy (verify,
+# carry) behind every poll, so that a resumed run's thousands of checks never delay the polls
+# of its copies in flight. The checks still all run: polls are few (<= 5 copies per account).
+AFTER_COPY = math.inf
 
 # The attributes a copy is compared on with its source (engine/aftercopy.py), as wire keys.
 FACT_KEYS = (
@@ -302,8 +309,10 @@ class TenantCloud(Protocol):
         image_id: str | None = None,
         private_only: bool = True,
         filters: Mapping[str, str] | None = None,
+        priority: float = 0.0,
     ) -> list[Image]:
         """All matching images of the region (every page, ``limit`` 500, ``marker`` the last id).
+        ``priority``: the request budget's order (``AFTER_COPY`` for a check after a copy).
 
         ``filters`` are further query keys of ``GET /v2/cloudimages`` as the API documents them
         (``created_at=gte:2026-01-01T00:00:00Z``, ``tag``, ``enterprise_project_id``,
@@ -339,27 +348,42 @@ class TenantCloud(Protocol):
 
     # -- after the copy (engine/aftercopy.py, commands/cleanup.py) ------------------------
 
+    # These take the request budget's order as ``priority`` too: ``AFTER_COPY`` from the steps
+    # after a copy (a write without one goes as early as a copy submission).
+
     async def image_tags(
-        self, region: str, image_id: str, *, project: str | None = None
+        self, region: str, image_id: str, *, project: str | None = None, priority: float = 0.0
     ) -> dict[str, str]:
         """``GET /v2/{project_id}/images/{image_id}/tags``: the image's tags, key -> value."""
         ...
 
     async def add_image_tags(
-        self, region: str, image_id: str, tags: Mapping[str, str], *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        tags: Mapping[str, str],
+        *,
+        project: str | None = None,
+        priority: float | None = None,
     ) -> None:
         """``POST /v2/{project_id}/images/{image_id}/tags/action`` with ``action`` ``create``
         (creates or overwrites: idempotent)."""
         ...
 
     async def update_image(
-        self, region: str, image_id: str, changes: Mapping[str, int], *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        changes: Mapping[str, int],
+        *,
+        project: str | None = None,
+        priority: float | None = None,
     ) -> None:
         """``PATCH /v2/cloudimages/{image_id}``: ``replace`` each attribute (``min_ram``...)."""
         ...
 
     async def image_members(
-        self, region: str, image_id: str, *, project: str | None = None
+        self, region: str, image_id: str, *, project: str | None = None, priority: float = 0.0
     ) -> list[str]:
         """``GET /v1/{project_id}/cloudimages/{image_id}/members``: the projects it is shared
         with (member ids)."""

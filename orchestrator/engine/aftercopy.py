@@ -18,7 +18,9 @@ module after the lifecycle's driver returns). Two steps follow, each saved befor
                ``succeeded``, one save and one event less per item.
 
 A kill at any point resumes at the saved step and does it again; nothing here ever submits a
-copy. A step the cloud refuses (403: a policy without ``ims:images:update``...) or cannot
+copy. Every call here goes to the request budget (and a connection slot) behind every poll
+(``AFTER_COPY``): a resumed run with thousands of copies to check polls its copies in flight
+first. A step the cloud refuses (403: a policy without ``ims:images:update``...) or cannot
 do does not fail the copy: the item ends ``succeeded`` with what was not done and why
 (``Item.undone``), and the run exits 1. A mismatch leaves ``verify = mismatch`` (exit 1).
 Credentials refused as such (401, a bad signature, a skewed clock, an expired token) stop the
@@ -50,7 +52,7 @@ from orchestrator.core.aftercopy import (
     untagged,
 )
 from orchestrator.core.backoff import look_backoff
-from orchestrator.core.cloud import ACTIVE, CloudError, ErrorKind, Image
+from orchestrator.core.cloud import ACTIVE, AFTER_COPY, CloudError, ErrorKind, Image
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.request_text import describe_copy, sent_name
 from orchestrator.core.rules import DEAD_STATUSES
@@ -143,7 +145,7 @@ class AfterCopy:
             f"read image {image_id}",
             LIST,
             lambda: self.cloud.list_images(
-                region, project=project, image_id=image_id, private_only=False
+                region, project=project, image_id=image_id, private_only=False, priority=AFTER_COPY
             ),
         )
         return next((image for image in images if image.id == image_id), None)
@@ -270,7 +272,7 @@ class AfterCopy:
                 "read the source's members",
                 GET,
                 lambda: self.cloud.image_members(
-                    row.source_region, row.image_id, project=row.source_project
+                    row.source_region, row.image_id, project=row.source_project, priority=AFTER_COPY
                 ),
             )
         except _Refused as refused:
@@ -313,7 +315,7 @@ class AfterCopy:
                 "tags not carried (reading the source's tags)",
                 LIST,
                 lambda: self.cloud.image_tags(
-                    row.source_region, row.image_id, project=row.source_project
+                    row.source_region, row.image_id, project=row.source_project, priority=AFTER_COPY
                 ),
             )
         tags = merged_tags(source, listed)
@@ -323,7 +325,7 @@ class AfterCopy:
             "tags not carried",
             UPDATE,
             lambda: self.cloud.add_image_tags(
-                row.target_region, image_id, tags, project=row.target_project
+                row.target_region, image_id, tags, project=row.target_project, priority=AFTER_COPY
             ),
         )
         done.tags = len(tags)
@@ -345,7 +347,11 @@ class AfterCopy:
                 "min_ram/max_ram not carried",
                 UPDATE,
                 lambda: self.cloud.update_image(
-                    row.target_region, image_id, change.changes, project=row.target_project
+                    row.target_region,
+                    image_id,
+                    change.changes,
+                    project=row.target_project,
+                    priority=AFTER_COPY,
                 ),
             )
         done.ram = tuple(change.changes)

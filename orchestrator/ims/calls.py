@@ -111,17 +111,19 @@ class SignedCalls:
         params: Params = (),
         body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         project_id: str | None = None,
-        priority: float = READ,
+        priority: float | None = None,
     ) -> dict[str, Any]:
         """One logical call: attempts until success, a final error, or the attempt budget.
 
-        ``priority`` orders the waiters of the key's budget (lowest first; the copy POST is
-        always first). A mutating call made under ``SEND_STOP`` that is still waiting (budget,
-        connection slot, back-off) when the flag is set ends with ``NOT_SENT`` (``STOPPED``)."""
+        ``priority`` orders the waiters of the key's budget and of a connection slot (lowest
+        first; unnamed: a read goes as ``READ``, a write as early as the copy POST). A mutating
+        call made under ``SEND_STOP`` that is still waiting (budget, connection slot, back-off)
+        when the flag is set ends with ``NOT_SENT`` (``STOPPED``)."""
         stop: StopFlag | None = None
         if method != "GET":
-            priority = SUBMIT
             stop = SEND_STOP.get()
+        if priority is None:
+            priority = READ if method == "GET" else SUBMIT
 
         attempt = 1
         while True:
@@ -241,7 +243,7 @@ class SignedCalls:
         try:
             slots.acquire_nowait()
         except anyio.WouldBlock:
-            await self.unless(stop, slots.acquire, undo=slots.release)
+            await self.unless(stop, slots.acquire, priority, undo=slots.release)
         else:
             if stop is not None and stop.is_set():
                 slots.release()

@@ -37,7 +37,7 @@ from orchestrator.ims.calls import (
     Params,
     SignedCalls,
 )
-from orchestrator.ims.ratelimit import RateLimits
+from orchestrator.ims.ratelimit import READ, RateLimits
 from orchestrator.ims.transport import Transport
 
 if TYPE_CHECKING:
@@ -143,6 +143,7 @@ class ImsClient:
         image_id: str | None = None,
         private_only: bool = True,
         filters: Mapping[str, str] | None = None,
+        priority: float = READ,
     ) -> list[Image]:
         query: list[tuple[str, str]] = [("limit", str(self._page_size))]
         if private_only:
@@ -156,7 +157,9 @@ class ImsClient:
         marker: str | None = None
         while True:
             params = [*query, ("marker", marker)] if marker else query
-            body = await self._ims("GET", region, project, "/v2/cloudimages", params=params)
+            body = await self._ims(
+                "GET", region, project, "/v2/cloudimages", params=params, priority=priority
+            )
             raw = body.get("images")
             page = [item for item in raw if isinstance(item, Mapping)] if raw else []
             images.extend(Image.from_api(item) for item in page)
@@ -228,11 +231,11 @@ class ImsClient:
     # -- after the copy ------------------------------------------------------------------------
 
     async def image_tags(
-        self, region: str, image_id: str, *, project: str | None = None
+        self, region: str, image_id: str, *, project: str | None = None, priority: float = READ
     ) -> dict[str, str]:
         pid = await self._project_id(region, project)
         path = f"/v2/{_segment(pid)}/images/{_segment(image_id)}/tags"
-        body = await self._ims("GET", region, project, path)
+        body = await self._ims("GET", region, project, path, priority=priority)
         raw = body.get("tags")
         return {
             str(tag["key"]): str(tag.get("value") or "")
@@ -241,28 +244,40 @@ class ImsClient:
         }
 
     async def add_image_tags(
-        self, region: str, image_id: str, tags: Mapping[str, str], *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        tags: Mapping[str, str],
+        *,
+        project: str | None = None,
+        priority: float | None = None,
     ) -> None:
         pid = await self._project_id(region, project)
         path = f"/v2/{_segment(pid)}/images/{_segment(image_id)}/tags/action"
         body = {"action": "create", "tags": [{"key": k, "value": v} for k, v in tags.items()]}
-        await self._ims("POST", region, project, path, body=body)
+        await self._ims("POST", region, project, path, body=body, priority=priority)
 
     async def update_image(
-        self, region: str, image_id: str, changes: Mapping[str, int], *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        changes: Mapping[str, int],
+        *,
+        project: str | None = None,
+        priority: float | None = None,
     ) -> None:
         ops = [
             {"op": "replace", "path": f"/{key}", "value": value} for key, value in changes.items()
         ]
         path = f"/v2/cloudimages/{_segment(image_id)}"
-        await self._ims("PATCH", region, project, path, body=ops)
+        await self._ims("PATCH", region, project, path, body=ops, priority=priority)
 
     async def image_members(
-        self, region: str, image_id: str, *, project: str | None = None
+        self, region: str, image_id: str, *, project: str | None = None, priority: float = READ
     ) -> list[str]:
         pid = await self._project_id(region, project)
         path = f"/v1/{_segment(pid)}/cloudimages/{_segment(image_id)}/members"
-        raw = (await self._ims("GET", region, project, path)).get("members")
+        raw = (await self._ims("GET", region, project, path, priority=priority)).get("members")
         return [
             str(member["member_id"])
             for member in (raw if isinstance(raw, list) else [])
@@ -338,10 +353,13 @@ class ImsClient:
         *,
         params: Params = (),
         body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        priority: float | None = None,
     ) -> dict[str, Any]:
         project_id = await self._project_id(region, project)
         base = self._ims_base(region)
-        return await self._call(method, base, path, params=params, body=body, project_id=project_id)
+        return await self._call(
+            method, base, path, params=params, body=body, project_id=project_id, priority=priority
+        )
 
 
 def _next_marker(body: Mapping[str, Any], page: list[Mapping[str, Any]], limit: int) -> str | None:

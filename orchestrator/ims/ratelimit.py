@@ -7,8 +7,11 @@ requests; a 429 (or a 503 with ``Retry-After``) pauses every request of that key
 until the ``Retry-After`` has passed, and lowers the key's rate (multiplicative decrease); the
 rate grows back slowly while no refusal comes (additive increase).
 
-Waiters are served by priority, then in arrival order: a copy submission before any poll, and
-a poll of a job near its predicted end before a far-off probe (see :data:`SUBMIT`).
+Waiters are served by priority, then in arrival order: a copy submission before any poll, a
+poll of a job near its predicted end before a far-off probe (see :data:`SUBMIT`), and the
+calls after a copy (verify, carry: ``core.cloud.AFTER_COPY``) behind every poll. A free
+connection slot goes in the same order (:class:`Slots`): a resumed run's thousands of checks
+never keep the polls of its copies in flight waiting.
 
 The budget and the connection slot are taken *before* a request's timed part starts
 (``calls.py``): a request that never left the process is never an unknown outcome.
@@ -182,6 +185,64 @@ class TokenBucket:
         self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
 
 
+class Slots:
+    """At most ``size`` holders at once (the requests on the wire to one host); a freed slot
+    goes to the waiter of lowest ``priority``, then the earliest (an ``anyio.Semaphore`` serves
+    arrival order only: a poll would wait behind every check queued before it)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: list[_Waiter] = []
+        self._seq = itertools.count()
+
+    @property
+    def value(self) -> int:
+        """Free slots now (as ``anyio.Semaphore.value``)."""
+        return self._free
+
+    def acquire_nowait(self) -> None:
+        """Take a slot now, or raise ``anyio.WouldBlock`` (a slot is free only if nobody
+        waits for one)."""
+        while self._waiters and self._waiters[0].gone:
+            heapq.heappop(self._waiters)
+        if self._free <= 0 or self._waiters:
+            raise anyio.WouldBlock
+        self._free -= 1
+
+    async def acquire(self, priority: float = READ) -> None:
+        """Take a slot, waiting for our turn by ``priority``. A waiter cancelled once a slot
+        was handed to it hands the slot on."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self.acquire_nowait()
+        except anyio.WouldBlock:
+            pass
+        else:
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            return
+        waiter = _Waiter((priority, next(self._seq)))
+        waiter.event = anyio.Event()
+        heapq.heappush(self._waiters, waiter)
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.gone:  # handed a slot while being cancelled: not ours to keep
+                self.release()
+            waiter.gone = True
+            raise
+
+    def release(self) -> None:
+        """Hand the slot to the first waiter, or free it."""
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)
+            if not waiter.gone:
+                waiter.gone = True  # handed over: the slot is the waiter's now
+                assert waiter.event is not None  # noqa: S101 -- every slot waiter has one
+                waiter.event.set()
+                return
+        self._free += 1
+
+
 class RateLimits:
     """The budgets of one run: per (access key, host), an optional cap per host shared by every
     key, and a bound on the requests in flight per host. Every tenant's client shares them."""
@@ -202,7 +263,7 @@ class RateLimits:
         self._in_flight = max(1, in_flight)
         self._keys: dict[tuple[str, str], TokenBucket] = {}
         self._hosts: dict[str, TokenBucket] = {}
-        self._slots: dict[str, anyio.Semaphore] = {}
+        self._slots: dict[str, Slots] = {}
 
     @property
     def in_flight(self) -> int:
@@ -235,12 +296,13 @@ class RateLimits:
             self._hosts[name] = bucket
         return bucket
 
-    def slots(self, host: str) -> anyio.Semaphore:
-        """The requests on the wire to ``host``: at most :attr:`in_flight` at once."""
+    def slots(self, host: str) -> Slots:
+        """The requests on the wire to ``host``: at most :attr:`in_flight` at once, a freed
+        one to the waiter of lowest priority."""
         name = host.lower()
         slots = self._slots.get(name)
         if slots is None:
-            slots = self._slots[name] = anyio.Semaphore(self._in_flight, fast_acquire=True)
+            slots = self._slots[name] = Slots(self._in_flight)
         return slots
 
     def try_admit(self, key: str, host: str) -> bool:

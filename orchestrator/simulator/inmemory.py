@@ -90,6 +90,7 @@ class InMemoryTenantCloud:
         image_id: str | None = None,
         private_only: bool = True,
         filters: Mapping[str, str] | None = None,
+        priority: float = 0.0,
     ) -> list[Image]:
         query = dict(filters or {})
         if private_only:
@@ -160,7 +161,7 @@ class InMemoryTenantCloud:
     # -- after the copy -------------------------------------------------------------------
 
     async def image_tags(
-        self, region: str, image_id: str, *, project: str | None = None
+        self, region: str, image_id: str, *, project: str | None = None, priority: float = 0.0
     ) -> dict[str, str]:
         pid = self._project_id(region, project)
         name = self.account.name
@@ -172,7 +173,13 @@ class InMemoryTenantCloud:
         return await self._call("tags", region, show)
 
     async def add_image_tags(
-        self, region: str, image_id: str, tags: Mapping[str, str], *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        tags: Mapping[str, str],
+        *,
+        project: str | None = None,
+        priority: float | None = None,
     ) -> None:
         pid = self._project_id(region, project)
         body = {"action": "create", "tags": [{"key": k, "value": v} for k, v in tags.items()]}
@@ -183,7 +190,13 @@ class InMemoryTenantCloud:
         await self._call("tag", region, create, mutating=True)
 
     async def update_image(
-        self, region: str, image_id: str, changes: Mapping[str, int], *, project: str | None = None
+        self,
+        region: str,
+        image_id: str,
+        changes: Mapping[str, int],
+        *,
+        project: str | None = None,
+        priority: float | None = None,
     ) -> None:
         pid = self._project_id(region, project)
         body = [{"op": "replace", "path": f"/{k}", "value": v} for k, v in changes.items()]
@@ -194,7 +207,7 @@ class InMemoryTenantCloud:
         await self._call("patch", region, patch, mutating=True)
 
     async def image_members(
-        self, region: str, image_id: str, *, project: str | None = None
+        self, region: str, image_id: str, *, project: str | None = None, priority: float = 0.0
     ) -> list[str]:
         pid = self._project_id(region, project)
 
