@@ -41,9 +41,10 @@ def item_problem(value: Any) -> str | None:
     return None
 
 
-def checked(path: Path, convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
-    """``convert`` (or nothing), an item's damage a StateDamaged: found by :func:`item_problem`,
-    or, on the hot path of a resume, by the converter's own errors."""
+def checked(where: Path | str, convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """``convert`` (or nothing), an item's damage a StateDamaged naming ``where`` (the file, or
+    ``file:line``): found by :func:`item_problem`, or, on the hot path of a resume, by the
+    converter's own errors."""
 
     def check(value: Any) -> Any:
         if convert is not None:  # 100,000 items on a resume: the converter's own errors say it
@@ -51,10 +52,10 @@ def checked(path: Path, convert: Callable[[Any], Any] | None) -> Callable[[Any],
                 return convert(value)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 why = item_problem(value) or f"an item cannot be read ({exc!r})"
-                raise StateDamaged(f"{path}: {why}; {ADVICE}") from None
+                raise StateDamaged(f"{where}: {why}; {ADVICE}") from None
         problem = item_problem(value)
         if problem is not None:
-            raise StateDamaged(f"{path}: {problem}; {ADVICE}")
+            raise StateDamaged(f"{where}: {problem}; {ADVICE}")
         return value
 
     return check
@@ -165,7 +166,7 @@ def apply_journal(
         if "meta" in entry:
             meta.update(entry["meta"])
     for key, (number, value) in latest.items():  # new keys in the order they first came
-        items[key] = checked(Path(f"{path}:{number}"), convert)(value)
+        items[key] = checked(f"{path}:{number}", convert)(value)  # no Path per item: ~3 us
 
 
 def set_aside(state_dir: Path, names: tuple[str, ...]) -> list[Path]:
