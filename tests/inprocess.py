@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -23,9 +25,12 @@ import anyio.to_thread
 
 from orchestrator.cli import main
 from orchestrator.clock import Clock
+from orchestrator.commands.run import RunRequest
 from orchestrator.config import Config, TenantConfig
+from orchestrator.config_file import load_config
 from orchestrator.core.cloud import TenantCloud
 from orchestrator.core.credentials import Credentials
+from orchestrator.core.model import Item, Phase
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.inmemory import InMemoryTenantCloud, OpenClouds, in_memory_clouds
@@ -166,6 +171,11 @@ class LocalCloud(Cloud):
         )
         return Completed(code, out.getvalue(), err.getvalue())
 
+    def run_request(self) -> RunRequest:
+        """This list and config as ``execute_run`` takes them (with the harness's environment)."""
+        env = self.env()
+        return RunRequest(self.list_path, load_config(self.config_path, env, self.root), env)
+
     def run(  # type: ignore[override]  # the same call, a Completed instead of a process
         self, *extra: str, timeout: float = 120, env: Mapping[str, str] | None = None
     ) -> Completed:
@@ -173,3 +183,16 @@ class LocalCloud(Cloud):
         return self.main(
             "run", str(self.list_path), "--config", str(self.config_path), *extra, env=env
         )
+
+
+def sigterm_among_the_copies(count: int = 3) -> Callable[[Item], None]:
+    """An ``on_change`` that sends this process SIGTERM when the ``count``-th item is running."""
+    running: list[Item] = []
+
+    def on_change(item: Item) -> None:
+        if item.phase == Phase.RUNNING:
+            running.append(item)
+            if len(running) == count:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return on_change

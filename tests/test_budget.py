@@ -14,7 +14,7 @@ from orchestrator.core.cloud import SEND_STOP, STOPPED, CloudError, CopyRequest,
 from orchestrator.core.credentials import Credentials
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import merge_list
-from orchestrator.engine.context import RunContext
+from orchestrator.engine.context import RunContext, SubmitStop
 from orchestrator.engine.lifecycle import Driver
 from orchestrator.engine.scheduler import Engine, RunOptions, store_merged
 from orchestrator.engine.window import Window
@@ -111,7 +111,7 @@ async def test_a_copy_waiting_for_the_budget_when_the_stop_comes_is_not_sent() -
         transport, tenant, Credentials("AKt0", "SKt0"), SIM_CONFIG, limits, scene.clock
     )
     limits.for_key("AKt0", f"ims.{SOURCE}.sim.test").refused(600.0)
-    stop = anyio.Event()
+    stop = SubmitStop()
     request = CopyRequest("c", "", TARGET, TARGET, "agency")
     error: CloudError | None = None
     async with anyio.create_task_group() as group:

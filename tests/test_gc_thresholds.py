@@ -11,8 +11,7 @@ from collections.abc import Iterable
 import anyio
 import pytest
 
-from orchestrator.commands.run import RunRequest, execute_run
-from orchestrator.config_file import load_config
+from orchestrator.commands.run import execute_run
 from orchestrator.core.model import Item
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.state.checkpoint import CheckpointStore
@@ -53,8 +52,7 @@ async def test_a_run_collects_less_often_while_it_goes_and_restores_after(
     cloud.populate(tenants=2, per_tenant=5)
     cloud.start()
     assert cloud.world is not None
-    env = cloud.env()
-    request = RunRequest(cloud.list_path, load_config(cloud.config_path, env, cloud.root), env)
+    request = cloud.run_request()
     clock = VirtualClock()
     before = gc.get_threshold()
     assert before != RUN_THRESHOLDS

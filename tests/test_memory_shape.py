@@ -12,8 +12,7 @@ import pytest
 from rich.console import Console
 
 from orchestrator.cli.run import RunWatch
-from orchestrator.commands.run import RunRequest, execute_run
-from orchestrator.config_file import load_config
+from orchestrator.commands.run import execute_run
 from orchestrator.core.aftercopy import facts_text
 from orchestrator.core.cloud import Image
 from orchestrator.core.model import Item, Phase, Row
@@ -92,8 +91,7 @@ async def _watched_run(local_cloud: LocalCloud, mode: str, metrics: Path | None)
     cloud.populate(tenants=2, per_tenant=3)
     cloud.start()
     assert cloud.world is not None
-    env = cloud.env()
-    request = RunRequest(cloud.list_path, load_config(cloud.config_path, env, cloud.root), env)
+    request = cloud.run_request()
     clock = VirtualClock()
     watch = RunWatch(mode, Console(file=io.StringIO()), cloud.list_path, metrics, clock=clock)
     async with anyio.create_task_group() as group:

@@ -9,8 +9,7 @@ from collections.abc import Iterable, Sequence
 
 import anyio
 
-from orchestrator.commands.run import RunRequest, execute_run
-from orchestrator.config_file import load_config
+from orchestrator.commands.run import execute_run
 from orchestrator.core.model import Item, Phase
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.state.checkpoint import CheckpointStore
@@ -47,8 +46,7 @@ async def test_no_copy_is_sent_unless_its_intent_was_saved(local_cloud: LocalClo
     cloud.populate(tenants=1, per_tenant=3)
     cloud.start()
     assert cloud.world is not None
-    env = cloud.env()
-    request = RunRequest(cloud.list_path, load_config(cloud.config_path, env, cloud.root), env)
+    request = cloud.run_request()
     clock = VirtualClock()
     failures: list[BaseException] = []
     async with anyio.create_task_group() as group:

@@ -32,8 +32,7 @@ async def accept(_request: HttpRequest) -> HttpResponse:
     return json_response(200, {"job_id": "job-1"})
 
 
-FLAGS: dict[str, Callable[[], anyio.Event | SubmitStop]] = {
-    "an anyio.Event": anyio.Event,
+FLAGS: dict[str, Callable[[], SubmitStop]] = {
     "the run's SubmitStop": SubmitStop,
 }
 
@@ -68,7 +67,7 @@ async def test_a_post_waiting_for_the_rate_budget_is_not_sent_after_the_stop(fla
     assert [r.method for r in transport.sent] == ["GET"]
 
 
-async def _stop_soon(stop: anyio.Event | SubmitStop, tasks: list[int] | None = None) -> None:
+async def _stop_soon(stop: SubmitStop, tasks: list[int] | None = None) -> None:
     await anyio.sleep(0.2)
     if tasks is not None:
         tasks.append(len(anyio.get_running_tasks()))
@@ -129,7 +128,7 @@ async def test_a_post_with_budget_and_connection_free_is_not_sent_once_stopped()
     stop is set: NOT_SENT/STOPPED, the POST never reaches the transport, its slot is free."""
     transport = MockTransport(accept)
     calls = _calls(transport)
-    stop = anyio.Event()
+    stop = SubmitStop()
     stop.set()
     token = SEND_STOP.set(stop)
     try:

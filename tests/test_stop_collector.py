@@ -6,20 +6,17 @@ enabled again), and on the in-memory cloud's record of copies."""
 from __future__ import annotations
 
 import gc
-import os
-import signal
 from collections.abc import Iterable
 
 import anyio
 import pytest
 
-from orchestrator.commands.run import RunRequest, execute_run
-from orchestrator.config_file import load_config
-from orchestrator.core.model import Item, Phase
+from orchestrator.commands.run import execute_run
+from orchestrator.core.model import Item
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.state.checkpoint import CheckpointStore
 from orchestrator.state.meta import RunMeta
-from tests.inprocess import LocalCloud
+from tests.inprocess import LocalCloud, sigterm_among_the_copies
 from tests.virtual_clock import VirtualClock
 
 COLLECTING: list[bool] = []  # the collector's state at each save of a run's outcome
@@ -43,19 +40,10 @@ async def test_the_collector_is_paused_from_the_signal_to_the_end_of_the_run(
     cloud.start()
     world = cloud.world
     assert world is not None
-    env = cloud.env()
-    request = RunRequest(cloud.list_path, load_config(cloud.config_path, env, cloud.root), env)
+    request = cloud.run_request()
     clock = VirtualClock()
     COLLECTING.clear()
     assert gc.isenabled()
-    running: list[Item] = []
-
-    def signal_among_the_copies(item: Item) -> None:
-        if item.phase == Phase.RUNNING:
-            running.append(item)
-            if len(running) == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-
     async with anyio.create_task_group() as group:
         group.start_soon(clock.autojump)
         summary = await execute_run(
@@ -63,7 +51,7 @@ async def test_the_collector_is_paused_from_the_signal_to_the_end_of_the_run(
             clouds=in_memory_clouds(world),
             store=EndWatch,
             clock=clock,
-            on_change=signal_among_the_copies,
+            on_change=sigterm_among_the_copies(),
         )
         group.cancel_scope.cancel()
 

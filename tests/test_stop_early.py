@@ -10,8 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from orchestrator.commands.run import RunRequest, execute_run
-from orchestrator.config_file import load_config
+from orchestrator.commands.run import execute_run
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.state.checkpoint import CheckpointStore
 from tests.inprocess import LocalCloud
@@ -33,8 +32,7 @@ async def test_a_signal_during_start_up_exits_75(
     cloud.populate(tenants=2, per_tenant=2)
     cloud.start()
     assert cloud.world is not None
-    env = cloud.env()
-    request = RunRequest(cloud.list_path, load_config(cloud.config_path, env, cloud.root), env)
+    request = cloud.run_request()
     clock = VirtualClock()
     async with anyio.create_task_group() as group:
         group.start_soon(clock.autojump)

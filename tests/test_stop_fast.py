@@ -17,8 +17,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from orchestrator.commands.run import RunRequest, RunSummary, execute_run
-from orchestrator.config_file import load_config
+from orchestrator.commands.run import RunSummary, execute_run
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import Stop
 from orchestrator.engine.context import RunContext
@@ -60,11 +59,6 @@ def _phase(line: dict[str, object]) -> object:
     return item.get("phase") if isinstance(item, dict) else None
 
 
-def _request(cloud: LocalCloud) -> RunRequest:
-    env = cloud.env()
-    return RunRequest(cloud.list_path, load_config(cloud.config_path, env, cloud.root), env)
-
-
 def test_a_stop_behind_a_slow_write_withdraws_the_waiting_intents(
     local_cloud: LocalCloud,
 ) -> None:
@@ -102,7 +96,7 @@ def test_a_stop_behind_a_slow_write_withdraws_the_waiting_intents(
                 group.start_soon(stop_behind_the_held_write, ctx)
 
             summary = await execute_run(
-                _request(cloud),
+                cloud.run_request(),
                 clouds=in_memory_clouds(world),
                 store=make_store,
                 clock=cloud.clock,
@@ -140,7 +134,7 @@ def test_a_stop_behind_a_slow_write_withdraws_the_waiting_intents(
     # The next run resumes and finishes: each copy made once, the cap kept.
     async def resumed_run() -> RunSummary:
         return await execute_run(
-            _request(cloud),
+            cloud.run_request(),
             clouds=in_memory_clouds(world),
             clock=cloud.clock,
             handle_signals=False,

@@ -12,14 +12,13 @@ import pytest
 
 from orchestrator.cli.common import exit_code_of, leaves_of
 from orchestrator.commands.common import StoppedAtOnce
-from orchestrator.commands.run import RunRequest, execute_run
-from orchestrator.config_file import load_config
+from orchestrator.commands.run import execute_run
 from orchestrator.core.exits import ExitCode
-from orchestrator.core.model import Item, Phase
+from orchestrator.core.model import Item
 from orchestrator.simulator.inmemory import in_memory_clouds
 from orchestrator.state.checkpoint import CheckpointStore
 from orchestrator.state.meta import RunMeta
-from tests.inprocess import LocalCloud
+from tests.inprocess import LocalCloud, sigterm_among_the_copies
 from tests.virtual_clock import VirtualClock
 
 SECOND: list[int] = []  # the second signal, sent from the stuck save
@@ -45,17 +44,9 @@ async def test_a_second_signal_ends_the_run_at_once(
     cloud.start()
     world = cloud.world
     assert world is not None
-    env = cloud.env()
-    request = RunRequest(cloud.list_path, load_config(cloud.config_path, env, cloud.root), env)
+    request = cloud.run_request()
     clock = VirtualClock()
     SECOND[:] = [second]
-    running: list[Item] = []
-
-    def signal_among_the_copies(item: Item) -> None:
-        if item.phase == Phase.RUNNING:
-            running.append(item)
-            if len(running) == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
 
     async def run() -> None:
         async with anyio.create_task_group() as group:
@@ -65,7 +56,7 @@ async def test_a_second_signal_ends_the_run_at_once(
                 clouds=in_memory_clouds(world),
                 store=StuckEnd,
                 clock=clock,
-                on_change=signal_among_the_copies,
+                on_change=sigterm_among_the_copies(),
             )
 
     with anyio.fail_after(20), pytest.raises(BaseExceptionGroup) as ended:

@@ -26,12 +26,12 @@ import pytest
 from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import CloudFactory
 from orchestrator.commands.common import TenantCredentials
-from orchestrator.commands.run import RunRequest, execute_run
+from orchestrator.commands.run import execute_run
 from orchestrator.config import Config
-from orchestrator.config_file import load_config
 from orchestrator.core.cloud import SEND_STOP, STOPPED, CloudError, ErrorKind, TenantCloud
 from orchestrator.core.credentials import Credentials
 from orchestrator.core.model import Item, Phase
+from orchestrator.engine.context import SubmitStop
 from orchestrator.ims.calls import Backoff, SignedCalls
 from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits
@@ -98,8 +98,7 @@ async def test_a_signal_after_the_last_check_keeps_the_copy_request_off_the_wire
     try:
         cloud.port = port
         cloud.write_config()
-        env = cloud.env()
-        request = RunRequest(cloud.list_path, load_config(cloud.config_path, env, cloud.root), env)
+        request = cloud.run_request()
         signals: list[float] = []
         with anyio.fail_after(30):
             summary = await execute_run(
@@ -119,7 +118,7 @@ async def test_a_signal_after_the_last_check_keeps_the_copy_request_off_the_wire
     assert (item.phase, item.detail, item.attempt) == (Phase.PENDING, "stopped before sending", 2)
 
 
-def stop_inside_aiohttp(stop: anyio.Event) -> aiohttp.ClientMiddlewareType:
+def stop_inside_aiohttp(stop: SubmitStop) -> aiohttp.ClientMiddlewareType:
     """The stop comes while the request is inside aiohttp (after every check of the client)."""
 
     async def middleware(
@@ -145,7 +144,7 @@ async def test_the_transport_reads_the_stop_right_before_the_first_byte(
     account = cloud.accounts[0]
     image = cloud.rows[0]["image_id"]
     runner, port = await serve(build_app(world))
-    stop = anyio.Event()
+    stop = SubmitStop()
     clock = RealClock()
     try:
         async with aiohttp.ClientSession(middlewares=(stop_inside_aiohttp(stop),)) as session:

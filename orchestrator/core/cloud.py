@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
@@ -89,10 +90,13 @@ def remembered_refusal(code: str) -> bool:
 
 
 class StopFlag(Protocol):
-    """An event that says the run stops submitting (``anyio.Event`` is one)."""
+    """The flag that says the run stops submitting (the engine's ``SubmitStop``)."""
 
     def is_set(self) -> bool: ...
     async def wait(self) -> None: ...
+    def withdrawing(self) -> AbstractContextManager[object]:
+        """A scope for a wait that the flag, once set, cancels (at once if set already)."""
+        ...
 
 
 # Set by the engine around a copy request: the client checks it right before sending, after any

@@ -158,36 +158,14 @@ class SignedCalls:
         undo: Callable[[], object] | None = None,
     ) -> T:
         """``await wait(*args)``, unless ``stop`` is set first: then ``NOT_SENT`` with the code
-        ``STOPPED`` (and ``undo`` if the wait was over all the same).
-
-        A flag with ``withdrawing()`` (the engine's ``SubmitStop``) cancels the wait itself when
-        it is set: the wait runs inside that scope, with no task to watch the flag. Any other
-        flag (a plain ``anyio.Event``) is watched by a task beside the wait."""
+        ``STOPPED`` (and ``undo`` if the wait was over all the same). The wait runs inside the
+        flag's ``withdrawing()`` scope, which the flag cancels when it is set (no watcher task)."""
         if stop is None:
             return await wait(*args)
         result: list[T] = []
-        withdrawing = getattr(stop, "withdrawing", None)
-        if withdrawing is not None:
-            with withdrawing():
-                result.append(await wait(*args))
-            if not result or stop.is_set():
-                if result and undo is not None:
-                    undo()
-                raise _stopped()
-            return result[0]
-        given_up = False
-        async with anyio.create_task_group() as group:
-
-            async def watch() -> None:
-                nonlocal given_up
-                await stop.wait()
-                given_up = True
-                group.cancel_scope.cancel()
-
-            group.start_soon(watch)
+        with stop.withdrawing():
             result.append(await wait(*args))
-            group.cancel_scope.cancel()
-        if given_up or stop.is_set() or not result:
+        if not result or stop.is_set():
             if result and undo is not None:
                 undo()
             raise _stopped()
