@@ -20,6 +20,7 @@ from orchestrator.core.model import Item, Phase, Row
 from orchestrator.engine import scheduler
 from orchestrator.engine.preflight import preflight
 from orchestrator.engine.scheduler import RunOptions
+from orchestrator.engine.targets import Found, TargetIndex
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.simulator.params import WorldParams
 from orchestrator.simulator.world import World
@@ -103,6 +104,38 @@ async def test_preflight_of_ten_thousand_rows_lists_page_by_page() -> None:
     assert {item.phase for item in result.items} == {Phase.PENDING}
     assert all(item.copy_name for item in result.items)
     assert sum(world.requests.values()) <= 30
+
+
+async def test_preflight_lists_a_region_once_for_its_sources_and_its_copies() -> None:
+    """A tenant copying both ways between two regions: each region's listing shows the sources
+    judged there and the copies already made there, so it is taken once, not once per role
+    (400 tenants x 4 regions: 1,600 requests less). Both roles are served: each source is
+    found, and a copy already made is adopted, not submitted again."""
+    world = World(WorldParams(regions=(SOURCE, TARGET)))
+    world.add_account("t0", "dom-t0", "AKt0", "SKt0")
+    items = []
+    for n, (source, target) in enumerate([(SOURCE, TARGET), (TARGET, SOURCE)] * 3):
+        image = world.add_image("t0", source, {"name": f"n{n}", "min_disk": 1})
+        row = Row(
+            line=n + 2,
+            tenant="t0",
+            image_id=image["id"],
+            source_region=source,
+            target_region=target,
+        )
+        items.append(Item(row=row))
+    made = items[1]  # its copy is in SOURCE already, where other items' sources are
+    copy = world.add_image(
+        "t0", SOURCE, {"name": "n1", "min_disk": 1, "__description": f"[{made.token}]"}
+    )
+    cloud = InMemoryTenantCloud(world, "t0", lambda: 1_800_000_000.0)
+    index = TargetIndex({"t0": cloud}, lambda: 1_800_000_000.0, settle=60.0)
+    result = await preflight(items, {"t0": cloud}, CONFIG, index)
+    assert world.requests["list"] == 2  # one per region, not one per region and role
+    phases = {item.key: item.phase for item in result.items}
+    assert phases.pop(made.key) == Phase.VERIFYING
+    assert set(phases.values()) == {Phase.PENDING}
+    assert index.found_in_first(made) == Found(copy["id"], "active")
 
 
 class CountingStore(InMemoryStore):

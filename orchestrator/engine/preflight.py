@@ -2,7 +2,9 @@
 
 Images are listed page by page per (tenant, region, project) rather than fetched one request
 per row; only ids that the private listing lacks (shared or public images, typos) are looked up
-one by one. The judgement itself is ``core/rules.py``'s, pure.
+one by one. A region that holds both sources and copies of one tenant is listed once: the same
+listing shows the sources to judge there and the copies already made there (the run's target
+index keeps their tokens). The judgement itself is ``core/rules.py``'s, pure.
 """
 
 from __future__ import annotations
@@ -43,11 +45,20 @@ class _Catalog:
 
 
 async def _list_sources(
-    cloud: TenantCloud, region: str, project: str, wanted: set[str], limiter: anyio.CapacityLimiter
+    cloud: TenantCloud,
+    region: str,
+    project: str,
+    wanted: set[str],
+    limiter: anyio.CapacityLimiter,
+    listed: Sequence[Image] | None = None,
 ) -> dict[str, Image]:
-    async with limiter:
-        listed = await cloud.list_images(region, project=project)
-        found = {image.id: image for image in listed if image.id in wanted}  # only the list's
+    """The wanted source images of one (region, project): from ``listed`` (the region's private
+    listing, already taken as a target's) or a listing taken now; looked up one by one if the
+    listing lacks them."""
+    if listed is None:
+        async with limiter:
+            listed = await cloud.list_images(region, project=project)
+    found = {image.id: image for image in listed if image.id in wanted}  # only the list's
     missing = sorted(wanted - found.keys())
 
     async def lookup(image_id: str) -> None:
@@ -89,10 +100,15 @@ async def _catalog_tenant(
 
     async def fill_target(key: tuple[str, str, str]) -> None:
         async with limiter:  # the run's listing: the index keeps the tokens it shows
-            catalog.targets[key] = by_name(await index.take(key))
+            images = await index.take(key)
+        catalog.targets[key] = by_name(images)
+        if key in wanted:  # the same listing shows this region's sources: not listed twice
+            catalog.sources[key] = await _list_sources(
+                cloud, key[1], key[2], wanted[key], limiter, images
+            )
 
     async with anyio.create_task_group() as group:
-        for key in wanted:
+        for key in wanted.keys() - targets:
             group.start_soon(fill_source, key)
         for key in targets:
             group.start_soon(fill_target, key)
