@@ -64,6 +64,17 @@ def recorded_detections(events: Iterable[Mapping[str, Any]]) -> dict[str, float]
     return seen
 
 
+def detection_lags(truth: Truth, detected: Mapping[str, float]) -> list[float]:
+    """Each copy's detection lag (the tool's record of it made - the job's end), as a share
+    of the copy's duration; copies the tool did not record are left out."""
+    lags = []
+    for copy in truth.copies:
+        seen = detected.get(f"{copy.account}/{copy.image_id}/{copy.target_region}")
+        if seen is not None and copy.end > copy.begin:
+            lags.append((seen - copy.end) / (copy.end - copy.begin))
+    return lags
+
+
 def last_event(events: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
     for event in reversed(events):
         if event.get("event") == name:
