@@ -131,3 +131,43 @@ def test_steps_after_the_copy_hold_no_slot_and_never_copy_again() -> None:
     for phase in after:
         with pytest.raises(TransitionError):
             Item(row=make_row(), phase=phase).new_attempt("again")
+
+
+def test_with_changes_is_dataclasses_replace() -> None:
+    """The fast copy of an item changes exactly the fields named, keeps every other one (each
+    field set to a value unlike its default), and refuses a field Item does not have."""
+    from dataclasses import fields
+
+    base = Item(row=make_row(), phase=Phase.RUNNING, job_id="j1")
+    values: dict[str, Any] = {}
+    for at, f in enumerate(fields(Item)):
+        if f.name == "row":
+            values[f.name] = make_row("img-2", line=7)
+        elif f.name == "phase":
+            values[f.name] = Phase.VERIFYING
+        elif f.name == "listed":
+            values[f.name] = False
+        elif f.type in ("int", "int | None"):
+            values[f.name] = 100 + at
+        elif f.type in ("float | None",):
+            values[f.name] = 0.5 + at
+        else:
+            values[f.name] = f"value {at}"
+    full = replace(base, **values)
+    for name, value in values.items():
+        fast = base.with_changes(**{name: value})
+        slow = replace(base, **{name: value})
+        assert type(fast) is Item
+        assert fast == slow
+        assert hash(fast) == hash(slow)
+        assert getattr(fast, name) == value != getattr(base, name)
+        assert full.with_changes(**{name: getattr(base, name)}) == replace(
+            full, **{name: getattr(base, name)}
+        )
+    assert base.with_changes(**values) == full
+    assert base.with_changes() == base
+    assert base.with_changes() is not base
+    with pytest.raises(TypeError):
+        base.with_changes(no_such_field=1)
+    with pytest.raises(AttributeError):  # still frozen
+        base.with_changes(polls=3).polls = 4  # type: ignore[misc]

@@ -30,7 +30,7 @@ tenant as everywhere else; the item stays at its step for the next run.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TypeVar
 
 from orchestrator import crashpoints
@@ -195,7 +195,7 @@ class AfterCopy:
         source = await self._image(row.source_region, row.source_project, row.image_id)
         if source is None:
             return {}
-        self.item = replace(self.item, source_facts=facts_text(source))
+        self.item = self.item.with_changes(source_facts=facts_text(source))
         return dict(source.facts)
 
     async def verify(self) -> None:
@@ -229,8 +229,7 @@ class AfterCopy:
             elif not undone:
                 undone = ["not verified: the source image could not be read"]
         notes = await self._shared()
-        verified = replace(
-            self.item,
+        verified = self.item.with_changes(
             verify=verdict,
             mismatch=mismatch,
             undone=join_notes(self.item.undone, *undone),

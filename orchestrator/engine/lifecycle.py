@@ -19,7 +19,7 @@ the request, the polling schedule and the back-offs, live in orchestrator/core.)
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import anyio
 
@@ -351,7 +351,7 @@ class Driver:
             polls += 1
             if self.ctx.counters.poll_answered(self.now):
                 log.info("run.first_poll", tenant=row.tenant, item=self.item.key)
-            self.item = replace(self.item, polls=self.item.polls + 1)
+            self.item = self.item.with_changes(polls=self.item.polls + 1)
             state = state.observe(self.now, job.progress)
             if job.status == JOB_SUCCESS:
                 return await self._job_succeeded(job)

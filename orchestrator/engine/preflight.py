@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import anyio
@@ -142,8 +142,7 @@ def judge(item: Item, catalog: _Catalog, config: Config) -> Judged:
     assert image is not None  # noqa: S101 -- check_source rejects a missing image
     flags = [str(flag) for flag in source_flags(image)]
     copy_name = row.name or image.name
-    item = replace(
-        item,
+    item = item.with_changes(
         size_bytes=image.size_bytes or image.min_disk * GIB,
         copy_name=copy_name,
         source_facts=facts_text(image),  # what the copy is compared with (engine/aftercopy.py)
