@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -46,7 +45,12 @@ from orchestrator.state.codec import item_from_dict, item_to_dict
 from orchestrator.state.damage import ADVICE, apply_journal, check_head, checked, set_aside
 from orchestrator.state.groupcommit import GroupCommit
 from orchestrator.state.meta import MetaError, RunMeta
-from orchestrator.state.snapshot import SNAPSHOT_CHUNK, parse_snapshot, render_snapshot
+from orchestrator.state.snapshot import (
+    SNAPSHOT_CHUNK,
+    compact_json,
+    parse_snapshot,
+    render_snapshot,
+)
 from orchestrator.state.store import StateDamaged, StoreError
 
 VERSION = 1
@@ -307,7 +311,7 @@ class CheckpointStore:
             changes = meta.changes(self._meta)
             self._meta = meta
             if changes:
-                lines.append(json.dumps({"g": 0, "meta": changes}, separators=(",", ":")))
+                lines.append(compact_json({"g": 0, "meta": changes}))
         # No lines: still wait for what others queued (a cancelled task's lines, say).
         await self._group.commit(lines)
 
@@ -349,7 +353,7 @@ class CheckpointStore:
         lines = []
         for item in items:
             self._items[item.key] = item
-            lines.append(json.dumps({"g": 0, "item": item_to_dict(item)}, separators=(",", ":")))
+            lines.append(compact_json({"g": 0, "item": item_to_dict(item)}))
         self.cpu_seconds += time.thread_time() - encoding
         return lines
 

@@ -26,6 +26,9 @@ T = TypeVar("T")
 
 SNAPSHOT_CHUNK = 1000  # items per line of the snapshot (and per write)
 _ITEMS_OPEN = ',"items":{'
+# ``json.dumps(value, separators=(",", ":"))``, the same text, without the encoder that call
+# builds every time (it runs for every item of every snapshot and journal line).
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
 _END = "}}"
 
 
@@ -37,11 +40,11 @@ def render_snapshot(
 ) -> Iterator[bytes]:
     """The snapshot's text in parts: ``head`` (version, generation, meta), then the items, each
     under its ``key`` (taken from the item: no list of pairs as large as the state)."""
-    opening = json.dumps(dict(head), separators=(",", ":"))[:-1]
+    opening = compact_json(dict(head))[:-1]
     yield (opening + (_ITEMS_OPEN if head else _ITEMS_OPEN[1:])).encode()
     for start in range(0, len(items), SNAPSHOT_CHUNK):
         line = ",".join(
-            json.dumps(key(item)) + ":" + json.dumps(encode(item), separators=(",", ":"))
+            json.dumps(key(item)) + ":" + compact_json(encode(item))
             for item in items[start : start + SNAPSHOT_CHUNK]
         )
         yield (b",\n" if start else b"\n") + line.encode()
