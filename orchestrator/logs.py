@@ -141,8 +141,9 @@ def configure() -> None:
     list is changed in place, never replaced: whoever configures structlog later in this
     process (the tests, ``structlog.testing.capture_logs``) must change it in place too."""
     processors = structlog.get_config()["processors"]
+    # No ``merge_contextvars``: nothing binds context variables (it copied the context for
+    # every event).
     processors[:] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         UtcStamper(),
         mask_secrets,
