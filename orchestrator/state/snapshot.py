@@ -43,10 +43,16 @@ def render_snapshot(
     opening = compact_json(dict(head))[:-1]
     yield (opening + (_ITEMS_OPEN if head else _ITEMS_OPEN[1:])).encode()
     for start in range(0, len(items), SNAPSHOT_CHUNK):
-        line = ",".join(
-            json.dumps(key(item)) + ":" + compact_json(encode(item))
-            for item in items[start : start + SNAPSHOT_CHUNK]
-        )
+        chunk = items[start : start + SNAPSHOT_CHUNK]
+        # The chunk's pairs as one object, encoded in one call, its braces dropped: the text
+        # of ``"key":{item}`` joined by commas (unless two items share a key).
+        pairs = {key(item): encode(item) for item in chunk}
+        if len(pairs) == len(chunk):
+            line = compact_json(pairs)[1:-1]
+        else:
+            line = ",".join(
+                json.dumps(key(item)) + ":" + compact_json(encode(item)) for item in chunk
+            )
         yield (b",\n" if start else b"\n") + line.encode()
     yield b"\n" + _END.encode()
 

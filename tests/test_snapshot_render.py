@@ -1,0 +1,46 @@
+"""The snapshot's item lines: each chunk encoded in one call, the same text as item by item."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from unittest.mock import patch
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.state.snapshot import render_snapshot
+
+_TEXT = st.text(max_size=8)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _each(head: dict[str, Any], pairs: list[tuple[str, Any]], chunk: int) -> bytes:
+    """The snapshot's text with each item encoded on its own (as before the chunks)."""
+    out = [(json.dumps(head, separators=(",", ":"))[:-1] + ',"items":{').encode()]
+    for start in range(0, len(pairs), chunk):
+        line = ",".join(
+            json.dumps(key) + ":" + json.dumps(value, separators=(",", ":"))
+            for key, value in pairs[start : start + chunk]
+        )
+        out.append((b",\n" if start else b"\n") + line.encode())
+    return b"".join([*out, b"\n}}"])
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    pairs=st.lists(st.tuples(_TEXT, _VALUES), max_size=12),
+    chunk=st.integers(1, 5),
+)
+def test_chunks_encoded_at_once_are_the_text_of_each_item(
+    pairs: list[tuple[str, Any]], chunk: int
+) -> None:
+    """Any keys (unicode, quotes, the same key twice in a chunk) and values: the same bytes."""
+    head = {"version": 1, "generation": 2}
+    with patch("orchestrator.state.snapshot.SNAPSHOT_CHUNK", chunk):
+        text = b"".join(render_snapshot(head, pairs, lambda p: p[1], lambda p: p[0]))
+    assert text == _each(head, pairs, chunk)
