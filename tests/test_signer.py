@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from orchestrator.core.credentials import Credentials
 from orchestrator.ims.signer import (
+    _sign_each_step,
     canonical_query,
     canonical_request,
     compute_signature,
@@ -258,6 +259,71 @@ def test_signatures_match_the_official_sdk(
     )
     assert ours["Authorization"] == sdk_authorization
     assert sdk_uri == (f"{path}?{query}" if query else path)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    credentials=_CREDENTIALS,
+    host=_HOSTS,
+    headers=_HEADERS,
+    content_type=_CONTENT_TYPES,
+    requests=st.lists(
+        st.tuples(
+            st.sampled_from(["GET", "POST", "DELETE"]),
+            _PATHS,
+            st.one_of(st.just(b""), st.binary(max_size=32)),
+            st.sampled_from([DATE, "20240101T000001Z", "20351231T235959Z"]),
+        ),
+        min_size=2,
+        max_size=4,
+    ),
+)
+def test_requests_of_one_shape_match_the_official_sdk(
+    credentials: Credentials,
+    host: str,
+    headers: dict[str, str],
+    content_type: str | None,
+    requests: list[tuple[str, str, bytes, str]],
+) -> None:
+    """Requests with the same host, token and headers (one remembered shape) at other dates,
+    paths and bodies: each signed as the SDK signs it, its headers sent as each step makes
+    them, in the same order."""
+    if content_type is not None:
+        headers = {**headers, "Content-Type": content_type}
+    for method, path, body, date in requests:
+        ours = sign(credentials, method, host, path, "", headers, body, date)
+        sdk_authorization, _ = _sdk_sign(credentials, method, host, path, [], headers, body, date)
+        assert ours["Authorization"] == sdk_authorization
+        plain = _sign_each_step(credentials, method, host, path, "", headers, body, date)
+        assert list(ours.items()) == list(plain.items())
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Sdk-Date": "19990101T000000Z", "X-Project-Id": "p"},  # replaced, in its place
+        {"x-sdk-date": "19990101T000000Z"},  # another spelling: both sent, the date signed
+        {"X-Sdk-Date": "a", "x-sdk-date": "b"},  # the later spelling is the one signed
+        {"host": "other.example.com", "Authorization": "old"},
+        {"X-Sdk-Content-Sha256": "UNSIGNED-PAYLOAD"},
+        {"X-Note": "\x00date\x00"},  # the shape's own mark in a value: each step instead
+        {"X\x00date\x00": "1"},
+    ],
+)
+def test_remembered_shapes_sign_as_each_step(headers: dict[str, str]) -> None:
+    """Odd headers (the reserved names, other spellings, the mark itself): the same headers,
+    in the same order, and the same signature as each step computes, twice (the second from
+    the remembered shape) and at two dates."""
+    credentials = Credentials(AK, SK, "TOKEN")
+    for date in (DATE, "20240101T000001Z", DATE):
+        ours = sign(credentials, "POST", IMS_HOST, "/v1/x", "a=1", headers, b"{}", date)
+        plain = _sign_each_step(credentials, "POST", IMS_HOST, "/v1/x", "a=1", headers, b"{}", date)
+        assert list(ours.items()) == list(plain.items())
 
 
 def test_canonical_query_sorts_before_encoding_like_the_sdk() -> None:

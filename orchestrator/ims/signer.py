@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from orchestrator.core.credentials import Credentials
@@ -127,6 +128,90 @@ def sign(
     ``host`` is the URL's netloc (with the port only when the URL names one). ``query`` is the
     canonical query string (see :func:`canonical_query`), sent exactly as signed.
     """
+    ident = (host, credentials.security_token, tuple(headers.items()))
+    shape = _SHAPES.get(ident)
+    if shape is None:
+        shape = _shape_of(host, headers, credentials.security_token)
+        if shape is None:
+            return _sign_each_step(credentials, method, host, path, query, headers, body, sdk_date)
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[ident] = shape
+    out = shape.out.copy()
+    for name in shape.date_names:  # in place: the headers keep their order
+        out[name] = sdk_date
+    header_lines = shape.before + sdk_date.strip() + shape.after if shape.dated else shape.before
+    payload_hash = shape.payload_hash or (
+        hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256
+    )
+    canonical = "\n".join(
+        (method.upper(), canonical_uri(path), query, header_lines, shape.names, payload_hash)
+    )
+    value = signature(credentials.secret_key, string_to_sign(sdk_date, canonical))
+    out["Authorization"] = (
+        f"{ALGORITHM} Access={credentials.access_key}, "
+        f"SignedHeaders={shape.names}, Signature={value}"
+    )
+    return out
+
+
+class _Shape(NamedTuple):
+    """What a request's signature takes from its headers but the date: a client sends a few
+    shapes of headers (its hosts and projects, with a body or without) thousands of times,
+    and each shape is lowered, sorted and joined once (:func:`_shape_of`)."""
+
+    out: dict[str, str]  # the headers to send, the date's value a mark
+    date_names: tuple[str, ...]  # the names in ``out`` whose value is the date
+    before: str  # the canonical header lines up to the date's value (all of them if undated)
+    after: str  # from the end of the date's value
+    dated: bool  # whether the canonical header lines hold the date's value
+    names: str  # SignedHeaders: the signed names, lowered, sorted, joined by ";"
+    payload_hash: str | None  # X-Sdk-Content-Sha256 when the headers give it
+
+
+# (host, security token, headers) -> its shape; cleared when full (a run has a few per tenant).
+_SHAPES: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], _Shape] = {}
+_SHAPES_MAX = 8192
+_DATE_MARK = "\x00date\x00"  # the date's place in a shape
+
+
+def _shape_of(host: str, headers: Mapping[str, str], security_token: str | None) -> _Shape | None:
+    """The steps of :func:`_sign_each_step` that do not depend on the date, with
+    :data:`_DATE_MARK` in its place. None if the host, the token or a header holds the mark."""
+    given = (host, security_token or "", *headers.keys(), *headers.values())
+    if any(_DATE_MARK in text for text in given):
+        return None
+    out = dict(headers)
+    out.setdefault("Host", host)
+    out[DATE_HEADER] = _DATE_MARK
+    if security_token:
+        out["X-Security-Token"] = security_token
+    lowered = {name.lower(): value for name, value in out.items()}
+    names = sorted(name for name in lowered if "_" not in name)
+    header_lines = "".join(f"{name}:{lowered[name].strip()}\n" for name in names)
+    before, mark, after = header_lines.partition(_DATE_MARK)
+    return _Shape(
+        out=out,
+        date_names=tuple(name for name, value in out.items() if value is _DATE_MARK),
+        before=before,
+        after=after,
+        dated=bool(mark),
+        names=";".join(names),
+        payload_hash=lowered.get("x-sdk-content-sha256") or None,
+    )
+
+
+def _sign_each_step(
+    credentials: Credentials,
+    method: str,
+    host: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    sdk_date: str,
+) -> dict[str, str]:
+    """:func:`sign` without a shape: every step for this request alone."""
     out = dict(headers)
     out.setdefault("Host", host)
     out[DATE_HEADER] = sdk_date
