@@ -328,11 +328,20 @@ def _kind_of(delivery: Delivery, mutating: bool) -> ErrorKind:
     return ErrorKind.UNKNOWN if mutating else ErrorKind.TRANSIENT
 
 
+# ``json.loads`` of a body: ``_DECODE`` of its text once it is known to be UTF-8 (what
+# ``json.loads`` finds a body that opens with ``{`` then anything but a NUL to be, after a look
+# at its first bytes that costs as much as the decoding of a small answer).
+_DECODE = json.JSONDecoder().decode
+
+
 def _decode(raw: bytes, where: str, status: int, *, mutating: bool) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        if raw[:1] == b"{" and raw[1:2] != b"\x00":
+            body = _DECODE(raw.decode("utf-8", "surrogatepass"))
+        else:
+            body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):
