@@ -31,6 +31,7 @@ from orchestrator.config_file import load_config
 from orchestrator.core.cloud import TenantCloud
 from orchestrator.core.credentials import Credentials
 from orchestrator.core.model import Item, Phase
+from orchestrator.eventloop import LOOP_ENV
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.harness import Cloud
 from orchestrator.simulator.inmemory import InMemoryTenantCloud, OpenClouds, in_memory_clouds
@@ -145,6 +146,11 @@ class LocalCloud(Cloud):
 
     def stop(self) -> None:
         """Nothing to stop: no process."""
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The harness's environment, on asyncio's own loop: virtual time knows when every
+        task is blocked by looking inside asyncio (``all_blocked``), which uvloop hides."""
+        return super().env(**{LOOP_ENV: "asyncio", **overrides})
 
     def truth(self) -> Truth:
         assert self.world is not None, "start() first"

@@ -82,6 +82,12 @@ def clouds_signalling(signals: list[float]) -> CloudFactory:
     return open_clouds
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    """Both loops a run may use (orchestrator/eventloop.py): the proof must hold on each."""
+    return ("asyncio", {"use_uvloop": request.param == "uvloop"})
+
+
 @pytest.mark.anyio
 async def test_a_signal_after_the_last_check_keeps_the_copy_request_off_the_wire(
     local_cloud: LocalCloud, caught: list[int]

@@ -102,7 +102,7 @@ def _dispatch(
     if args.command == "cleanup":
         return cmd_cleanup(args, environ, out, err, seams)
     if args.command == "simulator":
-        return cmd_simulator(args, out, err)
+        return cmd_simulator(args, environ, out, err)
     return cmd_demo(args, environ, out, err)
 
 

@@ -8,13 +8,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import anyio
 from rich.console import Console
 
 from orchestrator.cli.common import config_of, load_state, say, state_dir_of
 from orchestrator.commands.cleanup import Cleanup, clean_up, lock_holder
 from orchestrator.commands.clouds import Seams
 from orchestrator.core.exits import ExitCode
+from orchestrator.eventloop import run_loop
 from orchestrator.state.checkpoint import LOCK, LockHeld, acquire_lock, release_lock
 
 CLEANUP_HELP = "list (and with --yes delete) the broken copies and duplicates in the targets"
@@ -68,7 +68,7 @@ def cmd_cleanup(
     try:
         if lock is not None:
             items, _ = load_state(state_dir)  # as the last run left it
-        result = anyio.run(
+        result = run_loop(
             partial(
                 clean_up,
                 config,
@@ -77,7 +77,8 @@ def cmd_cleanup(
                 yes=args.yes,
                 clouds=seams.clouds,
                 clock=seams.clock,
-            )
+            ),
+            environ,
         )
     finally:
         if lock is not None:

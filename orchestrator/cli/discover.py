@@ -6,13 +6,13 @@ import argparse
 from collections.abc import Mapping
 from pathlib import Path
 
-import anyio
 from rich.console import Console
 
 from orchestrator.cli.common import config_of, say
 from orchestrator.commands.clouds import Seams
 from orchestrator.commands.discover import DiscoverRequest, DiscoverResult, Progress, discover
 from orchestrator.core.discovery import Filters
+from orchestrator.eventloop import run_loop
 from orchestrator.output.discover_output import (
     closing_lines,
     discover_table,
@@ -60,8 +60,9 @@ def cmd_discover(
         if live and not progress.error:
             say(err, progress_line(progress))
 
-    result = anyio.run(
-        lambda: discover(request, clouds=seams.clouds, clock=seams.clock, on_progress=on_progress)
+    result = run_loop(
+        lambda: discover(request, clouds=seams.clouds, clock=seams.clock, on_progress=on_progress),
+        environ,
     )
     if not args.quiet:
         print_discovery(result, out, appended=request.append)

@@ -35,6 +35,7 @@ from orchestrator.core.advice import blocked_advice, next_step, quota_full
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
 from orchestrator.engine.context import RunContext
+from orchestrator.eventloop import run_loop
 from orchestrator.output.metrics import METRICS_EVERY, RunFacts, render_metrics, write_metrics
 from orchestrator.output.progress import ProgressModel
 from orchestrator.output.report_html import render_html
@@ -273,7 +274,7 @@ def cmd_run(
     )
     try:
         run = partial(execute_run, clouds=seams.clouds, clock=seams.clock)
-        summary = anyio.run(run_with_progress, request, watch, run)
+        summary = run_loop(partial(run_with_progress, request, watch, run), environ)
     except BaseException as exc:
         leaves = leaves_of(exc)
         if not any(isinstance(e, LockHeld) for e in leaves):  # the holder owns the metrics
@@ -305,10 +306,11 @@ def cmd_demo(
         print_discovery(result, out, appended=False)
         say(out, "the planted bad rows are appended to it; run follows")
 
-    outcome = anyio.run(
+    outcome = run_loop(
         lambda: run_demo(
             args.workdir, seed=args.seed, run=run, environ=environ, on_discovered=discovered
-        )
+        ),
+        environ,
     )
     summary = outcome.summary
     config = load_config(outcome.workdir / "ims-migrate.toml", environ, outcome.workdir)

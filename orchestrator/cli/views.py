@@ -11,7 +11,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-import anyio
 from rich.console import Console
 
 from orchestrator.cli.common import (
@@ -30,6 +29,7 @@ from orchestrator.commands.plan import PlanRequest, make_plan
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import look_text, outcome_of, to_look_at
+from orchestrator.eventloop import run_loop
 from orchestrator.output.plan_output import plan_renderables, render_plan_csv, render_plan_json
 from orchestrator.output.report import (
     item_record,
@@ -68,7 +68,7 @@ def cmd_plan(
     if not request.list_path.is_file():
         raise UsageError(f"{request.list_path}: no such file (the migration list)")
     seams = seams or Seams()
-    plan = anyio.run(partial(make_plan, request, clouds=seams.clouds, clock=seams.clock))
+    plan = run_loop(partial(make_plan, request, clouds=seams.clouds, clock=seams.clock), environ)
     if args.format == "json":
         stdout.write(render_plan_json(plan))
     elif args.format == "csv":
@@ -188,7 +188,9 @@ def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
 # -- simulator and demo --------------------------------------------------------------------------
 
 
-def cmd_simulator(args: argparse.Namespace, out: Console, err: Console) -> int:
+def cmd_simulator(
+    args: argparse.Namespace, environ: Mapping[str, str], out: Console, err: Console
+) -> int:
     from orchestrator.commands.demo import rehearsal_config
     from orchestrator.simulator.app import run_simulator
     from orchestrator.simulator.scenario import ScenarioError, generate_demo_scenario
@@ -228,7 +230,9 @@ def cmd_simulator(args: argparse.Namespace, out: Console, err: Console) -> int:
             out.file.flush()
 
     try:
-        anyio.run(run_simulator, scenario, args.host, args.port, args.port_file, ready)
+        run_loop(
+            partial(run_simulator, scenario, args.host, args.port, args.port_file, ready), environ
+        )
     except (ScenarioError, OSError, ValueError) as exc:
         say(err, f"ims-migrate simulator: {exc}")
         return ExitCode.USAGE

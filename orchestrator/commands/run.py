@@ -48,6 +48,7 @@ from orchestrator.engine.scheduler import (
     store_merged,
 )
 from orchestrator.engine.window import Window
+from orchestrator.eventloop import loop_name
 from orchestrator.manifest import ListFile, Manifest, Problem, parse_list, read_list
 from orchestrator.output.report import csv_parts, explained
 from orchestrator.state.atomic import write_atomic
@@ -360,6 +361,7 @@ async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> Ru
                 items=len(items),
                 list_checked=not recalled,  # False: the list is the one the checkpoint remembers
                 seconds=round(loaded, 3),
+                event_loop=loop_name(),
             )
             running = _run_with_clients(
                 request, state_dir, store, manifest, items, chosen, credentials, recalled, seams
