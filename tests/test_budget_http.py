@@ -32,7 +32,8 @@ from orchestrator.engine.context import RunContext
 from orchestrator.engine.scheduler import Engine, RunOptions, store_merged
 from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits, TokenBucket
-from orchestrator.ims.transport import HttpRequest, HttpResponse, Transport, open_transport
+from orchestrator.ims.transport import HttpRequest, HttpResponse, Transport
+from orchestrator.ims.wire import open_transport
 from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.params import WorldParams
 from orchestrator.simulator.throttle import IN_FLIGHT_GRACE

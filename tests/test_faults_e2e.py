@@ -30,7 +30,7 @@ from orchestrator.core.credentials import Credentials
 from orchestrator.core.units import GIB
 from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits
-from orchestrator.ims.transport import open_transport
+from orchestrator.ims.wire import open_transport
 from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.faults import KINDS, FaultPlan
 from orchestrator.simulator.harness import Cloud
@@ -428,8 +428,8 @@ async def test_every_call_ends_within_its_timeout_and_honours_retry_after(
         outcome = error
     elapsed = time.monotonic() - started
     sent = harness.world.request_log[before:]
-    # aiohttp itself re-sends an idempotent DELETE once over a dropped pooled connection.
-    if kind in MUTATING and fault != "429" and (kind, fault) != ("delete", "reset"):
+    # The transport never re-sends on its own, not even an idempotent DELETE.
+    if kind in MUTATING and fault != "429":
         assert isinstance(outcome, CloudError)
         assert outcome.kind == ErrorKind.UNKNOWN
         assert len(sent) == 1  # a mutating call is never sent again by the client
@@ -437,9 +437,8 @@ async def test_every_call_ends_within_its_timeout_and_honours_retry_after(
     else:
         assert not isinstance(outcome, CloudError), outcome
         assert len(sent) == 2, sent  # the failed request, then the one that succeeded
-        # ... sent again by the client after a sleep, or, for a GET whose pooled connection was
-        # dropped, by aiohttp itself at once (it re-sends an idempotent request once).
-        assert len(harness.sleeps) == 1 or (fault == "reset" and not harness.sleeps)
+        # ... sent again by the client, after a sleep.
+        assert len(harness.sleeps) == 1
     waited = max(harness.sleeps, default=0.0)
     if fault == "429":
         assert harness.sleeps[0] >= CALL_RETRY_AFTER

@@ -1,6 +1,6 @@
-"""ImsClient over the real aiohttp transport, where the socket itself matters: timeouts, resets,
-a refused connection (not sent: safe to send again) against one that was lost (maybe sent:
-never re-POSTed), and the session's proxy and TLS settings. The script is ``tests/fake_ims.py``
+"""ImsClient over the real transport (``wire.py``), where the socket itself matters: timeouts,
+resets, a refused connection (not sent: safe to send again) against one that was lost (maybe
+sent: never re-POSTed), and the proxy and TLS settings. The script is ``tests/fake_ims.py``
 served on 127.0.0.1.
 """
 
@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
 
-import aiohttp
 import anyio
 import pytest
 from aiohttp import web
@@ -18,9 +17,8 @@ from yarl import URL
 
 from orchestrator.config import Config, Endpoints
 from orchestrator.core.cloud import CloudError, ErrorKind
-from orchestrator.ims import proxy as proxy_module
 from orchestrator.ims.proxy import env_proxy, proxy_problem
-from orchestrator.ims.transport import AiohttpTransport, open_session
+from orchestrator.ims.wire import WireTransport, ssl_context
 from tests.fake_ims import (
     COPY,
     COPY_PATH,
@@ -73,17 +71,11 @@ async def runner(cloud: FakeCloud) -> AsyncIterator[tuple[web.AppRunner, FakeClo
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client_session:
-        yield client_session
-
-
-@pytest.fixture
-def make(
-    cloud: FakeCloud, clock: VirtualClock, session: aiohttp.ClientSession
-) -> Callable[..., Harness]:
+def make(cloud: FakeCloud, clock: VirtualClock) -> Iterator[Callable[..., Harness]]:
     """Clients whose requests go over a socket (to ``cloud`` once ``runner`` serves it)."""
-    return partial(build_harness, cloud, clock, AiohttpTransport(session, TIMEOUT))
+    transport = WireTransport(TIMEOUT)
+    yield partial(build_harness, cloud, clock, transport)
+    transport.close()
 
 
 @pytest.mark.usefixtures("runner")
@@ -106,18 +98,15 @@ async def test_get_timeout_is_transient_and_retried(
 async def test_get_reset_is_transient_and_retried(
     cloud: FakeCloud, make: Callable[..., Harness]
 ) -> None:
-    """A read whose connection is reset every time is TRANSIENT, retried, then given up.
-
-    (aiohttp itself resends an idempotent request once on a dropped connection, so the count
-    of GETs is not asserted: only our attempts, seen as sleeps.)
-    """
+    """A read whose connection is reset every time is TRANSIENT, retried, then given up:
+    one GET per attempt (the transport never resends on its own)."""
     cloud.on("GET", QUOTA, drop(rst=True))
     harness = make(max_attempts=3)
     with pytest.raises(CloudError) as caught:
         await harness.client.get_quota(REGION)
     assert caught.value.kind is ErrorKind.TRANSIENT
     assert len(harness.sleeps) == 2
-    assert len(cloud.requests("GET", QUOTA)) >= 3
+    assert len(cloud.requests("GET", QUOTA)) == 3
 
 
 async def test_copy_to_a_closed_port_is_not_sent_and_retried(
@@ -211,31 +200,18 @@ def test_an_https_proxy_is_used_not_dropped(monkeypatch: pytest.MonkeyPatch) -> 
     assert proxy == URL("https://proxy.example:3129")
 
 
-@pytest.mark.parametrize("supported", [True, False])
-def test_an_unusable_proxy_is_named(monkeypatch: pytest.MonkeyPatch, supported: bool) -> None:
-    """A SOCKS proxy, or an https:// one this aiohttp cannot use: the variable is named, its
-    value (maybe a password) never."""
-    monkeypatch.setattr(proxy_module, "https_proxy_supported", lambda: supported)
+def test_an_unusable_proxy_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SOCKS proxy: the variable is named, its value (maybe a password) never. An https://
+    proxy is usable (TLS inside TLS: tests/test_ims_wire.py)."""
     socks = proxy_problem({"HTTPS_PROXY": "socks5://user:secret@proxy:1080"})
     assert socks is not None
     assert "HTTPS_PROXY" in socks
     assert "secret" not in socks
-    https = proxy_problem({"https_proxy": "https://user:secret@proxy:3129"})
-    assert (https is None) == supported
-    if https is not None:
-        assert "https_proxy" in https
-        assert "secret" not in https
+    assert proxy_problem({"https_proxy": "https://user:secret@proxy:3129"}) is None
 
 
-async def test_open_session_leaves_netrc_alone() -> None:
-    """The session does not take ~/.netrc credentials (they would clash with the signature)."""
-    async with open_session(Config()) as client_session:
-        assert not client_session.trust_env
-
-
-async def test_open_session_with_a_missing_ca_bundle_says_so(tmp_path: Any) -> None:
+def test_a_missing_ca_bundle_says_so(tmp_path: Any) -> None:
     """A CA bundle that cannot be read is a PERMANENT error naming the setting."""
     config = Config(endpoints=Endpoints(ca_bundle=str(tmp_path / "missing.pem")))
     with pytest.raises(CloudError, match="ca_bundle"):
-        async with open_session(config):
-            pass
+        ssl_context(config)

@@ -1,13 +1,12 @@
 """No copy request leaves after the stop, even one already past the client's own last check
 when the signal comes: the signal's handler trips the "no more copy requests" flag at once (not
 a loop turn or two later, when the run hears it), and the transport reads the flag once more
-right before the request's first byte goes out (aiohttp writes the headers with the body, from
-a task of its own, a loop turn after the request was handed over).
+right before the request's first byte goes out (after it waited for a connection).
 
-The real client (signing, budgets, aiohttp) against the simulator's HTTP front on 127.0.0.1 in
-this process; the signal is a real SIGTERM to this process, sent from inside aiohttp's handling
-of the copy request (a client middleware: after the client's last check, before the wire).
-Judged on the simulator's record of the requests it received, and on the checkpoint.
+The real client (signing, budgets, the wire transport) against the simulator's HTTP front on
+127.0.0.1 in this process; the signal is a real SIGTERM to this process, sent as the copy
+request enters the transport (after the client's last check, before the wire). Judged on the
+simulator's record of the requests it received, and on the checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-import aiohttp
 import anyio
 import pytest
 
@@ -35,7 +33,8 @@ from orchestrator.engine.context import SubmitStop
 from orchestrator.ims.calls import Backoff, SignedCalls
 from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits
-from orchestrator.ims.transport import AiohttpTransport, Delivery, HttpRequest, TransportError
+from orchestrator.ims.transport import Delivery, HttpRequest, HttpResponse, TransportError
+from orchestrator.ims.wire import WireTransport
 from orchestrator.simulator.app import build_app, serve
 from orchestrator.simulator.world import World
 from orchestrator.state.checkpoint import read_snapshot
@@ -52,18 +51,18 @@ def copies_received(world: World) -> list[object]:
     return [r for r in world.request_log if r.kind == "copy"]
 
 
-def signal_on_first_copy(signals: list[float]) -> aiohttp.ClientMiddlewareType:
-    """A SIGTERM to this process from inside aiohttp, as the first copy POST enters it."""
+class SignalOnFirstCopy(WireTransport):
+    """A SIGTERM to this process as the first copy POST enters the transport."""
 
-    async def middleware(
-        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-    ) -> aiohttp.ClientResponse:
-        if request.method == "POST" and COPY in request.url.path and not signals:
-            signals.append(anyio.current_time())
+    def __init__(self, timeout: float, signals: list[float]) -> None:
+        super().__init__(timeout)
+        self.signals = signals
+
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "POST" and COPY in request.url and not self.signals:
+            self.signals.append(anyio.current_time())
             os.kill(os.getpid(), signal.SIGTERM)
-        return await handler(request)
-
-    return middleware
+        return await super().send(request)
 
 
 def clouds_signalling(signals: list[float]) -> CloudFactory:
@@ -72,12 +71,14 @@ def clouds_signalling(signals: list[float]) -> CloudFactory:
         config: Config, credentials: TenantCredentials, clock: Clock
     ) -> AsyncIterator[Mapping[str, TenantCloud]]:
         limits = RateLimits(config.requests_per_second, clock)
-        async with aiohttp.ClientSession(middlewares=(signal_on_first_copy(signals),)) as session:
-            transport = AiohttpTransport(session, config.timing.request_timeout)
+        transport = SignalOnFirstCopy(config.timing.request_timeout, signals)
+        try:
             yield {
                 name: ImsClient(transport, tenant, creds, config, limits, clock)
                 for name, (tenant, creds) in credentials.items()
             }
+        finally:
+            transport.close()
 
     return open_clouds
 
@@ -124,24 +125,24 @@ async def test_a_signal_after_the_last_check_keeps_the_copy_request_off_the_wire
     assert (item.phase, item.detail, item.attempt) == (Phase.PENDING, "stopped before sending", 2)
 
 
-def stop_inside_aiohttp(stop: SubmitStop) -> aiohttp.ClientMiddlewareType:
-    """The stop comes while the request is inside aiohttp (after every check of the client)."""
+class StopOnEntry(WireTransport):
+    """The stop comes as the request enters the transport (after every check of the client)."""
 
-    async def middleware(
-        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-    ) -> aiohttp.ClientResponse:
-        stop.set()
-        return await handler(request)
+    def __init__(self, timeout: float, stop: SubmitStop) -> None:
+        super().__init__(timeout)
+        self.stop = stop
 
-    return middleware
+    async def send(self, request: HttpRequest) -> HttpResponse:
+        self.stop.set()
+        return await super().send(request)
 
 
 @pytest.mark.anyio
 async def test_the_transport_reads_the_stop_right_before_the_first_byte(
     local_cloud: LocalCloud,
 ) -> None:
-    """The stop is set after the request was handed to aiohttp: the copy POST is not sent
-    (NOT_SENT, STOPPED), the simulator receives nothing, and a later request goes through."""
+    """The stop is set after the request was handed to the transport: the copy POST is not
+    sent (NOT_SENT, STOPPED), the simulator receives nothing, and a later request goes through."""
     cloud = local_cloud
     cloud.populate(tenants=1, per_tenant=1)
     cloud.start()
@@ -153,9 +154,10 @@ async def test_the_transport_reads_the_stop_right_before_the_first_byte(
     stop = SubmitStop()
     clock = RealClock()
     try:
-        async with aiohttp.ClientSession(middlewares=(stop_inside_aiohttp(stop),)) as session:
+        transport = StopOnEntry(5.0, stop)
+        try:
             calls = SignedCalls(
-                AiohttpTransport(session, 5.0),
+                transport,
                 Credentials(account["access_key"], account["secret_key"]),
                 RateLimits(100.0, clock),
                 clock,
@@ -181,6 +183,8 @@ async def test_the_transport_reads_the_stop_right_before_the_first_byte(
             assert copies_received(world) == []
             # Not under a stop: the same POST goes out (and the simulator reads it).
             await calls.call("POST", base, path, body=body, project_id=project.id)
+        finally:
+            transport.close()
     finally:
         await runner.cleanup()
     assert len(copies_received(world)) == 1
@@ -222,24 +226,26 @@ async def test_a_withheld_request_leaves_nothing_and_an_unwithheld_one_is_the_sa
     headers = {"Content-Type": "application/json;charset=UTF-8", "X-Sdk-Date": "20260101T000000Z"}
     checks: list[int] = []
 
-    def withhold_on_second_read() -> bool:  # the check before aiohttp passes, the last one not
+    def withhold_on_first_read() -> bool:  # the stop came while the request waited
         checks.append(1)
-        return len(checks) > 1
+        return len(checks) == 1
 
     try:
-        async with aiohttp.ClientSession() as session:
-            transport = AiohttpTransport(session, 5.0)
+        transport = WireTransport(5.0)
+        try:
             with pytest.raises(TransportError) as withheld:
                 await transport.send(
-                    HttpRequest("POST", url, headers, b'{"a": 1}', withhold_on_second_read)
+                    HttpRequest("POST", url, headers, b'{"a": 1}', withhold_on_first_read)
                 )
             assert withheld.value.delivery is Delivery.WITHHELD
             await transport.send(HttpRequest("POST", url, headers, b'{"a": 1}'))
             await transport.send(HttpRequest("POST", url, headers, b'{"a": 1}', lambda: False))
+        finally:
+            transport.close()
     finally:
         server.close()
         await server.wait_closed()
-    assert len(checks) == 2
+    assert len(checks) == 1
     sent = [data for data in received if data]
     assert len(sent) == 2, received
     assert sent[0] == sent[1]

@@ -2,8 +2,8 @@
 
 A :class:`CloudFactory` turns the config, the tenants' credentials and the clock into an async
 context manager of ``{tenant: TenantCloud}``. The default, :func:`open_clouds`, builds one
-aiohttp session and an :class:`~orchestrator.ims.client.ImsClient` per tenant sharing the rate
-limits; tests pass the simulator's in-memory clouds instead
+transport (a connection pool) per CA bundle and an :class:`~orchestrator.ims.client.ImsClient`
+per tenant sharing the rate limits; tests pass the simulator's in-memory clouds instead
 (``orchestrator.simulator.inmemory.in_memory_clouds``).
 """
 
@@ -20,7 +20,8 @@ from orchestrator.config import Config
 from orchestrator.core.cloud import TenantCloud
 from orchestrator.ims.client import ImsClient
 from orchestrator.ims.ratelimit import RateLimits
-from orchestrator.ims.transport import Transport, open_transport
+from orchestrator.ims.transport import Transport
+from orchestrator.ims.wire import open_transport
 
 
 class CloudFactory(Protocol):

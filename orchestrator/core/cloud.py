@@ -1,9 +1,9 @@
 """The cloud seam: what the engine needs from IMS, as values and one error type.
 
-``TenantCloud`` is one account's view of IMS in every region. The aiohttp implementation lives
+``TenantCloud`` is one account's view of IMS in every region. The HTTP implementation lives
 in ``orchestrator.ims.client``; the in-memory one over the simulator's world in
 ``orchestrator.simulator.inmemory``. Errors cross this seam only as :class:`CloudError`, already
-classified (``ErrorKind``), so the engine never sees aiohttp or HTTP status handling.
+classified (``ErrorKind``), so the engine never sees sockets or HTTP status handling.
 
     CloudError
       kind = NOT_SENT       connection refused / DNS failure before the request left: safe to retry

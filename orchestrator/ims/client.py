@@ -3,7 +3,7 @@
 One client serves one tenant (access key pair) in every region: it knows the API (paths,
 paging, projects, the legacy job API) and leaves the signed, retried calls to
 :class:`~orchestrator.ims.calls.SignedCalls` (where failures are classified) and the wire to a
-:class:`~orchestrator.ims.transport.Transport` (aiohttp, or a mock in tests).
+:class:`~orchestrator.ims.transport.Transport` (``wire.py``'s, or a mock in tests).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _segment(value: str) -> str:
 
 
 class ImsClient:
-    """One tenant's IMS (and IAM) over aiohttp. Implements ``TenantCloud``."""
+    """One tenant's IMS (and IAM) over HTTP. Implements ``TenantCloud``."""
 
     def __init__(
         self,

@@ -1,16 +1,13 @@
 """Proxies from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), as curl reads them.
 
-aiohttp's own reading (``trust_env``) drops an ``https://`` proxy URL with only a log warning, so
-requests would go direct. aiohttp supports an HTTPS proxy when it is passed explicitly (TLS in
-TLS needs Python 3.11's asyncio and aiohttp 3.8 or later): :func:`env_proxy` passes it, and
-:func:`proxy_problem` refuses, before any call, a proxy this process cannot use.
+An ``https://`` proxy is used, not dropped (aiohttp's own reading drops it with a log warning):
+the transport (``wire.py``) speaks TLS to the proxy, then TLS inside the tunnel to the site.
+:func:`proxy_problem` refuses, before any call, a proxy this process cannot use (SOCKS).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
-from importlib.metadata import version
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
@@ -19,19 +16,6 @@ from yarl import URL
 
 Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
 PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")
-
-
-def _version(text: str) -> tuple[int, ...]:
-    parts = []
-    for part in text.split(".")[:2]:
-        digits = "".join(c for c in part if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
-
-
-def https_proxy_supported() -> bool:
-    """aiohttp can reach an HTTPS site through an HTTPS proxy here (TLS in TLS)."""
-    return sys.version_info >= (3, 11) and _version(version("aiohttp")) >= (3, 8)
 
 
 def proxy_problem(environ: Mapping[str, str]) -> str | None:
@@ -48,18 +32,13 @@ def proxy_problem(environ: Mapping[str, str]) -> str | None:
                 f"{'starts with ' + scheme + '://' if scheme else 'has no scheme'}); "
                 f"SOCKS proxies are not supported: unset {name} or name an HTTP(S) proxy"
             )
-        if scheme == "https" and not https_proxy_supported():
-            return (
-                f"{name}: an https:// proxy needs Python 3.11 or later and aiohttp 3.8 or "
-                f"later (this is Python {sys.version_info.major}.{sys.version_info.minor}, "
-                f"aiohttp {version('aiohttp')}): use the proxy's http:// address or upgrade"
-            )
     return None
 
 
 def env_proxy(url: URL) -> Proxy:
-    """The proxy that HTTPS_PROXY / HTTP_PROXY / NO_PROXY choose for ``url``: aiohttp's rule,
-    except that an ``https://`` proxy is used, not dropped."""
+    """The proxy that HTTPS_PROXY / HTTP_PROXY / NO_PROXY choose for ``url`` (curl's and
+    aiohttp's rule, except that an ``https://`` proxy is used, not dropped), and its
+    credentials: from the proxy URL, else from ``~/.netrc`` for the proxy's host."""
     if url.host is not None and proxy_bypass(url.host):
         return None, None
     raw = getproxies().get(url.scheme)

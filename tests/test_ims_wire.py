@@ -1,0 +1,460 @@
+"""The wire transport against scripted raw servers on 127.0.0.1: how answers are framed, when a
+connection is kept or dropped, what a failure says about how far the request got, TLS with
+a private CA, and the environment's proxy (absolute form for http, a CONNECT tunnel for
+https). Each test runs on both event loops a run may use (``orchestrator/eventloop.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from orchestrator.config import Config, Endpoints
+from orchestrator.ims.http1 import HeaderInjection, request_bytes
+from orchestrator.ims.transport import Delivery, HttpRequest, TransportError
+from orchestrator.ims.wire import DEFAULT_HEADERS, WireTransport, ssl_context
+
+pytestmark = pytest.mark.timeout(30)
+
+TLS = Path(__file__).parent / "fixtures" / "tls"  # a test CA and a cert for 127.0.0.1 (100 years)
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+HEADERS = {"Host": "x", "X-Sdk-Date": "20260101T000000Z"}
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    return ("asyncio", {"use_uvloop": request.param == "uvloop"})
+
+
+@asynccontextmanager
+async def raw_server(
+    handle: Handler, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[tuple[int, list[int]]]:
+    """A server on 127.0.0.1 running ``handle`` for each connection; yields its port and a
+    list that grows by one per connection accepted."""
+    accepted: list[int] = []
+    tasks: list[asyncio.Task[object]] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writers.append(writer)
+        task = asyncio.current_task()
+        if task is not None:
+            tasks.append(task)
+        try:
+            await handle(reader, writer)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(each, "127.0.0.1", 0, ssl=tls)
+    try:
+        yield server.sockets[0].getsockname()[1], accepted
+    finally:
+        server.close()
+        for writer in writers:  # the handlers read their end of stream and return
+            writer.transport.abort()
+        with anyio.move_on_after(5):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's head and body (by its Content-Length); b"" at the end of the stream."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return b""
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + (await reader.readexactly(length) if length else b"")
+
+
+def answering(*answers: bytes, record: list[bytes] | None = None) -> Handler:
+    """Answer each request on a connection with the next of ``answers`` (then keep reading)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers:
+            request = await read_request(reader)
+            if not request:
+                return
+            if record is not None:
+                record.append(request)
+            writer.write(answer)
+            await writer.drain()
+        while request := await read_request(reader):
+            if record is not None:
+                record.append(request)
+            writer.write(answers[-1])
+            await writer.drain()
+
+    return handle
+
+
+def closing(answer: bytes) -> Handler:
+    """Answer one request, then close the connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    return handle
+
+
+def get(port: int, path: str = "/v1/x", scheme: str = "http") -> HttpRequest:
+    return HttpRequest("GET", f"{scheme}://127.0.0.1:{port}{path}", HEADERS)
+
+
+async def test_answers_by_length_chunked_and_until_close_are_read_whole() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Request-Id: r1\r\n\r\n"
+        b'3\r\n{"a\r\n5\r\n": 1}\r\n0\r\n\r\n'
+    )
+    until_close = b'HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\n{"error_code": "X"}'
+    transport = WireTransport(5.0)
+    try:
+        async with raw_server(answering(OK, chunked)) as (port, _):
+            first = await transport.send(get(port))
+            second = await transport.send(get(port))
+        async with raw_server(closing(until_close)) as (port, _):
+            third = await transport.send(get(port))
+    finally:
+        transport.close()
+    assert (first.status, first.body) == (200, b"{}")
+    assert (second.status, second.body, second.header("x-request-id")) == (200, b'{"a": 1}', "r1")
+    assert (third.status, third.body) == (500, b'{"error_code": "X"}')
+
+
+async def test_an_answer_dribbled_byte_by_byte_and_an_interim_100_are_read_right() -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nfour"
+
+    async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for byte in answer:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0)
+        await read_request(reader)
+
+    transport = WireTransport(5.0)
+    try:
+        async with raw_server(dribble) as (port, _):
+            response = await transport.send(get(port))
+    finally:
+        transport.close()
+    assert (response.status, response.body) == (201, b"four")
+
+
+async def test_a_kept_connection_carries_the_next_requests_and_close_ends_it() -> None:
+    closing = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    transport = WireTransport(5.0)
+    try:
+        async with raw_server(answering(OK)) as (port, accepted):
+            for _ in range(3):
+                await transport.send(get(port))
+            kept = len(accepted)
+        async with raw_server(answering(closing)) as (port, accepted):
+            for _ in range(3):
+                await transport.send(get(port))
+            closed = len(accepted)
+    finally:
+        transport.close()
+    assert (kept, closed) == (1, 3)
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> None:
+    async def one_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)  # keep-alive by its headers, closed right after
+        await writer.drain()
+
+    transport = WireTransport(5.0)
+    try:
+        async with raw_server(one_then_close) as (port, accepted):
+            await transport.send(get(port))
+            await asyncio.sleep(0.05)  # the close reaches the client
+            response = await transport.send(get(port))
+    finally:
+        transport.close()
+    assert response.status == 200
+    assert len(accepted) == 2
+
+
+async def test_a_connection_idle_past_the_keepalive_is_not_used_again() -> None:
+    moments = [0.0, 100.0, 100.0]
+    transport = WireTransport(5.0, keepalive=15.0, now=lambda: moments.pop(0))
+    try:
+        async with raw_server(answering(OK)) as (port, accepted):
+            await transport.send(get(port))  # back in the pool at 0.0
+            await transport.send(get(port))  # taken at 100.0: too old, a new one
+    finally:
+        transport.close()
+    assert len(accepted) == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (b"HTTP/1.1 2x0 OK\r\n\r\n", "a malformed answer"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            "connection lost before the answer",
+        ),
+    ],
+)
+async def test_a_malformed_or_cut_answer_is_maybe_sent_and_its_connection_dropped(
+    answer: bytes, words: str
+) -> None:
+    async def bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    transport = WireTransport(5.0)
+    try:
+        async with raw_server(bad) as (port, _):
+            with pytest.raises(TransportError) as caught:
+                await transport.send(get(port))
+    finally:
+        transport.close()
+    assert caught.value.delivery is Delivery.MAYBE_SENT
+    assert words in caught.value.message
+
+
+async def test_no_answer_in_time_is_maybe_sent_and_the_timer_starts_at_the_write() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()  # no answer, until the connection ends
+
+    transport = WireTransport(0.2)
+    try:
+        async with raw_server(silent) as (port, accepted):
+            with anyio.fail_after(5), pytest.raises(TransportError) as caught:
+                await transport.send(get(port))
+    finally:
+        transport.close()
+    assert caught.value.delivery is Delivery.MAYBE_SENT
+    assert caught.value.message == "no answer within 0.2s (TimeoutError)"
+    assert len(accepted) == 1
+
+
+async def test_a_cancelled_request_drops_its_connection() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            await asyncio.sleep(0.3)
+            writer.write(OK)
+            await writer.drain()
+
+    transport = WireTransport(5.0)
+    try:
+        async with raw_server(slow) as (port, accepted):
+            with anyio.move_on_after(0.05):
+                await transport.send(get(port))
+            response = await transport.send(get(port))  # not the first one's late answer
+    finally:
+        transport.close()
+    assert response.status == 200
+    assert len(accepted) == 2
+
+
+async def test_a_refused_connection_is_not_sent() -> None:
+    async with raw_server(answering(OK)) as (port, _):
+        pass  # closed: the port refuses
+    transport = WireTransport(5.0)
+    with pytest.raises(TransportError) as caught:
+        await transport.send(get(port))
+    assert caught.value.delivery is Delivery.NOT_SENT
+    assert f"not sent, cannot connect to http://127.0.0.1:{port}" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://127.0.0.1/x", "http:///x", "http://user@127.0.0.1/x", "http://127.0.0.1:99999/x"]
+)
+async def test_an_unusable_url_is_invalid(url: str) -> None:
+    with pytest.raises(TransportError) as caught:
+        await WireTransport(5.0).send(HttpRequest("GET", url, HEADERS))
+    assert caught.value.delivery is Delivery.INVALID
+
+
+async def test_a_header_that_would_smuggle_another_is_refused_before_any_connection() -> None:
+    async with raw_server(answering(OK)) as (port, accepted):
+        bad = HttpRequest("GET", f"http://127.0.0.1:{port}/x", {"X-A": "1\r\nX-Evil: 2"})
+        with pytest.raises(TransportError) as caught:
+            await WireTransport(5.0).send(bad)
+    assert caught.value.delivery is Delivery.INVALID
+    assert accepted == []
+
+
+def test_the_bytes_are_the_signed_headers_in_order_then_the_transports_own() -> None:
+    raw = request_bytes(
+        "POST", "/v1/a?b=1", {"Host": "h", "Content-Type": "application/json"}, b"{}", "X-T: 1\r\n"
+    )
+    assert raw == (
+        b"POST /v1/a?b=1 HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nX-T: 1\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    )
+    assert request_bytes("POST", "/", {}, None).endswith(b"Content-Length: 0\r\n\r\n")
+    assert b"Content-Length" not in request_bytes("GET", "/", {}, None)
+    for name, value in [("X A", "1"), ("X", "a\nb"), ("", "1"), ("X", "é\u20ac")]:
+        with pytest.raises(HeaderInjection):
+            request_bytes("GET", "/", {name: value}, None)
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+def server_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(TLS / "server.pem", TLS / "server.key")
+    return context
+
+
+async def test_tls_with_the_sites_ca_bundle_and_a_clear_refusal_without_it() -> None:
+    config = Config(endpoints=Endpoints(ca_bundle=str(TLS / "ca.pem")))
+    trusting = WireTransport(5.0, ssl_context(config))
+    default = WireTransport(5.0, ssl_context(Config()))
+    try:
+        async with raw_server(answering(OK), server_tls()) as (port, _):
+            response = await trusting.send(get(port, scheme="https"))
+            with pytest.raises(TransportError) as refused:
+                await default.send(get(port, scheme="https"))
+    finally:
+        trusting.close()
+        default.close()
+    assert response.status == 200
+    assert refused.value.delivery is Delivery.NOT_SENT
+    assert "TLS handshake failed" in refused.value.message
+    assert "set [endpoints] ca_bundle" in refused.value.message
+
+
+# -- proxies ---------------------------------------------------------------------------------
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@asynccontextmanager
+async def tunnelling_proxy(
+    seen: list[bytes], refuse: bool = False, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    """A CONNECT proxy: records each CONNECT head, then relays bytes both ways."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        if refuse:
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            return
+        host, _, port = head.split(b" ")[1].decode().rpartition(":")
+        far_reader, far_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, far_writer), pipe(far_reader, writer))
+
+    async with raw_server(handle, tls) as (port, _):
+        yield port
+
+
+async def test_https_through_a_proxy_tunnels_and_keeps_the_proxys_key_from_the_site(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[bytes] = []
+    record: list[bytes] = []
+    config = Config(endpoints=Endpoints(ca_bundle=str(TLS / "ca.pem")))
+    async with (
+        raw_server(answering(OK, record=record), server_tls()) as (site, _),
+        tunnelling_proxy(seen) as proxy,
+    ):
+        monkeypatch.setenv("https_proxy", f"http://alice:s3cret@127.0.0.1:{proxy}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        transport = WireTransport(5.0, ssl_context(config))
+        try:
+            first = await transport.send(get(site, scheme="https"))
+            second = await transport.send(get(site, scheme="https"))
+        finally:
+            transport.close()
+    assert (first.status, second.status) == (200, 200)
+    assert len(seen) == 1  # one tunnel, kept for the second request
+    assert seen[0].startswith(f"CONNECT 127.0.0.1:{site} HTTP/1.1\r\n".encode())
+    assert f"Proxy-Authorization: {basic('alice', 's3cret')}".encode() in seen[0]
+    assert len(record) == 2
+    assert all(b"Proxy-Authorization" not in request for request in record)
+    assert record[0].startswith(b"GET /v1/x HTTP/1.1\r\n")
+
+
+async def test_a_proxy_that_refuses_the_tunnel_means_not_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[bytes] = []
+    async with tunnelling_proxy(seen, refuse=True) as proxy:
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        with pytest.raises(TransportError) as caught:
+            await WireTransport(5.0).send(get(4443, scheme="https"))
+    assert caught.value.delivery is Delivery.NOT_SENT
+    assert "the proxy refused the tunnel to 127.0.0.1:4443 (HTTP 407)" in caught.value.message
+
+
+async def test_http_through_a_proxy_goes_in_absolute_form_with_its_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record: list[bytes] = []
+    async with raw_server(answering(OK, record=record)) as (proxy, _):
+        monkeypatch.setenv("http_proxy", f"http://bob:pw@127.0.0.1:{proxy}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        transport = WireTransport(5.0)
+        try:
+            response = await transport.send(get(8080, "/v1/x?a=1"))
+        finally:
+            transport.close()
+    assert response.status == 200
+    [request] = record
+    assert request.startswith(b"GET http://127.0.0.1:8080/v1/x?a=1 HTTP/1.1\r\n")
+    assert f"Proxy-Authorization: {basic('bob', 'pw')}\r\n".encode() in request
+    assert DEFAULT_HEADERS.encode() in request
+
+
+async def test_https_through_an_https_proxy_is_tls_inside_tls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[bytes] = []
+    config = Config(endpoints=Endpoints(ca_bundle=str(TLS / "ca.pem")))
+    async with (
+        raw_server(answering(OK), server_tls()) as (site, _),
+        tunnelling_proxy(seen, tls=server_tls()) as proxy,
+    ):
+        monkeypatch.setenv("https_proxy", f"https://127.0.0.1:{proxy}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        transport = WireTransport(5.0, ssl_context(config))
+        try:
+            response = await transport.send(get(site, scheme="https"))
+        finally:
+            transport.close()
+    assert response.status == 200
+    assert seen[0].startswith(f"CONNECT 127.0.0.1:{site} HTTP/1.1\r\n".encode())
