@@ -34,15 +34,23 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from orchestrator import crashpoints
 from orchestrator.core.model import Item
 from orchestrator.state.atomic import fsync_dir, write_atomic
-from orchestrator.state.codec import item_from_dict, item_to_dict
-from orchestrator.state.damage import ADVICE, apply_journal, check_head, checked, set_aside
+from orchestrator.state.codec import item_from_dict, item_readable, item_to_dict
+from orchestrator.state.damage import (
+    ADVICE,
+    Journal,
+    check_head,
+    checked,
+    read_journal,
+    set_aside,
+    unbuilt,
+)
 from orchestrator.state.groupcommit import GroupCommit
 from orchestrator.state.meta import MetaError, RunMeta
 from orchestrator.state.snapshot import (
@@ -153,16 +161,30 @@ def count_lines(path: Path) -> int:
 
 
 def read_snapshot(
-    state_dir: Path, convert: Callable[[Any], Any] | None = None
+    state_dir: Path,
+    convert: Callable[[Any], Any] | None = None,
+    readable: Callable[[Any], bool] | None = None,
 ) -> dict[str, Any] | None:
     """The snapshot plus the journal applied, read-only (for ``status``); None if no state.
 
     ``convert`` turns each item's dict into what the caller keeps (an ``Item``), as it is read.
     Damage (anything but a torn last journal line) is a StateDamaged naming the file and line.
+    ``readable`` (whether ``convert`` builds a value without error): the journal is read first,
+    and a snapshot's item that one of its lines replaces is only checked, not built.
     """
     path = state_dir / SNAPSHOT
+    journal = state_dir / JOURNAL
+    early: list[Journal] = []
+
+    def superseded(head: dict[str, Any]) -> tuple[Container[str], Callable[[Any], Any]]:
+        generation = head.get("generation", 0)
+        if readable is None or type(generation) is not int or not journal.exists():
+            return (), checked(path, convert)
+        early.append(read_journal(journal, generation))  # its damage: raised after the snapshot's
+        return early[0].latest, unbuilt(path, convert, readable)
+
     try:
-        snap = parse_snapshot(path.read_bytes(), checked(path, convert))
+        snap = parse_snapshot(path.read_bytes(), checked(path, convert), superseded)
     except FileNotFoundError:
         return None
     except IsADirectoryError:
@@ -179,9 +201,10 @@ def read_snapshot(
     generation = snap.setdefault("generation", 0)
     items: dict[str, Any] = snap.setdefault("items", {})
     meta: dict[str, Any] = snap.setdefault("meta", {})
-    journal = state_dir / JOURNAL
-    if journal.exists():
-        apply_journal(journal, generation, items, meta, convert)
+    if early:  # every item it replaces is put back here (its key holds None until then)
+        early[0].apply(items, meta, convert)
+    elif journal.exists():
+        read_journal(journal, generation).apply(items, meta, convert)
     return snap
 
 
@@ -263,7 +286,8 @@ class CheckpointStore:
     def _load(self) -> bool:
         for stale in self.state_dir.glob(TEMP_PREFIX + "*"):
             stale.unlink(missing_ok=True)
-        snap = read_snapshot(self.state_dir, item_from_dict)  # damage: nothing is touched
+        # Damage: nothing is touched. A snapshot's item that the journal replaces is not built.
+        snap = read_snapshot(self.state_dir, item_from_dict, item_readable)
         repair_jsonl(self.state_dir / JOURNAL)  # a line torn by a crash: cut off
         existed = snap is not None
         if snap is not None:

@@ -109,6 +109,26 @@ def _share(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return data
 
 
+_ROW_NEEDS = frozenset(f.name for f in _stored(Row) if f.default is MISSING)
+_ITEM_NEEDS = frozenset(f.name for f in _stored(Item) if f.default is MISSING) | {"phase"}
+
+
+def item_readable(data: Any) -> bool:
+    """Whether :func:`item_from_dict` builds an item from ``data`` (a value read from JSON),
+    without building it: every field it needs is there, the row is an object, the phase one
+    of :class:`Phase`'s. For a snapshot's item that a journal line replaces: never built, but
+    its damage is as loud as if it were (``checkpoint.read_snapshot``)."""
+    if not isinstance(data, dict):
+        return False
+    row = data.get("row")
+    if not (isinstance(row, dict) and row.keys() >= _ROW_NEEDS and data.keys() >= _ITEM_NEEDS):
+        return False
+    try:
+        return data["phase"] in _PHASES
+    except TypeError:  # an unhashable phase (a list, an object)
+        return False
+
+
 def item_from_dict(data: dict[str, Any]) -> Item:
     """Inverse of :func:`item_to_dict`. Runs for every item of a checkpoint as it loads."""
     values = _share(dict(data), _SHARED_ITEM)

@@ -14,6 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,35 +139,75 @@ def _entries(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
         batch = []
 
 
-def apply_journal(
-    path: Path,
-    generation: int,
-    items: MutableMapping[str, Any],
-    meta: MutableMapping[str, Any],
-    convert: Callable[[Any], Any] | None,
-) -> None:
-    """Apply the journal's lines of ``generation``; lines of older ones are left (a crash
-    between a compaction's rename and its truncation). StateDamaged on any bad line but a torn
-    last one. Each item is converted once, from its last line (a copy's life writes five)."""
-    latest: dict[str, tuple[int, Any]] = {}  # item key -> its last line's number and item
-    for number, entry in _entries(path):
-        if entry is None:
-            break
-        if entry["g"] != generation:
-            continue
-        if "item" in entry:
-            value = entry["item"]
-            problem = item_problem(value)
-            if problem is not None:
-                raise StateDamaged(f"{path}:{number}: {problem}; {ADVICE}")
-            row = value["row"]
-            key = item_key(row["tenant"], row["image_id"], row["target_region"])
-            tag = row.get("line_tag")  # a refused line's own key (``Row.key``)
-            latest[key + tag if isinstance(tag, str) else key] = (number, value)
-        if "meta" in entry:
-            meta.update(entry["meta"])
-    for key, (number, value) in latest.items():  # new keys in the order they first came
-        items[key] = checked(f"{path}:{number}", convert)(value)  # no Path per item: ~3 us
+@dataclass
+class Journal:
+    """A journal's lines of one generation, read (:func:`read_journal`) but not yet applied:
+    the last line of each item, and the meta lines merged. ``damage``: what reading stopped at
+    (StateDamaged, or the OSError of a journal that cannot be read), raised by :meth:`apply`,
+    so that the snapshot's own damage, read in between, is still the one reported first."""
+
+    path: Path
+    generation: int
+    latest: dict[str, tuple[int, Any]] = field(default_factory=dict)  # key -> line number, item
+    meta: dict[str, Any] = field(default_factory=dict)
+    damage: StateDamaged | OSError | None = None
+
+    def apply(
+        self,
+        items: MutableMapping[str, Any],
+        meta: MutableMapping[str, Any],
+        convert: Callable[[Any], Any] | None,
+    ) -> None:
+        """Into the snapshot's ``items`` and ``meta``; each item converted once, from its last
+        line (a copy's life writes five)."""
+        if self.damage is not None:
+            raise self.damage
+        meta.update(self.meta)
+        for key, (number, value) in self.latest.items():  # new keys in the order they came
+            items[key] = checked(f"{self.path}:{number}", convert)(value)  # no Path per item
+
+
+def read_journal(path: Path, generation: int) -> Journal:
+    """The journal's lines of ``generation``; lines of older ones are left (a crash between a
+    compaction's rename and its truncation). Any bad line but a torn last one is damage (kept
+    in the result: reading it never raises)."""
+    journal = Journal(path, generation)
+    latest, meta = journal.latest, journal.meta
+    try:
+        for number, entry in _entries(path):
+            if entry is None:
+                break
+            if entry["g"] != generation:
+                continue
+            if "item" in entry:
+                value = entry["item"]
+                problem = item_problem(value)
+                if problem is not None:
+                    raise StateDamaged(f"{path}:{number}: {problem}; {ADVICE}")
+                row = value["row"]
+                key = item_key(row["tenant"], row["image_id"], row["target_region"])
+                tag = row.get("line_tag")  # a refused line's own key (``Row.key``)
+                latest[key + tag if isinstance(tag, str) else key] = (number, value)
+            if "meta" in entry:
+                meta.update(entry["meta"])
+    except (StateDamaged, OSError) as exc:
+        journal.damage = exc
+    return journal
+
+
+def unbuilt(
+    where: Path | str, convert: Callable[[Any], Any] | None, readable: Callable[[Any], bool]
+) -> Callable[[Any], None]:
+    """For an item that a journal line replaces: not built (None), but damaged, it is the same
+    StateDamaged as :func:`checked` gives. ``readable`` says whether ``convert`` builds a value
+    without error; when it does not, the item is built to say why."""
+    check = checked(where, convert)
+
+    def look(value: Any) -> None:
+        if not readable(value):
+            check(value)  # raises, as building it would
+
+    return look
 
 
 def set_aside(state_dir: Path, names: tuple[str, ...]) -> list[Path]:
