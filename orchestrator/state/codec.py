@@ -56,33 +56,45 @@ def _sparse_of(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
     return _make("sparse", lines, names)
 
 
-def _build_of(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
-    """``build(data)``: ``cls(**data)`` for a frozen dataclass of plain fields: a missing field
-    takes its default (a missing required one is a KeyError), unknown keys (from a newer
-    version, or a value that is not stored) are left out. Without the generated ``__init__``
-    (keyword parsing and ``object.__setattr__`` per field: several times the cost): the object
-    is filled as an instance of a class of the same slots that may be written, then given its
-    class (CPython allows it between classes of the same layout). What a checkpoint holds was
-    built by that ``__init__`` when it was saved."""
-    names: dict[str, Any] = {
-        "blank": type(f"_{cls.__name__}Slots", (), {"__slots__": cls.__slots__}),
-        "cls": cls,
-    }
-    lines = ["def build(data):", "    obj = blank()"]
+def _fill(
+    cls: type[Any],
+    obj: str,
+    data: str,
+    names: dict[str, Any],
+    given: dict[str, str],
+    shared: tuple[str, ...],
+) -> list[str]:
+    """Lines that make ``obj``, an instance of ``cls`` (a frozen dataclass of plain fields), from
+    the dict named ``data``, as ``cls(**data)`` would: a missing field takes its default (a
+    missing required one is a KeyError), unknown keys (from a newer version, or a value that is
+    not stored) are left out; ``given``: fields set from an expression instead; ``shared``:
+    fields whose text is interned. Without the generated ``__init__`` (keyword parsing and
+    ``object.__setattr__`` per field: several times the cost): the object is filled as an
+    instance of a class of the same slots that may be written, then given its class (CPython
+    allows it between classes of the same layout). What a checkpoint holds was built by that
+    ``__init__`` when it was saved."""
+    names[f"{obj}_blank"] = type(f"_{cls.__name__}Slots", (), {"__slots__": cls.__slots__})
+    names[f"{obj}_cls"] = cls
+    lines = [f"    {obj} = {obj}_blank()"]
     for at, f in enumerate(_stored(cls)):
-        if f.default is MISSING:
-            lines.append(f"    obj.{f.name} = data[{f.name!r}]")
+        if f.name in given:
+            value = given[f.name]
+        elif f.default is MISSING:
+            value = f"{data}[{f.name!r}]"
         else:
-            names[f"d{at}"] = f.default
-            lines.append(f"    obj.{f.name} = data.get({f.name!r}, d{at})")
-    lines += ["    obj.__class__ = cls", "    return obj"]
-    return _make("build", lines, names)
+            names[f"{obj}_d{at}"] = f.default
+            value = f"{data}.get({f.name!r}, {obj}_d{at})"
+        if f.name in shared:
+            lines.append(f"    v = {value}")
+            lines.append(f"    {obj}.{f.name} = intern(v) if type(v) is str else v")
+        else:
+            lines.append(f"    {obj}.{f.name} = {value}")
+    lines.append(f"    {obj}.__class__ = {obj}_cls")
+    return lines
 
 
 _row_sparse = _sparse_of(Row)
 _item_sparse = _sparse_of(Item)
-_row_build = _build_of(Row)
-_item_build = _build_of(Item)
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:
@@ -101,12 +113,19 @@ _SHARED_ROW = ("tenant", "source_region", "target_region", "project_name", "sour
 _SHARED_ITEM = ("detail", "verify", "source_facts")
 
 
-def _share(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    for name in names:
-        value = data.get(name)
-        if type(value) is str:
-            data[name] = intern(value)
-    return data
+def _from_dict_of() -> Callable[[dict[str, Any]], Item]:
+    """``build(data)``: the item and its row, made by one function (no dict copied, no call per
+    object or per shared text: it runs for every item of a checkpoint as it loads)."""
+    names: dict[str, Any] = {"intern": intern, "PHASES": _PHASES}
+    lines = ["def build(data):", "    raw = data['row']"]
+    lines += _fill(Row, "row", "raw", names, {}, _SHARED_ROW)
+    given = {"row": "row", "phase": "PHASES[data['phase']]"}
+    lines += _fill(Item, "item", "data", names, given, _SHARED_ITEM)
+    lines.append("    return item")
+    return _make("build", lines, names)
+
+
+_item_build = _from_dict_of()
 
 
 _ROW_NEEDS = frozenset(f.name for f in _stored(Row) if f.default is MISSING)
@@ -131,8 +150,4 @@ def item_readable(data: Any) -> bool:
 
 def item_from_dict(data: dict[str, Any]) -> Item:
     """Inverse of :func:`item_to_dict`. Runs for every item of a checkpoint as it loads."""
-    values = _share(dict(data), _SHARED_ITEM)
-    values["row"] = _row_build(_share(data["row"], _SHARED_ROW))
-    values["phase"] = _PHASES[data["phase"]]
-    item: Item = _item_build(values)
-    return item
+    return _item_build(data)
