@@ -130,3 +130,12 @@ def test_a_missing_identity_field_is_an_error() -> None:
     del data["row"]["line"]
     with pytest.raises(KeyError):
         item_from_dict(data)
+
+
+@pytest.mark.parametrize("tag", ["", "#line9"])
+def test_a_read_row_has_the_key_a_new_one_makes(tag: str) -> None:
+    """The key made as the checkpoint is read is ``Row.key``'s (a refused line's tag too)."""
+    item = dataclasses.replace(FULL, row=dataclasses.replace(ROW, line_tag=tag))
+    back = item_from_dict(json.loads(dumps(item)))
+    fresh = dataclasses.replace(back.row)  # made by __init__: its key made when asked
+    assert back.key == fresh.key == f"prod/img-7/cn-east-3{tag}"

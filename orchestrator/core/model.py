@@ -164,8 +164,8 @@ class Row:
     # Why the list's checks refused this row (``file:line: column: problem``); such a row is
     # a ``rejected`` item, never submitted, not even by --retry-failed: fix the line instead.
     problem: str = ""
-    # Not a column: ``key``, made from the fields above when first asked for, then kept
-    # (never stored, never compared).
+    # Not a column: ``key``, made from the fields above when first asked for (or as the
+    # checkpoint is read: ``state/codec.py``), then kept (never stored, never compared).
     _identity: str = field(init=False, repr=False, compare=False)
 
     @property

@@ -13,7 +13,7 @@ from dataclasses import MISSING, Field, fields
 from sys import intern
 from typing import Any
 
-from orchestrator.core.model import Item, Phase, Row
+from orchestrator.core.model import Item, Phase, Row, item_key
 
 _PHASES = {phase.value: phase for phase in Phase}
 
@@ -64,15 +64,15 @@ def _fill(
     given: dict[str, str],
     shared: tuple[str, ...],
 ) -> list[str]:
-    """Lines that make ``obj``, an instance of ``cls`` (a frozen dataclass of plain fields), from
-    the dict named ``data``, as ``cls(**data)`` would: a missing field takes its default (a
-    missing required one is a KeyError), unknown keys (from a newer version, or a value that is
-    not stored) are left out; ``given``: fields set from an expression instead; ``shared``:
-    fields whose text is interned. Without the generated ``__init__`` (keyword parsing and
-    ``object.__setattr__`` per field: several times the cost): the object is filled as an
-    instance of a class of the same slots that may be written, then given its class (CPython
-    allows it between classes of the same layout). What a checkpoint holds was built by that
-    ``__init__`` when it was saved."""
+    """Lines that fill ``obj``, to be an instance of ``cls`` (a frozen dataclass of plain
+    fields), from the dict named ``data``, as ``cls(**data)`` would: a missing field takes its
+    default (a missing required one is a KeyError), unknown keys (from a newer version, or a
+    value that is not stored) are left out; ``given``: fields set from an expression instead;
+    ``shared``: fields whose text is interned. Without the generated ``__init__`` (keyword
+    parsing and ``object.__setattr__`` per field: several times the cost): the object is filled
+    as an instance of a class of the same slots that may be written (``{obj}_blank``), then the
+    caller gives it its class (``{obj}_cls``: CPython allows it between classes of the same
+    layout). What a checkpoint holds was built by that ``__init__`` when it was saved."""
     names[f"{obj}_blank"] = type(f"_{cls.__name__}Slots", (), {"__slots__": cls.__slots__})
     names[f"{obj}_cls"] = cls
     lines = [f"    {obj} = {obj}_blank()"]
@@ -89,7 +89,6 @@ def _fill(
             lines.append(f"    {obj}.{f.name} = intern(v) if type(v) is str else v")
         else:
             lines.append(f"    {obj}.{f.name} = {value}")
-    lines.append(f"    {obj}.__class__ = {obj}_cls")
     return lines
 
 
@@ -116,12 +115,18 @@ _SHARED_ITEM = ("detail", "verify", "source_facts")
 def _from_dict_of() -> Callable[[dict[str, Any]], Item]:
     """``build(data)``: the item and its row, made by one function (no dict copied, no call per
     object or per shared text: it runs for every item of a checkpoint as it loads)."""
-    names: dict[str, Any] = {"intern": intern, "PHASES": _PHASES}
+    names: dict[str, Any] = {"intern": intern, "PHASES": _PHASES, "item_key": item_key}
     lines = ["def build(data):", "    raw = data['row']"]
     lines += _fill(Row, "row", "raw", names, {}, _SHARED_ROW)
+    lines += [  # the row's key (``Row.key``), made now: not later by an AttributeError per row
+        "    if type(row.line_tag) is str:",
+        "        row._identity = item_key(row.tenant, row.image_id, row.target_region)"
+        " + row.line_tag",
+        "    row.__class__ = row_cls",
+    ]
     given = {"row": "row", "phase": "PHASES[data['phase']]"}
     lines += _fill(Item, "item", "data", names, given, _SHARED_ITEM)
-    lines.append("    return item")
+    lines += ["    item.__class__ = item_cls", "    return item"]
     return _make("build", lines, names)
 
 
