@@ -182,3 +182,55 @@ def test_readable_says_whether_an_item_would_be_built(kind: str) -> None:
     else:
         builds = True
     assert item_readable(data) is builds
+
+
+def long_journal(state_dir: Path, lines: int) -> list[str]:
+    """A state dir of an empty snapshot and a journal of ``lines`` item lines (several of the
+    reader's batches), each a new phase of one of 100 items."""
+    open_store(state_dir)  # the snapshot, generation 0
+    out = []
+    for n in range(lines):
+        item = Item(row=make_row(f"img-{n % 100}"), phase=Phase.SUBMITTING, polls=n)
+        out.append(json.dumps({"g": 0, "item": item_to_dict(item)}, separators=(",", ":")))
+    (state_dir / JOURNAL).write_text("\n".join(out) + "\n")
+    return out
+
+
+def test_a_long_journal_reads_each_items_last_line(tmp_path: Path) -> None:
+    """Read a batch of lines at a time, a journal of 2,500 gives each item its last line."""
+    long_journal(tmp_path, 2500)
+    items = open_store(tmp_path).items
+    assert len(items) == 100
+    assert {item.polls for item in items.values()} == set(range(2400, 2500))
+
+
+@pytest.mark.parametrize("number", [1, 999, 1000, 1001, 2000, 2499])
+@pytest.mark.parametrize("damage", ["not JSON", "no generation", "no row"])
+def test_a_damaged_line_of_a_long_journal_is_named(
+    tmp_path: Path, number: int, damage: str
+) -> None:
+    """Wherever it falls among the reader's batches, a damaged line that is not the last one
+    is named by its number, and what is wrong with it."""
+    lines = long_journal(tmp_path, 2500)
+    entry = json.loads(lines[number - 1])
+    if damage == "not JSON":
+        lines[number - 1] = lines[number - 1][:-5]
+        why = "not valid JSON"
+    elif damage == "no generation":
+        lines[number - 1] = json.dumps({"item": entry["item"]})
+        why = "no generation number"
+    else:
+        lines[number - 1] = json.dumps({"g": 0, "item": {"phase": "pending"}})
+        why = "an item has no row object"
+    (tmp_path / JOURNAL).write_text("\n".join(lines) + "\n")
+    with pytest.raises(StateDamaged, match=rf"^{tmp_path / JOURNAL}:{number}: {why}"):
+        open_store(tmp_path)
+
+
+@pytest.mark.parametrize("lines", [1000, 1001, 2500])
+def test_a_torn_last_line_of_a_long_journal_is_cut_off(tmp_path: Path, lines: int) -> None:
+    """Also when the torn line begins a batch of its own, or ends a full one."""
+    text = long_journal(tmp_path, lines)
+    (tmp_path / JOURNAL).write_text("\n".join(text[:-1]) + "\n" + text[-1][:30])
+    items = open_store(tmp_path).items
+    assert max(item.polls for item in items.values()) == lines - 2
