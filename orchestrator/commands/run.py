@@ -336,18 +336,17 @@ async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> Ru
         loaded = time.perf_counter() - loading
         chosen: list[Item] = []
         active: set[str] = set()  # the tenants whose credentials are needed
+        filters = (request.tenants, request.source_regions, request.target_regions)
+        filtered = any(filters)  # passes over 100,000 items before the first poll: none idle
         for item in items:
-            if _selected(item, request):
+            if not filtered or _selected(item, request):
                 chosen.append(item)
                 if not is_done(item) or (
                     request.retry_failed and item.listed and item.phase.is_terminal
                 ):
                     active.add(item.row.tenant)
-        check_filters(
-            request.list_path,
-            (request.tenants, request.source_regions, request.target_regions),
-            [item.row for item in items if item.listed],
-        )
+        if filtered:  # one that matches no row is a typo
+            check_filters(request.list_path, filters, [item.row for item in items if item.listed])
         credentials = tenant_credentials(request.config, request.environ, active)
         with logs.events_to(state_dir):
             for problem in manifest.problems:  # the terminal shows the same words (cli/run.py)
