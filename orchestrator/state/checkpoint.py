@@ -34,7 +34,7 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ from orchestrator.state.atomic import fsync_dir, write_atomic
 from orchestrator.state.codec import item_from_dict, item_readable, item_to_dict
 from orchestrator.state.damage import (
     ADVICE,
-    Journal,
     check_head,
     checked,
     read_journal,
@@ -57,6 +56,7 @@ from orchestrator.state.snapshot import (
     SNAPSHOT_CHUNK,
     compact_json,
     parse_snapshot,
+    read_head,
     render_snapshot,
 )
 from orchestrator.state.store import StateDamaged, StoreError
@@ -173,18 +173,18 @@ def read_snapshot(
     and a snapshot's item that one of its lines replaces is only checked, not built.
     """
     path = state_dir / SNAPSHOT
-    journal = state_dir / JOURNAL
-    early: list[Journal] = []
-
-    def superseded(head: dict[str, Any]) -> tuple[Container[str], Callable[[Any], Any]]:
-        generation = head.get("generation", 0)
-        if readable is None or type(generation) is not int or not journal.exists():
-            return (), checked(path, convert)
-        early.append(read_journal(journal, generation))  # its damage: raised after the snapshot's
-        return early[0].latest, unbuilt(path, convert, readable)
-
+    journal_path = state_dir / JOURNAL
+    head = read_head(path) if readable is not None and journal_path.exists() else None
+    early = None  # the journal, read (and its items built) before the snapshot's text is
+    if head is not None and type(head.get("generation", 0)) is int:
+        early = read_journal(journal_path, head.get("generation", 0), convert)
     try:
-        snap = parse_snapshot(path.read_bytes(), checked(path, convert), superseded)
+        snap = parse_snapshot(
+            path.read_bytes(),
+            checked(path, convert),
+            early.items if early is not None else (),
+            unbuilt(path, convert, readable) if readable is not None else None,
+        )
     except FileNotFoundError:
         return None
     except IsADirectoryError:
@@ -199,12 +199,16 @@ def read_snapshot(
         )
     check_head(path, snap)
     generation = snap.setdefault("generation", 0)
+    if early is not None and early.generation != generation:
+        # Replaced by a compaction between its first line and the rest (read without the
+        # lock, by ``status``): read again, every item built.
+        return read_snapshot(state_dir, convert)
     items: dict[str, Any] = snap.setdefault("items", {})
     meta: dict[str, Any] = snap.setdefault("meta", {})
-    if early:  # every item it replaces is put back here (its key holds None until then)
-        early[0].apply(items, meta, convert)
-    elif journal.exists():
-        read_journal(journal, generation).apply(items, meta, convert)
+    if early is not None:  # every item it replaces is put back here (its key holds None until then)
+        early.apply(items, meta)
+    elif journal_path.exists():
+        read_journal(journal_path, generation, convert).apply(items, meta)
     return snap
 
 

@@ -142,37 +142,32 @@ def _entries(path: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
 @dataclass
 class Journal:
     """A journal's lines of one generation, read (:func:`read_journal`) but not yet applied:
-    the last line of each item, and the meta lines merged. ``damage``: what reading stopped at
-    (StateDamaged, or the OSError of a journal that cannot be read), raised by :meth:`apply`,
-    so that the snapshot's own damage, read in between, is still the one reported first."""
+    the item of each key's last line, built, and the meta lines merged. ``damage``: what
+    stopped the reading or the building (StateDamaged, or the OSError of a journal that cannot
+    be read), raised by :meth:`apply`; the snapshot, read in between, reports its own first."""
 
     path: Path
     generation: int
-    latest: dict[str, tuple[int, Any]] = field(default_factory=dict)  # key -> line number, item
+    items: dict[str, Any] = field(default_factory=dict)  # key -> item, keys in first-line order
     meta: dict[str, Any] = field(default_factory=dict)
     damage: StateDamaged | OSError | None = None
 
-    def apply(
-        self,
-        items: MutableMapping[str, Any],
-        meta: MutableMapping[str, Any],
-        convert: Callable[[Any], Any] | None,
-    ) -> None:
-        """Into the snapshot's ``items`` and ``meta``; each item converted once, from its last
-        line (a copy's life writes five)."""
+    def apply(self, items: MutableMapping[str, Any], meta: MutableMapping[str, Any]) -> None:
+        """Into the snapshot's ``items`` and ``meta``."""
         if self.damage is not None:
             raise self.damage
         meta.update(self.meta)
-        for key, (number, value) in self.latest.items():  # new keys in the order they came
-            items[key] = checked(f"{self.path}:{number}", convert)(value)  # no Path per item
+        items.update(self.items)
 
 
-def read_journal(path: Path, generation: int) -> Journal:
+def read_journal(path: Path, generation: int, convert: Callable[[Any], Any] | None) -> Journal:
     """The journal's lines of ``generation``; lines of older ones are left (a crash between a
     compaction's rename and its truncation). Any bad line but a torn last one is damage (kept
-    in the result: reading it never raises)."""
+    in the result: reading never raises). Each item is built (``convert``) once, from its last
+    line (a copy's life writes five), once every line is read: the journal's raw lines are not
+    kept while the snapshot is read (peak memory)."""
     journal = Journal(path, generation)
-    latest, meta = journal.latest, journal.meta
+    latest: dict[str, tuple[int, Any]] = {}  # item key -> its last line's number and item
     try:
         for number, entry in _entries(path):
             if entry is None:
@@ -189,7 +184,11 @@ def read_journal(path: Path, generation: int) -> Journal:
                 tag = row.get("line_tag")  # a refused line's own key (``Row.key``)
                 latest[key + tag if isinstance(tag, str) else key] = (number, value)
             if "meta" in entry:
-                meta.update(entry["meta"])
+                journal.meta.update(entry["meta"])
+        built = journal.items
+        for key in list(latest):  # in the order the keys first came; each raw line let go
+            number, value = latest.pop(key)
+            built[key] = checked(f"{path}:{number}", convert)(value)  # no Path per item
     except (StateDamaged, OSError) as exc:
         journal.damage = exc
     return journal

@@ -13,24 +13,22 @@ a line at a time with ``json.loads`` (C speed), and each item is converted as so
 read: the items never exist as 100,000 dicts at once (peak memory). A snapshot laid out
 otherwise (by hand, or by an older version) is read by a slower reader that accepts any JSON.
 
-The first line is read before any item: the reader of a state dir learns the snapshot's
-generation there, reads the journal of that generation, and has the items that a journal line
-replaces only looked at, not built (a stopped 100,000-item run leaves a third of them so).
+The first line can be read alone (:func:`read_head`): the reader of a state dir learns the
+snapshot's generation there, reads the journal of that generation first, and has the items
+that a journal line replaces only looked at, not built (a stopped 100,000-item run leaves a
+third of them so).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from orchestrator.state.gcpause import collector_paused
 
 T = TypeVar("T")
-
-# Given the snapshot's first line (all but its items): the keys of the items that are replaced
-# later, and what each of those is passed through instead of ``convert`` (its value is kept).
-Superseded = Callable[[dict[str, Any]], tuple[Container[str], Callable[[Any], Any]]]
 
 SNAPSHOT_CHUNK = 1000  # items per line of the snapshot (and per write)
 _ITEMS_OPEN = ',"items":{'
@@ -65,19 +63,45 @@ def render_snapshot(
     yield b"\n" + _END.encode()
 
 
+def read_head(path: Path) -> dict[str, Any] | None:
+    """The snapshot's first line, everything but its items, read alone; None when the file
+    cannot be read or is not laid out as :func:`render_snapshot` writes it."""
+    try:
+        with path.open("rb") as handle:
+            line = handle.readline().decode()
+    except (OSError, ValueError):
+        return None
+    return _head(line.removesuffix("\n"))
+
+
+def _head(line: str) -> dict[str, Any] | None:
+    if not line.endswith(_ITEMS_OPEN):
+        return None
+    try:
+        head = json.loads(line[: -len(_ITEMS_OPEN)] + "}")
+    except ValueError:
+        return None
+    if not isinstance(head, dict) or "items" in head:
+        return None
+    return head
+
+
 def parse_snapshot(
-    raw: bytes, convert: Callable[[Any], Any] | None = None, superseded: Superseded | None = None
+    raw: bytes,
+    convert: Callable[[Any], Any] | None = None,
+    replaced: Container[str] = (),
+    instead: Callable[[Any], Any] | None = None,
 ) -> Any:
     """The snapshot's JSON object, each value of ``items`` passed through ``convert`` as it is
-    read. ValueError (as ``json.loads``) if it is not valid JSON. ``superseded`` (laid out as
-    :func:`render_snapshot` writes only; given ``convert``): called with the first line once it
-    is read, it names the items to pass through something else instead (see the top)."""
+    read. ValueError (as ``json.loads``) if it is not valid JSON. Laid out as
+    :func:`render_snapshot` writes it (and given ``convert``), the items under the keys
+    ``replaced`` are passed through ``instead``."""
     if convert is None:
         return json.loads(raw)
     text = raw.decode()
     del raw  # the text is enough from here on (peak memory)
     with collector_paused():
-        fast = _parse_lines(text, convert, superseded)
+        fast = _parse_lines(text, convert, replaced, instead or convert)
         return fast if fast is not None else _parse_any(text, convert)
 
 
@@ -85,19 +109,16 @@ def parse_snapshot(
 
 
 def _parse_lines(
-    text: str, convert: Callable[[Any], Any], superseded: Superseded | None
+    text: str,
+    convert: Callable[[Any], Any],
+    replaced: Container[str],
+    instead: Callable[[Any], Any],
 ) -> Any | None:
     """None when ``text`` is not laid out as :func:`render_snapshot` writes it."""
     end = text.find("\n")
-    if end < 0 or not text.endswith(_ITEMS_OPEN, 0, end):
+    snap = _head(text[:end]) if end >= 0 else None
+    if snap is None:
         return None
-    try:
-        snap = json.loads(text[: end - len(_ITEMS_OPEN)] + "}")
-    except ValueError:
-        return None
-    if not isinstance(snap, dict) or "items" in snap:
-        return None
-    replaced, instead = superseded(snap) if superseded is not None else ((), convert)
     items: dict[str, Any] = {}
     start, more = end + 1, False  # more: the last line of items ended with a comma
     while True:
