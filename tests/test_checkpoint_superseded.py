@@ -234,3 +234,18 @@ def test_a_torn_last_line_of_a_long_journal_is_cut_off(tmp_path: Path, lines: in
     (tmp_path / JOURNAL).write_text("\n".join(text[:-1]) + "\n" + text[-1][:30])
     items = open_store(tmp_path).items
     assert max(item.polls for item in items.values()) == lines - 2
+
+
+async def test_a_snapshot_replaced_after_its_first_line_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``status`` reads without the lock: a compaction may replace checkpoint.json between its
+    first line (whose generation chose the journal's lines) and the rest. Read again."""
+    await stopped_state(tmp_path)
+    every = read_snapshot(tmp_path, item_from_dict)
+    assert every is not None
+    older = {"generation": every["generation"] - 1}  # what the first line said, before
+    monkeypatch.setattr(checkpoint, "read_head", lambda _path: older)
+    again = read_snapshot(tmp_path, item_from_dict, item_readable)
+    assert again is not None
+    assert as_text(again["items"]) == as_text(every["items"])
