@@ -33,12 +33,26 @@ class AfterCopies:
         self._work = work
         self._limit = limit or AFTER_COPY_CONCURRENCY
         self._waiting: deque[Item] = deque()
+        self._held = False  # items wait, no worker starts (engine/firstpolls.py)
         self.workers = 0  # tasks working through the line now
 
     def add(self, item: Item) -> None:
         """``item`` (verifying or carrying) waits for its turn."""
         self._waiting.append(item)
-        if self.workers < self._limit:
+        if not self._held and self.workers < self._limit:
+            self.workers += 1
+            self._work.start_soon(self._serve)
+
+    def hold(self) -> None:
+        """Items added wait in line, no one works on them, until :meth:`release`."""
+        self._held = True
+
+    def release(self) -> None:
+        """The line is served again: as many workers as items wait, up to the limit."""
+        if not self._held:
+            return
+        self._held = False
+        while self.workers < min(self._limit, len(self._waiting)):
             self.workers += 1
             self._work.start_soon(self._serve)
 

@@ -19,6 +19,7 @@ the request, the polling schedule and the back-offs, live in orchestrator/core.)
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -60,10 +61,17 @@ class Outcome:
 class Driver:
     """Drives one item while it holds a slot of ``window``."""
 
-    def __init__(self, ctx: RunContext, window: Window, item: Item) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        window: Window,
+        item: Item,
+        polled: Callable[[], None] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.window = window
         self.item = item
+        self.polled = polled  # called once, after the first poll (answered or not)
         self.cloud = ctx.clouds[item.row.tenant]
         self.timing = ctx.config.timing
         self.retry_backoff = retry_backoff(self.timing.poll_min, self.timing.backoff_max)
@@ -341,6 +349,7 @@ class Driver:
                     priority=self._poll_priority(state.started_at, expected),
                 )
             except CloudError as error:
+                self._first_poll_done()
                 if error.kind == ErrorKind.NOT_FOUND:
                     return await self._unknown(f"job {job_id} unknown to the cloud")
                 if error.kind == ErrorKind.AUTH:
@@ -348,6 +357,7 @@ class Driver:
                 failed += 1
                 state = state.observe(self.now, None)
                 continue
+            self._first_poll_done()
             polls += 1
             if self.ctx.counters.poll_answered(self.now):
                 log.info("run.first_poll", tenant=row.tenant, item=self.item.key)
@@ -357,6 +367,11 @@ class Driver:
                 return await self._job_succeeded(job)
             if job.status == JOB_FAIL:
                 return await self._job_failed(job)
+
+    def _first_poll_done(self) -> None:
+        if self.polled is not None:
+            polled, self.polled = self.polled, None
+            polled()
 
     def _poll_priority(self, started_at: float, expected: float | None) -> float:
         """Where this poll stands when the request budget cannot serve every poll at once:

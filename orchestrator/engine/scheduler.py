@@ -27,6 +27,7 @@ from orchestrator.core.model import Item, Phase
 from orchestrator.core.outcome import Stop, is_done, is_finished, outcome_of
 from orchestrator.engine.afterqueue import AfterCopies
 from orchestrator.engine.context import RunContext, log
+from orchestrator.engine.firstpolls import FirstPolls
 from orchestrator.engine.lifecycle import Driver
 from orchestrator.engine.outage import endpoint_of
 from orchestrator.engine.preflight import preflight
@@ -102,6 +103,7 @@ class Engine:
         self.window_of: dict[str, Window] = {}  # tenant -> window
         self.driving: dict[str, tuple[anyio.CancelScope, Item]] = {}  # item key -> its drive
         self.after: AfterCopies | None = None  # copies made, waiting to be verified and carried
+        self.first_polls: FirstPolls | None = None  # a resume's checks wait for its first polls
 
     # -- phases of a run ------------------------------------------------------------------------
 
@@ -125,10 +127,14 @@ class Engine:
         active: set[str] = set()
         region_of: dict[str, str] = {}  # where each tenant's credentials are probed
         in_flight: dict[str, list[Item]] = defaultdict(list)  # by tenant, checks after a copy too
+        copies = False  # a copy in flight among them
         for item in items:
             current[item.key] = item
             region_of.setdefault(item.row.tenant, item.row.source_region)
-            if item.phase.holds_slot or item.phase.is_after_copy:
+            if item.phase.holds_slot:
+                in_flight[item.row.tenant].append(item)
+                copies = True
+            elif item.phase.is_after_copy:
                 in_flight[item.row.tenant].append(item)
             if not is_done(item) or (
                 retry and item.listed and item.phase in (Phase.FAILED, Phase.REJECTED)
@@ -136,7 +142,7 @@ class Engine:
                 active.add(item.row.tenant)
         del items  # the loaded versions: not kept for the run (see above)
         keys = list(current)
-        await self._work(current, sorted(active), region_of, in_flight)
+        await self._work(current, sorted(active), region_of, in_flight, copies=copies)
         final = [ctx.store.items[key] for key in keys]
         found = outcome_of(
             final,
@@ -154,13 +160,16 @@ class Engine:
         active_tenants: list[str],
         region_of: Mapping[str, str],
         in_flight: dict[str, list[Item]],
+        *,
+        copies: bool,
     ) -> None:
         """Probe, check, then keep the windows busy; a stop cancels all of it at once.
 
         The copies a resumed run finds in flight, and the checks after a copy, are followed as
         soon as their tenant's probe answers (a resumed 1,000-tenant list polls within a
         second, not after every target region is listed); nothing is submitted before every
-        tenant is probed, so that each account's window counts all its copies.
+        tenant is probed, so that each account's window counts all its copies. With ``copies``
+        in flight, the checks start once each is polled (engine/firstpolls.py).
         """
         ctx = self.ctx
         followed: set[str] = set()
@@ -178,6 +187,13 @@ class Engine:
                 outer.start_soon(self._outage_watch)
                 async with anyio.create_task_group() as work:
                     self.after = AfterCopies(ctx, work)
+                    first_polls = None
+                    if copies:
+                        timing = ctx.config.timing
+                        longest = timing.poll_max + timing.request_timeout
+                        first_polls = FirstPolls(self.after, ctx.clock, longest)
+                        self.first_polls = first_polls
+                        work.start_soon(first_polls.release)
 
                     def follow(tenant: str) -> None:
                         window = self.window_of[tenant]
@@ -187,9 +203,13 @@ class Engine:
                                 self._after_copy(item)  # no slot: the copy is made
                                 continue
                             window.take()
+                            if first_polls is not None:
+                                first_polls.follow(item.key)
                             work.start_soon(self._drive, window, item)
 
                     await self._probe(active_tenants, region_of, follow)
+                    if first_polls is not None:
+                        first_polls.probed()
                     await self._prepare(current)
                     self._start(work, current, followed)
                     current.clear()  # each item's state is the store's from here on (memory)
@@ -463,13 +483,17 @@ class Engine:
             await _wait(window, clock, window.wake_at(now), self.ctx.no_more_submits)
 
     async def _drive(self, window: Window, item: Item) -> None:
+        first = self.first_polls
+        polled = first.hook(item.key) if first is not None else None
         with anyio.CancelScope() as scope:  # cancelled when its endpoint is found down
             self.driving[item.key] = (scope, item)
             try:
-                outcome = await Driver(self.ctx, window, item).run()
+                outcome = await Driver(self.ctx, window, item, polled).run()
             finally:
                 del self.driving[item.key]
                 window.release()
+                if polled is not None:  # ended, polled or not: the checks wait no more for it
+                    polled()
         if scope.cancelled_caught:
             return
         if outcome.item.phase == Phase.PENDING and self._may_submit(outcome.item):
