@@ -107,6 +107,8 @@ def without_line(item: dict[str, Any]) -> dict[str, Any]:
 DAMAGE: dict[str, Callable[[Any], Any]] = {
     "a row without its line": without_line,
     "a bogus phase": lambda item: item | {"phase": "bogus"},
+    "a phase list": lambda item: item | {"phase": ["running"]},
+    "a phase object": lambda item: item | {"phase": {"running": 1}},
     "no row": lambda item: {k: v for k, v in item.items() if k != "row"},
     "a number": lambda _item: 5,
 }

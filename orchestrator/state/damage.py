@@ -37,8 +37,9 @@ def item_problem(value: Any) -> str | None:
     for name in _KEY_FIELDS:
         if not isinstance(row.get(name), str):
             return f"an item's row has no {name} text"
-    if value.get("phase") not in _PHASES:
-        return f"an item's phase {value.get('phase')!r} is not one of {sorted(_PHASES)}"
+    phase = value.get("phase")
+    if not isinstance(phase, str) or phase not in _PHASES:  # a list or object: unhashable
+        return f"an item's phase {phase!r} is not one of {sorted(_PHASES)}"
     return None
 
 
