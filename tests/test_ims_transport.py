@@ -215,3 +215,41 @@ def test_a_missing_ca_bundle_says_so(tmp_path: Any) -> None:
     config = Config(endpoints=Endpoints(ca_bundle=str(tmp_path / "missing.pem")))
     with pytest.raises(CloudError, match="ca_bundle"):
         ssl_context(config)
+
+
+@pytest.mark.parametrize(
+    ("proxy_url", "netrc_text"),
+    [
+        ("http://alice:s3cret@proxy.example:3128", None),
+        ("http://al%40ice:p%3Ass@proxy.example:3128", None),
+        ("http://alice@proxy.example:3128", None),
+        ("http://proxy.example:3128", "machine proxy.example login bob password pw\n"),
+        ("http://proxy.example:3128", "default login carol password c\n"),
+        ("http://proxy.example:3128", "machine other.example login bob password pw\n"),
+        ("http://proxy.example:3128", None),
+    ],
+)
+def test_proxy_credentials_are_aiohttps_and_curls(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, proxy_url: str, netrc_text: str | None
+) -> None:
+    """From the proxy URL, else from the netrc file: the same Basic value aiohttp's helpers
+    make (the oracle), the proxy URL without its credentials."""
+    from aiohttp.helpers import basicauth_from_netrc, netrc_from_env, strip_auth_from_url
+
+    for name in ("https_proxy", "http_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+    netrc_path = tmp_path / "netrc"
+    if netrc_text is not None:
+        netrc_path.write_text(netrc_text)
+    monkeypatch.setenv("NETRC", str(netrc_path))
+    proxy, auth = env_proxy(URL("https://ims.cn-north-4.example.com"))
+    bare, expected = strip_auth_from_url(URL(proxy_url))
+    if expected is None:
+        try:
+            expected = basicauth_from_netrc(netrc_from_env(), "proxy.example")
+        except LookupError:
+            expected = None
+    assert proxy == bare
+    assert auth == (None if expected is None else expected.encode())

@@ -226,7 +226,6 @@ class WireTransport:
             )
         proxy_tls = self._ssl if proxy.scheme == "https" else None
         proxy_port = proxy.port or (443 if proxy.scheme == "https" else 80)
-        credentials = auth.encode() if auth is not None else None
         if secure:  # a tunnel: the proxy sees where to, never the request (nor its key)
             return Route(
                 origin,
@@ -237,11 +236,11 @@ class WireTransport:
                 host,
                 "",
                 DEFAULT_HEADERS,
-                credentials,
+                auth,
             )
         extra = DEFAULT_HEADERS
-        if credentials is not None:
-            extra += f"Proxy-Authorization: {credentials}\r\n"
+        if auth is not None:
+            extra += f"Proxy-Authorization: {auth}\r\n"
         return Route(origin, proxy.host, proxy_port, proxy_tls, None, None, origin, extra)
 
 
