@@ -1,4 +1,5 @@
-"""The snapshot's item lines: each chunk encoded in one call, the same text as item by item."""
+"""The snapshot's item lines: a hundred items encoded in one call, the same text as item by
+item."""
 
 from __future__ import annotations
 
@@ -35,12 +36,17 @@ def _each(head: dict[str, Any], pairs: list[tuple[str, Any]], chunk: int) -> byt
 @given(
     pairs=st.lists(st.tuples(_TEXT, _VALUES), max_size=12),
     chunk=st.integers(1, 5),
+    at_once=st.integers(1, 6),
 )
 def test_chunks_encoded_at_once_are_the_text_of_each_item(
-    pairs: list[tuple[str, Any]], chunk: int
+    pairs: list[tuple[str, Any]], chunk: int, at_once: int
 ) -> None:
-    """Any keys (unicode, quotes, the same key twice in a chunk) and values: the same bytes."""
+    """Any keys (unicode, quotes, the same key twice in a chunk) and values, any line and
+    encoding sizes: the same bytes."""
     head = {"version": 1, "generation": 2}
-    with patch("orchestrator.state.snapshot.SNAPSHOT_CHUNK", chunk):
+    with (
+        patch("orchestrator.state.snapshot.SNAPSHOT_CHUNK", chunk),
+        patch("orchestrator.state.snapshot._PAIRS", at_once),
+    ):
         text = b"".join(render_snapshot(head, pairs, lambda p: p[1], lambda p: p[0]))
     assert text == _each(head, pairs, chunk)

@@ -50,17 +50,23 @@ def render_snapshot(
     yield (opening + (_ITEMS_OPEN if head else _ITEMS_OPEN[1:])).encode()
     for start in range(0, len(items), SNAPSHOT_CHUNK):
         chunk = items[start : start + SNAPSHOT_CHUNK]
-        # The chunk's pairs as one object, encoded in one call, its braces dropped: the text
-        # of ``"key":{item}`` joined by commas (unless two items share a key).
-        pairs = {key(item): encode(item) for item in chunk}
-        if len(pairs) == len(chunk):
-            line = compact_json(pairs)[1:-1]
-        else:
-            line = ",".join(
-                json.dumps(key(item)) + ":" + compact_json(encode(item)) for item in chunk
-            )
+        line = ",".join(
+            _pairs_text(chunk[at : at + _PAIRS], encode, key) for at in range(0, len(chunk), _PAIRS)
+        )
         yield (b",\n" if start else b"\n") + line.encode()
     yield b"\n" + _END.encode()
+
+
+_PAIRS = 100  # items encoded in one call (their dicts exist at once: a few hundred KB at most)
+
+
+def _pairs_text(items: Sequence[T], encode: Callable[[T], Any], key: Callable[[T], str]) -> str:
+    """``"key":{item}`` of each item, joined by commas: the pairs as one object encoded in one
+    call, its braces dropped (item by item if two items share a key)."""
+    pairs = {key(item): encode(item) for item in items}
+    if len(pairs) == len(items):
+        return compact_json(pairs)[1:-1]
+    return ",".join(json.dumps(key(item)) + ":" + compact_json(encode(item)) for item in items)
 
 
 def read_head(path: Path) -> dict[str, Any] | None:
