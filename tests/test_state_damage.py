@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 
 from orchestrator.cli import main
@@ -184,3 +185,19 @@ def test_a_lock_removed_or_replaced_under_its_holder_is_lost(tmp_path: Path, how
             check_lock(tmp_path, fd)
     finally:
         release_lock(fd)
+
+
+@pytest.mark.parametrize("number", [100, 1])
+def test_a_damaged_line_is_named_as_file_colon_number_not_an_emoji(
+    listed: Path, number: int
+) -> None:
+    """":100:" is an emoji code to rich: the message names the line as written, whatever its
+    number (found by the kill sweep: "journal.jsonl💯 not valid JSON")."""
+    state = listed.with_suffix(".state")
+    state.mkdir()
+    lines = anyio.run(state_with_journal, state, 101)
+    lines[number - 1] = lines[number - 1].replace('"item":', '"item";', 1)
+    (state / JOURNAL).write_text("\n".join(lines) + "\n")
+    code, err = cli("run", str(listed), "--state-dir", str(state))
+    assert code == 74, err
+    assert f"{JOURNAL}:{number}: not valid JSON" in err.replace("\n", ""), err

@@ -64,8 +64,8 @@ def main(
     args = build_parser().parse_args(argv)
     if args.command in ("status", "report"):  # a full disk or a closed pipe is not a bug
         stdout = guarded(stdout)
-    out = Console(file=stdout, soft_wrap=False)
-    err = Console(file=stderr, stderr=True)
+    out = Console(file=stdout, soft_wrap=False, emoji=False)
+    err = Console(file=stderr, stderr=True, emoji=False)
     logs.configure()  # once: a run sends its events to its state dir's events.jsonl
     try:
         code = _dispatch(args, environ, stdout, out, err, Seams(clouds, clock))

@@ -129,7 +129,7 @@ def leaves_of(exc: BaseException) -> list[BaseException]:
 def say(err: Console, text: str) -> None:
     """One message, as text (no markup), with what the list put in it made visible: a
     right-to-left override from a name must not turn the rest of the line around."""
-    err.print(visible(text), highlight=False, soft_wrap=True, markup=False)
+    err.print(visible(text), highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 USAGE_ERRORS = (UsageError, ConfigError, ManifestError)

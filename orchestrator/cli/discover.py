@@ -76,7 +76,9 @@ def cmd_discover(
 def print_discovery(result: DiscoverResult, out: Console, *, appended: bool) -> None:
     """The summary table (wide when not on a terminal: mail and logs do not wrap) and what was
     written where."""
-    wide = out if out.is_terminal else Console(file=out.file, width=160, soft_wrap=False)
+    wide = (
+        out if out.is_terminal else Console(file=out.file, width=160, soft_wrap=False, emoji=False)
+    )
     wide.print(discover_table(result))
     for line in closing_lines(result, appended=appended):
         say(out, line)

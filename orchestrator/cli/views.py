@@ -74,7 +74,11 @@ def cmd_plan(
     elif args.format == "csv":
         stdout.write(render_plan_csv(plan))
     else:
-        console = out if stdout.isatty() else Console(file=stdout, width=160, soft_wrap=False)
+        console = (
+            out
+            if stdout.isatty()
+            else Console(file=stdout, width=160, soft_wrap=False, emoji=False)
+        )
         for part in plan_renderables(plan):
             console.print(part)
     return ExitCode.OK if plan.can_go else ExitCode.ATTENTION
