@@ -191,8 +191,8 @@ def test_a_lock_removed_or_replaced_under_its_holder_is_lost(tmp_path: Path, how
 def test_a_damaged_line_is_named_as_file_colon_number_not_an_emoji(
     listed: Path, number: int
 ) -> None:
-    """":100:" is an emoji code to rich: the message names the line as written, whatever its
-    number (found by the kill sweep: "journal.jsonl💯 not valid JSON")."""
+    """The message names the line as written, whatever its number: rich reads ":100:" as an
+    emoji code (found by the kill sweep: "journal.jsonl💯 not valid JSON")."""
     state = listed.with_suffix(".state")
     state.mkdir()
     lines = anyio.run(state_with_journal, state, 101)
