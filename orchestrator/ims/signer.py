@@ -141,18 +141,37 @@ def sign(
     for name in shape.date_names:  # in place: the headers keep their order
         out[name] = sdk_date
     header_lines = shape.before + sdk_date.strip() + shape.after if shape.dated else shape.before
-    payload_hash = shape.payload_hash or (
-        hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256
-    )
-    canonical = "\n".join(
-        (method.upper(), canonical_uri(path), query, header_lines, shape.names, payload_hash)
-    )
-    value = signature(credentials.secret_key, string_to_sign(sdk_date, canonical))
-    out["Authorization"] = (
-        f"{ALGORITHM} Access={credentials.access_key}, "
-        f"SignedHeaders={shape.names}, Signature={value}"
+    out["Authorization"] = _authorization(
+        credentials,
+        method,
+        path,
+        query,
+        header_lines,
+        shape.names,
+        shape.payload_hash,
+        body,
+        sdk_date,
     )
     return out
+
+
+def _authorization(
+    credentials: Credentials,
+    method: str,
+    path: str,
+    query: str,
+    header_lines: str,
+    names: str,
+    payload_hash: str | None,
+    body: bytes,
+    sdk_date: str,
+) -> str:
+    """The ``Authorization`` value over the canonical request made of these parts (the payload
+    hash: X-Sdk-Content-Sha256 when the headers give it, else the body's)."""
+    digest = payload_hash or (hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256)
+    canonical = "\n".join((method.upper(), canonical_uri(path), query, header_lines, names, digest))
+    value = signature(credentials.secret_key, string_to_sign(sdk_date, canonical))
+    return f"{ALGORITHM} Access={credentials.access_key}, SignedHeaders={names}, Signature={value}"
 
 
 class _Shape(NamedTuple):
@@ -221,16 +240,16 @@ def _sign_each_step(
     lowered = {name.lower(): value for name, value in out.items()}
     names = sorted(name for name in lowered if "_" not in name)
     header_lines = "".join(f"{name}:{lowered[name].strip()}\n" for name in names)
-    payload_hash = lowered.get("x-sdk-content-sha256") or (
-        hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256
-    )
-    canonical = "\n".join(
-        (method.upper(), canonical_uri(path), query, header_lines, ";".join(names), payload_hash)
-    )
-    value = signature(credentials.secret_key, string_to_sign(sdk_date, canonical))
-    out["Authorization"] = (
-        f"{ALGORITHM} Access={credentials.access_key}, "
-        f"SignedHeaders={';'.join(names)}, Signature={value}"
+    out["Authorization"] = _authorization(
+        credentials,
+        method,
+        path,
+        query,
+        header_lines,
+        ";".join(names),
+        lowered.get("x-sdk-content-sha256") or None,
+        body,
+        sdk_date,
     )
     return out
 
