@@ -56,8 +56,10 @@ def test_any_bytes_read_as_json_loads_reads_them(raw: bytes) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b'{"a":"\\ud800"}', b'{"a":"\xed\xa0\x80"}', b'{"a":1}\x00', b"{\x00", b'{"a":1', b"{}"],
+    [b'{"a":"\\ud800"}', b'{"a":"\xed\xa0\x80"}', b'{"a":1}\x00', b"{\x00", b'{"a":1', b"{}"]
+    + [b'{"a":1}' + tail for tail in (b" \t\r\n", b" x", b"{}", b"\x0b", b"\xc2\xa0", b"\x1c")],
 )
 def test_odd_objects_read_as_json_loads_reads_them(raw: bytes) -> None:
-    """Lone surrogates (escaped, or raw as json.loads lets them pass), a NUL, a cut object."""
+    """Lone surrogates (escaped, or raw as json.loads lets them pass), a NUL, a cut object;
+    after the object JSON's whitespace, or more (other whitespace, another value): extra data."""
     assert _ours(raw) == _as_json_loads(raw)

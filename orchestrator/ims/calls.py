@@ -28,7 +28,8 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from json.scanner import make_scanner
+from typing import Any, NamedTuple, TypeVar, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -39,9 +40,15 @@ from orchestrator.clock import Clock
 from orchestrator.core.cloud import SEND_STOP, STOPPED, CloudError, ErrorKind, StopFlag
 from orchestrator.core.credentials import Credentials
 from orchestrator.ims.errors import THROTTLE_CODES, classify, parse_error_body
-from orchestrator.ims.ratelimit import READ, SUBMIT, RateLimits
+from orchestrator.ims.ratelimit import READ, SUBMIT, RateLimits, Slots, TokenBucket
 from orchestrator.ims.signer import DATE_FORMAT, canonical_query, sign
-from orchestrator.ims.transport import Delivery, HttpRequest, Transport, TransportError
+from orchestrator.ims.transport import (
+    Delivery,
+    HttpRequest,
+    HttpResponse,
+    Transport,
+    TransportError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +107,7 @@ class SignedCalls:
         self._date_second: int | None = None
         self._date = ""
         self._date_from = self._date_until = 0.0
-        self._bases: dict[str, tuple[str, str, str]] = {}
+        self._bases: dict[str, _Base] = {}
 
     async def call(
         self,
@@ -171,14 +178,21 @@ class SignedCalls:
             raise _stopped()
         return result[0]
 
-    def _split(self, base: str) -> tuple[str, str, str]:
-        """``scheme://host``, the host (no user info) and the path of a base URL (a few bases
-        per client: each split once)."""
+    def _split(self, base: str) -> _Base:
+        """What a base URL gives every request to it (a few bases per client: each split once,
+        its host's budget of this key and its connection slots found once)."""
         found = self._bases.get(base)
         if found is None:
             split = urlsplit(base)
             host = split.netloc.rpartition("@")[2]
-            found = self._bases[base] = (f"{split.scheme}://{host}", host, split.path)
+            limits = self._limits
+            found = self._bases[base] = _Base(
+                f"{split.scheme}://{host}",
+                host,
+                split.path,
+                None if limits.host_capped else limits.for_key(self._credentials.access_key, host),
+                limits.slots(host),
+            )
         return found
 
     async def _attempt(
@@ -193,31 +207,27 @@ class SignedCalls:
         stop: StopFlag | None,
     ) -> dict[str, Any]:
         """Send one signed request; its JSON answer, or a classified CloudError."""
-        mutating = method != "GET"
-        origin, host, base_path = self._split(base)
+        origin, host, base_path, budget, slots = self._split(base)
         full_path = base_path + path
         query = canonical_query(params) if params else ""
-        headers: dict[str, str] = {}
         if body is None:
             payload = b""
+            headers = {} if project_id is None else {PROJECT_HEADER: project_id}
         else:
             payload = json.dumps(body).encode()
-            headers["Content-Type"] = JSON_CONTENT_TYPE
-        if project_id is not None:
-            headers[PROJECT_HEADER] = project_id
-        where = f"{method} {host}{full_path}"
+            headers = {"Content-Type": JSON_CONTENT_TYPE}
+            if project_id is not None:
+                headers[PROJECT_HEADER] = project_id
 
-        key = self._credentials.access_key
-        limits = self._limits
         # Before the timed part: the key's budget, then a connection slot (never a pool wait
         # inside the transport's timeout). A stop while waiting: nothing was sent. Both are
         # taken at once when free (no task, no trip through the loop); the stop is checked
         # last, after the last of them, right before sending.
-        if limits.try_admit(key, host):
+        if budget is not None and budget.try_acquire():
             await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled task sends nothing
         else:
-            await self.unless(stop, limits.admit, key, host, priority)
-        slots = limits.slots(host)
+            limits = self._limits
+            await self.unless(stop, limits.admit, self._credentials.access_key, host, priority)
         try:
             slots.acquire_nowait()
         except anyio.WouldBlock:
@@ -248,26 +258,35 @@ class SignedCalls:
             try:
                 response = await self._transport.send(request)
             except TransportError as exc:
-                raise _not_answered(exc, mutating, where) from exc
+                raise _not_answered(exc, method != "GET", f"{method} {host}{full_path}") from exc
         finally:
             slots.release()
 
         if response.status >= 300:
-            code, message, request_id = parse_error_body(response.body)
-            retry_after = self._retry_after(response.header("Retry-After"))
-            error = classify(
-                response.status,
-                code,
-                message,
-                mutating=mutating,
-                retry_after=retry_after,
-                request_id=request_id or response.header("X-Request-Id"),
-            )
-            if _refused(response.status, code, retry_after):
-                # Every request of this key to this host waits, not only this one.
-                self._limits.for_key(key, host).refused(retry_after)
-            raise error
-        return _decode(response.body, where, response.status, mutating=mutating)
+            raise self._refusal(response, method, host, full_path)
+        body = _json_object(response.body)
+        if body is None:
+            where = f"{method} {host}{full_path}"
+            raise _not_json(where, response.status, mutating=method != "GET")
+        return body
+
+    def _refusal(self, response: HttpResponse, method: str, host: str, path: str) -> CloudError:
+        """The classified error of an answer that is not a success (a throttling refusal
+        pauses every request of this key to this host, not only this one)."""
+        code, message, request_id = parse_error_body(response.body)
+        retry_after = self._retry_after(response.header("Retry-After"))
+        error = classify(
+            response.status,
+            code,
+            message,
+            mutating=method != "GET",
+            retry_after=retry_after,
+            request_id=request_id or response.header("X-Request-Id"),
+        )
+        if _refused(response.status, code, retry_after):
+            # Every request of this key to this host waits, not only this one.
+            self._limits.for_key(self._credentials.access_key, host).refused(retry_after)
+        return error
 
     def _retry_after(self, value: str | None) -> float | None:
         """``Retry-After`` in seconds: a number, or an HTTP date relative to the clock."""
@@ -328,23 +347,53 @@ def _kind_of(delivery: Delivery, mutating: bool) -> ErrorKind:
     return ErrorKind.UNKNOWN if mutating else ErrorKind.TRANSIENT
 
 
-# ``json.loads`` of a body: ``_DECODE`` of its text once it is known to be UTF-8 (what
-# ``json.loads`` finds a body that opens with ``{`` then anything but a NUL to be, after a look
-# at its first bytes that costs as much as the decoding of a small answer).
-_DECODE = json.JSONDecoder().decode
+class _Base(NamedTuple):
+    """A base URL as its requests use it."""
+
+    origin: str  # scheme://host
+    host: str  # without user info
+    path: str
+    budget: TokenBucket | None  # this key's at the host (None: a host cap too, see admit)
+    slots: Slots  # the host's connection slots
+
+
+# ``json.loads`` of a body, in two steps when it opens with ``{`` then anything but a NUL (what
+# ``json.loads`` finds to be UTF-8 after a look at its first bytes, a cost as large as the
+# decoding of a small answer): its text, then the C scanner of the stdlib's decoder on it (what
+# ``json.loads`` runs, without its two Python frames and two regular expressions).
+_SCAN: Callable[[str, int], tuple[object, int]] = make_scanner(cast(Any, json.JSONDecoder()))
+_JSON_SPACE = " \t\n\r"
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """The JSON object ``raw`` holds, as ``json.loads`` reads it (``{}`` for a blank body);
+    None if it holds anything else or is not JSON."""
+    body: object = None
+    if raw[:1] == b"{" and raw[1:2] != b"\x00":
+        try:
+            text = raw.decode("utf-8", "surrogatepass")
+            body, end = _SCAN(text, 0)
+        except (StopIteration, ValueError, UnicodeDecodeError):
+            return None
+        if end != len(text) and text[end:].strip(_JSON_SPACE):
+            return None  # more after the object: what json.loads calls "Extra data"
+    elif not raw.strip():
+        return {}
+    else:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return body if isinstance(body, dict) else None
 
 
 def _decode(raw: bytes, where: str, status: int, *, mutating: bool) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        if raw[:1] == b"{" and raw[1:2] != b"\x00":
-            body = _DECODE(raw.decode("utf-8", "surrogatepass"))
-        else:
-            body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict):
-        kind = ErrorKind.UNKNOWN if mutating else ErrorKind.TRANSIENT
-        raise CloudError(kind, f"{where}: the answer is not a JSON object", status=status)
+    body = _json_object(raw)
+    if body is None:
+        raise _not_json(where, status, mutating=mutating)
     return body
+
+
+def _not_json(where: str, status: int, *, mutating: bool) -> CloudError:
+    kind = ErrorKind.UNKNOWN if mutating else ErrorKind.TRANSIENT
+    return CloudError(kind, f"{where}: the answer is not a JSON object", status=status)

@@ -132,8 +132,17 @@ class TokenBucket:
         the common case of :meth:`acquire`, without its queue entry and trip through the loop."""
         if self._unlimited and not self._adaptive:
             return True
-        self._drop_gone()
-        if self._waiters or self._wait() > 0:
+        waiters = self._waiters
+        if waiters:
+            self._drop_gone()
+            if waiters:
+                return False
+        # What ``_wait() <= 0`` says, on one reading of the clock and without its calls.
+        now = self._clock.now()
+        self._refill(now)
+        if self._paused_until > now:
+            return False
+        if self._tokens < 1 - _EPSILON and not self._unlimited:
             return False
         self._tokens = max(0.0, self._tokens - 1)
         return True
@@ -171,18 +180,23 @@ class TokenBucket:
             if event is not None:
                 event.set()
 
-    def _refill(self) -> None:
-        now = self._clock.now()
-        # A clock stepped backwards (NTP) must not stall the bucket: count no time at all.
-        elapsed = max(0.0, now - self._updated)
-        quiet = max(0.0, now - max(self._updated, self._paused_until))  # time since the pause
+    def _refill(self, now: float | None = None) -> None:
+        if now is None:
+            now = self._clock.now()
+        updated = self._updated
         self._updated = now
         if self._unlimited:
             return
+        # A clock stepped backwards (NTP) must not stall the bucket: count no time at all.
         if self._adaptive and self._rate < self._ceiling:
-            step = self._ceiling / RECOVERY_SECONDS  # additive increase
-            self._rate = min(self._ceiling, self._rate + step * quiet)
-        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+            paused = self._paused_until
+            since = updated if updated > paused else paused  # time since the pause
+            if now > since:
+                step = self._ceiling / RECOVERY_SECONDS  # additive increase
+                self._rate = min(self._ceiling, self._rate + step * (now - since))
+        if now > updated:
+            tokens = self._tokens + (now - updated) * self._rate
+            self._tokens = tokens if tokens < self._burst else self._burst
 
 
 class Slots:
@@ -269,6 +283,11 @@ class RateLimits:
     def in_flight(self) -> int:
         """Requests on the wire to one host at once (the connection pool is sized to match)."""
         return self._in_flight
+
+    @property
+    def host_capped(self) -> bool:
+        """Whether a cap per host is set (then :meth:`admit` waits for it too)."""
+        return self._host_rate > 0
 
     @property
     def refusals(self) -> int:
