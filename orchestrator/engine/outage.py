@@ -51,7 +51,8 @@ class OutageWatch:
 
     def succeeded(self, endpoint: str, now: float) -> None:
         self._last_ok[endpoint] = now
-        self._failing.pop(endpoint, None)
+        if self._failing:
+            self._failing.pop(endpoint, None)
 
     def failed(self, endpoint: str, error: CloudError) -> None:
         self._failing[endpoint] = str(error)
@@ -116,18 +117,22 @@ class _Watched:
         """The cloud's method ``name``, watched; made once, then found as an attribute."""
         method = cast(Callable[..., Awaitable[Any]], getattr(self._cloud, name))
         watch, now, endpoint_for = self._watch, self._now, self._endpoint
+        endpoints: dict[str, str] = {}  # region -> this method's endpoint there
+        succeeded = watch.succeeded
 
         async def call(region: str, *args: Any, **kwargs: Any) -> Any:
-            endpoint = endpoint_for(name, region)
+            endpoint = endpoints.get(region)
+            if endpoint is None:
+                endpoint = endpoints[region] = endpoint_for(name, region)
             try:
                 result = await method(region, *args, **kwargs)
             except CloudError as error:
                 if unreached(error):
                     watch.failed(endpoint, error)
                 elif error.kind != ErrorKind.TRANSIENT:  # a 429 says nothing either way
-                    watch.succeeded(endpoint, now())
+                    succeeded(endpoint, now())
                 raise
-            watch.succeeded(endpoint, now())
+            succeeded(endpoint, now())
             return result
 
         setattr(self, name, call)  # the next look-up finds it without __getattr__

@@ -9,6 +9,7 @@ paging, projects, the legacy job API) and leaves the signed, retried calls to
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,9 +56,13 @@ class _Project:
     domain_id: str
 
 
+# What ``quote(text, safe="")`` leaves as it is: such a segment (an id) is its own encoding.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
 def _segment(value: str) -> str:
     """One path segment, percent-encoded (ids are hex, but never trust a string in a path)."""
-    return quote(value, safe="")
+    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
 
 
 class ImsClient:
@@ -196,7 +201,7 @@ class ImsClient:
         self, region: str, job_id: str, *, project: str | None = None, priority: float = 0.0
     ) -> Job:
         base = self._ims_base(region)
-        project_id = await self._project_id(region, project)
+        project_id = self._known_project(region, project) or await self._project_id(region, project)
         if base not in self._legacy_job_api:
             path = f"/v1/cloudimages/job/{_segment(job_id)}"
             try:
@@ -355,7 +360,7 @@ class ImsClient:
         body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         priority: float | None = None,
     ) -> dict[str, Any]:
-        project_id = await self._project_id(region, project)
+        project_id = self._known_project(region, project) or await self._project_id(region, project)
         base = self._ims_base(region)
         return await self._call(
             method, base, path, params=params, body=body, project_id=project_id, priority=priority
