@@ -138,6 +138,32 @@ async def test_answers_by_length_chunked_and_until_close_are_read_whole() -> Non
     assert (third.status, third.body) == (500, b'{"error_code": "X"}')
 
 
+async def test_the_headers_are_as_the_peer_spelled_them_a_repeated_one_joined() -> None:
+    """Read when asked for: names as they came (latin-1), values of a repeated one joined by
+    ", ", the interim answer's own left out, found by any case (``header``)."""
+    answer = (
+        b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+        b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nX-Tag: a\r\nx-tag: b\r\nX-Tag: c\r\n"
+        b"X-Name: caf\xe9\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    transport = WireTransport(5.0)
+    try:
+        async with raw_server(answering(answer)) as (port, _):
+            response = await transport.send(get(port))
+    finally:
+        transport.close()
+    assert response.status == 429
+    assert response.header("retry-after") == "3"
+    assert dict(response.headers) == {
+        "Retry-After": "3",
+        "X-Tag": "a, c",
+        "x-tag": "b",
+        "X-Name": "caf\u00e9",
+        "Content-Length": "2",
+    }
+    assert response.headers == dict(response.headers)
+
+
 async def test_an_answer_dribbled_byte_by_byte_and_an_interim_100_are_read_right() -> None:
     answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nfour"
 
@@ -249,6 +275,74 @@ async def test_no_answer_in_time_is_maybe_sent_and_the_timer_starts_at_the_write
     assert caught.value.delivery is Delivery.MAYBE_SENT
     assert caught.value.message == "no answer within 0.2s (TimeoutError)"
     assert len(accepted) == 1
+
+
+async def test_each_request_has_its_own_timeout_from_its_own_write() -> None:
+    """One timer serves every request on the wire: requests written 0.15 s apart each end
+    ``timeout`` after their own write, never before; one answered in time is not expired by
+    the timer of another; and the timer goes on to the later ones."""
+
+    async def answer_some(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await read_request(reader)
+        if b" /answered " in request:
+            writer.write(OK)
+            await writer.drain()
+        await reader.read()  # the others: no answer, until the connection ends
+
+    timeout = 0.4
+    transport = WireTransport(timeout)
+    took: dict[str, float] = {}
+    errors: dict[str, str] = {}
+
+    async def one(path: str, after: float) -> None:
+        await anyio.sleep(after)
+        began = anyio.current_time()
+        try:
+            await transport.send(get(port, path))
+        except TransportError as exc:
+            errors[path] = exc.message
+        took[path] = anyio.current_time() - began
+
+    try:
+        async with raw_server(answer_some) as (port, _):
+            with anyio.fail_after(5):
+                async with anyio.create_task_group() as group:
+                    for n, path in enumerate(["/first", "/answered", "/third", "/fourth"]):
+                        group.start_soon(one, path, 0.15 * n)
+    finally:
+        transport.close()
+    assert set(errors) == {"/first", "/third", "/fourth"}
+    assert all(message == "no answer within 0.4s (TimeoutError)" for message in errors.values())
+    assert took["/answered"] < timeout
+    for path in errors:  # the connection is made before the write: a little more, never less
+        assert timeout <= took[path] < timeout + 0.25, (path, took[path])
+
+
+def test_a_transport_used_on_another_event_loop_still_times_out() -> None:
+    """A run that ends with a request's timer pending (answered in time, its deadline still
+    ahead) leaves the next event loop a transport whose timeouts still work."""
+    transport = WireTransport(1.0)  # longer than the first run: its timer is left pending
+
+    async def answered() -> None:
+        async with raw_server(answering(OK)) as (port, _):
+            await transport.send(get(port))
+
+    async def unanswered() -> str:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            await reader.read()
+
+        async with raw_server(silent) as (port, _):
+            with anyio.fail_after(5), pytest.raises(TransportError) as caught:
+                await transport.send(get(port))
+        return caught.value.message
+
+    try:
+        anyio.run(answered)
+        message = anyio.run(unanswered)
+    finally:
+        transport.close()
+    assert message == "no answer within 1s (TimeoutError)"
 
 
 async def test_a_cancelled_request_drops_its_connection() -> None:

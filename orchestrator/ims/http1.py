@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple, Protocol
 
 import httptools
 
@@ -37,12 +36,47 @@ class HeaderInjection(ValueError):
     """A header name or value that would end the header early (CR, LF) or is not a token."""
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     status: int
     headers: Mapping[str, str]  # as the peer spelled the names; repeated ones joined by ", "
     body: bytes
     keep_alive: bool  # the connection may carry the next request
+
+
+class Headers(Mapping[str, str]):
+    """An answer's headers, read from the bytes as they came only when asked for (a success
+    is read by its status and body alone): the names as the peer spelled them, latin-1, a
+    repeated one's values joined by ", "."""
+
+    __slots__ = ("_fields", "_read")
+
+    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self._fields = fields
+        self._read: dict[str, str] | None = None
+
+    def _all(self) -> dict[str, str]:
+        read = self._read
+        if read is None:
+            read = self._read = {}
+            for name, value in self._fields:
+                key = name.decode("latin-1")
+                text = value.decode("latin-1")
+                before = read.get(key)
+                read[key] = text if before is None else f"{before}, {text}"
+            self._fields = []
+        return read
+
+    def __getitem__(self, name: str) -> str:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return f"Headers({self._all()!r})"
 
 
 def request_bytes(
@@ -92,11 +126,10 @@ class Http1Connection(asyncio.Protocol):
         self.idle_since = 0.0  # the transport's clock, when it was put back in the pool
         self._waiter: asyncio.Future[Answer] | None = None
         self._parser: httptools.HttpResponseParser | None = None
-        self._headers: dict[str, str] = {}
+        self._fields: list[tuple[bytes, bytes]] = []  # the answer's headers, as they came
         self._body: list[bytes] = []
         self._status = 0
         self._head_done = False
-        self._until_close = False  # no length, not chunked: the body ends with the connection
         self._reply: bytearray | None = None  # a proxy's answer to CONNECT, read by hand
         self._reply_waiter: asyncio.Future[int] | None = None
 
@@ -127,7 +160,7 @@ class Http1Connection(asyncio.Protocol):
         self._parser = None
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            if self._head_done and self._until_close and exc is None:
+            if self._head_done and exc is None and self._until_close():
                 self._finish(keep_alive=False)
             else:
                 lost = ConnectionResetError("the connection closed before the whole answer")
@@ -139,24 +172,22 @@ class Http1Connection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1")
-        text = value.decode("latin-1")
-        before = self._headers.get(key)
-        self._headers[key] = text if before is None else f"{before}, {text}"
+        self._fields.append((name, value))  # read only if asked for (Headers)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         if parser is None:
             return
-        status = self._status = parser.get_status_code()
-        lowered = {name.lower() for name in self._headers}
+        self._status = parser.get_status_code()
         self._head_done = True
-        self._until_close = (
-            status >= 200
-            and status not in _NO_BODY
-            and "content-length" not in lowered
-            and "transfer-encoding" not in lowered
-        )
+
+    def _until_close(self) -> bool:
+        """No length, not chunked: the body ends with the connection (asked when it ends)."""
+        status = self._status
+        if status < 200 or status in _NO_BODY:
+            return False
+        lowered = {name.lower() for name, _ in self._fields}
+        return b"content-length" not in lowered and b"transfer-encoding" not in lowered
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -168,7 +199,7 @@ class Http1Connection(asyncio.Protocol):
         if (
             parser.get_status_code() < 200
         ):  # an interim answer (100 Continue, 103): the real one follows
-            self._headers = {}
+            self._fields = []
             self._body = []
             self._head_done = False
             return
@@ -182,10 +213,9 @@ class Http1Connection(asyncio.Protocol):
             raise ConnectionResetError("the connection is not ready for a request")
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         self._parser = httptools.HttpResponseParser(self)
-        self._headers = {}
+        self._fields = []
         self._body = []
         self._head_done = False
-        self._until_close = False
         self.transport.write(data)
         return waiter
 
@@ -245,7 +275,9 @@ class Http1Connection(asyncio.Protocol):
         self._parser = None
         self._waiter = None
         if waiter is not None and not waiter.done():
-            waiter.set_result(Answer(self._status, self._headers, b"".join(self._body), keep_alive))
+            fields, self._fields = self._fields, []  # the answer's own, whatever comes after
+            body = b"".join(self._body)
+            waiter.set_result(Answer(self._status, Headers(fields), body, keep_alive))
 
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter

@@ -29,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -79,9 +81,59 @@ class _Expired(Exception):
     """The answer did not come within the timeout (set on the answer's future)."""
 
 
-def _expire(answer: asyncio.Future[Answer]) -> None:
-    if not answer.done():
-        answer.set_exception(_Expired())
+_TICK = 1e-3  # uvloop's clock moves by milliseconds
+
+
+class _Deadlines:
+    """The timeouts of the requests on the wire, on one timer of the loop rather than one per
+    request: every request gets the same ``seconds`` from its write, so their deadlines come
+    in the order of the writes, and the timer waits for the earliest one still unanswered.
+    An entry is ``[deadline, future]``; the future is dropped (None) once the answer is in,
+    so that a slow request at the head keeps no answers alive, only their small entries."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._queue: deque[list[Any]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, loop: asyncio.AbstractEventLoop, answer: asyncio.Future[Answer]) -> list[Any]:
+        """Start ``answer``'s timeout now (its request was just written); its entry."""
+        if loop is not self._loop:  # another event loop (tests): the old one's timer is gone
+            self._queue.clear()
+            self._loop, self._timer = loop, None
+        entry: list[Any] = [loop.time() + self._seconds, answer]
+        self._queue.append(entry)
+        if self._timer is None:
+            self._timer = loop.call_at(entry[0], self._expire)
+        return entry
+
+    def _expire(self) -> None:
+        """The earliest deadline has come: expire every unanswered request whose deadline has
+        passed, then wait for the next one's."""
+        self._timer = None
+        loop, queue = self._loop, self._queue
+        if loop is None:
+            return
+        now = loop.time()
+        while queue:
+            deadline, answer = queue[0]
+            if answer is None or answer.done():
+                queue.popleft()
+            elif deadline <= now:
+                queue.popleft()
+                answer.set_exception(_Expired())
+            else:  # never early; and never again within the loop clock's tick (uvloop: 1 ms)
+                self._timer = loop.call_at(max(deadline, now + _TICK), self._expire)
+                return
+
+    def done(self, entry: list[Any]) -> None:
+        """``entry``'s request is over (answered, failed or cancelled): nothing to expire. The
+        answered ones at the head go at once (answers come mostly in the order of the writes)."""
+        entry[1] = None
+        queue = self._queue
+        while queue and queue[0][1] is None:
+            queue.popleft()
 
 
 class WireTransport:
@@ -102,6 +154,7 @@ class WireTransport:
         self._now = now
         self._routes: dict[str, Route] = {}
         self._idle: dict[str, list[Http1Connection]] = {}
+        self._deadlines = _Deadlines(timeout)
 
     async def send(self, request: HttpRequest) -> HttpResponse:
         url = request.url
@@ -122,7 +175,7 @@ class WireTransport:
             conn.close()
             raise TransportError(Delivery.WITHHELD, WITHHELD_TEXT)
         answer_of = conn.request(data)
-        timer = asyncio.get_running_loop().call_later(self._seconds, _expire, answer_of)
+        entry = self._deadlines.add(asyncio.get_running_loop(), answer_of)  # from the write
         try:
             answer = await answer_of
         except _Expired:
@@ -143,7 +196,7 @@ class WireTransport:
             conn.close()
             raise
         finally:
-            timer.cancel()
+            self._deadlines.done(entry)
         if answer.keep_alive and not conn.closed:
             conn.idle_since = self._now()
             self._idle.setdefault(origin, []).append(conn)
