@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import warnings
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from orchestrator.ims.signer import (
     compute_signature,
     parse_authorization,
     sign,
+    signature,
     signed_header_names,
 )
 
@@ -422,3 +424,21 @@ def test_credentials_repr_never_shows_the_secret() -> None:
         assert "TOPSECRETSECRETKEY" not in text
         assert "STSTOKENVALUE" not in text
         assert "AKVERYSECRETLOOKING" not in text
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    secret=st.text(max_size=80)
+    | st.sampled_from(["", "k", "K" * 63, "K" * 64, "K" * 65, "K" * 200, "\u00e9" * 40]),
+    text=st.text(max_size=300),
+)
+def test_the_signature_is_hmac_sha256_for_any_key(secret: str, text: str) -> None:
+    """The HMAC made from each key's padded blocks (kept per key) is hmac.digest's, for keys
+    shorter, as long as and longer than SHA-256's block, each asked for twice."""
+    try:
+        key, message = secret.encode("utf-8"), text.encode("utf-8")
+    except UnicodeEncodeError:
+        return
+    expected = hmac.digest(key, message, "sha256").hex()
+    assert signature(secret, text) == expected
+    assert signature(secret, text) == expected
