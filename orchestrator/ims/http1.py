@@ -88,12 +88,15 @@ def request_bytes(
 
     Raises :class:`HeaderInjection` for a CR or LF in a value (it would start a header of its
     own), a header name that is not an HTTP token, or whitespace in the target."""
-    if not target or any(c in target for c in " \r\n"):
+    if not target or " " in target or "\r" in target or "\n" in target:
         raise HeaderInjection(f"request target {target!r}: empty or with whitespace")
     parts = [f"{method} {target} HTTP/1.1\r\n"]
     for name, value in headers.items():
-        if not name or not _TOKEN.issuperset(name):
-            raise HeaderInjection(f"header name {name!r} is not an HTTP token")
+        if name not in _TOKENS_SEEN:
+            if not name or not _TOKEN.issuperset(name):
+                raise HeaderInjection(f"header name {name!r} is not an HTTP token")
+            if len(_TOKENS_SEEN) < 256:  # the client's few names, each checked once
+                _TOKENS_SEEN.add(name)
         if "\r" in value or "\n" in value:
             raise HeaderInjection(f"header {name}: a CR or LF in its value")
         parts.append(f"{name}: {value}\r\n")
@@ -109,6 +112,7 @@ def request_bytes(
 
 
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKENS_SEEN: set[str] = set()  # header names found to be tokens
 _NO_BODY = frozenset((204, 304))
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
