@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import anyio.lowlevel
 import pytest
 
-from orchestrator.ims.ratelimit import RECOVERY_SECONDS, SUBMIT, RateLimits, TokenBucket
+from orchestrator.ims.ratelimit import RECOVERY_SECONDS, SUBMIT, RateLimits, Slots, TokenBucket
 from tests.virtual_clock import InstantClock, VirtualClock
 
 
@@ -238,3 +240,57 @@ async def test_try_acquire_leaves_a_token_to_a_queued_waiter() -> None:
         assert not bucket.try_acquire()
         group.cancel_scope.cancel()
     assert RateLimits(1.0, clock, host_rate=5.0).try_admit("AK", "h") is False  # host cap: wait
+
+
+async def test_a_slot_handed_to_a_waiter_then_cancelled_goes_on_to_the_next() -> None:
+    """The slot reached the waiter, then its task was cancelled before it could run: the
+    waiter hands the slot on (a lost one would leave the next waiter hanging)."""
+    slots = Slots(1)
+    slots.acquire_nowait()
+    got: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await slots.acquire(1.0)
+        got.append(name)
+        slots.release()
+
+    first = asyncio.ensure_future(waiter("first"))
+    await anyio.lowlevel.checkpoint()
+    second = asyncio.ensure_future(waiter("second"))
+    await anyio.lowlevel.checkpoint()
+    slots.release()  # to "first"...
+    first.cancel()  # ...whose cancellation comes before it runs again
+    with anyio.fail_after(5):
+        await asyncio.gather(first, second, return_exceptions=True)
+    assert first.cancelled()
+    assert got == ["second"]
+    assert slots.value == 1
+
+
+async def test_slots_go_by_priority_then_arrival_and_a_cancelled_waiter_is_passed_by() -> None:
+    """Many waiters: each freed slot goes to the lowest priority, then the earliest; those
+    cancelled while waiting are skipped; nothing is lost."""
+    slots = Slots(2)
+    slots.acquire_nowait()
+    slots.acquire_nowait()
+    order: list[str] = []
+    scopes: dict[str, anyio.CancelScope] = {}
+
+    async def waiter(name: str, priority: float) -> None:
+        with scopes.setdefault(name, anyio.CancelScope()):
+            await slots.acquire(priority)
+            order.append(name)
+            await anyio.lowlevel.checkpoint()
+            slots.release()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            for n, priority in enumerate([5.0, 1.0, 5.0, 0.0, 1.0, 3.0]):
+                group.start_soon(waiter, f"w{n}", priority)
+                await anyio.lowlevel.checkpoint()
+            scopes["w4"].cancel()
+            await anyio.lowlevel.checkpoint()
+            slots.release()
+            slots.release()
+    assert order == ["w3", "w1", "w5", "w0", "w2"]
+    assert slots.value == 2

@@ -21,6 +21,7 @@ virtual time without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
@@ -202,11 +203,16 @@ class TokenBucket:
 class Slots:
     """At most ``size`` holders at once (the requests on the wire to one host); a freed slot
     goes to the waiter of lowest ``priority``, then the earliest (an ``anyio.Semaphore`` serves
-    arrival order only: a poll would wait behind every check queued before it)."""
+    arrival order only: a poll would wait behind every check queued before it).
+
+    A waiter is a future of the running loop in a heap of ``(priority, arrival, future)``
+    tuples (compared in C): the runs use anyio on asyncio (``eventloop.py``), and a busy host
+    has thousands of waiters, each of which paid for an ``anyio.Event`` (its backend looked up,
+    an asyncio event and a coroutine of its own) and a comparison in Python."""
 
     def __init__(self, size: int) -> None:
         self._free = size
-        self._waiters: list[_Waiter] = []
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
     @property
@@ -217,9 +223,10 @@ class Slots:
     def acquire_nowait(self) -> None:
         """Take a slot now, or raise ``anyio.WouldBlock`` (a slot is free only if nobody
         waits for one)."""
-        while self._waiters and self._waiters[0].gone:
-            heapq.heappop(self._waiters)
-        if self._free <= 0 or self._waiters:
+        waiters = self._waiters
+        while waiters and waiters[0][2].done():  # cancelled while waiting
+            heapq.heappop(waiters)
+        if self._free <= 0 or waiters:
             raise anyio.WouldBlock
         self._free -= 1
 
@@ -234,25 +241,24 @@ class Slots:
         else:
             await anyio.lowlevel.cancel_shielded_checkpoint()
             return
-        waiter = _Waiter((priority, next(self._seq)))
-        waiter.event = anyio.Event()
-        heapq.heappush(self._waiters, waiter)
+        handed = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._seq), handed))
         try:
-            await waiter.event.wait()
+            await handed
         except BaseException:
-            if waiter.gone:  # handed a slot while being cancelled: not ours to keep
+            # Cancelled: the future is too, and release() passes it by; but if the slot was
+            # handed to it first (its cancellation on the way), it is not ours to keep.
+            if handed.done() and not handed.cancelled():
                 self.release()
-            waiter.gone = True
             raise
 
     def release(self) -> None:
-        """Hand the slot to the first waiter, or free it."""
-        while self._waiters:
-            waiter = heapq.heappop(self._waiters)
-            if not waiter.gone:
-                waiter.gone = True  # handed over: the slot is the waiter's now
-                assert waiter.event is not None  # noqa: S101 -- every slot waiter has one
-                waiter.event.set()
+        """Hand the slot to the first waiter still waiting, or free it."""
+        waiters = self._waiters
+        while waiters:
+            handed = heapq.heappop(waiters)[2]
+            if not handed.done():  # done: cancelled while waiting
+                handed.set_result(None)  # the slot is the waiter's now
                 return
         self._free += 1
 
