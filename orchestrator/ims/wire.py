@@ -199,7 +199,10 @@ class WireTransport:
             self._deadlines.done(entry)
         if answer.keep_alive and not conn.closed:
             conn.idle_since = self._now()
-            self._idle.setdefault(origin, []).append(conn)
+            idle = self._idle.get(origin)
+            if idle is None:
+                idle = self._idle[origin] = []
+            idle.append(conn)
         else:
             conn.close()
         return HttpResponse(answer.status, answer.body, answer.headers)
