@@ -55,8 +55,8 @@ from orchestrator.state.meta import MetaError, RunMeta
 from orchestrator.state.snapshot import (
     SNAPSHOT_CHUNK,
     compact_json,
-    parse_snapshot,
     read_head,
+    read_snapshot_file,
     render_snapshot,
 )
 from orchestrator.state.store import StateDamaged, StoreError
@@ -179,8 +179,8 @@ def read_snapshot(
     if head is not None and type(head.get("generation", 0)) is int:
         early = read_journal(journal_path, head.get("generation", 0), convert)
     try:
-        snap = parse_snapshot(
-            path.read_bytes(),
+        snap = read_snapshot_file(
+            path,
             checked(path, convert),
             early.items if early is not None else (),
             unbuilt(path, convert, readable) if readable is not None else None,

@@ -24,9 +24,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
+
+import orjson
 
 from orchestrator.state.gcpause import collector_paused
+from orchestrator.state.store import StateDamaged
 
 T = TypeVar("T")
 
@@ -109,6 +112,68 @@ def parse_snapshot(
     with collector_paused():
         fast = _parse_lines(text, convert, replaced, instead or convert)
         return fast if fast is not None else _parse_any(text, convert)
+
+
+def read_snapshot_file(
+    path: Path,
+    convert: Callable[[Any], Any],
+    replaced: Container[str] = (),
+    instead: Callable[[Any], Any] | None = None,
+) -> Any:
+    """:func:`parse_snapshot` of the file at ``path``, the same value or the same error.
+
+    Laid out as :func:`render_snapshot` writes it, the file is read a line at a time, each
+    line parsed by ``orjson`` (C speed, about twice json's) and its items converted before the
+    next is read: neither the file's bytes nor its text are ever held whole (a resumed
+    100,000-item list: 70 MB each). Anything else, damage included, is read again whole by
+    :func:`parse_snapshot` (json's words for what is wrong). OSError as ``open``."""
+    with path.open("rb") as handle, collector_paused():
+        snap = _stream_lines(handle, convert, replaced, instead or convert)
+    if snap is not None:
+        return snap
+    return parse_snapshot(path.read_bytes(), convert, replaced, instead)
+
+
+_END_BYTES = _END.encode()
+
+
+def _stream_lines(
+    handle: BinaryIO,
+    convert: Callable[[Any], Any],
+    replaced: Container[str],
+    instead: Callable[[Any], Any],
+) -> Any | None:
+    """None when the file is not exactly as :func:`render_snapshot` writes it, or when a line
+    or an item cannot be read (the caller reads it again, to say why in the usual words)."""
+    first = handle.readline()
+    if not first.endswith(b"\n"):
+        return None
+    try:
+        snap = _head(first[:-1].decode())
+    except ValueError:  # not UTF-8
+        return None
+    if snap is None:
+        return None
+    items: dict[str, Any] = {}
+    line = handle.readline()
+    after_comma = False  # the line before ended with a comma: items must follow
+    try:
+        while after_comma or line != _END_BYTES:
+            if not line.endswith(b"\n") or line == b"\n":
+                return None
+            after_comma = line.endswith(b",\n")
+            text = b"{" + line[: -2 if after_comma else -1] + b"}"
+            for key, value in orjson.loads(text).items():
+                items[key] = instead(value) if key in replaced else convert(value)
+            line = handle.readline()
+            if not after_comma:
+                break
+    except (ValueError, StateDamaged):  # orjson.JSONDecodeError is a ValueError
+        return None
+    if line != _END_BYTES or handle.read(1):
+        return None
+    snap["items"] = items
+    return snap
 
 
 # -- the fast reader: the layout render_snapshot writes -------------------------------------------
