@@ -90,38 +90,6 @@ async def test_journal_lines_of_an_old_generation_are_ignored(tmp_path: Path) ->
     assert reopen(tmp_path).items[item.key].phase == Phase.RUNNING
 
 
-async def test_the_journal_found_on_opening_is_folded_in_by_the_first_write(
-    tmp_path: Path,
-) -> None:
-    """A resumed list starts at once: the journal a stopped run left is not folded into a new
-    snapshot as the store opens (a 100,000-item rewrite before the first poll) but with the
-    new run's first write, in the writing thread; nothing is lost either way."""
-    items = [Item(row=make_row(f"i{n}", line=n + 2)) for n in range(4)]
-    store = CheckpointStore(tmp_path)
-    store.open()
-    await store.commit(items)
-    await store.commit([items[0].advance(Phase.SUBMITTING)])
-    store.close()
-    snapshot = (tmp_path / SNAPSHOT).read_bytes()
-    resumed = CheckpointStore(tmp_path)
-    resumed.open()
-    assert (tmp_path / SNAPSHOT).read_bytes() == snapshot  # not rewritten on opening
-    assert resumed.items[items[0].key].phase == Phase.SUBMITTING
-    await resumed.commit([items[1].advance(Phase.SUBMITTING)])
-    resumed.close()
-    assert resumed.compactions == 1
-    assert len((tmp_path / JOURNAL).read_bytes().splitlines()) == 1  # the new line only
-    snap = read_snapshot(tmp_path)
-    assert snap is not None
-    assert [snap["items"][item.key]["phase"] for item in items[:3]] == [
-        "submitting",
-        "submitting",
-        "pending",
-    ]
-    again = json.loads((tmp_path / SNAPSHOT).read_text())  # the fold: both states in it
-    assert [again["items"][item.key]["phase"] for item in items[:2]] == ["submitting"] * 2
-
-
 async def test_torn_journal_line_is_cut_off(tmp_path: Path) -> None:
     """A half-written last line (a crash mid-write) is dropped, the rest is kept."""
     store = CheckpointStore(tmp_path)
