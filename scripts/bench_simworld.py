@@ -19,6 +19,7 @@ import json
 import pickle
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ async def _serve(args: argparse.Namespace) -> None:
         saved: dict[str, Any] = pickle.loads(args.world.read_bytes())  # noqa: S301 -- our own
         world, faults = saved["world"], saved["faults"]
         shift = time.time() - saved["now"]  # the clock goes on from the save
+        # The requests' X-Sdk-Date is the machine's clock: shifted as far as the world's.
+        world.params = replace(world.params, max_skew=world.params.max_skew + shift)
     else:
         world, faults = build_world(json.loads(args.scenario.read_text(encoding="utf-8")))
         shift = 0.0
