@@ -99,8 +99,9 @@ def test_a_compaction_under_way_when_the_run_hurries_is_abandoned(tmp_path: Path
     before = (tmp_path / SNAPSHOT).read_bytes()
 
     async def commits() -> None:
-        await store.commit(items)  # the journal passes the item count: a compaction starts
+        await store.commit(items)
         await store.commit([items[0].advance(Phase.SUBMITTING, detail="submitting")])
+        await store.commit(items[1:])  # 40 lines, 1.5 per item passed: a compaction starts
 
     anyio.run(commits)
     store.close()
@@ -128,7 +129,13 @@ def test_a_snapshot_written_but_not_yet_synced_is_abandoned_too(tmp_path: Path) 
     store = HurriedBeforeTheFsync(tmp_path, compact_min=10)
     store.open()
     before = (tmp_path / SNAPSHOT).read_bytes()
-    anyio.run(store.commit, _items(20))
+    items = _items(20)
+
+    async def commits() -> None:
+        await store.commit(items)
+        await store.commit(items)  # 40 lines, 1.5 per item passed: a compaction starts
+
+    anyio.run(commits)
     store.close()
     assert store.compactions == 0
     assert (tmp_path / SNAPSHOT).read_bytes() == before

@@ -10,12 +10,12 @@ Layout of a state dir::
 
 A commit appends its lines to the journal and fsyncs once for every commit waiting (group
 commit, ``groupcommit.py``), so the cost of a state change does not grow with the list. When the
-journal holds ``COMPACT_RATIO`` (1.5) times the snapshot's bytes, it is compacted: a new snapshot
+journal holds ``COMPACT_RATIO`` (1.5) lines per item, it is compacted: a new snapshot
 with the next generation is written to a temp file in the same folder, fsynced, renamed over
 the old one and the folder is fsynced; then the journal is truncated. A compaction rewrites
-every item, so waiting for a multiple of the snapshot keeps the snapshots a run writes to 2/3
-of its journal's bytes (linear in the changes, whatever the list's length), and the journal a
-resume reads to 1.5 times the snapshot. The journal a run finds on opening (a stopped run's) is
+every item, so waiting for a multiple of the items keeps the snapshots a run writes to 2/3 of
+its journal (linear in the changes, whatever the list's length), and the journal a resume
+reads to 1.5 lines per item. The journal a run finds on opening (a stopped run's) is
 appended to and counted as if this run had written it. Journal lines of an older generation
 are ignored on load, so a crash between the rename and the truncation loses nothing. A line
 torn by a crash is cut off on the next start. ``flock`` is advisory and unreliable on NFS:
@@ -70,11 +70,11 @@ JOURNAL = "journal.jsonl"
 LOCK = "lock"
 TEMP_PREFIX = ".checkpoint-"
 _UNTAGGED = len('{"g":0,')  # a queued line's generation tag, replaced when it is written
-# The journal is folded into a new snapshot once it holds this many times the snapshot's bytes
-# (CheckpointStore._due): each fold rewrites every item, so the snapshots a run writes cost at
-# most 1 / 1.5 of its journal's bytes, and a resume reads at most a snapshot and 1.5 times its
-# size of journal. (At 2, a resume of a 100,000-item state read 128 MB of journal: 5.2 s to its
-# first poll, over the 5 s the resume is allowed; at 1.5, 0.6 s less.)
+# The journal is folded into a new snapshot once it holds this many lines per item
+# (CheckpointStore._due): each fold encodes every item, each line one, so the snapshots a run
+# writes cost at most 1 / 1.5 of its journal, and a resume reads at most 1.5 lines per item
+# besides the snapshot. (At 2 lines' worth, a resume of a 100,000-item state read 128 MB of
+# journal: 5.2 s to its first poll, over the 5 s the resume is allowed; at 1.5, 0.6 s less.)
 COMPACT_RATIO = 1.5
 
 
@@ -257,8 +257,6 @@ class CheckpointStore:
         self._meta = RunMeta()
         self._generation = 0
         self._journal_lines = 0
-        self._journal_bytes = 0  # the journal file's size (lines of older generations too)
-        self._snapshot_bytes = 0  # checkpoint.json's size
         self._compact_min = compact_min
         self._group = GroupCommit(self._append)
         self._hurry = False  # the run must end: no compaction (read by the writing thread)
@@ -310,14 +308,12 @@ class CheckpointStore:
             self._items = snap["items"]
         else:
             self._write_snapshot()
-        # The journal the last run left (a stopped one: up to COMPACT_RATIO times the
-        # snapshot) is appended to, counted as if this run had written it: no 100,000-item
-        # rewrite as a resumed run begins. Lines of an older generation stay ignored.
-        self._snapshot_bytes = (self.state_dir / SNAPSHOT).stat().st_size
+        # The journal the last run left (a stopped one: up to COMPACT_RATIO lines per item) is
+        # appended to, counted as if this run had written it: no 100,000-item rewrite as a
+        # resumed run begins. Lines of an older generation stay ignored (and counted).
         journal = self.state_dir / JOURNAL
         if existed and journal.exists() and journal.stat().st_size > 0:
             self._journal_lines = count_lines(journal)
-            self._journal_bytes = journal.stat().st_size
         if self._journal is None:
             self._journal = (self.state_dir / JOURNAL).open("ab")
         return existed
@@ -405,9 +401,9 @@ class CheckpointStore:
             tag = f'{{"g":{self._generation},'
             for start in range(0, len(lines), SNAPSHOT_CHUNK):  # a 100,000-line batch, in parts
                 batch = lines[start : start + SNAPSHOT_CHUNK]
-                data = "".join(tag + line[_UNTAGGED:] + "\n" for line in batch).encode()
-                self._journal.write(data)
-                self._journal_bytes += len(data)
+                self._journal.write(
+                    "".join(tag + line[_UNTAGGED:] + "\n" for line in batch).encode()
+                )
             self._journal.flush()
             os.fsync(self._journal.fileno())
             self.fsyncs += 1
@@ -425,13 +421,10 @@ class CheckpointStore:
 
     def _due(self) -> bool:
         """Whether the journal is to be folded into a new snapshot now: once it holds
-        COMPACT_RATIO times the snapshot's bytes (and ``compact_min`` lines). A fold rewrites
-        every item; so a run's snapshots cost at most 1 / COMPACT_RATIO of its journal, however
-        long the list, and a resume reads at most 1 + COMPACT_RATIO snapshots' worth."""
-        return (
-            self._journal_lines >= self._compact_min
-            and self._journal_bytes >= COMPACT_RATIO * self._snapshot_bytes
-        )
+        COMPACT_RATIO lines per item (and ``compact_min`` lines). A fold encodes every item, a
+        line one item; so a run's snapshots cost at most 1 / COMPACT_RATIO of its journal,
+        however long the list, and a resume reads at most COMPACT_RATIO lines per item."""
+        return self._journal_lines >= max(self._compact_min, COMPACT_RATIO * len(self._items))
 
     def _write_snapshot(self, *, abandon: bool = False) -> None:
         """``abandon``: give up (``_Abandoned``, the old snapshot kept) once the run hurries."""
@@ -445,7 +438,6 @@ class CheckpointStore:
             chunks = self._unless_hurried(chunks)
         write_atomic(self.state_dir / SNAPSHOT, chunks, durable=True, prefix=TEMP_PREFIX)
         self.fsyncs += 2
-        self._snapshot_bytes = (self.state_dir / SNAPSHOT).stat().st_size
 
     def _unless_hurried(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
         for chunk in chunks:
@@ -468,7 +460,7 @@ class CheckpointStore:
         with (self.state_dir / JOURNAL).open("wb") as handle:
             os.fsync(handle.fileno())
         self._journal = (self.state_dir / JOURNAL).open("ab")
-        self._journal_lines = self._journal_bytes = 0
+        self._journal_lines = 0
         self.compactions += 1
         self.write_seconds += time.perf_counter() - started
         self.cpu_seconds += time.thread_time() - cpu
