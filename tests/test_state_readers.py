@@ -176,3 +176,17 @@ def test_the_snapshot_streamed_is_what_it_is_read_whole(tmp_path: Path, layout: 
         assert isinstance(streamed, dict)
         assert streamed["items"][key(item(0))]["built"] == "pending"
         assert streamed["items"][key(item(2))] is None
+
+
+def test_damage_is_named_in_the_order_of_the_lines(tmp_path: Path) -> None:
+    """A bad item on line 1 and a line that is not JSON on line 2, in one batch: line 1 is
+    named, as a reader of one line after the other would."""
+    path = tmp_path / "journal.jsonl"
+    lines = [
+        json.dumps({"g": 1, "item": item(0, phase="bogus")}),
+        '{"g":1,"item":',
+        json.dumps({"g": 1, "item": item(1)}),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    journal = read_journal(path, 1, None)
+    assert str(journal.damage).startswith(f"{path}:1: an item's phase 'bogus'")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,7 @@ def _envelope(path: Path, number: int, entry: Any) -> dict[str, Any]:
 JOURNAL_BATCH = 1000  # journal lines parsed by one call (each envelope still checked)
 
 
-def _entries(path: Path) -> Iterator[tuple[int, list[Any]]]:
+def _entries(path: Path) -> Iterator[tuple[int, Iterable[Any]]]:
     """The journal's lines' objects a batch at a time, with the number of the batch's first
     line. An object that :func:`_envelope` refuses is given as it is (the reader checks it);
     a torn last line is a None (the end).
@@ -154,12 +154,19 @@ def _entries(path: Path) -> Iterator[tuple[int, list[Any]]]:
                 yield number, parsed
                 continue
             final = number + len(batch) - 1 if end and at + JOURNAL_BATCH >= len(lines) else 0
-            slow = []
-            for offset, line in enumerate(batch):
-                last = number + offset == final
-                whole = line if last and end == 2 else line + b"\n"  # as the file holds it
-                slow.append(_entry(path, number + offset, whole, last))
-            yield number, slow
+            yield number, _one_by_one(path, number, batch, final, torn=end == 2)
+
+
+def _one_by_one(
+    path: Path, number: int, batch: list[bytes], final: int, *, torn: bool
+) -> Iterator[Any]:
+    """Each line of a batch read by ``json`` in turn, as the reader asks for it (damage found
+    in the order of the lines: an earlier line's bad item first); ``final``: the number of the
+    file's last line (a line cut short when ``torn``), if it is in this batch."""
+    for offset, line in enumerate(batch):
+        last = number + offset == final
+        whole = line if last and torn else line + b"\n"  # as the file holds it
+        yield _entry(path, number + offset, whole, last)
 
 
 @dataclass

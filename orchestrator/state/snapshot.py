@@ -9,9 +9,11 @@ Layout (any JSON reader reads it; the line breaks are whitespace)::
 
 The first line holds everything but the items; each following line holds up to
 ``SNAPSHOT_CHUNK`` items and ends with a comma if more follow. A 100,000-item snapshot is read
-a line at a time with ``json.loads`` (C speed), and each item is converted as soon as its line is
-read: the items never exist as 100,000 dicts at once (peak memory). A snapshot laid out
-otherwise (by hand, or by an older version) is read by a slower reader that accepts any JSON.
+from its file a line at a time with ``orjson`` (C speed, :func:`read_snapshot_file`), and each
+item is converted as soon as its line is read: the items never exist as 100,000 dicts at once,
+nor the file's 70 MB as bytes or text (peak memory). A snapshot laid out otherwise (by hand, or
+by an older version), or damaged, is read whole by ``json`` (:func:`parse_snapshot`: a slower
+reader that accepts any JSON, and names the damage).
 
 The first line can be read alone (:func:`read_head`): the reader of a state dir learns the
 snapshot's generation there, reads the journal of that generation first, and has the items
