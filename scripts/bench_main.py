@@ -74,7 +74,8 @@ from bench_workload import (
     build_preflight,
     build_scale,
     config_toml,
-    credentials_env,
+    scale_config,
+    write_inputs,
 )
 
 from orchestrator.simulator.truth import Truth
@@ -211,17 +212,6 @@ class Run:
             cpu=usage.ru_utime + usage.ru_stime,
             ended=time.time(),
         )
-
-
-def write_inputs(folder: Path, built: Built, config: str) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    columns = ["tenant", "image_id", "source_region", "target_region"]
-    with (folder / "migration.csv").open("w", encoding="utf-8") as handle:
-        handle.write(",".join(columns) + "\n")
-        for row in built.rows:
-            handle.write(",".join(row[c] for c in columns) + "\n")
-    (folder / "ims-migrate.toml").write_text(config, encoding="utf-8")
-    return credentials_env(built.scenario["accounts"])
 
 
 # -- the mixed workload -------------------------------------------------------------------------
@@ -422,20 +412,7 @@ def bench_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     loading = time.monotonic()
     sim.start(built.scenario, timeout=900)
     say(f"  simulator up with {work.rows} images in {time.monotonic() - loading:.1f} s")
-    timing = Timing(
-        poll_min=work.poll_min,
-        poll_max=2.0,
-        settle=60.0,
-        backoff_max=2.0,
-        request_timeout=60.0,
-        job_deadline=3600.0,
-    )
-    config = config_toml(
-        sim.port,
-        built.scenario["accounts"],
-        timing=timing,
-        requests_per_second=work.requests_per_second,
-    )
+    config = scale_config(sim.port, built.scenario["accounts"], work)
     env = write_inputs(folder, built, config)
     events_path = folder / "migration.state" / "events.jsonl"
     try:

@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_workload import Scale, Timing, build_scale, config_toml, credentials_env
+from bench_workload import Scale, build_scale, scale_config, write_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -178,27 +178,8 @@ def make(args: argparse.Namespace, root: Path) -> None:
     (run / "scenario.json").write_text(json.dumps(built.scenario), encoding="utf-8")
     say(f"resume make: {json.dumps(work.__dict__)}")
     sim = SimWorld(run, 0, None)
-    timing = Timing(
-        poll_min=work.poll_min,
-        poll_max=2.0,
-        settle=60.0,
-        backoff_max=2.0,
-        request_timeout=60.0,
-        job_deadline=3600.0,
-    )
-    config = config_toml(
-        sim.port,
-        built.scenario["accounts"],
-        timing=timing,
-        requests_per_second=work.requests_per_second,
-    )
-    columns = ["tenant", "image_id", "source_region", "target_region"]
-    with (run / "migration.csv").open("w", encoding="utf-8") as handle:
-        handle.write(",".join(columns) + "\n")
-        for row in built.rows:
-            handle.write(",".join(row[c] for c in columns) + "\n")
-    (run / "ims-migrate.toml").write_text(config, encoding="utf-8")
-    env = credentials_env(built.scenario["accounts"])
+    config = scale_config(sim.port, built.scenario["accounts"], work)
+    env = write_inputs(run, built, config)
     try:
         began = time.monotonic()
         first = start_run(run, env, args.maker_tool)

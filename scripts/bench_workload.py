@@ -12,6 +12,7 @@ import random
 import uuid
 from dataclasses import asdict, dataclass, replace
 from hashlib import sha256
+from pathlib import Path
 from typing import Any
 
 from orchestrator.core.units import GIB
@@ -369,3 +370,29 @@ def credentials_env(accounts: list[dict[str, Any]]) -> dict[str, str]:
         env[f"BENCH_{index}_AK"] = acct["access_key"]
         env[f"BENCH_{index}_SK"] = acct["secret_key"]
     return env
+
+
+def scale_config(port: int, accounts: list[dict[str, Any]], work: Scale) -> str:
+    """The tool's config for the scale workload (``scale`` and ``resume``): polls of
+    ``work.poll_min`` to 2 s, a minute's request timeout, no early re-submission."""
+    timing = Timing(
+        poll_min=work.poll_min,
+        poll_max=2.0,
+        settle=60.0,
+        backoff_max=2.0,
+        request_timeout=60.0,
+        job_deadline=3600.0,
+    )
+    return config_toml(port, accounts, timing=timing, requests_per_second=work.requests_per_second)
+
+
+def write_inputs(folder: Path, built: Built, config: str) -> dict[str, str]:
+    """The list and the config in ``folder``; the credentials' environment for the tool."""
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = ["tenant", "image_id", "source_region", "target_region"]
+    with (folder / "migration.csv").open("w", encoding="utf-8") as handle:
+        handle.write(",".join(columns) + "\n")
+        for row in built.rows:
+            handle.write(",".join(row[c] for c in columns) + "\n")
+    (folder / "ims-migrate.toml").write_text(config, encoding="utf-8")
+    return credentials_env(built.scenario["accounts"])
