@@ -74,6 +74,7 @@ from bench_workload import (
     build_preflight,
     build_scale,
     config_toml,
+    run_arguments,
     scale_config,
     write_inputs,
 )
@@ -170,15 +171,7 @@ class Run:
         args = [
             PYTHON,
             *(profile if os.environ.get("BENCH_PROFILE") else []),
-            "-m",
-            "orchestrator",
-            "run",
-            str(folder / "migration.csv"),
-            "--config",
-            str(folder / "ims-migrate.toml"),
-            "--progress",
-            "none",
-            *extra,
+            *run_arguments(folder, *extra),
         ]
         self.started = time.time()
         self._clock = time.monotonic()

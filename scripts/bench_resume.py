@@ -46,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_workload import Scale, build_scale, scale_config, write_inputs
+from bench_workload import Scale, build_scale, run_arguments, scale_config, write_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -107,17 +107,7 @@ def start_run(folder: Path, env: dict[str, str], tool: Path | None) -> subproces
     environ.pop("BENCH_TOOL_PYTHONPATH", None)
     if tool is not None:
         environ["PYTHONPATH"] = str(tool)
-    args = [
-        PYTHON,
-        "-m",
-        "orchestrator",
-        "run",
-        str(folder / "migration.csv"),
-        "--config",
-        str(folder / "ims-migrate.toml"),
-        "--progress",
-        "none",
-    ]
+    args = [PYTHON, *run_arguments(folder)]
     with (folder / "run.log").open("ab") as log:
         return subprocess.Popen(  # noqa: S603 -- our own CLI
             args, env=environ, stdout=log, stderr=log, cwd=folder

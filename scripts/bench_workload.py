@@ -396,3 +396,19 @@ def write_inputs(folder: Path, built: Built, config: str) -> dict[str, str]:
             handle.write(",".join(row[c] for c in columns) + "\n")
     (folder / "ims-migrate.toml").write_text(config, encoding="utf-8")
     return credentials_env(built.scenario["accounts"])
+
+
+def run_arguments(folder: Path, *extra: str) -> list[str]:
+    """``-m orchestrator run`` on ``folder``'s list and config, no progress display: what
+    every bench starts after its interpreter (and its options)."""
+    return [
+        "-m",
+        "orchestrator",
+        "run",
+        str(folder / "migration.csv"),
+        "--config",
+        str(folder / "ims-migrate.toml"),
+        "--progress",
+        "none",
+        *extra,
+    ]

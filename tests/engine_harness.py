@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from orchestrator.config import Config, Timing
+from orchestrator.core.cloud import TenantCloud
 from orchestrator.core.model import Item, Row
 from orchestrator.core.outcome import merge_list
 from orchestrator.core.units import GIB
@@ -86,12 +87,23 @@ class Scene:
             for tenant, account in self.tenant_account.items()
         }
 
-    def context(self, config: Config = CONFIG, **extra: Any) -> RunContext:
+    def context(
+        self,
+        config: Config = CONFIG,
+        *,
+        wrap: Callable[[InMemoryTenantCloud], TenantCloud] | None = None,
+        **extra: Any,
+    ) -> RunContext:
+        """The run's context; ``wrap``: each tenant's cloud as the run sees it (a recorder)."""
+        own = self.clouds()
+        clouds: Mapping[str, TenantCloud] = own
+        if wrap is not None:
+            clouds = {tenant: wrap(cloud) for tenant, cloud in own.items()}
         return RunContext(
             config=config,
             clock=self.clock,
             store=self.store,
-            clouds=self.clouds(),
+            clouds=clouds,
             rng=random.Random(1),
             **extra,
         )
@@ -101,9 +113,10 @@ class Scene:
         config: Config = CONFIG,
         options: RunOptions | None = None,
         rows: Sequence[Row] | None = None,
+        wrap: Callable[[InMemoryTenantCloud], TenantCloud] | None = None,
         **extra: Any,
     ) -> RunResult:
-        ctx = self.context(config, **extra)
+        ctx = self.context(config, wrap=wrap, **extra)
         items = merge_list(self.store.items, list(rows if rows is not None else self.rows))
         result: RunResult | None = None
         async with anyio.create_task_group() as group:

@@ -4,18 +4,13 @@ probing, and every one of them still runs."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 from typing import Any
-
-import anyio
 
 from orchestrator.core.cloud import TenantCloud
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Phase
-from orchestrator.core.outcome import merge_list
-from orchestrator.engine.context import RunContext
-from orchestrator.engine.scheduler import Engine, RunOptions, store_merged
+from orchestrator.engine.scheduler import RunOptions
 from tests.engine_harness import CONFIG, Scene
 
 TENANTS = ("t0", "t1", "t2")
@@ -77,15 +72,8 @@ async def stopped_with_checks_and_copies() -> tuple[Scene, set[str]]:
 
 async def resume(scene: Scene, log: list[tuple[float, str, str]], **stall: Any) -> float:
     """The resumed run, to its end, through :class:`Calls`; its start time."""
-    clouds = {tenant: Calls(cloud, log, scene, **stall) for tenant, cloud in scene.clouds().items()}
-    ctx = RunContext(CONFIG, scene.clock, scene.store, clouds, rng=random.Random(1))
-    items = merge_list(scene.store.items, scene.rows)
     started = scene.clock.now()
-    async with anyio.create_task_group() as group:
-        group.start_soon(scene.clock.autojump)
-        await store_merged(scene.store, items)
-        result = await Engine(ctx, RunOptions()).run(items)
-        group.cancel_scope.cancel()
+    result = await scene.run(wrap=lambda cloud: Calls(cloud, log, scene, **stall))
     assert result.exit_code == ExitCode.OK
     assert {item.phase for item in scene.items()} == {Phase.SUCCEEDED}
     assert {item.verify for item in scene.items()} == {"ok"}
