@@ -83,6 +83,15 @@ from orchestrator.simulator.truth import Truth
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# ``python -m cProfile -o`` writes its profile when the module returns, but a run ends with
+# os._exit (orchestrator/fast_exit.py) after the exit handlers: the profile is dumped by one.
+_PROFILED = (
+    "import atexit, cProfile, runpy, sys\n"
+    "profile = cProfile.Profile()\n"
+    "atexit.register(profile.dump_stats, sys.argv.pop(1))\n"
+    "profile.enable()\n"
+    "runpy.run_module('orchestrator', run_name='__main__', alter_sys=True)\n"
+)
 
 
 def say(text: str = "") -> None:
@@ -166,13 +175,9 @@ class Run:
 
     def __init__(self, folder: Path, extra: Sequence[str], env: Mapping[str, str]) -> None:
         self.folder = folder
-        # BENCH_PROFILE=1: the run under cProfile, its profile in <folder>/prof.out.
-        profile = ["-m", "cProfile", "-o", str(folder / "prof.out")]
-        args = [
-            PYTHON,
-            *(profile if os.environ.get("BENCH_PROFILE") else []),
-            *run_arguments(folder, *extra),
-        ]
+        args = [PYTHON, *run_arguments(folder, *extra)]
+        if os.environ.get("BENCH_PROFILE"):  # the run under cProfile: <folder>/prof.out
+            args[1:3] = ["-c", _PROFILED, str(folder / "prof.out")]
         self.started = time.time()
         self._clock = time.monotonic()
         env = dict(env)
