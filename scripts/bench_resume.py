@@ -30,6 +30,7 @@ A benchmark, not part of CI. Run it under the bench lock.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ import time
 import urllib.request
 from collections import Counter
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +231,7 @@ def measure_once(root: Path, meta: dict[str, Any], tool: Path | None) -> dict[st
     end = seen.get("run.finished", {})
     loaded = seen.get("run.loaded", {})
     first = end.get("first_poll_at")
+    loaded_at = _stamp(loaded.get("timestamp"))
     return {
         "tool": str(tool or ROOT),
         "exit": code,
@@ -236,14 +239,58 @@ def measure_once(root: Path, meta: dict[str, Any], tool: Path | None) -> dict[st
         "start_to_first_poll": round(first - started, 3) if first else None,
         "cpu_to_first_poll": end.get("first_poll_cpu_seconds"),
         "load_seconds": loaded.get("seconds"),
+        # start to the load's start (the interpreter, the imports, the config), and the load's
+        # end to the first poll (the passes over the items, the clients, the probes)
+        "before_load": _part(started, loaded_at, -(loaded.get("seconds") or 0)),
+        "after_load": _part(loaded_at, first, 0),
         "peak_rss_mib": end.get("peak_rss_mib"),
     }
+
+
+def _stamp(text: Any) -> float | None:
+    """An event's ``timestamp`` (``2026-01-02T03:04:05.678901Z``) as Unix seconds."""
+    if not isinstance(text, str):
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _part(start: float | None, end: float | None, less: float) -> float | None:
+    return round(end - start + less, 3) if start is not None and end is not None else None
+
+
+def without_bytecode(checkout: Path) -> list[str]:
+    """The tool's modules (a run's: not the simulator's) whose ``.pyc`` is missing or older than
+    their source: an interpreter started with PYTHONDONTWRITEBYTECODE compiles them again at
+    every start, which a resume's start to first poll counts (tenths of a second)."""
+    stale = []
+    for source in sorted((checkout / "orchestrator").rglob("*.py")):
+        if source.name == "__main__.py" or "simulator" in source.parts:
+            continue  # run as a script (never cached); not imported by a run
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        try:
+            header = cached.read_bytes()[:16]
+        except OSError:
+            stale.append(str(source.relative_to(checkout)))
+            continue
+        stat = source.stat()
+        kept = (int.from_bytes(header[8:12], "little"), int.from_bytes(header[12:16], "little"))
+        if kept != (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF):
+            stale.append(str(source.relative_to(checkout)))
+    return stale
 
 
 def measure(args: argparse.Namespace, root: Path) -> None:
     meta = json.loads((root / "saved" / "saved.json").read_text(encoding="utf-8"))
     say(f"resume measure: the stopped state {json.dumps(meta['state'])}")
     tools: list[Path | None] = list(args.tool) or [None]
+    for tool in tools:
+        stale = without_bytecode(tool or ROOT)
+        if stale:  # said, not fixed: the checkout is not this script's to write
+            say(
+                f"  {tool or ROOT}: {len(stale)} module(s) without current bytecode "
+                f"({', '.join(stale[:3])}{', ...' if len(stale) > 3 else ''}): compiled at "
+                f"every start (python -m compileall -q {tool or ROOT}/orchestrator)"
+            )
     results: list[dict[str, Any]] = []
     for rep in range(args.reps):
         for tool in tools:
@@ -257,12 +304,16 @@ def measure(args: argparse.Namespace, root: Path) -> None:
         cpus = [r["cpu_to_first_poll"] for r in mine if r["cpu_to_first_poll"] is not None]
         loads = [r["load_seconds"] for r in mine if r["load_seconds"] is not None]
         rss = [r["peak_rss_mib"] for r in mine if r["peak_rss_mib"] is not None]
+        before = [r["before_load"] for r in mine if r.get("before_load") is not None]
+        after = [r["after_load"] for r in mine if r.get("after_load") is not None]
         say(
             f"{tool or ROOT}: start to first poll "
             f"{' / '.join(f'{t:.2f}' for t in times)} s (median "
             f"{statistics.median(times) if times else float('nan'):.2f}); CPU by then "
             f"{' / '.join(f'{c:.2f}' for c in cpus)} s; load "
-            f"{' / '.join(f'{x:.2f}' for x in loads)} s; peak RSS "
+            f"{' / '.join(f'{x:.2f}' for x in loads)} s (before it "
+            f"{' / '.join(f'{x:.2f}' for x in before)} s, after it "
+            f"{' / '.join(f'{x:.2f}' for x in after)} s); peak RSS "
             f"{' / '.join(f'{x:.0f}' for x in rss)} MiB; "
             f"{sum(1 for r in mine if not r['first_poll_seen'])} without a first poll"
         )
