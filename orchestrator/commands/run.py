@@ -334,17 +334,17 @@ async def _locked_run(request: RunRequest, state_dir: Path, seams: _Seams) -> Ru
             freeze_loaded(len(items))  # out of the garbage collector's sight
         sweep_report_temps(state_dir)
         loaded = time.perf_counter() - loading
-        chosen: list[Item] = []
-        active: set[str] = set()  # the tenants whose credentials are needed
         filters = (request.tenants, request.source_regions, request.target_regions)
         filtered = any(filters)  # passes over 100,000 items before the first poll: none idle
-        for item in items:
-            if not filtered or _selected(item, request):
-                chosen.append(item)
-                if not is_done(item) or (
-                    request.retry_failed and item.listed and item.phase.is_terminal
-                ):
-                    active.add(item.row.tenant)
+        chosen = [item for item in items if _selected(item, request)] if filtered else items
+        active: set[str] = set()  # the tenants whose credentials are needed
+        retry = request.retry_failed
+        for item in chosen:
+            tenant = item.row.tenant
+            if tenant not in active and (
+                not is_done(item) or (retry and item.listed and item.phase.is_terminal)
+            ):
+                active.add(tenant)
         if filtered:  # one that matches no row is a typo
             check_filters(request.list_path, filters, [item.row for item in items if item.listed])
         credentials = tenant_credentials(request.config, request.environ, active)
@@ -388,7 +388,7 @@ async def _run_with_clients(
     config = request.config
     if not recalled:
         await save_list(store, str(request.list_path.resolve()), manifest, items)
-    shown = [item.key for item in items if is_shown(item)]  # the report's rows, in list order
+    shown = [item.row.key for item in items if is_shown(item)]  # the report's rows, in list order
     del items
     speed = RouteSpeeds(SpeedModel(samples=list(store.meta.speed_samples)))
     async with seams.clouds(config, credentials, clock) as clouds:

@@ -36,6 +36,9 @@ from orchestrator.engine.window import Window
 from orchestrator.state.meta import RunMeta
 from orchestrator.state.store import Store
 
+_HOLDS_SLOT = frozenset(phase for phase in Phase if phase.holds_slot)
+_AFTER_COPY = frozenset(phase for phase in Phase if phase.is_after_copy)
+_RETRIED = frozenset({Phase.FAILED, Phase.REJECTED})  # --retry-failed gives them a new attempt
 PROBE_CONCURRENCY = 16  # tenants whose credentials are checked at the same time
 SAVE_BATCH = 2000  # items saved by one commit when many change at once (preflight's verdicts)
 
@@ -128,18 +131,21 @@ class Engine:
         region_of: dict[str, str] = {}  # where each tenant's credentials are probed
         in_flight: dict[str, list[Item]] = defaultdict(list)  # by tenant, checks after a copy too
         copies = False  # a copy in flight among them
-        for item in items:
-            current[item.key] = item
-            region_of.setdefault(item.row.tenant, item.row.source_region)
-            if item.phase.holds_slot:
-                in_flight[item.row.tenant].append(item)
+        for item in items:  # (each look spelled out once: it runs before the first poll)
+            row, phase = item.row, item.phase
+            tenant = row.tenant
+            current[row.key] = item
+            if tenant not in region_of:
+                region_of[tenant] = row.source_region
+            if phase in _HOLDS_SLOT:
+                in_flight[tenant].append(item)
                 copies = True
-            elif item.phase.is_after_copy:
-                in_flight[item.row.tenant].append(item)
-            if not is_done(item) or (
-                retry and item.listed and item.phase in (Phase.FAILED, Phase.REJECTED)
+            elif phase in _AFTER_COPY:
+                in_flight[tenant].append(item)
+            if tenant not in active and (
+                not is_done(item) or (retry and item.listed and phase in _RETRIED)
             ):
-                active.add(item.row.tenant)
+                active.add(tenant)
         del items  # the loaded versions: not kept for the run (see above)
         keys = list(current)
         await self._work(current, sorted(active), region_of, in_flight, copies=copies)
@@ -304,21 +310,24 @@ class Engine:
                 )
                 continue
             to_probe.append(tenant)
-        limiter = anyio.CapacityLimiter(PROBE_CONCURRENCY)
+        # 1,000 tenants: not one after another, but PROBE_CONCURRENCY at a time, in their order,
+        # each prober taking the next tenant (no task and no wait for a limiter per tenant: a
+        # resumed run probes while its first polls are due).
+        queue = iter(to_probe)
 
-        async def probe(tenant: str) -> None:
-            async with limiter:
+        async def prober() -> None:
+            for tenant in queue:
                 try:
                     domain = await ctx.clouds[tenant].probe(region_of[tenant])
                 except CloudError as error:
                     await self._tenant_error(tenant, error)
-                    return
-            self._join(tenant, domain)
-            on_ready(tenant)
+                    continue
+                self._join(tenant, domain)
+                on_ready(tenant)
 
-        async with anyio.create_task_group() as group:  # 1,000 tenants: not one after another
-            for tenant in to_probe:
-                group.start_soon(probe, tenant)
+        async with anyio.create_task_group() as group:
+            for _ in range(min(PROBE_CONCURRENCY, len(to_probe))):
+                group.start_soon(prober)
         lasting = ctx.lasting_blocks()
         unblocked = {t: v for t, v in remembered.items() if t in lasting or t not in tenants}
         blocked = {**unblocked, **lasting}

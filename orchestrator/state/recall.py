@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from operator import attrgetter
 
 from orchestrator.core.model import Item
 from orchestrator.manifest import ListFile, Manifest, Problem
 from orchestrator.state.meta import ListMemory, Spot
+
+_LINE = attrgetter("row.line")
 
 
 def remember(manifest: Manifest) -> ListMemory:
@@ -37,8 +40,11 @@ def recall(
     the state dir does not remember this list as it is now (``known``: the meta's memory)."""
     if known is None or known.fingerprint != source.fingerprint:
         return None
-    listed = sorted((item for item in items.values() if item.listed), key=lambda i: i.row.line)
-    unlisted = [item for item in items.values() if not item.listed]
+    listed: list[Item] = []
+    unlisted: list[Item] = []
+    for item in items.values():  # (one pass: a resumed 100,000-row list, before its first poll)
+        (listed if item.listed else unlisted).append(item)
+    listed.sort(key=_LINE)  # in list order already, mostly: one pass too
     manifest = Manifest(
         path=source.path,
         rows=[item.row for item in listed if not item.row.problem],
