@@ -22,18 +22,15 @@ from typing import TextIO
 from rich.console import Console
 
 from orchestrator import logs
-from orchestrator.cli.cleanup import cmd_cleanup
 from orchestrator.cli.common import (
     USAGE_ERRORS,
     exit_code_of,
     leaves_of,
     say,
 )
-from orchestrator.cli.discover import cmd_discover
 from orchestrator.cli.output import OutputClosed, OutputFailed, guarded, silence_stdout
 from orchestrator.cli.parser import build_parser
 from orchestrator.cli.run import cmd_demo, cmd_run
-from orchestrator.cli.views import cmd_plan, cmd_report, cmd_simulator, cmd_status
 from orchestrator.clock import Clock
 from orchestrator.commands.clouds import CloudFactory, Seams, open_clouds
 from orchestrator.commands.common import StoppedAtOnce
@@ -91,6 +88,12 @@ def _dispatch(
 ) -> int:
     if args.command == "run":
         return cmd_run(args, environ, out, err, seams)
+    # The other commands' modules, imported only for them: a resumed run's first poll waits for
+    # every import (the run imports what it needs itself).
+    from orchestrator.cli.cleanup import cmd_cleanup
+    from orchestrator.cli.discover import cmd_discover
+    from orchestrator.cli.views import cmd_plan, cmd_report, cmd_simulator, cmd_status
+
     if args.command == "plan":
         return cmd_plan(args, environ, stdout, out, seams)
     if args.command == "status":

@@ -6,16 +6,18 @@ import argparse
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from orchestrator.cli.common import config_of, load_state, say, state_dir_of
-from orchestrator.commands.cleanup import Cleanup, clean_up, lock_holder
 from orchestrator.commands.clouds import Seams
 from orchestrator.core.exits import ExitCode
 from orchestrator.eventloop import run_loop
 from orchestrator.state.checkpoint import LOCK, LockHeld, acquire_lock, release_lock
+
+if TYPE_CHECKING:  # the command's own module: imported when it runs (the parser imports this one)
+    from orchestrator.commands.cleanup import Cleanup
 
 CLEANUP_HELP = "list (and with --yes delete) the broken copies and duplicates in the targets"
 CLEANUP_DESCRIPTION = (
@@ -55,6 +57,8 @@ def add_cleanup(sub: Any) -> None:
 def cmd_cleanup(
     args: argparse.Namespace, environ: Mapping[str, str], out: Console, err: Console, seams: Seams
 ) -> int:
+    from orchestrator.commands.cleanup import clean_up
+
     state_dir = state_dir_of(args)
     items, _ = load_state(state_dir)
     config = config_of(args, environ, calls=True)
@@ -89,6 +93,8 @@ def cmd_cleanup(
 
 def held_words(lock: Path) -> str:
     """cleanup --yes refused: who holds the lock, and what to do."""
+    from orchestrator.commands.cleanup import lock_holder
+
     pid = lock_holder(lock)
     who = f"a run (pid {pid})" if pid is not None else "another run"
     return (

@@ -7,11 +7,10 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from orchestrator.cli.common import (
@@ -27,7 +26,6 @@ from orchestrator.cli.common import (
 from orchestrator.clock import Clock, RealClock
 from orchestrator.commands.clouds import Seams
 from orchestrator.commands.common import UsageError, state_dir_for
-from orchestrator.commands.discover import DiscoverResult
 from orchestrator.commands.run import RunRequest, RunSummary, execute_run
 from orchestrator.config import Config
 from orchestrator.config_file import load_config
@@ -37,12 +35,16 @@ from orchestrator.core.model import Item, Phase
 from orchestrator.engine.context import RunContext
 from orchestrator.eventloop import run_loop
 from orchestrator.output.metrics import METRICS_EVERY, RunFacts, render_metrics, write_metrics
-from orchestrator.output.progress import ProgressModel
-from orchestrator.output.report_html import render_html
 from orchestrator.state.checkpoint import LockHeld, read_snapshot, snapshot_meta
 from orchestrator.state.codec import item_from_dict
 from orchestrator.state.meta import RunMeta
 from orchestrator.state.store import StoreError
+
+if TYPE_CHECKING:  # imported where they are used: not by a run without a progress view
+    from rich.live import Live
+
+    from orchestrator.commands.discover import DiscoverResult
+    from orchestrator.output.progress import ProgressModel
 
 PLAIN_PROGRESS_EVERY = 30.0  # seconds between two plain progress lines
 TABLE_TENANTS = 50  # tenants shown at the end of a run (status shows them all)
@@ -86,6 +88,8 @@ class RunWatch:
         self.previous = (ctx.store.meta.last_end, ctx.store.meta.last_exit)
         if self.mode == "none" and self.metrics is None:
             return  # nothing shown, nothing written: no copy of every item's state (memory)
+        from orchestrator.output.progress import ProgressModel
+
         self.model = ProgressModel(
             items,
             ctx.config.max_concurrent_copies,
@@ -96,6 +100,8 @@ class RunWatch:
             blocked=ctx.blocked,  # live: a tenant blocked mid-run leaves the ETA at once
         )
         if self.mode == "live":
+            from rich.live import Live
+
             self.live = Live(self.model, console=self.err, refresh_per_second=4)
             self.live.start()
         elif self.mode == "plain":
@@ -295,6 +301,7 @@ def cmd_demo(
 ) -> int:
     from orchestrator.cli.discover import print_discovery
     from orchestrator.commands.demo import run_demo
+    from orchestrator.output.report_html import render_html
 
     mode = progress_mode(args.progress, False, err.file)
 
