@@ -44,7 +44,7 @@ class GatedStore(CheckpointStore):
         super().__init__(state_dir)
         self.gate = gate
 
-    def _append(self, lines: list[str]) -> None:
+    def _append(self, lines: list[bytes]) -> None:
         decoded = [json.loads(line) for line in lines]
         self.gate.writes.append(decoded)
         if not self.gate.reached.is_set() and any(_phase(line) == "submitting" for line in decoded):

@@ -530,12 +530,12 @@ def _install_save_kill(environ: Mapping[str, str]) -> None:
     if not spec:
         return
     phase, nth = spec.split(":")
-    marker, hits = f'"phase":"{phase}"', [0]
+    marker, hits = f'"phase":"{phase}"'.encode(), [0]
     from orchestrator.state.checkpoint import CheckpointStore
 
     original = CheckpointStore._append
 
-    def append(store: CheckpointStore, lines: list[str]) -> None:
+    def append(store: CheckpointStore, lines: list[bytes]) -> None:
         if any(marker in line for line in lines):
             hits[0] += 1
             if hits[0] == int(nth):

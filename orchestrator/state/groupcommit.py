@@ -19,33 +19,36 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+Line = TypeVar("Line")  # what ``write`` takes: the journal's lines are bytes
+
 
 @dataclass(eq=False)
-class _Entry:
-    lines: list[str]
+class _Entry(Generic[Line]):
+    lines: list[Line]
     undo: Callable[[], None] | None  # withdrawable when set
     finished: bool = False  # written, withdrawn, or failed (``error``)
     written: bool = False
     error: BaseException | None = None
 
 
-class GroupCommit:
+class GroupCommit(Generic[Line]):
     """Batches of lines written by ``write`` (in a worker thread), one batch at a time."""
 
-    def __init__(self, write: Callable[[list[str]], None]) -> None:
+    def __init__(self, write: Callable[[list[Line]], None]) -> None:
         self._write = write
-        self._queue: list[_Entry] = []
+        self._queue: list[_Entry[Line]] = []
         self._writing = False
         self._changed: anyio.Event | None = None  # set when a batch ends or lines are withdrawn
         self.held = False  # submitting stopped: withdrawable lines are refused
         self.batches = 0  # writes made (each one fsync of the journal)
 
-    async def commit(self, lines: list[str], undo: Callable[[], None] | None = None) -> bool:
+    async def commit(self, lines: list[Line], undo: Callable[[], None] | None = None) -> bool:
         """Queue ``lines``; True once they are durable. With ``undo`` they are withdrawable:
         False (nothing written, ``undo`` called) if :meth:`hold` comes before their batch
         starts. A failed write raises its error in every task whose lines it carried. No
@@ -69,7 +72,7 @@ class GroupCommit:
             raise entry.error
         return entry.written
 
-    def queue(self, lines: list[str]) -> None:
+    def queue(self, lines: list[Line]) -> None:
         """Lines to go out with the next batch; nobody waits for them."""
         self._queue.append(_Entry(lines, None))
 
