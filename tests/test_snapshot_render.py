@@ -1,5 +1,5 @@
-"""The snapshot's item lines: a hundred items encoded in one call, the same text as item by
-item."""
+"""The snapshot's item lines: a hundred items encoded in one call, the same lines and values as
+json's text item by item."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ def _each(head: dict[str, Any], pairs: list[tuple[str, Any]], chunk: int) -> byt
     return b"".join([*out, b"\n}}"])
 
 
+def _read(text: bytes) -> Any:
+    """The text's values as json reads them, every pair in its order (a key twice: both)."""
+    return json.loads(text, object_pairs_hook=list)
+
+
 @settings(max_examples=150, deadline=None, database=None)
 @given(
     pairs=st.lists(st.tuples(_TEXT, _VALUES), max_size=12),
@@ -41,12 +46,17 @@ def _each(head: dict[str, Any], pairs: list[tuple[str, Any]], chunk: int) -> byt
 def test_chunks_encoded_at_once_are_the_text_of_each_item(
     pairs: list[tuple[str, Any]], chunk: int, at_once: int
 ) -> None:
-    """Any keys (unicode, quotes, the same key twice in a chunk) and values, any line and
-    encoding sizes: the same bytes."""
+    """Any keys (unicode, quotes, the same key twice in a chunk) and values (infinities
+    included), any line and encoding sizes: the same lines, holding the same values (orjson
+    writes text outside ASCII unescaped)."""
     head = {"version": 1, "generation": 2}
     with (
         patch("orchestrator.state.snapshot.SNAPSHOT_CHUNK", chunk),
         patch("orchestrator.state.snapshot._PAIRS", at_once),
     ):
         text = b"".join(render_snapshot(head, pairs, lambda p: p[1], lambda p: p[0]))
-    assert text == _each(head, pairs, chunk)
+    each = _each(head, pairs, chunk)
+    assert text.count(b"\n") == each.count(b"\n")
+    assert _read(text) == _read(each)
+    if text.isascii() and b"\x7f" not in text:  # json escapes DEL too: otherwise the same
+        assert text == each

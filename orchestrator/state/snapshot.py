@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, TypeVar
 import orjson
 
 from orchestrator.state.gcpause import collector_paused
+from orchestrator.state.jsonbytes import dumps
 from orchestrator.state.store import StateDamaged
 
 T = TypeVar("T")
@@ -50,28 +51,29 @@ def render_snapshot(
     key: Callable[[T], str],
 ) -> Iterator[bytes]:
     """The snapshot's text in parts: ``head`` (version, generation, meta), then the items, each
-    under its ``key`` (taken from the item: no list of pairs as large as the state)."""
+    under its ``key`` (taken from the item: no list of pairs as large as the state). The items
+    are written by orjson, unless they hold a NaN or an infinity (``jsonbytes.dumps``)."""
     opening = compact_json(dict(head))[:-1]
     yield (opening + (_ITEMS_OPEN if head else _ITEMS_OPEN[1:])).encode()
     for start in range(0, len(items), SNAPSHOT_CHUNK):
         chunk = items[start : start + SNAPSHOT_CHUNK]
-        line = ",".join(
+        line = b",".join(
             _pairs_text(chunk[at : at + _PAIRS], encode, key) for at in range(0, len(chunk), _PAIRS)
         )
-        yield (b",\n" if start else b"\n") + line.encode()
+        yield (b",\n" if start else b"\n") + line
     yield b"\n" + _END.encode()
 
 
 _PAIRS = 100  # items encoded in one call (their dicts exist at once: a few hundred KB at most)
 
 
-def _pairs_text(items: Sequence[T], encode: Callable[[T], Any], key: Callable[[T], str]) -> str:
+def _pairs_text(items: Sequence[T], encode: Callable[[T], Any], key: Callable[[T], str]) -> bytes:
     """``"key":{item}`` of each item, joined by commas: the pairs as one object encoded in one
     call, its braces dropped (item by item if two items share a key)."""
     pairs = {key(item): encode(item) for item in items}
     if len(pairs) == len(items):
-        return compact_json(pairs)[1:-1]
-    return ",".join(json.dumps(key(item)) + ":" + compact_json(encode(item)) for item in items)
+        return dumps(pairs)[1:-1]
+    return b",".join(dumps(key(item)) + b":" + dumps(encode(item)) for item in items)
 
 
 def read_head(path: Path) -> dict[str, Any] | None:
