@@ -13,11 +13,13 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
+from io import FileIO
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+import orjson
 import structlog
 
 from orchestrator.state.checkpoint import repair_jsonl
@@ -68,21 +70,53 @@ def mask_secrets(
 
 # One encoder for every event (json.dumps builds one per call with these options).
 _ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+# The values orjson writes as json does (a float too, when it is finite).
+_PLAIN = frozenset({str, int, bool, type(None)})
+# What str.splitlines takes for a line's end (the event log's readers split by it, as would
+# anyone's) and orjson writes unescaped: json escapes it.
+_BREAKS = tuple(mark.encode() for mark in ("\x85", "\u2028", "\u2029"))
+
+
+def event_line(event: Mapping[str, Any]) -> bytes:
+    """The event's JSON line, as ``json.dumps(event, default=str)`` writes it (compact).
+
+    Written by orjson (5 times faster) when every value is a str (a StrEnum too), an int, a
+    bool, None or a finite float (every item's event): the same text, but outside ASCII
+    unescaped UTF-8. Anything else is written by json, as before: a NaN or an infinity
+    (orjson writes ``null``, silently), a nested value, any other type (an enum, a
+    dataclass, a datetime: orjson writes its own form of those, not their ``str``), what
+    orjson refuses (a lone surrogate, an int beyond 64 bits, a key that is not a str), and a
+    text holding a character that ends a line for ``str.splitlines`` (json escapes it)."""
+    for value in event.values():
+        kind = type(value)
+        if kind in _PLAIN or (kind is float and value - value == 0.0):  # not NaN, not inf
+            continue
+        if not isinstance(value, str):  # a str's subclass (a StrEnum): its text, as json's
+            return (_ENCODE(event) + "\n").encode()
+    try:
+        line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # orjson.JSONEncodeError
+        return (_ENCODE(event) + "\n").encode()
+    if not line.isascii() and any(mark in line for mark in _BREAKS):
+        return (_ENCODE(event) + "\n").encode()
+    return line
 
 
 class EventsFile:
-    """The open ``events.jsonl`` of one run: a JSON line per event, flushed at once."""
+    """The open ``events.jsonl`` of one run: a JSON line per event, written at once (one
+    ``write`` call, no buffer in between)."""
 
-    def __init__(self, path: Path, handle: TextIO) -> None:
+    def __init__(self, path: Path, handle: FileIO) -> None:
         self.path = path
-        self.handle: TextIO | None = handle
+        self.handle: FileIO | None = handle
 
     def write(self, event: MutableMapping[str, Any]) -> None:
         if self.handle is None:
             return
+        line = event_line(event)
         try:
-            self.handle.write(_ENCODE(event) + "\n")
-            self.handle.flush()
+            while line:  # all of it, or an OSError (a short write: the disk is full)
+                line = line[self.handle.write(line) :]
         except OSError as exc:  # disk full: the state dir cannot be written (exit 74)
             self.close()
             raise StoreError(
@@ -165,7 +199,7 @@ def events_to(state_dir: Path) -> Iterator[EventsFile]:
         raise StoreError(
             f"cannot open the event log {path}: {exc.strerror or exc} (fix it, then run again)"
         ) from None
-    events = EventsFile(path, os.fdopen(fd, "a", encoding="utf-8"))
+    events = EventsFile(path, FileIO(fd, "ab"))
     token = _EVENTS.set(events)
     try:
         yield events

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import enum
 import json
+import math
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator import logs
-from orchestrator.logs import UtcStamper
+from orchestrator.core.model import Phase, PublicState
+from orchestrator.logs import UtcStamper, event_line
 
 EDGES = [1796280950.0, 1796280950.5, 1796280950.9999996, 1796280950.0000004, 0.25]
 
@@ -53,3 +60,69 @@ def test_a_logger_cached_before_the_cli_configures_still_hears_the_run(tmp_path:
     lines = (tmp_path / logs.EVENTS).read_text().splitlines()
     [event] = [json.loads(line) for line in lines]
     assert (event["event"], event["sk"], event["level"]) == ("during the run", "***", "info")
+
+
+class _Plain(enum.Enum):
+    ONE = 1
+
+
+@dataclass(frozen=True)
+class _Shape:
+    size: int = 3
+
+
+_TEXT = st.text(max_size=6) | st.sampled_from(["\x85", "a\u2028b", "\u2029", "\x1c"])
+_ODD = st.sampled_from(
+    [_Plain.ONE, _Shape(), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), Phase.RUNNING, {1, 2}]
+)
+_FLAT = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | _TEXT
+_VALUES = st.recursive(
+    _FLAT | _ODD,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+_KEYS = _TEXT | st.integers(0, 3)
+_JSON = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
+def _as_json_reads(line: bytes | str) -> str:
+    return _JSON(json.loads(line))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    event=st.dictionaries(_KEYS, _FLAT, max_size=6) | st.dictionaries(_KEYS, _VALUES, max_size=6)
+)
+def test_an_event_line_reads_back_as_json_default_str_wrote_it(event: dict[Any, Any]) -> None:
+    """Whatever the values (NaN and infinities, enums, dataclasses, datetimes, sets, nested,
+    text outside ASCII, huge ints, keys not str): one line, read back as the value of
+    ``json.dumps(event, default=str)``'s text."""
+    line = event_line(event)
+    assert line.endswith(b"\n")
+    assert len(line.decode().splitlines()) == 1  # how the CLI reads the log (cli/common.py)
+    assert _as_json_reads(line) == _as_json_reads(_JSON(event))
+
+
+def test_an_events_odd_values_are_written_as_before(tmp_path: Path) -> None:
+    """A NaN stays NaN (orjson would write null); an enum, a dataclass and a datetime are
+    their ``str`` (orjson writes its own forms); a StrEnum its text: as json wrote them."""
+    logs.configure()
+    log = structlog.get_logger("odd-values")
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with logs.events_to(tmp_path):
+        log.info("rate", rate=math.nan, item="a")
+        log.info("top", top=-math.inf, item="a")
+        for value in (_Plain.ONE, _Shape(), moment):
+            log.info("odd", value=value)
+        log.info("plain", state=PublicState.RUNNING, phase=Phase.RUNNING, name="образ", size=1.5)
+    lines = (tmp_path / logs.EVENTS).read_bytes().splitlines()
+    rate, top, *odd, plain = [json.loads(line) for line in lines]
+    assert math.isnan(rate["rate"])
+    assert top["top"] == -math.inf
+    assert [event["value"] for event in odd] == [str(_Plain.ONE), str(_Shape()), str(moment)]
+    assert (plain["state"], plain["phase"], plain["name"], plain["size"]) == (
+        "running",
+        "running",
+        "образ",
+        1.5,
+    )
