@@ -22,9 +22,9 @@ MockTransport).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from types import MappingProxyType
+from typing import NamedTuple, Protocol
 
 
 class Delivery(Enum):
@@ -45,9 +45,11 @@ class TransportError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
-class HttpRequest:
-    """A request as it goes on the wire: ``url`` is already percent-encoded and signed."""
+class HttpRequest(NamedTuple):
+    """A request as it goes on the wire: ``url`` is already percent-encoded and signed.
+
+    A named tuple, as :class:`HttpResponse`: one of each per request, and a frozen dataclass
+    pays an ``object.__setattr__`` call per field to be made."""
 
     method: str
     url: str
@@ -56,11 +58,10 @@ class HttpRequest:
     withhold: Callable[[], bool] | None = None  # True: do not send (read last, before the wire)
 
 
-@dataclass(frozen=True)
-class HttpResponse:
+class HttpResponse(NamedTuple):
     status: int
     body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
 
     def header(self, name: str) -> str | None:
         """A header of the answer, whatever the case of its name."""
