@@ -156,10 +156,10 @@ def sign(
     ``host`` is the URL's netloc (with the port only when the URL names one). ``query`` is the
     canonical query string (see :func:`canonical_query`), sent exactly as signed.
     """
-    ident = (host, credentials.security_token, tuple(headers.items()))
+    ident = (host, credentials.access_key, credentials.security_token, *headers.items())
     shape = _SHAPES.get(ident)
     if shape is None:
-        shape = _shape_of(host, headers, credentials.security_token)
+        shape = _shape_of(host, headers, credentials.security_token, credentials.access_key)
         if shape is None:
             return _sign_each_step(credentials, method, host, path, query, headers, body, sdk_date)
         if len(_SHAPES) >= _SHAPES_MAX:
@@ -168,17 +168,17 @@ def sign(
     out = shape.out.copy()
     for name in shape.date_names:  # in place: the headers keep their order
         out[name] = sdk_date
+    # What _authorization does, in one frame (it runs for every request).
     header_lines = shape.before + sdk_date.strip() + shape.after if shape.dated else shape.before
-    out["Authorization"] = _authorization(
-        credentials,
-        method,
-        path,
-        query,
-        header_lines,
-        shape.names,
-        shape.payload_hash,
-        body,
-        sdk_date,
+    digest = shape.payload_hash or (hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256)
+    if _UNRESERVED_PATH.fullmatch(path):
+        uri = path if path.endswith("/") else path + "/"
+    else:
+        uri = canonical_uri(path)
+    canonical = f"{method.upper()}\n{uri}\n{query}\n{header_lines}\n{shape.names}\n{digest}"
+    hashed = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    out["Authorization"] = shape.authorization + signature(
+        credentials.secret_key, f"{ALGORITHM}\n{sdk_date}\n{hashed}"
     )
     return out
 
@@ -214,15 +214,19 @@ class _Shape(NamedTuple):
     dated: bool  # whether the canonical header lines hold the date's value
     names: str  # SignedHeaders: the signed names, lowered, sorted, joined by ";"
     payload_hash: str | None  # X-Sdk-Content-Sha256 when the headers give it
+    authorization: str  # the Authorization value up to the signature
 
 
-# (host, security token, headers) -> its shape; cleared when full (a run has a few per tenant).
-_SHAPES: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], _Shape] = {}
+# (host, access key, security token, *headers' items) -> its shape; cleared when full (a run
+# has a few per tenant).
+_SHAPES: dict[tuple[object, ...], _Shape] = {}
 _SHAPES_MAX = 8192
 _DATE_MARK = "\x00date\x00"  # the date's place in a shape
 
 
-def _shape_of(host: str, headers: Mapping[str, str], security_token: str | None) -> _Shape | None:
+def _shape_of(
+    host: str, headers: Mapping[str, str], security_token: str | None, access_key: str
+) -> _Shape | None:
     """The steps of :func:`_sign_each_step` that do not depend on the date, with
     :data:`_DATE_MARK` in its place. None if the host, the token or a header holds the mark."""
     given = (host, security_token or "", *headers.keys(), *headers.values())
@@ -237,14 +241,16 @@ def _shape_of(host: str, headers: Mapping[str, str], security_token: str | None)
     names = sorted(name for name in lowered if "_" not in name)
     header_lines = "".join(f"{name}:{lowered[name].strip()}\n" for name in names)
     before, mark, after = header_lines.partition(_DATE_MARK)
+    signed_names = ";".join(names)
     return _Shape(
         out=out,
         date_names=tuple(name for name, value in out.items() if value is _DATE_MARK),
         before=before,
         after=after,
         dated=bool(mark),
-        names=";".join(names),
+        names=signed_names,
         payload_hash=lowered.get("x-sdk-content-sha256") or None,
+        authorization=f"{ALGORITHM} Access={access_key}, SignedHeaders={signed_names}, Signature=",
     )
 
 
