@@ -108,6 +108,7 @@ class SignedCalls:
         self._date = ""
         self._date_from = self._date_until = 0.0
         self._bases: dict[str, _Base] = {}
+        self._plain_headers: dict[str | None, dict[str, str]] = {}
 
     async def call(
         self,
@@ -126,36 +127,113 @@ class SignedCalls:
         first; unnamed: a read goes as ``READ``, a write as early as the copy POST). A mutating
         call made under ``SEND_STOP`` that is still waiting (budget, connection slot, back-off)
         when the flag is set ends with ``NOT_SENT`` (``STOPPED``)."""
-        stop: StopFlag | None = None
-        if method != "GET":
-            stop = SEND_STOP.get()
+        mutating = method != "GET"
+        stop: StopFlag | None = SEND_STOP.get() if mutating else None
         if priority is None:
-            priority = READ if method == "GET" else SUBMIT
+            priority = SUBMIT if mutating else READ
+        origin, host, base_path, budget, slots = self._split(base)
+        full_path = base_path + path
+        query = canonical_query(params) if params else ""
+        url = f"{origin}{full_path}?{query}" if query else origin + full_path
+        payload, headers = self._content(body, project_id)
 
+        # One coroutine for the attempts and each attempt's steps (the success path is most
+        # of a run's requests: no frame of its own per attempt).
         attempt = 1
         while True:
             try:
-                return await self._attempt(
-                    method, base, path, params, body, project_id, priority, stop
-                )
+                # Before the timed part: the key's budget, then a connection slot (never a
+                # pool wait inside the transport's timeout). A stop while waiting: nothing was
+                # sent. Both are taken at once when free (no task, no trip through the loop);
+                # the stop is checked last, after the last of them, right before sending.
+                if budget is not None and budget.try_acquire():
+                    await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled task sends nothing
+                else:
+                    access_key = self._credentials.access_key
+                    await self.unless(stop, self._limits.admit, access_key, host, priority)
+                try:
+                    slots.acquire_nowait()
+                except anyio.WouldBlock:
+                    await self.unless(stop, slots.acquire, priority, undo=slots.release)
+                else:
+                    if stop is not None and stop.is_set():
+                        slots.release()
+                        raise _stopped()
+                try:
+                    request = HttpRequest(
+                        method,
+                        url,
+                        sign(
+                            self._credentials,
+                            method,
+                            host,
+                            full_path,
+                            query,
+                            headers,
+                            payload,
+                            self._sdk_date(),
+                        ),
+                        payload if body is not None else None,
+                        None if stop is None else stop.is_set,  # read again right before the wire
+                    )
+                    try:
+                        response = await self._transport.send(request)
+                    except TransportError as exc:
+                        where = f"{method} {host}{full_path}"
+                        raise _not_answered(exc, mutating, where) from exc
+                finally:
+                    slots.release()
+                return self._answer(response, method, host, full_path)
             except CloudError as error:
-                if not _retryable(error) or attempt >= self._max_attempts:
-                    raise
-                wait = self._backoff.delay(attempt, error)
-                log.info(
-                    "ims.retry",
-                    method=method,
-                    path=path,
-                    attempt=attempt,
-                    wait=round(wait, 3),
-                    error=str(error),
-                    kind=error.kind.value,
-                )
+                wait = self._retry_wait(error, attempt, method, path)
                 if stop is None:
                     await self._retry_sleep(wait)
                 else:
                     await self.unless(stop, self._retry_sleep, wait)
             attempt += 1
+
+    def _content(
+        self, body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, project_id: str | None
+    ) -> tuple[bytes, dict[str, str]]:
+        """A request's body bytes and the headers signed with it: without a body, the same
+        dict for each project (signed and sent, never changed), found by a look-up."""
+        if body is None:
+            headers = self._plain_headers.get(project_id)
+            if headers is None:
+                headers = self._plain_headers[project_id] = (
+                    {} if project_id is None else {PROJECT_HEADER: project_id}
+                )
+            return b"", headers
+        headers = {"Content-Type": JSON_CONTENT_TYPE}
+        if project_id is not None:
+            headers[PROJECT_HEADER] = project_id
+        return json.dumps(body).encode(), headers
+
+    def _answer(self, response: HttpResponse, method: str, host: str, path: str) -> dict[str, Any]:
+        """The JSON object of a success, or the classified error of any other answer."""
+        if response.status >= 300:
+            raise self._refusal(response, method, host, path)
+        answer = _json_object(response.body)
+        if answer is None:
+            raise _not_json(f"{method} {host}{path}", response.status, mutating=method != "GET")
+        return answer
+
+    def _retry_wait(self, error: CloudError, attempt: int, method: str, path: str) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` after ``error``; ``error`` itself
+        if it is final or the attempts are spent."""
+        if not _retryable(error) or attempt >= self._max_attempts:
+            raise error
+        wait = self._backoff.delay(attempt, error)
+        log.info(
+            "ims.retry",
+            method=method,
+            path=path,
+            attempt=attempt,
+            wait=round(wait, 3),
+            error=str(error),
+            kind=error.kind.value,
+        )
+        return wait
 
     async def unless(
         self,
@@ -194,81 +272,6 @@ class SignedCalls:
                 limits.slots(host),
             )
         return found
-
-    async def _attempt(
-        self,
-        method: str,
-        base: str,
-        path: str,
-        params: Params,
-        body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
-        project_id: str | None,
-        priority: float,
-        stop: StopFlag | None,
-    ) -> dict[str, Any]:
-        """Send one signed request; its JSON answer, or a classified CloudError."""
-        origin, host, base_path, budget, slots = self._split(base)
-        full_path = base_path + path
-        query = canonical_query(params) if params else ""
-        if body is None:
-            payload = b""
-            headers = {} if project_id is None else {PROJECT_HEADER: project_id}
-        else:
-            payload = json.dumps(body).encode()
-            headers = {"Content-Type": JSON_CONTENT_TYPE}
-            if project_id is not None:
-                headers[PROJECT_HEADER] = project_id
-
-        # Before the timed part: the key's budget, then a connection slot (never a pool wait
-        # inside the transport's timeout). A stop while waiting: nothing was sent. Both are
-        # taken at once when free (no task, no trip through the loop); the stop is checked
-        # last, after the last of them, right before sending.
-        if budget is not None and budget.try_acquire():
-            await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled task sends nothing
-        else:
-            limits = self._limits
-            await self.unless(stop, limits.admit, self._credentials.access_key, host, priority)
-        try:
-            slots.acquire_nowait()
-        except anyio.WouldBlock:
-            await self.unless(stop, slots.acquire, priority, undo=slots.release)
-        else:
-            if stop is not None and stop.is_set():
-                slots.release()
-                raise _stopped()
-        try:
-            signed = sign(
-                self._credentials,
-                method,
-                host,
-                full_path,
-                query,
-                headers,
-                payload,
-                self._sdk_date(),
-            )
-            url = f"{origin}{full_path}?{query}" if query else origin + full_path
-            request = HttpRequest(
-                method,
-                url,
-                signed,
-                payload if body is not None else None,
-                None if stop is None else stop.is_set,  # read again right before the wire
-            )
-            try:
-                response = await self._transport.send(request)
-            except TransportError as exc:
-                raise _not_answered(exc, method != "GET", f"{method} {host}{full_path}") from exc
-        finally:
-            slots.release()
-
-        if response.status >= 300:
-            raise self._refusal(response, method, host, full_path)
-        body = _json_object(response.body)
-        if body is None:
-            where = f"{method} {host}{full_path}"
-            raise _not_json(where, response.status, mutating=method != "GET")
-        return body
 
     def _refusal(self, response: HttpResponse, method: str, host: str, path: str) -> CloudError:
         """The classified error of an answer that is not a success (a throttling refusal
