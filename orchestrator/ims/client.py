@@ -62,6 +62,8 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 def _segment(value: str) -> str:
     """One path segment, percent-encoded (ids are hex, but never trust a string in a path)."""
+    if value.isalnum() and value.isascii():  # a plain id, found without the expression
+        return value
     return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
 
 
@@ -99,6 +101,7 @@ class ImsClient:
         self._call = self._calls.call
         self._page_size = page_size
         self._projects: dict[str, _Project] = {}
+        self._project_ids: dict[str, str] = {}  # name -> id, as _known_project found it
         self._project_locks: dict[str, anyio.Lock] = {}
         self._bases: dict[str, str] = {}  # region -> IMS base URL
         self._legacy_job_api: set[str] = set()  # IMS bases that lack GET /v1/cloudimages/job
@@ -304,11 +307,18 @@ class ImsClient:
     def _known_project(self, region: str, project: str | None) -> str | None:
         """The project id of ``project`` if configured or already looked up (no wait)."""
         name = project or region
-        configured = self._tenant.project_ids.get(name)
-        if configured:
-            return configured
-        known = self._projects.get(name)
-        return known.id if known is not None else None
+        found = self._project_ids.get(name)
+        if found is None:
+            configured = self._tenant.project_ids.get(name)
+            if configured:
+                found = configured
+            else:
+                known = self._projects.get(name)
+                if known is None:
+                    return None
+                found = known.id
+            self._project_ids[name] = found  # neither changes once found
+        return found
 
     async def _project_id(self, region: str, project: str | None) -> str:
         """The project id of ``project`` (default: the region's default project, named so)."""
