@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 ACTIVE = "active"
 KILLED = "killed"
@@ -169,37 +169,56 @@ class Image:
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> Image:
         """Build from one element of ``GET /v2/cloudimages`` (all ``__x`` values are strings)."""
+        get = raw.get
         size_text = _text(raw, "__image_size")
         try:
             size: int | None = int(size_text) if size_text else None
         except ValueError:
             size = None
         try:
-            min_disk = int(raw.get("min_disk") or 0)
+            min_disk = int(get("min_disk") or 0)
         except (TypeError, ValueError):
             min_disk = 0
-        encrypted = _text(raw, "__system_encrypted") or _text(raw, "__system__encrypted")
-        return cls(
-            id=_text(raw, "id"),
-            name=_text(raw, "name"),
-            status=_text(raw, "status"),
-            imagetype=_text(raw, "__imagetype"),
-            visibility=_text(raw, "visibility"),
-            disk_format=_text(raw, "disk_format"),
-            virtual_env_type=_text(raw, "virtual_env_type"),
-            min_disk=min_disk,
-            size_bytes=size,
-            cmk_id=_text(raw, "__system__cmkid"),
-            encrypted_flag=encrypted,
-            whole_image=_text(raw, "__whole_image").lower() == "true",
-            os_type=_text(raw, "__os_type"),
-            description=_text(raw, "__description") or _text(raw, "description"),
-            created_at=_text(raw, "created_at"),
-            tags=_tags(raw.get("tags")),
-            tags_listed=isinstance(raw.get("tags"), list),
-            enterprise_project_id=_text(raw, "enterprise_project_id"),
-            facts=_facts(raw),
+        tags = get("tags")
+        return _frozen(  # the fields in their order, as __init__ sets them
+            cls,
+            {
+                "id": "" if (value := get("id")) is None else str(value),
+                "name": "" if (value := get("name")) is None else str(value),
+                "status": "" if (value := get("status")) is None else str(value),
+                "imagetype": "" if (value := get("__imagetype")) is None else str(value),
+                "visibility": "" if (value := get("visibility")) is None else str(value),
+                "disk_format": "" if (value := get("disk_format")) is None else str(value),
+                "virtual_env_type": ""
+                if (value := get("virtual_env_type")) is None
+                else str(value),
+                "min_disk": min_disk,
+                "size_bytes": size,
+                "cmk_id": "" if (value := get("__system__cmkid")) is None else str(value),
+                "encrypted_flag": _text(raw, "__system_encrypted")
+                or _text(raw, "__system__encrypted"),
+                "whole_image": _text(raw, "__whole_image").lower() == "true",
+                "os_type": "" if (value := get("__os_type")) is None else str(value),
+                "description": _text(raw, "__description") or _text(raw, "description"),
+                "created_at": "" if (value := get("created_at")) is None else str(value),
+                "tags": _tags(tags),
+                "tags_listed": isinstance(tags, list),
+                "enterprise_project_id": _text(raw, "enterprise_project_id"),
+                "facts": _facts(raw),
+            },
         )
+
+
+_T = TypeVar("_T")
+
+
+def _frozen(cls: type[_T], fields: dict[str, Any]) -> _T:
+    """An instance of the frozen dataclass ``cls`` holding ``fields`` (every one of its fields),
+    as its ``__init__`` would make it, without that ``__init__``'s ``object.__setattr__`` call
+    per field: an answer read for every request of a run is made into a Job or an Image."""
+    made = object.__new__(cls)
+    made.__dict__.update(fields)
+    return made
 
 
 def _facts(raw: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -246,7 +265,8 @@ class Job:
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> Job:
-        entities = raw.get("entities") or {}
+        get = raw.get
+        entities = get("entities") or {}
         if not isinstance(entities, Mapping):
             entities = {}
         progress = entities.get("process_percent")
@@ -254,15 +274,19 @@ class Job:
             percent = float(progress) if progress is not None else None
         except (TypeError, ValueError):
             percent = None
-        error_code = raw.get("error_code") or entities.get("error_code")
-        reason = raw.get("fail_reason") or entities.get("error")
-        return cls(
-            job_id=_text(raw, "job_id"),
-            status=_text(raw, "status").upper(),
-            progress=percent,
-            image_id=entities.get("image_id") or None,
-            error_code=str(error_code) if error_code else None,
-            fail_reason=str(reason) if reason else None,
+        error_code = get("error_code") or entities.get("error_code")
+        reason = get("fail_reason") or entities.get("error")
+        job_id, status = get("job_id"), get("status")
+        return _frozen(
+            cls,
+            {
+                "job_id": "" if job_id is None else str(job_id),
+                "status": "" if status is None else str(status).upper(),
+                "progress": percent,
+                "image_id": entities.get("image_id") or None,
+                "error_code": str(error_code) if error_code else None,
+                "fail_reason": str(reason) if reason else None,
+            },
         )
 
 
