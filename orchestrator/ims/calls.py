@@ -149,16 +149,12 @@ class SignedCalls:
                 if budget is not None and budget.try_acquire():
                     await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled task sends nothing
                 else:
-                    access_key = self._credentials.access_key
-                    await self.unless(stop, self._limits.admit, access_key, host, priority)
-                try:
-                    slots.acquire_nowait()
-                except anyio.WouldBlock:
-                    await self.unless(stop, slots.acquire, priority, undo=slots.release)
-                else:
-                    if stop is not None and stop.is_set():
-                        slots.release()
-                        raise _stopped()
+                    await self._admit(stop, budget, host, priority)
+                if not slots.take():
+                    await self._slot(stop, slots, priority)
+                elif stop is not None and stop.is_set():
+                    slots.release()
+                    raise _stopped()
                 try:
                     request = HttpRequest(
                         method,
@@ -191,6 +187,24 @@ class SignedCalls:
                 else:
                     await self.unless(stop, self._retry_sleep, wait)
             attempt += 1
+
+    async def _admit(
+        self, stop: StopFlag | None, budget: TokenBucket | None, host: str, priority: float
+    ) -> None:
+        """Wait for the key's budget at ``host`` (and the host's cap if one is set), unless
+        ``stop`` is set first."""
+        if budget is not None and stop is None:
+            await budget.acquire(priority)  # what admit waits for when no host cap is set
+        else:
+            access_key = self._credentials.access_key
+            await self.unless(stop, self._limits.admit, access_key, host, priority)
+
+    async def _slot(self, stop: StopFlag | None, slots: Slots, priority: float) -> None:
+        """Wait for a connection slot, unless ``stop`` is set first."""
+        if stop is None:
+            await slots.acquire(priority)
+        else:
+            await self.unless(stop, slots.acquire, priority, undo=slots.release)
 
     def _content(
         self, body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, project_id: str | None

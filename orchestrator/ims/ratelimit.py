@@ -220,25 +220,29 @@ class Slots:
         """Free slots now (as ``anyio.Semaphore.value``)."""
         return self._free
 
-    def acquire_nowait(self) -> None:
-        """Take a slot now, or raise ``anyio.WouldBlock`` (a slot is free only if nobody
-        waits for one)."""
+    def take(self) -> bool:
+        """Take a slot now (True) if one is free and nobody waits for one, else nothing
+        (False): :meth:`acquire_nowait` without the exception (a busy host's requests mostly
+        find no slot free)."""
         waiters = self._waiters
         while waiters and waiters[0][2].done():  # cancelled while waiting
             heapq.heappop(waiters)
         if self._free <= 0 or waiters:
-            raise anyio.WouldBlock
+            return False
         self._free -= 1
+        return True
+
+    def acquire_nowait(self) -> None:
+        """Take a slot now, or raise ``anyio.WouldBlock`` (a slot is free only if nobody
+        waits for one)."""
+        if not self.take():
+            raise anyio.WouldBlock
 
     async def acquire(self, priority: float = READ) -> None:
         """Take a slot, waiting for our turn by ``priority``. A waiter cancelled once a slot
         was handed to it hands the slot on."""
         await anyio.lowlevel.checkpoint_if_cancelled()
-        try:
-            self.acquire_nowait()
-        except anyio.WouldBlock:
-            pass
-        else:
+        if self.take():
             await anyio.lowlevel.cancel_shielded_checkpoint()
             return
         handed = asyncio.get_running_loop().create_future()
