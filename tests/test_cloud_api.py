@@ -92,7 +92,8 @@ def _same_instance(made: object, expected: object) -> None:
     assert type(made) is type(expected)
     assert vars(made) == vars(expected)
     assert list(vars(made)) == [f.name for f in dataclasses.fields(expected)]  # type: ignore[arg-type]
-    assert hash(made) == hash(expected) or _unhashable(expected)
+    assert _unhashable(made) == _unhashable(expected)
+    assert _unhashable(expected) or hash(made) == hash(expected)
     assert dataclasses.replace(made) == made  # type: ignore[type-var]
 
 

@@ -11,10 +11,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from functools import partial
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.core.cloud import CloudError, ErrorKind, Job, Quota
+from orchestrator.ims.client import _segment
 from orchestrator.ims.ratelimit import RateLimits
 from orchestrator.ims.transport import Delivery, HttpRequest, HttpResponse, TransportError
 from tests.fake_ims import (
@@ -384,3 +388,11 @@ async def test_a_read_that_may_have_been_sent_is_retried(
     assert await harness.client.get_quota(REGION) == Quota(used=3, quota=20)
     assert len(cloud.requests("GET", QUOTA)) == 2
     assert len(harness.sleeps) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=8) | st.sampled_from(["ff8080828d1f", "a-b_c.d~e", "é1", "²", "٣"]))
+def test_a_path_segment_is_quoted_as_quote_quotes_it(value: str) -> None:
+    """A plain id is its own encoding; anything else (a non-ASCII letter or digit too) is what
+    ``quote(value, safe="")`` makes of it."""
+    assert _segment(value) == quote(value, safe="")

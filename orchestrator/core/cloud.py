@@ -267,7 +267,7 @@ class Job:
     def from_api(cls, raw: Mapping[str, Any]) -> Job:
         get = raw.get
         entities = get("entities") or {}
-        if not isinstance(entities, Mapping):
+        if not isinstance(entities, (dict, Mapping)):  # a dict is found without the ABC
             entities = {}
         progress = entities.get("process_percent")
         try:

@@ -30,7 +30,9 @@ _UNRESERVED_PATH = re.compile(r"[A-Za-z0-9_.~/-]*")
 
 def _quoted(text: str) -> str:
     """``quote(text, safe="~")``, without its cost when nothing needs quoting."""
-    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="~")
+    if (text.isalnum() and text.isascii()) or _UNRESERVED.fullmatch(text):
+        return text
+    return quote(text, safe="~")
 
 
 def format_sdk_date(moment: datetime) -> str:
@@ -55,8 +57,8 @@ def canonical_query(params: Iterable[tuple[str, str]]) -> str:
     """
     # Sorted on the raw pairs, then encoded, as the SDK (and the gateway) do: encoding first
     # changes the order of e.g. "a." and "a/" ("a%2F" sorts before "a.").
-    ordered = sorted((str(key), str(value)) for key, value in params)
-    return "&".join(f"{_quoted(key)}={_quoted(value)}" for key, value in ordered)
+    ordered = sorted([(str(key), str(value)) for key, value in params])
+    return "&".join([f"{_quoted(key)}={_quoted(value)}" for key, value in ordered])
 
 
 def signed_header_names(headers: Iterable[str]) -> list[str]:
