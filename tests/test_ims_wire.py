@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.config import Config, Endpoints
 from orchestrator.ims.http1 import HeaderInjection, request_bytes
@@ -410,6 +412,55 @@ def test_the_bytes_are_the_signed_headers_in_order_then_the_transports_own() -> 
     for name, value in [("X A", "1"), ("X", "a\nb"), ("", "1"), ("X", "é\u20ac")]:
         with pytest.raises(HeaderInjection):
             request_bytes("GET", "/", {name: value}, None)
+
+
+_TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _bytes_one_header_at_a_time(
+    method: str, target: str, headers: Mapping[str, str], body: bytes | None
+) -> bytes | None:
+    """The request's bytes built and checked header by header (the oracle); None: refused."""
+    if not target or any(c in target for c in " \r\n"):
+        return None
+    text = f"{method} {target} HTTP/1.1\r\n"
+    for name, value in headers.items():
+        if not name or any(c not in _TOKEN_CHARS for c in name) or "\r" in value or "\n" in value:
+            return None
+        text += f"{name}: {value}\r\n"
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        text += f"Content-Length: {len(body) if body else 0}\r\n"
+    try:
+        raw = (text + "\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    return raw + body if body else raw
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(["GET", "POST", "DELETE"]),
+    st.sampled_from(["/v1/a?b=1", "/", "/a b", "/x\r\n"]),
+    st.dictionaries(
+        st.text(_TOKEN_CHARS, min_size=1, max_size=6)
+        | st.sampled_from(["", "X A", "X:Y", "X\r", "É", "Host"]),
+        st.text(st.sampled_from("ab1 :\r\n\té€\x00"), max_size=6),
+        max_size=4,
+    ),
+    st.none() | st.binary(max_size=4),
+)
+def test_a_request_s_bytes_are_refused_or_built_as_header_by_header(
+    method: str, target: str, headers: dict[str, str], body: bytes | None
+) -> None:
+    """Any headers: the same bytes as a header-by-header build, or HeaderInjection exactly
+    where that build refuses them (a CR or LF in a value, a name that is not a token, a
+    character latin-1 cannot carry, whitespace in the target)."""
+    expected = _bytes_one_header_at_a_time(method, target, headers, body)
+    try:
+        made: bytes | None = request_bytes(method, target, headers, body)
+    except HeaderInjection:
+        made = None
+    assert made == expected
 
 
 # -- TLS -------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import httptools
+
+from orchestrator.ims.transport import HttpResponse
 
 
 class Wire(Protocol):
@@ -34,13 +36,6 @@ class ProtocolFault(Exception):
 
 class HeaderInjection(ValueError):
     """A header name or value that would end the header early (CR, LF) or is not a token."""
-
-
-class Answer(NamedTuple):
-    status: int
-    headers: Mapping[str, str]  # as the peer spelled the names; repeated ones joined by ", "
-    body: bytes
-    keep_alive: bool  # the connection may carry the next request
 
 
 class Headers(Mapping[str, str]):
@@ -90,22 +85,23 @@ def request_bytes(
     own), a header name that is not an HTTP token, or whitespace in the target."""
     if not target or " " in target or "\r" in target or "\n" in target:
         raise HeaderInjection(f"request target {target!r}: empty or with whitespace")
-    parts = [f"{method} {target} HTTP/1.1\r\n"]
-    for name, value in headers.items():
-        if name not in _TOKENS_SEEN:
+    if not _TOKENS_SEEN.issuperset(headers):  # a name not seen yet (the client has a few)
+        for name in headers:
             if not name or not _TOKEN.issuperset(name):
                 raise HeaderInjection(f"header name {name!r} is not an HTTP token")
-            if len(_TOKENS_SEEN) < 256:  # the client's few names, each checked once
-                _TOKENS_SEEN.add(name)
-        if "\r" in value or "\n" in value:
-            raise HeaderInjection(f"header {name}: a CR or LF in its value")
-        parts.append(f"{name}: {value}\r\n")
-    parts.append(extra)
+        if len(_TOKENS_SEEN) < 256:
+            _TOKENS_SEEN.update(headers)
+    lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    # Each line ends with the only CR and LF it may hold (a token holds neither).
+    if lines.count("\r") != len(headers) or lines.count("\n") != len(headers):
+        name = next(n for n, v in headers.items() if "\r" in v or "\n" in v)
+        raise HeaderInjection(f"header {name}: a CR or LF in its value")
     if body is not None or method in _BODY_METHODS:  # an empty POST says so (no 411)
-        parts.append(f"Content-Length: {len(body) if body else 0}\r\n")
-    parts.append("\r\n")
+        length = f"Content-Length: {len(body) if body else 0}\r\n"
+    else:
+        length = ""
     try:
-        raw = "".join(parts).encode("latin-1")
+        raw = f"{method} {target} HTTP/1.1\r\n{lines}{extra}{length}\r\n".encode("latin-1")
     except UnicodeEncodeError as exc:
         raise HeaderInjection(f"a character HTTP/1.1 headers cannot carry ({exc})") from None
     return raw + body if body else raw
@@ -119,7 +115,10 @@ _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
 class Http1Connection(asyncio.Protocol):
     """One keep-alive connection, one request at a time: :meth:`request` writes the bytes and
-    returns the future of their :class:`Answer`. The future fails with
+    returns the future of their answer, an :class:`~orchestrator.ims.transport.HttpResponse`
+    (its headers: :class:`Headers`, as the peer spelled the names, repeated ones joined by
+    ", "); :attr:`keep_alive` then says whether the connection may carry the next request.
+    The future fails with
     :class:`ConnectionError` when the connection is lost before the answer is whole, with
     :class:`ProtocolFault` for a malformed one."""
 
@@ -128,7 +127,8 @@ class Http1Connection(asyncio.Protocol):
         self._stream: Any = None  # the same transport, as asyncio/uvloop typed it (start_tls)
         self.closed = False
         self.idle_since = 0.0  # the transport's clock, when it was put back in the pool
-        self._waiter: asyncio.Future[Answer] | None = None
+        self._waiter: asyncio.Future[HttpResponse] | None = None
+        self.keep_alive = False  # the last answer lets the connection carry the next request
         self._parser: httptools.HttpResponseParser | None = None
         self._fields: list[tuple[bytes, bytes]] = []  # the answer's headers, as they came
         self._body: list[bytes] = []
@@ -211,7 +211,7 @@ class Http1Connection(asyncio.Protocol):
 
     # -- ours ------------------------------------------------------------------------------
 
-    def request(self, data: bytes) -> asyncio.Future[Answer]:
+    def request(self, data: bytes) -> asyncio.Future[HttpResponse]:
         """Write ``data`` (one whole request) now; the future of its answer."""
         if self.transport is None or self._waiter is not None:
             raise ConnectionResetError("the connection is not ready for a request")
@@ -281,7 +281,8 @@ class Http1Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             fields, self._fields = self._fields, []  # the answer's own, whatever comes after
             body = b"".join(self._body)
-            waiter.set_result(Answer(self._status, Headers(fields), body, keep_alive))
+            self.keep_alive = keep_alive
+            waiter.set_result(HttpResponse(self._status, body, Headers(fields)))
 
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter

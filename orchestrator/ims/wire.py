@@ -43,7 +43,6 @@ from orchestrator import __version__
 from orchestrator.config import Config
 from orchestrator.core.cloud import CloudError, ErrorKind
 from orchestrator.ims.http1 import (
-    Answer,
     HeaderInjection,
     Http1Connection,
     ProtocolFault,
@@ -97,7 +96,9 @@ class _Deadlines:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, loop: asyncio.AbstractEventLoop, answer: asyncio.Future[Answer]) -> list[Any]:
+    def add(
+        self, loop: asyncio.AbstractEventLoop, answer: asyncio.Future[HttpResponse]
+    ) -> list[Any]:
         """Start ``answer``'s timeout now (its request was just written); its entry."""
         if loop is not self._loop:  # another event loop (tests): the old one's timer is gone
             self._queue.clear()
@@ -197,7 +198,7 @@ class WireTransport:
             raise
         finally:
             self._deadlines.done(entry)
-        if answer.keep_alive and not conn.closed:
+        if conn.keep_alive and not conn.closed:
             conn.idle_since = self._now()
             idle = self._idle.get(origin)
             if idle is None:
@@ -205,7 +206,7 @@ class WireTransport:
             idle.append(conn)
         else:
             conn.close()
-        return HttpResponse(answer.status, answer.body, answer.headers)
+        return answer
 
     def close(self) -> None:
         """Close the idle connections (those in use close when their request ends)."""
