@@ -330,12 +330,26 @@ class SignedCalls:
         frac, whole = math.modf(now)
         second = int(whole) + (round(frac * 1e6) >= 1_000_000)
         if second != self._date_second:
-            self._date = datetime.fromtimestamp(now, tz=UTC).strftime(DATE_FORMAT)
+            self._date = _DATES.get(second) or _format_date(second, now)
             self._date_second = second
             # The moments that certainly round into this second (a margin of a microsecond
             # on each side: those near the edges take the exact path above).
             self._date_from, self._date_until = second + 1e-6, second + 1 - 1e-6
         return self._date
+
+
+# second -> its X-Sdk-Date, shared by every tenant's calls (each one's own cache holds one
+# second: with hundreds of tenants, most would format the same second again).
+_DATES: dict[int, str] = {}
+
+
+def _format_date(second: int, now: float) -> str:
+    """``X-Sdk-Date`` of ``now``, the clock's moment in that second, kept for the others."""
+    text = datetime.fromtimestamp(now, tz=UTC).strftime(DATE_FORMAT)
+    if len(_DATES) >= 64:  # a few seconds are asked for at once (virtual clocks: any)
+        _DATES.clear()
+    _DATES[second] = text
+    return text
 
 
 def _stopped() -> CloudError:
