@@ -41,6 +41,7 @@ from orchestrator.core.cloud import SEND_STOP, STOPPED, CloudError, ErrorKind, S
 from orchestrator.core.credentials import Credentials
 from orchestrator.ims.errors import THROTTLE_CODES, classify, parse_error_body
 from orchestrator.ims.ratelimit import READ, SUBMIT, RateLimits, Slots, TokenBucket
+from orchestrator.ims.scopes import cancel_pending
 from orchestrator.ims.signer import DATE_FORMAT, canonical_query, sign
 from orchestrator.ims.transport import (
     Delivery,
@@ -147,7 +148,8 @@ class SignedCalls:
                 # sent. Both are taken at once when free (no task, no trip through the loop);
                 # the stop is checked last, after the last of them, right before sending.
                 if budget is not None and budget.try_acquire():
-                    await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled task sends nothing
+                    if cancel_pending():  # a cancelled task sends nothing
+                        await anyio.lowlevel.checkpoint_if_cancelled()
                 else:
                     await self._admit(stop, budget, host, priority)
                 if not slots.take():

@@ -30,6 +30,7 @@ import anyio
 import anyio.lowlevel
 
 from orchestrator.clock import Clock
+from orchestrator.ims.scopes import cancel_pending
 
 # A bucket refilled by float arithmetic may hold 0.9999999 tokens after the exact wait, and a
 # clock near 1.8e9 s cannot move by less than ~2.4e-7 s: a shorter wait would never end.
@@ -241,7 +242,8 @@ class Slots:
     async def acquire(self, priority: float = READ) -> None:
         """Take a slot, waiting for our turn by ``priority``. A waiter cancelled once a slot
         was handed to it hands the slot on."""
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        if cancel_pending():
+            await anyio.lowlevel.checkpoint_if_cancelled()
         if self.take():
             await anyio.lowlevel.cancel_shielded_checkpoint()
             return
