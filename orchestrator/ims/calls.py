@@ -42,7 +42,14 @@ from orchestrator.core.credentials import Credentials
 from orchestrator.ims.errors import THROTTLE_CODES, classify, parse_error_body
 from orchestrator.ims.ratelimit import READ, SUBMIT, RateLimits, Slots, TokenBucket
 from orchestrator.ims.scopes import cancel_pending
-from orchestrator.ims.signer import DATE_FORMAT, canonical_query, sign
+from orchestrator.ims.signer import (
+    DATE_FORMAT,
+    Shape,
+    canonical_query,
+    shape_of,
+    sign,
+    sign_shaped,
+)
 from orchestrator.ims.transport import (
     Delivery,
     HttpRequest,
@@ -109,7 +116,7 @@ class SignedCalls:
         self._date = ""
         self._date_from = self._date_until = 0.0
         self._bases: dict[str, _Base] = {}
-        self._plain_headers: dict[str | None, dict[str, str]] = {}
+        self._headers_of: dict[tuple[str, str | None, bool], _Headers] = {}
 
     async def call(
         self,
@@ -136,7 +143,8 @@ class SignedCalls:
         full_path = base_path + path
         query = canonical_query(params) if params else ""
         url = f"{origin}{full_path}?{query}" if query else origin + full_path
-        payload, headers = self._content(body, project_id)
+        payload = b"" if body is None else json.dumps(body).encode()
+        headers, shape = self._headers(host, project_id, body is not None)
 
         # One coroutine for the attempts and each attempt's steps (the success path is most
         # of a run's requests: no frame of its own per attempt).
@@ -158,18 +166,15 @@ class SignedCalls:
                     slots.release()
                     raise _stopped()
                 try:
+                    date = self._sdk_date()
+                    credentials = self._credentials
                     request = HttpRequest(
                         method,
                         url,
-                        sign(
-                            self._credentials,
-                            method,
-                            host,
-                            full_path,
-                            query,
-                            headers,
-                            payload,
-                            self._sdk_date(),
+                        sign(credentials, method, host, full_path, query, headers, payload, date)
+                        if shape is None
+                        else sign_shaped(
+                            shape, credentials, method, full_path, query, payload, date
                         ),
                         payload if body is not None else None,
                         None if stop is None else stop.is_set,  # read again right before the wire
@@ -208,22 +213,19 @@ class SignedCalls:
         else:
             await self.unless(stop, slots.acquire, priority, undo=slots.release)
 
-    def _content(
-        self, body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None, project_id: str | None
-    ) -> tuple[bytes, dict[str, str]]:
-        """A request's body bytes and the headers signed with it: without a body, the same
-        dict for each project (signed and sent, never changed), found by a look-up."""
-        if body is None:
-            headers = self._plain_headers.get(project_id)
-            if headers is None:
-                headers = self._plain_headers[project_id] = (
-                    {} if project_id is None else {PROJECT_HEADER: project_id}
-                )
-            return b"", headers
-        headers = {"Content-Type": JSON_CONTENT_TYPE}
-        if project_id is not None:
-            headers[PROJECT_HEADER] = project_id
-        return json.dumps(body).encode(), headers
+    def _headers(self, host: str, project_id: str | None, body: bool) -> _Headers:
+        """The headers a request signs and sends (its project's, the JSON type if it has a
+        body), and their signature's shape: made once per host, project and kind, then
+        found by one look-up (the same headers, never changed: the signer copies them)."""
+        ident = (host, project_id, body)
+        found = self._headers_of.get(ident)
+        if found is None:
+            headers = {"Content-Type": JSON_CONTENT_TYPE} if body else {}
+            if project_id is not None:
+                headers[PROJECT_HEADER] = project_id
+            found = _Headers(headers, shape_of(self._credentials, host, headers))
+            self._headers_of[ident] = found
+        return found
 
     def _answer(self, response: HttpResponse, method: str, host: str, path: str) -> dict[str, Any]:
         """The JSON object of a success, or the classified error of any other answer."""
@@ -378,6 +380,13 @@ def _kind_of(delivery: Delivery, mutating: bool) -> ErrorKind:
     if delivery is Delivery.INVALID:
         return ErrorKind.PERMANENT
     return ErrorKind.UNKNOWN if mutating else ErrorKind.TRANSIENT
+
+
+class _Headers(NamedTuple):
+    """A request's headers as signed, and their signature's shape (None: signed step by step)."""
+
+    headers: dict[str, str]
+    shape: Shape | None
 
 
 class _Base(NamedTuple):

@@ -158,15 +158,38 @@ def sign(
     ``host`` is the URL's netloc (with the port only when the URL names one). ``query`` is the
     canonical query string (see :func:`canonical_query`), sent exactly as signed.
     """
+    found = shape_of(credentials, host, headers)
+    if found is None:
+        return _sign_each_step(credentials, method, host, path, query, headers, body, sdk_date)
+    return sign_shaped(found, credentials, method, path, query, body, sdk_date)
+
+
+def shape_of(credentials: Credentials, host: str, headers: Mapping[str, str]) -> Shape | None:
+    """What :func:`sign` takes from the credentials, the host and the headers (made once per
+    shape, then found by a look-up); None if the headers cannot be signed by a shape."""
     ident = (host, credentials.access_key, credentials.security_token, *headers.items())
     shape = _SHAPES.get(ident)
     if shape is None:
-        shape = _shape_of(host, headers, credentials.security_token, credentials.access_key)
+        shape = _make_shape(host, headers, credentials.security_token, credentials.access_key)
         if shape is None:
-            return _sign_each_step(credentials, method, host, path, query, headers, body, sdk_date)
+            return None
         if len(_SHAPES) >= _SHAPES_MAX:
             _SHAPES.clear()
         _SHAPES[ident] = shape
+    return shape
+
+
+def sign_shaped(
+    shape: Shape,
+    credentials: Credentials,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    sdk_date: str,
+) -> dict[str, str]:
+    """:func:`sign` of a request whose credentials, host and headers made ``shape`` (a
+    caller that sends the same ones again keeps it: no look-up)."""
     out = shape.out.copy()
     for name in shape.date_names:  # in place: the headers keep their order
         out[name] = sdk_date
@@ -204,10 +227,10 @@ def _authorization(
     return f"{ALGORITHM} Access={credentials.access_key}, SignedHeaders={names}, Signature={value}"
 
 
-class _Shape(NamedTuple):
+class Shape(NamedTuple):
     """What a request's signature takes from its headers but the date: a client sends a few
     shapes of headers (its hosts and projects, with a body or without) thousands of times,
-    and each shape is lowered, sorted and joined once (:func:`_shape_of`)."""
+    and each shape is lowered, sorted and joined once (:func:`_make_shape`)."""
 
     out: dict[str, str]  # the headers to send, the date's value a mark
     date_names: tuple[str, ...]  # the names in ``out`` whose value is the date
@@ -221,14 +244,14 @@ class _Shape(NamedTuple):
 
 # (host, access key, security token, *headers' items) -> its shape; cleared when full (a run
 # has a few per tenant).
-_SHAPES: dict[tuple[object, ...], _Shape] = {}
+_SHAPES: dict[tuple[object, ...], Shape] = {}
 _SHAPES_MAX = 8192
 _DATE_MARK = "\x00date\x00"  # the date's place in a shape
 
 
-def _shape_of(
+def _make_shape(
     host: str, headers: Mapping[str, str], security_token: str | None, access_key: str
-) -> _Shape | None:
+) -> Shape | None:
     """The steps of :func:`_sign_each_step` that do not depend on the date, with
     :data:`_DATE_MARK` in its place. None if the host, the token or a header holds the mark."""
     given = (host, security_token or "", *headers.keys(), *headers.values())
@@ -244,7 +267,7 @@ def _shape_of(
     header_lines = "".join(f"{name}:{lowered[name].strip()}\n" for name in names)
     before, mark, after = header_lines.partition(_DATE_MARK)
     signed_names = ";".join(names)
-    return _Shape(
+    return Shape(
         out=out,
         date_names=tuple(name for name, value in out.items() if value is _DATE_MARK),
         before=before,
