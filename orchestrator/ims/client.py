@@ -361,7 +361,7 @@ class ImsClient:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    async def _ims(
+    def _ims(
         self,
         method: str,
         region: str,
@@ -371,8 +371,34 @@ class ImsClient:
         params: Params = (),
         body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         priority: float | None = None,
+    ) -> Awaitable[dict[str, Any]]:
+        """A call to IMS in ``region`` as ``project``: the call's own coroutine when the project
+        id is known (no coroutine of this one around it, for every read after a copy), else
+        one that looks the project up first."""
+        project_id = self._known_project(region, project)
+        if not project_id:
+            return self._ims_looked_up(method, region, project, path, params, body, priority)
+        return self._call(
+            method,
+            self._ims_base(region),
+            path,
+            params=params,
+            body=body,
+            project_id=project_id,
+            priority=priority,
+        )
+
+    async def _ims_looked_up(
+        self,
+        method: str,
+        region: str,
+        project: str | None,
+        path: str,
+        params: Params,
+        body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+        priority: float | None,
     ) -> dict[str, Any]:
-        project_id = self._known_project(region, project) or await self._project_id(region, project)
+        project_id = await self._project_id(region, project)
         base = self._ims_base(region)
         return await self._call(
             method, base, path, params=params, body=body, project_id=project_id, priority=priority
