@@ -76,6 +76,7 @@ from bench_workload import (
     config_toml,
     run_arguments,
     scale_config,
+    stop_process,
     write_inputs,
 )
 
@@ -150,13 +151,7 @@ class Simulator:
             return found
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 @dataclass

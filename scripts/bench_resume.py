@@ -48,7 +48,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_workload import Scale, build_scale, run_arguments, scale_config, write_inputs
+from bench_workload import (
+    Scale,
+    build_scale,
+    run_arguments,
+    scale_config,
+    stop_process,
+    write_inputs,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -95,13 +102,7 @@ class SimWorld:
             return json.loads(response.read())
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_run(folder: Path, env: dict[str, str], tool: Path | None) -> subprocess.Popen[bytes]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import subprocess
 import uuid
 from dataclasses import asdict, dataclass, replace
 from hashlib import sha256
@@ -412,3 +414,14 @@ def run_arguments(folder: Path, *extra: str) -> list[str]:
         "none",
         *extra,
     ]
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM to a bench's server if it still runs, SIGKILL if it is not gone 30 s later."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

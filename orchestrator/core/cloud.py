@@ -169,38 +169,35 @@ class Image:
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> Image:
         """Build from one element of ``GET /v2/cloudimages`` (all ``__x`` values are strings)."""
-        get = raw.get
         size_text = _text(raw, "__image_size")
         try:
             size: int | None = int(size_text) if size_text else None
         except ValueError:
             size = None
         try:
-            min_disk = int(get("min_disk") or 0)
+            min_disk = int(raw.get("min_disk") or 0)
         except (TypeError, ValueError):
             min_disk = 0
-        tags = get("tags")
+        tags = raw.get("tags")
         return _frozen(  # the fields in their order, as __init__ sets them
             cls,
             {
-                "id": "" if (value := get("id")) is None else str(value),
-                "name": "" if (value := get("name")) is None else str(value),
-                "status": "" if (value := get("status")) is None else str(value),
-                "imagetype": "" if (value := get("__imagetype")) is None else str(value),
-                "visibility": "" if (value := get("visibility")) is None else str(value),
-                "disk_format": "" if (value := get("disk_format")) is None else str(value),
-                "virtual_env_type": ""
-                if (value := get("virtual_env_type")) is None
-                else str(value),
+                "id": _text(raw, "id"),
+                "name": _text(raw, "name"),
+                "status": _text(raw, "status"),
+                "imagetype": _text(raw, "__imagetype"),
+                "visibility": _text(raw, "visibility"),
+                "disk_format": _text(raw, "disk_format"),
+                "virtual_env_type": _text(raw, "virtual_env_type"),
                 "min_disk": min_disk,
                 "size_bytes": size,
-                "cmk_id": "" if (value := get("__system__cmkid")) is None else str(value),
+                "cmk_id": _text(raw, "__system__cmkid"),
                 "encrypted_flag": _text(raw, "__system_encrypted")
                 or _text(raw, "__system__encrypted"),
                 "whole_image": _text(raw, "__whole_image").lower() == "true",
-                "os_type": "" if (value := get("__os_type")) is None else str(value),
+                "os_type": _text(raw, "__os_type"),
                 "description": _text(raw, "__description") or _text(raw, "description"),
-                "created_at": "" if (value := get("created_at")) is None else str(value),
+                "created_at": _text(raw, "created_at"),
                 "tags": _tags(tags),
                 "tags_listed": isinstance(tags, list),
                 "enterprise_project_id": _text(raw, "enterprise_project_id"),

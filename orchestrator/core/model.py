@@ -56,12 +56,12 @@ class Phase(StrEnum):
     @property
     def holds_slot(self) -> bool:
         """Whether a copy may be in progress in the cloud for this item (counts against the cap)."""
-        return self in _HOLDS_SLOT
+        return self in SLOT_PHASES
 
     @property
     def is_after_copy(self) -> bool:
         """The copy is made; the steps after it (verify, carry) are left: no slot is held."""
-        return self in _AFTER_COPY
+        return self in AFTER_COPY_PHASES
 
     @property
     def public(self) -> PublicState:
@@ -72,8 +72,10 @@ class Phase(StrEnum):
 
 
 _TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.REJECTED})
-_HOLDS_SLOT = frozenset({Phase.SUBMITTING, Phase.RECONCILING, Phase.RUNNING, Phase.ADOPTED})
-_AFTER_COPY = frozenset({Phase.VERIFYING, Phase.CARRYING})
+# The phases of Phase.holds_slot and Phase.is_after_copy, for a pass over every item that
+# looks them up without the properties.
+SLOT_PHASES = frozenset({Phase.SUBMITTING, Phase.RECONCILING, Phase.RUNNING, Phase.ADOPTED})
+AFTER_COPY_PHASES = frozenset({Phase.VERIFYING, Phase.CARRYING})
 
 
 # Forward moves within one attempt. A move to PENDING (a new attempt) is allowed from any

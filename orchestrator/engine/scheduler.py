@@ -23,7 +23,7 @@ import anyio.abc
 from orchestrator.clock import Clock
 from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import JOB_FAIL, CloudError, ErrorKind, StopFlag, remembered_refusal
-from orchestrator.core.model import Item, Phase
+from orchestrator.core.model import AFTER_COPY_PHASES, SLOT_PHASES, Item, Phase
 from orchestrator.core.outcome import Stop, is_done, is_finished, outcome_of
 from orchestrator.engine.afterqueue import AfterCopies
 from orchestrator.engine.context import RunContext, log
@@ -36,8 +36,6 @@ from orchestrator.engine.window import Window
 from orchestrator.state.meta import RunMeta
 from orchestrator.state.store import Store
 
-_HOLDS_SLOT = frozenset(phase for phase in Phase if phase.holds_slot)
-_AFTER_COPY = frozenset(phase for phase in Phase if phase.is_after_copy)
 _RETRIED = frozenset({Phase.FAILED, Phase.REJECTED})  # --retry-failed gives them a new attempt
 PROBE_CONCURRENCY = 16  # tenants whose credentials are checked at the same time
 SAVE_BATCH = 2000  # items saved by one commit when many change at once (preflight's verdicts)
@@ -137,10 +135,10 @@ class Engine:
             current[row.key] = item
             if tenant not in region_of:
                 region_of[tenant] = row.source_region
-            if phase in _HOLDS_SLOT:
+            if phase in SLOT_PHASES:
                 in_flight[tenant].append(item)
                 copies = True
-            elif phase in _AFTER_COPY:
+            elif phase in AFTER_COPY_PHASES:
                 in_flight[tenant].append(item)
             if tenant not in active and (
                 not is_done(item) or (retry and item.listed and phase in _RETRIED)

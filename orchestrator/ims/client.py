@@ -47,8 +47,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 PAGE_SIZE = 500
-# An answer's JSON objects are dicts (json's): a hot path asks isinstance(x, dict), a C check,
-# where isinstance(x, Mapping) runs the ABC's __instancecheck__ in Python.
 API_NOT_FOUND = "APIGW.0101"
 
 
@@ -103,7 +101,6 @@ class ImsClient:
         self._call = self._calls.call
         self._page_size = page_size
         self._projects: dict[str, _Project] = {}
-        self._project_ids: dict[str, str] = {}  # name -> id, as _known_project found it
         self._project_locks: dict[str, anyio.Lock] = {}
         self._bases: dict[str, str] = {}  # region -> IMS base URL
         self._legacy_job_api: set[str] = set()  # IMS bases that lack GET /v1/cloudimages/job
@@ -171,6 +168,8 @@ class ImsClient:
                 "GET", region, project, "/v2/cloudimages", params=params, priority=priority
             )
             raw = body.get("images")
+            # An answer's JSON objects are dicts (json's): isinstance(x, dict) is a C check,
+            # where the Mapping ABC's runs in Python.
             page = [item for item in raw if isinstance(item, dict)] if raw else []
             images.extend(Image.from_api(item) for item in page)
             next_marker = _next_marker(body, page, self._page_size)
@@ -309,18 +308,11 @@ class ImsClient:
     def _known_project(self, region: str, project: str | None) -> str | None:
         """The project id of ``project`` if configured or already looked up (no wait)."""
         name = project or region
-        found = self._project_ids.get(name)
-        if found is None:
-            configured = self._tenant.project_ids.get(name)
-            if configured:
-                found = configured
-            else:
-                known = self._projects.get(name)
-                if known is None:
-                    return None
-                found = known.id
-            self._project_ids[name] = found  # neither changes once found
-        return found
+        configured = self._tenant.project_ids.get(name)
+        if configured:
+            return configured
+        known = self._projects.get(name)
+        return known.id if known is not None else None
 
     async def _project_id(self, region: str, project: str | None) -> str:
         """The project id of ``project`` (default: the region's default project, named so)."""

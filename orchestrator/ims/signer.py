@@ -193,22 +193,22 @@ def sign_shaped(
     out = shape.out.copy()
     for name in shape.date_names:  # in place: the headers keep their order
         out[name] = sdk_date
-    # What _authorization does, in one frame (it runs for every request).
     header_lines = shape.before + sdk_date.strip() + shape.after if shape.dated else shape.before
-    digest = shape.payload_hash or (hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256)
-    if _UNRESERVED_PATH.fullmatch(path):
-        uri = path if path.endswith("/") else path + "/"
-    else:
-        uri = canonical_uri(path)
-    canonical = f"{method.upper()}\n{uri}\n{query}\n{header_lines}\n{shape.names}\n{digest}"
-    hashed = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-    out["Authorization"] = shape.authorization + signature(
-        credentials.secret_key, f"{ALGORITHM}\n{sdk_date}\n{hashed}"
+    out["Authorization"] = shape.authorization + _signature_value(
+        credentials,
+        method,
+        path,
+        query,
+        header_lines,
+        shape.names,
+        shape.payload_hash,
+        body,
+        sdk_date,
     )
     return out
 
 
-def _authorization(
+def _signature_value(
     credentials: Credentials,
     method: str,
     path: str,
@@ -219,12 +219,19 @@ def _authorization(
     body: bytes,
     sdk_date: str,
 ) -> str:
-    """The ``Authorization`` value over the canonical request made of these parts (the payload
-    hash: X-Sdk-Content-Sha256 when the headers give it, else the body's)."""
+    """The signature over the canonical request made of these parts (the payload hash:
+    X-Sdk-Content-Sha256 when the headers give it, else the body's), what ``Signature=`` of
+    the ``Authorization`` value holds."""
     digest = payload_hash or (hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256)
-    canonical = "\n".join((method.upper(), canonical_uri(path), query, header_lines, names, digest))
-    value = signature(credentials.secret_key, string_to_sign(sdk_date, canonical))
-    return f"{ALGORITHM} Access={credentials.access_key}, SignedHeaders={names}, Signature={value}"
+    canonical = (
+        f"{method.upper()}\n{canonical_uri(path)}\n{query}\n{header_lines}\n{names}\n{digest}"
+    )
+    return signature(credentials.secret_key, string_to_sign(sdk_date, canonical))
+
+
+def _authorization_prefix(access_key: str, names: str) -> str:
+    """The ``Authorization`` value up to its signature."""
+    return f"{ALGORITHM} Access={access_key}, SignedHeaders={names}, Signature="
 
 
 class Shape(NamedTuple):
@@ -275,7 +282,7 @@ def _make_shape(
         dated=bool(mark),
         names=signed_names,
         payload_hash=lowered.get("x-sdk-content-sha256") or None,
-        authorization=f"{ALGORITHM} Access={access_key}, SignedHeaders={signed_names}, Signature=",
+        authorization=_authorization_prefix(access_key, signed_names),
     )
 
 
@@ -299,13 +306,16 @@ def _sign_each_step(
     lowered = {name.lower(): value for name, value in out.items()}
     names = sorted(name for name in lowered if "_" not in name)
     header_lines = "".join(f"{name}:{lowered[name].strip()}\n" for name in names)
-    out["Authorization"] = _authorization(
+    signed_names = ";".join(names)
+    out["Authorization"] = _authorization_prefix(
+        credentials.access_key, signed_names
+    ) + _signature_value(
         credentials,
         method,
         path,
         query,
         header_lines,
-        ";".join(names),
+        signed_names,
         lowered.get("x-sdk-content-sha256") or None,
         body,
         sdk_date,
