@@ -161,6 +161,7 @@ class Finished:
     wall: float
     cpu: float  # user + system seconds of the CLI process
     ended: float = 0.0  # epoch seconds, when its exit was seen (within 20 ms)
+    system: float = 0.0  # of ``cpu``, the seconds spent in the kernel (syscalls: sockets, fsync)
 
 
 class Run:
@@ -204,6 +205,7 @@ class Run:
             wall=time.monotonic() - self._clock,
             cpu=usage.ru_utime + usage.ru_stime,
             ended=time.time(),
+            system=usage.ru_stime,
         )
 
 
@@ -546,6 +548,7 @@ MANY_ROWS = [
     ("wall", "wall (s)", "{:.1f}"),
     ("cpu", "tool CPU (s)", "{:.1f}"),
     ("cpu_ms_per_item", "CPU per item (ms)", "{:.2f}"),
+    ("system_ms_per_item", "  of it in the kernel (ms)", "{:.2f}"),
     ("peak_rss_mib", "peak RSS (MiB)", "{:.0f}"),
     ("copy_requests_per_item", "copy requests received per item", "{:.2f}"),
     ("accepted_per_item", "copies accepted per item", "{:.2f}"),
@@ -598,6 +601,7 @@ def run_many_once(
         "wall": finished.wall,
         "cpu": finished.cpu,
         "cpu_ms_per_item": 1000 * finished.cpu / rows,
+        "system_ms_per_item": 1000 * finished.system / rows,
         "peak_rss_mib": float(end.get("peak_rss_mib", 0) or 0),
         "copy_requests_per_item": truth.requests.get("copy", 0) / rows,
         "accepted_per_item": sum(truth.submissions.values()) / rows,
