@@ -167,6 +167,14 @@ def write_event(_logger: object, _method: str, event: MutableMapping[str, Any]) 
     raise structlog.DropEvent
 
 
+# The processor list :func:`configure` filled (structlog's own, changed in place: every cached
+# logger holds it), what it put there, and those before the last (``write_event``). While the
+# list holds what was put there, an info event may skip structlog (:func:`info`).
+_CHAIN: list[Any] = []
+_OWN: list[Any] = [None]  # never equal to a list of processors
+_BEFORE_WRITE: tuple[Any, ...] = ()
+
+
 def configure() -> None:
     """Route structlog's events to the running list's ``events.jsonl`` (once, by the CLI).
 
@@ -174,6 +182,7 @@ def configure() -> None:
     each, six events per item). A cached logger keeps the processor *list* it found, so the
     list is changed in place, never replaced: whoever configures structlog later in this
     process (the tests, ``structlog.testing.capture_logs``) must change it in place too."""
+    global _CHAIN, _OWN, _BEFORE_WRITE
     processors = structlog.get_config()["processors"]
     # No ``merge_contextvars``: nothing binds context variables (it copied the context for
     # every event).
@@ -184,6 +193,29 @@ def configure() -> None:
         write_event,
     ]
     structlog.configure(processors=processors, cache_logger_on_first_use=True)
+    _CHAIN, _OWN, _BEFORE_WRITE = processors, list(processors), tuple(processors[:-1])
+
+
+def info(event: str, values: dict[str, Any]) -> bool:
+    """``log.info(event, **values)`` of a logger with no bound values, written here at half
+    its cost (an item's five events: ~7 us each saved); False, nothing done, unless the
+    processors are still :func:`configure`'s own: the caller logs it through structlog then
+    (a test's processors, ``capture_logs``).
+
+    The same processors run, on the same dict that structlog would build (``values``, then
+    ``event``: changed in place), in the same order, without structlog's calls around them (a
+    copy of the keywords at each of its three calls, a bound context copied, and the
+    ``DropEvent`` its last processor raises)."""
+    if _CHAIN != _OWN:
+        return False
+    values["event"] = event
+    event_dict: MutableMapping[str, Any] = values
+    for processor in _BEFORE_WRITE:
+        event_dict = processor(None, "info", event_dict)
+    events = _EVENTS.get()  # write_event's work, without its DropEvent
+    if events is not None:
+        events.write(event_dict)
+    return True
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import structlog
 
+from orchestrator import logs
 from orchestrator.clock import Clock
 from orchestrator.config import Config
 from orchestrator.core.advice import blocked_advice
@@ -219,19 +220,29 @@ class RunContext:
             await self.store.commit(meta=replace(self.store.meta, blocked=blocked))
 
 
+# Per phase: its event's name, its public state and its text (an enum's ``value`` and
+# ``public`` are Python-level look-ups: five events per item).
+_PHASE_WORDS = {phase: (f"item.{phase.value}", phase.public, phase.value) for phase in Phase}
+
+
 def log_item(item: Item, event: str | None = None, **fields: Any) -> None:
     """One ``events.jsonl`` line for an item's new durable state."""
-    log.info(
-        event or f"item.{item.phase.value}",
-        tenant=item.row.tenant,
-        item=item.key,
-        state=item.phase.public,
-        phase=item.phase.value,
-        attempt=item.attempt,
-        job_id=item.job_id,
-        target_image_id=item.target_image_id,
-        detail=item.detail,
-        error_code=item.error_code,
-        error_message=item.error_message,
-        **fields,
-    )
+    name, public, phase = _PHASE_WORDS[item.phase]
+    values = {
+        "tenant": item.row.tenant,
+        "item": item.key,
+        "state": public,
+        "phase": phase,
+        "attempt": item.attempt,
+        "job_id": item.job_id,
+        "target_image_id": item.target_image_id,
+        "detail": item.detail,
+        "error_code": item.error_code,
+        "error_message": item.error_message,
+    }
+    if fields:
+        if not values.keys().isdisjoint(fields):  # as a keyword given twice would be
+            raise TypeError(f"log_item: fields {sorted(values.keys() & fields)} given twice")
+        values.update(fields)
+    if not logs.info(event or name, values):
+        log.info(event or name, **values)
