@@ -3,9 +3,11 @@ whose write has not begun; a compaction under way when the run hurries is abando
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -74,6 +76,64 @@ async def test_a_hold_withdraws_what_is_not_being_written() -> None:
     assert await group.commit(["late intent"], lambda: undone.append(-1)) is False
     assert undone[-1] == -1
     assert disk.batches[-1] == ["a state that must be saved"]
+
+
+@pytest.mark.anyio
+async def test_a_waiter_cancelled_leaves_its_lines_and_the_others_waiting() -> None:
+    """A task cancelled while it waits behind a write: its lines go out with the next batch
+    all the same, and the tasks behind it are still woken to write theirs."""
+    disk = SlowWrites()
+    group = GroupCommit(disk.write)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(group.commit, ["first"])
+            await anyio.to_thread.run_sync(disk.entered.wait)
+            with anyio.CancelScope() as scope:
+                tasks.start_soon(group.commit, ["b"])
+                scope.cancel()
+                await group.commit(["a"])  # cancelled at once: queued, not waited for
+            tasks.start_soon(group.commit, ["c"])
+            await anyio.sleep(0.05)
+            disk.released.set()
+    assert disk.batches == [["first"], ["a", "b", "c"]]
+
+
+@pytest.mark.anyio
+async def test_a_task_woken_to_write_but_cancelled_hands_the_write_on() -> None:
+    """When a write ends, the first task waiting behind it is woken to write the next batch.
+    Cancelled before it runs (``task.cancel()``: asyncio's own, not a cancel scope's), it wakes
+    the next one instead: no task waits for ever for lines nobody writes."""
+    disk = SlowWrites()
+    group = GroupCommit(disk.write)
+    first: list[asyncio.Task[Any]] = []
+    cancelled: list[str] = []
+    wake_writer = group._wake_writer
+
+    def woken_then_cancelled() -> None:
+        wake_writer()
+        if first:  # the first task woken to write: cancelled before it runs
+            first.pop().cancel()
+
+    group._wake_writer = woken_then_cancelled  # type: ignore[method-assign]
+
+    async def commit_then_cancelled() -> None:
+        first.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await group.commit(["a"])
+        except asyncio.CancelledError:
+            cancelled.append("a")
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(group.commit, ["first"])
+            await anyio.to_thread.run_sync(disk.entered.wait)
+            tasks.start_soon(commit_then_cancelled)
+            await anyio.sleep(0.01)
+            tasks.start_soon(group.commit, ["b"])
+            await anyio.sleep(0.05)
+            disk.released.set()
+    assert cancelled == ["a"]
+    assert disk.batches == [["first"], ["a", "b"]]
 
 
 def _items(count: int) -> list[Item]:
