@@ -208,13 +208,14 @@ def info(event: str, values: dict[str, Any]) -> bool:
     ``DropEvent`` its last processor raises)."""
     if _CHAIN != _OWN:
         return False
+    events = _EVENTS.get()  # write_event's work, without its DropEvent
+    if events is None:  # no run's log open: what the processors make goes nowhere
+        return True
     values["event"] = event
     event_dict: MutableMapping[str, Any] = values
     for processor in _BEFORE_WRITE:
         event_dict = processor(None, "info", event_dict)
-    events = _EVENTS.get()  # write_event's work, without its DropEvent
-    if events is not None:
-        events.write(event_dict)
+    events.write(event_dict)
     return True
 
 
