@@ -506,7 +506,10 @@ class Engine:
         if outcome.item.phase == Phase.PENDING and self._may_submit(outcome.item):
             window.enqueue(outcome.item, outcome.retry_at)
         elif outcome.item.phase.is_after_copy:  # the copy is made: its slot is free already
-            self._after_copy(outcome.item)
+            # This task goes on with the steps after the copy if their line has room (no task
+            # started per item for them), else the item waits in line (engine/afterqueue.py).
+            assert self.after is not None  # noqa: S101 -- made before any item is driven
+            await self.after.carry_on(outcome.item)
 
     def _after_copy(self, item: Item) -> None:
         """Verify and carry ``item`` when its turn comes (a few at a time: engine/afterqueue)."""

@@ -1,0 +1,111 @@
+"""What the engine's own machinery costs per item: tasks, turns of the event loop, copies of
+the item. Each one is paid by every item of a 100,000-row list, so each is pinned here by a
+count, never a time: the drive of an item's copy goes on with its steps after the copy (no
+task started for them), a fresh listing of the target is read without a turn of the loop,
+and the answered polls reach the item once, all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Generator
+from typing import Any, ClassVar
+
+import anyio
+import pytest
+
+from orchestrator.core.exits import ExitCode
+from orchestrator.core.model import Item, Phase
+from orchestrator.engine import afterqueue
+from orchestrator.engine.afterqueue import AfterCopies
+from tests.engine_harness import Scene
+
+TENANTS = ("t0", "t1", "t2")
+
+
+def scene_of(per_tenant: int) -> Scene:
+    scene = Scene()
+    for tenant in TENANTS:
+        scene.account(tenant)
+        for number in range(per_tenant):
+            scene.row(tenant, 1.0 + number)
+    return scene
+
+
+async def tasks_of_a_run(scene: Scene) -> int:
+    """The asyncio tasks started while ``scene`` runs to its end (every item succeeded)."""
+    loop = asyncio.get_running_loop()
+    started = [0]
+    previous = loop.get_task_factory()
+
+    def counting(
+        loop: asyncio.AbstractEventLoop,
+        coro: Generator[Any, None, Any] | Coroutine[Any, Any, Any],
+        **kwargs: Any,
+    ) -> asyncio.Future[Any]:
+        started[0] += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        result = await scene.run()
+    finally:
+        loop.set_task_factory(previous)
+    assert result.exit_code == ExitCode.OK
+    assert {item.phase for item in scene.items()} == {Phase.SUCCEEDED}
+    return started[0]
+
+
+async def test_an_item_is_one_task_from_its_copy_request_to_its_end() -> None:
+    """Twice the items, one task more per item: the drive goes on with the checks after the
+    copy (a worker task per item for them was a second spawn, with its cancel scope and its
+    event). The run's own tasks (probes, watchers, a server per window) are the same."""
+    few, many = 4, 8
+    small = await tasks_of_a_run(scene_of(few))
+    large = await tasks_of_a_run(scene_of(many))
+    assert large - small == len(TENANTS) * (many - few)
+
+
+class Recorded:
+    """Stands for AfterCopy: notes the task each item's steps run in, and waits a turn."""
+
+    runs: ClassVar[list[tuple[str, object]]] = []
+
+    def __init__(self, _ctx: object, item: Item) -> None:
+        self.item = item
+
+    async def run(self) -> Item:
+        Recorded.runs.append((self.item.key, anyio.get_current_task().id))
+        await anyio.lowlevel.checkpoint()
+        return self.item
+
+
+async def test_the_drive_serves_the_line_itself_while_it_has_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With room in the line, the task that hands an item over works on it, then on what
+    waits behind it; held or full, it hands the item over and returns at once."""
+    monkeypatch.setattr(afterqueue, "AfterCopy", Recorded)
+    Recorded.runs = []
+    scene = scene_of(1)
+    rows = scene.rows
+    async with anyio.create_task_group() as work:
+        after = AfterCopies(scene.context(), work, limit=1)
+        first, second, third = (Item(row=row) for row in rows[:3])
+        me = anyio.get_current_task().id
+        after.hold()
+        await after.carry_on(first)  # held: waits in line, nobody works on it
+        assert Recorded.runs == []
+        assert after.waiting() == 1
+        after.release()  # a worker task for the line (first)
+        await after.carry_on(second)  # the line is full (limit 1): waits behind first
+        assert after.waiting() == 2
+    # Both served by the worker task of release(), in their order; none by this task.
+    assert [key for key, _ in Recorded.runs] == [first.key, second.key]
+    assert all(task != me for _, task in Recorded.runs)
+    Recorded.runs = []
+    async with anyio.create_task_group() as work:
+        after = AfterCopies(scene.context(), work, limit=1)
+        await after.carry_on(third)  # room: this task is the worker
+    assert Recorded.runs == [(third.key, me)]
+    assert after.workers == 0
