@@ -215,28 +215,28 @@ class Driver:
             error_code=None,
             error_message=None,
         )
-        with anyio.CancelScope(shield=True):  # a stop lands after the save, not inside it
-            saved = await self.ctx.save_intent(intent)
-        if not saved:  # the stop came first: nothing written, nothing sent, still pending
-            return Outcome(self.item)
-        self.item = intent
-        crashpoints.reach("after_intent")
-        if self.ctx.no_more_submits.is_set():
-            # The stop came while the intent was being written: no POST once it is handled.
-            # Nothing was sent, so the copy is provably absent: a new attempt, saved even while
-            # cancelled (the drivers stopped so commit together: one write for them all).
-            with anyio.CancelScope(shield=True):
-                await self._save(self.item.new_attempt("stopped before sending"))
-            return Outcome(self.item)
         row = self.item.row
         job_id: str | None = None
         failure: CloudError | None = None
-        # Shielded, unbounded here: only the wire counts. A POST handed to a connection runs
-        # to its answer or its own timeout (counted from then), even when the run is told to
-        # stop, so that its job id is saved rather than left to a long reconciliation. While it
+        # One shield from the intent's save to the job id's: a stop lands after the save, not
+        # inside it, and a POST handed to a connection runs to its answer or its own timeout
+        # (counted from then), even when the run is told to stop, so that its job id is saved
+        # rather than left to a long reconciliation. Only the wire bounds it. While the POST
         # still waits for the request budget or a connection, a stop takes it back unsent
-        # (SEND_STOP: NOT_SENT, code STOPPED), never an unknown outcome.
+        # (SEND_STOP: NOT_SENT, code STOPPED), never an unknown outcome. (One scope, not one
+        # per step: there is no await between the steps that a stop could land on.)
         with anyio.CancelScope(shield=True):
+            if not await self.ctx.save_intent(intent):
+                return Outcome(self.item)  # the stop came first: nothing written, nothing sent
+            self.item = intent
+            crashpoints.reach("after_intent")
+            if self.ctx.no_more_submits.is_set():
+                # The stop came while the intent was being written: no POST once it is
+                # handled. Nothing was sent, so the copy is provably absent: a new attempt,
+                # saved even while cancelled (the drivers stopped so commit together: one
+                # write for them all).
+                await self._save(self.item.new_attempt("stopped before sending"))
+                return Outcome(self.item)
             token = SEND_STOP.set(self.ctx.no_more_submits)  # the client checks it last
             try:
                 job_id = await self.cloud.copy_image(
