@@ -14,10 +14,12 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
+from orchestrator.core.cloud import TenantCloud
 from orchestrator.core.exits import ExitCode
 from orchestrator.core.model import Item, Phase
 from orchestrator.engine import afterqueue
 from orchestrator.engine.afterqueue import AfterCopies
+from orchestrator.engine.targets import TargetIndex, target_key
 from tests.engine_harness import Scene
 
 TENANTS = ("t0", "t1", "t2")
@@ -109,3 +111,26 @@ async def test_the_drive_serves_the_line_itself_while_it_has_room(
         await after.carry_on(third)  # room: this task is the worker
     assert Recorded.runs == [(third.key, me)]
     assert after.workers == 0
+
+
+async def test_a_fresh_listing_is_read_without_a_turn_of_the_event_loop() -> None:
+    """A listing younger than the age asked is given at once, not behind the key's lock (an
+    anyio lock yields to the loop even when free: once per copy request); a stale one is
+    taken again."""
+    scene = scene_of(1)
+    clouds: dict[str, TenantCloud] = dict(scene.clouds())
+    index = TargetIndex(clouds, scene.clock.now, settle=900.0)
+    item = Item(row=scene.rows[0])
+    await index.listing(target_key(item))
+    assert index.listings_taken == 1
+    reached = False
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # any turn of the loop, any checkpoint, would end the block here
+        found = await index.find(item)
+        reached = True
+    assert reached
+    assert found is None
+    assert index.listings_taken == 1
+    scene.clock.advance(901.0)
+    assert await index.find(item) is None
+    assert index.listings_taken == 2

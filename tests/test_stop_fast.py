@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -28,6 +29,7 @@ from orchestrator.state.store import StoreError
 from tests.inprocess import LocalCloud
 
 TENANTS, PER_TENANT, CAP = 100, 6, 5
+STAGGER = 5  # turns of the event loop over which the first intents come
 
 
 class HeldWrite:
@@ -43,6 +45,16 @@ class GatedStore(CheckpointStore):
     def __init__(self, state_dir: Path, gate: HeldWrite) -> None:
         super().__init__(state_dir)
         self.gate = gate
+        self.intents = 0
+
+    async def commit_intents(self, items: Sequence[Item]) -> bool:
+        """The drivers' intents come over a few turns of the event loop (in a run, the slots
+        free at different times), not all in the turn the first write starts: some are
+        written by the held write, the others queue behind it."""
+        self.intents += 1
+        for _ in range(self.intents % STAGGER):
+            await anyio.lowlevel.checkpoint()
+        return await super().commit_intents(items)
 
     def _append(self, lines: list[bytes]) -> None:
         decoded = [json.loads(line) for line in lines]

@@ -110,7 +110,13 @@ class TargetIndex:
     async def listing(self, key: TargetKey, *, max_age: float | None = None) -> Listing:
         """The key's listing, taken now if there is none or it is older than ``max_age``.
 
-        Many items waiting on one stale key share one new listing. CloudError propagates."""
+        Many items waiting on one stale key share one new listing. CloudError propagates.
+        A listing fresh enough is given without the lock: the lock only keeps refreshes from
+        running twice, and an anyio lock costs a trip through the event loop even when free
+        (one per copy request)."""
+        known = self._listings.get(key)
+        if known is not None and (max_age is None or self._now() - known.taken_at <= max_age):
+            return known
         async with self._locks[key]:
             known = self._listings.get(key)
             if known is None or (max_age is not None and self._now() - known.taken_at > max_age):
