@@ -134,3 +134,31 @@ async def test_a_fresh_listing_is_read_without_a_turn_of_the_event_loop() -> Non
     scene.clock.advance(901.0)
     assert await index.find(item) is None
     assert index.listings_taken == 2
+
+
+class Polls:
+    """A tenant's cloud that counts the answered polls of each job."""
+
+    def __init__(self, inner: TenantCloud, answered: dict[str, int]) -> None:
+        self.inner = inner
+        self.answered = answered
+
+    async def get_job(self, *args: Any, **kwargs: Any) -> Any:
+        job = await self.inner.get_job(*args, **kwargs)
+        self.answered[job.job_id] = self.answered.get(job.job_id, 0) + 1
+        return job
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_every_answered_poll_is_counted_on_its_item() -> None:
+    """The drive counts its polls and puts them on the item once (not a copy of the item per
+    poll): the saved count is the cloud's."""
+    scene = scene_of(3)
+    answered: dict[str, int] = {}
+    result = await scene.run(wrap=lambda cloud: Polls(cloud, answered))
+    assert result.exit_code == ExitCode.OK
+    polls = {item.job_id: item.polls for item in scene.items()}
+    assert polls == answered
+    assert min(answered.values()) >= 1

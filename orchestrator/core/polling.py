@@ -35,10 +35,8 @@ clamped to ``[poll_min, poll_max]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
-
-from orchestrator.core.backoff import ExponentialBackoff
 
 
 class Polling(StrEnum):
@@ -58,6 +56,7 @@ MIN_SPAN = 0.05  # progress between two samples needed to trust the rate they gi
 ROUNDING = 0.001  # process_percent may be rounded to 0.1 %
 JITTER = 0.1  # +-10 % on probes and back-off
 SPREAD = 0.25  # a copy may end this share of its expected duration sooner than expected
+BACKOFF_EXPONENT = 16  # back-off doubles at most this many times (then GROWTH caps it anyway)
 
 
 def as_fraction(progress: float | None) -> float | None:
@@ -83,21 +82,32 @@ class PollState:
     polls: int = 0
 
     def observe(self, now: float, progress: float | None) -> PollState:
-        """The state after a poll at ``now`` that showed ``progress`` (or None: no answer)."""
+        """The state after a poll at ``now`` that showed ``progress`` (or None: no answer).
+
+        (Built field by field, not by ``dataclasses.replace``: a poll of every copy comes
+        here, and replace costs four times as much.)"""
         fraction = as_fraction(progress)
-        moved = fraction is not None and fraction > (self.last_progress or 0.0)
-        state = replace(
-            self,
+        last = self.last_progress
+        moved = fraction is not None and fraction > (last or 0.0)
+        still_at, moving_since, moving_progress = (
+            self.still_at,
+            self.moving_since,
+            self.moving_progress,
+        )
+        if moved and moving_since is None:
+            moving_since, moving_progress = now, fraction
+        elif fraction == 0.0 and moving_since is None:
+            still_at = now
+        return PollState(
+            started_at=self.started_at,
             last_at=now,
-            last_progress=fraction if fraction is not None else self.last_progress,
+            last_progress=fraction if fraction is not None else last,
+            still_at=still_at,
+            moving_since=moving_since,
+            moving_progress=moving_progress,
             quiet_polls=0 if moved else self.quiet_polls + 1,
             polls=self.polls + 1,
         )
-        if moved and self.moving_since is None:
-            state = replace(state, moving_since=now, moving_progress=fraction)
-        elif fraction == 0.0 and self.moving_since is None:
-            state = replace(state, still_at=now)
-        return state
 
     def rate(self) -> float | None:
         """Progress per second between the first and the last sample, if they are far enough
@@ -173,6 +183,12 @@ def remaining_time(state: PollState, now: float, expected_duration: float | None
     return None if estimate is None else estimate.end_at - now
 
 
+def _ceiling(base: float, quiet: int) -> float:
+    """``ExponentialBackoff(base, max_exponent=BACKOFF_EXPONENT).ceiling(quiet)``, without
+    making one per poll."""
+    return base * 2.0 ** min(quiet, BACKOFF_EXPONENT)
+
+
 def next_delay(
     state: PollState,
     now: float,
@@ -201,9 +217,8 @@ def next_delay(
         and state.polls
     ):
         estimate = None  # still at 0 % past its expected end: not started, speed unknown
-    backoff = ExponentialBackoff(poll_min, max_exponent=16)
     if estimate is None:
-        delay = min(backoff.ceiling(state.quiet_polls), longest) * spread
+        delay = min(_ceiling(poll_min, state.quiet_polls), longest) * spread
     else:
         left = estimate.end_at - now
         duration = max(0.0, estimate.end_at - state.started_at)
@@ -212,8 +227,7 @@ def next_delay(
         elif left <= 0:
             # Overdue: look again soon, then less and less often while nothing moves.
             overdue = max(poll_min, OVERDUE_SHARE * elapsed)
-            again = ExponentialBackoff(overdue, max_exponent=16)
-            delay = min(again.ceiling(max(state.quiet_polls - 1, 0)), longest) * spread
+            delay = min(_ceiling(overdue, max(state.quiet_polls - 1, 0)), longest) * spread
         elif estimate.precise:
             delay = left + MARGIN * duration * (1.0 + jitter)
         else:
@@ -229,5 +243,5 @@ def next_delay(
                 delay = min(delay, estimate.earliest - now - after * RESERVE * poll_min)
             if state.moving_since is None and state.still_at is not None:
                 # Not moving yet, later than expected: no denser than with nothing known.
-                delay = max(delay, min(backoff.ceiling(state.quiet_polls), longest) * spread)
+                delay = max(delay, min(_ceiling(poll_min, state.quiet_polls), longest) * spread)
     return min(poll_max, max(poll_min, delay))

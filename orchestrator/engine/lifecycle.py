@@ -315,15 +315,18 @@ class Driver:
         assert job_id is not None  # noqa: S101 -- RUNNING always carries the job id
         state = PollState(started_at=self._started())
         adaptive = self.ctx.config.scheduling.polling == Polling.ADAPTIVE
+        clock, speed, rng, route = self.ctx.clock, self.ctx.speed, self.ctx.rng, self._route()
+        poll_min, poll_max = self.timing.poll_min, self.timing.poll_max
+        # Answered polls: added to the item once, as the drive leaves this loop (each one a
+        # copy of the item otherwise; a stop saves nothing here either way).
         polls = failed = 0
         while True:
-            expected = (
-                self.ctx.speed.expected(self._route(), self.item.size_bytes) if adaptive else None
-            )
+            expected = speed.expected(route, self.item.size_bytes) if adaptive else None
             # Judged only once a poll has shown the job unfinished: a copy that ended while no
             # run was going (a resume after a long stop) is taken as it ended, not failed unseen.
             # Polls that keep failing (not 404) are bounded too (I7): after a few, the deadline.
             if (polls or failed >= FAILED_POLLS) and self._overdue():
+                self._count_polls(polls)
                 return await self._fail(
                     "JOB_DEADLINE",
                     f"job {job_id} still not finished after {self.timing.job_deadline:.0f} s; "
@@ -332,14 +335,14 @@ class Driver:
                 )
             delay = next_delay(
                 state,
-                self.now,
+                clock.now(),
                 expected_duration=expected,
-                poll_min=self.timing.poll_min,
-                poll_max=self.timing.poll_max,
-                jitter=self.ctx.rng.random(),
+                poll_min=poll_min,
+                poll_max=poll_max,
+                jitter=rng.random(),
                 adaptive=adaptive,
             )
-            await self.ctx.clock.sleep(delay)
+            await clock.sleep(delay)
             crashpoints.reach("polling")
             try:
                 job = await self.cloud.get_job(
@@ -350,23 +353,32 @@ class Driver:
                 )
             except CloudError as error:
                 self._first_poll_done()
+                if error.kind in (ErrorKind.NOT_FOUND, ErrorKind.AUTH):
+                    self._count_polls(polls)
                 if error.kind == ErrorKind.NOT_FOUND:
                     return await self._unknown(f"job {job_id} unknown to the cloud")
                 if error.kind == ErrorKind.AUTH:
                     return await self._auth_stop(error)
                 failed += 1
-                state = state.observe(self.now, None)
+                state = state.observe(clock.now(), None)
                 continue
             self._first_poll_done()
             polls += 1
-            if self.ctx.counters.poll_answered(self.now):
+            now = clock.now()
+            if self.ctx.counters.poll_answered(now):
                 log.info("run.first_poll", tenant=row.tenant, item=self.item.key)
-            self.item = self.item.with_changes(polls=self.item.polls + 1)
-            state = state.observe(self.now, job.progress)
+            state = state.observe(now, job.progress)
             if job.status == JOB_SUCCESS:
+                self._count_polls(polls)
                 return await self._job_succeeded(job)
             if job.status == JOB_FAIL:
+                self._count_polls(polls)
                 return await self._job_failed(job)
+
+    def _count_polls(self, polls: int) -> None:
+        """The item with ``polls`` more answered polls of its job."""
+        if polls:
+            self.item = self.item.with_changes(polls=self.item.polls + polls)
 
     def _first_poll_done(self) -> None:
         if self.polled is not None:
