@@ -23,12 +23,18 @@ answers True every time, and the caller pays for the public checkpoint as before
 from __future__ import annotations
 
 import asyncio
+import types
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 
 def _always() -> bool:
     return True
+
+
+def _same(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+    return task
 
 
 def _reader() -> Callable[[], bool]:
@@ -41,13 +47,27 @@ def _reader() -> Callable[[], bool]:
             getattr(probe, name)
     except (ImportError, AttributeError):
         return _always
-    get_state = states.get
-    current_task = asyncio.current_task
+    # Python 3.11 spends a frame of its own on each of the two look-ups (a third of the
+    # reading): ``asyncio.current_task()`` is ``_current_tasks.get(get_running_loop())``, and
+    # the states' ``WeakKeyDictionary.get(task)`` is ``data.get(ref(task))``; made of those
+    # C calls here, each one as it is when it is not so (a C current_task from Python 3.12).
+    running_loop = asyncio.get_running_loop
+    tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+        tasks.get
+        if isinstance(asyncio.current_task, types.FunctionType) and isinstance(tasks, dict)
+        else asyncio.current_task
+    )
+    data = getattr(states, "data", None)
+    state_of: Callable[[Any], Any] = states.get
+    key_of: Callable[[asyncio.Task[Any]], Any] = _same
+    if type(states) is weakref.WeakKeyDictionary and isinstance(data, dict):
+        state_of, key_of = data.get, weakref.ref
 
     def cancel_pending() -> bool:
         """True if the running task's innermost unshielded cancel scopes hold a cancel."""
-        task = current_task()
-        state = None if task is None else get_state(task)
+        task = task_of(running_loop())
+        state = None if task is None else state_of(key_of(task))
         if state is None:  # not in a task, or not in one of anyio's
             return False
         scope = state.cancel_scope
