@@ -117,6 +117,7 @@ class SignedCalls:
         self._date_from = self._date_until = 0.0
         self._bases: dict[str, _Base] = {}
         self._headers_of: dict[tuple[str, str | None, bool], _Headers] = {}
+        self._routes: dict[tuple[str, str | None, bool], _Route] = {}
 
     async def call(
         self,
@@ -139,12 +140,13 @@ class SignedCalls:
         stop: StopFlag | None = SEND_STOP.get() if mutating else None
         if priority is None:
             priority = SUBMIT if mutating else READ
-        origin, host, base_path, budget, slots = self._split(base)
+        ident = (base, project_id, body is not None)
+        route = self._routes.get(ident) or self._route(ident)
+        origin, host, base_path, budget, slots, headers, shape = route
         full_path = base_path + path
         query = canonical_query(params) if params else ""
         url = f"{origin}{full_path}?{query}" if query else origin + full_path
         payload = b"" if body is None else json.dumps(body).encode()
-        headers, shape = self._headers(host, project_id, body is not None)
 
         # One coroutine for the attempts and each attempt's steps (the success path is most
         # of a run's requests: no frame of its own per attempt).
@@ -166,7 +168,9 @@ class SignedCalls:
                     slots.release()
                     raise _stopped()
                 try:
-                    date = self._sdk_date()
+                    now = self._clock.now()  # X-Sdk-Date: the second's, mostly (_sdk_date)
+                    within = self._date_from <= now < self._date_until
+                    date = self._date if within else self._sdk_date()
                     credentials = self._credentials
                     request = HttpRequest(
                         method,
@@ -186,13 +190,13 @@ class SignedCalls:
                         raise _not_answered(exc, mutating, where) from exc
                 finally:
                     slots.release()
+                # A success's object, read here (the rest: _answer).
+                if response.status < 300 and (answer := _json_object(response.body)) is not None:
+                    return answer
                 return self._answer(response, method, host, full_path)
             except CloudError as error:
                 wait = self._retry_wait(error, attempt, method, path)
-                if stop is None:
-                    await self._retry_sleep(wait)
-                else:
-                    await self.unless(stop, self._retry_sleep, wait)
+                await self.unless(stop, self._retry_sleep, wait)
             attempt += 1
 
     async def _admit(
@@ -212,6 +216,16 @@ class SignedCalls:
             await slots.acquire(priority)
         else:
             await self.unless(stop, slots.acquire, priority, undo=slots.release)
+
+    def _route(self, ident: tuple[str, str | None, bool]) -> _Route:
+        """What a request to a base as a project, with a body or without, takes from them
+        (its base's split, its headers and their shape): made once, then found by one
+        look-up in :meth:`call`."""
+        base, project_id, body = ident
+        split = self._split(base)
+        headers, shape = self._headers(split.host, project_id, body)
+        route = self._routes[ident] = _Route(*split, headers, shape)
+        return route
 
     def _headers(self, host: str, project_id: str | None, body: bool) -> _Headers:
         """The headers a request signs and sends (its project's, the JSON type if it has a
@@ -385,6 +399,18 @@ def _kind_of(delivery: Delivery, mutating: bool) -> ErrorKind:
 class _Headers(NamedTuple):
     """A request's headers as signed, and their signature's shape (None: signed step by step)."""
 
+    headers: dict[str, str]
+    shape: Shape | None
+
+
+class _Route(NamedTuple):
+    """A base URL and a header set as a request uses them (:class:`_Base`, :class:`_Headers`)."""
+
+    origin: str
+    host: str
+    path: str
+    budget: TokenBucket | None
+    slots: Slots
     headers: dict[str, str]
     shape: Shape | None
 
