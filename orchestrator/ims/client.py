@@ -103,6 +103,9 @@ class ImsClient:
         self._projects: dict[str, _Project] = {}
         self._project_locks: dict[str, anyio.Lock] = {}
         self._bases: dict[str, str] = {}  # region -> IMS base URL
+        # (region, project) -> the IMS base and the project id, once the id is known: what
+        # every call to IMS needs, found by one look-up (see _place).
+        self._places: dict[tuple[str, str | None], tuple[str, str]] = {}
         self._legacy_job_api: set[str] = set()  # IMS bases that lack GET /v1/cloudimages/job
         self.domain_id: str | None = None
 
@@ -187,10 +190,10 @@ class ImsClient:
     ) -> str:
         path = f"/v1/cloudimages/{_segment(image_id)}/cross_region_copy"
         # The project look-up is a local wait too: a stop during it sends nothing.
-        project_id = self._known_project(region, project) or await self._calls.unless(
-            SEND_STOP.get(), self._project_id, region, project
-        )
-        base = self._ims_base(region)
+        place = self._places.get((region, project))
+        if place is None:
+            place = await self._calls.unless(SEND_STOP.get(), self._place, region, project)
+        base, project_id = place
         body = await self._call("POST", base, path, body=request.body(), project_id=project_id)
         job_id = body.get("job_id")
         if not isinstance(job_id, str) or not job_id:
@@ -204,8 +207,7 @@ class ImsClient:
     async def get_job(
         self, region: str, job_id: str, *, project: str | None = None, priority: float = 0.0
     ) -> Job:
-        base = self._ims_base(region)
-        project_id = self._known_project(region, project) or await self._project_id(region, project)
+        base, project_id = self._places.get((region, project)) or await self._place(region, project)
         if base not in self._legacy_job_api:
             path = f"/v1/cloudimages/job/{_segment(job_id)}"
             try:
@@ -284,9 +286,11 @@ class ImsClient:
     async def image_members(
         self, region: str, image_id: str, *, project: str | None = None, priority: float = READ
     ) -> list[str]:
-        pid = await self._project_id(region, project)
+        base, pid = self._places.get((region, project)) or await self._place(region, project)
         path = f"/v1/{_segment(pid)}/cloudimages/{_segment(image_id)}/members"
-        raw = (await self._ims("GET", region, project, path, priority=priority)).get("members")
+        raw = (await self._call("GET", base, path, project_id=pid, priority=priority)).get(
+            "members"
+        )
         return [
             str(member["member_id"])
             for member in (raw if isinstance(raw, list) else [])
@@ -313,6 +317,13 @@ class ImsClient:
             return configured
         known = self._projects.get(name)
         return known.id if known is not None else None
+
+    async def _place(self, region: str, project: str | None) -> tuple[str, str]:
+        """The IMS base in ``region`` and the id of ``project`` (looked up if need be), kept for
+        the next calls' one look-up in ``_places`` (neither changes once known)."""
+        project_id = await self._project_id(region, project)
+        place = self._places[region, project] = (self._ims_base(region), project_id)
+        return place
 
     async def _project_id(self, region: str, project: str | None) -> str:
         """The project id of ``project`` (default: the region's default project, named so)."""
@@ -367,17 +378,12 @@ class ImsClient:
         """A call to IMS in ``region`` as ``project``: the call's own coroutine when the project
         id is known (no coroutine of this one around it, for every read after a copy), else
         one that looks the project up first."""
-        project_id = self._known_project(region, project)
-        if not project_id:
+        place = self._places.get((region, project))
+        if place is None:
             return self._ims_looked_up(method, region, project, path, params, body, priority)
+        base, project_id = place
         return self._call(
-            method,
-            self._ims_base(region),
-            path,
-            params=params,
-            body=body,
-            project_id=project_id,
-            priority=priority,
+            method, base, path, params=params, body=body, project_id=project_id, priority=priority
         )
 
     async def _ims_looked_up(
@@ -390,8 +396,7 @@ class ImsClient:
         body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
         priority: float | None,
     ) -> dict[str, Any]:
-        project_id = await self._project_id(region, project)
-        base = self._ims_base(region)
+        base, project_id = await self._place(region, project)
         return await self._call(
             method, base, path, params=params, body=body, project_id=project_id, priority=priority
         )
