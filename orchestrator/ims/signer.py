@@ -58,6 +58,8 @@ def canonical_query(params: Iterable[tuple[str, str]]) -> str:
     # Sorted on the raw pairs, then encoded, as the SDK (and the gateway) do: encoding first
     # changes the order of e.g. "a." and "a/" ("a%2F" sorts before "a.").
     ordered = sorted([(str(key), str(value)) for key, value in params])
+    if _UNRESERVED.fullmatch("".join(map("".join, ordered))):  # each key and value as it is
+        return "&".join(map("=".join, ordered))
     return "&".join([f"{_quoted(key)}={_quoted(value)}" for key, value in ordered])
 
 
