@@ -67,6 +67,7 @@ BACKOFF_BASE = 0.5
 RETRYABLE = frozenset({ErrorKind.NOT_SENT, ErrorKind.TRANSIENT})
 
 T = TypeVar("T")
+_new_tuple = tuple.__new__
 Params = Sequence[tuple[str, str]]
 
 
@@ -172,16 +173,24 @@ class SignedCalls:
                     within = self._date_from <= now < self._date_until
                     date = self._date if within else self._sdk_date()
                     credentials = self._credentials
-                    request = HttpRequest(
-                        method,
-                        url,
+                    signed = (
                         sign(credentials, method, host, full_path, query, headers, payload, date)
                         if shape is None
                         else sign_shaped(
                             shape, credentials, method, full_path, query, payload, date
+                        )
+                    )
+                    # HttpRequest(...) as tuple.__new__ makes it, without the named tuple's
+                    # own __new__ (a Python frame; every field is given here).
+                    request: HttpRequest = _new_tuple(
+                        HttpRequest,
+                        (
+                            method,
+                            url,
+                            signed,
+                            payload if body is not None else None,
+                            None if stop is None else stop.is_set,  # read right before the wire
                         ),
-                        payload if body is not None else None,
-                        None if stop is None else stop.is_set,  # read again right before the wire
                     )
                     try:
                         response = await self._transport.send(request)

@@ -113,6 +113,7 @@ _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI
 _TOKENS_SEEN: set[str] = set()  # header names found to be tokens
 _NO_BODY = frozenset((204, 304))
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+_new_tuple = tuple.__new__
 
 
 class Http1Connection(asyncio.Protocol):
@@ -284,7 +285,8 @@ class Http1Connection(asyncio.Protocol):
             fields, self._fields = self._fields, []  # the answer's own, whatever comes after
             body = b"".join(self._body)
             self.keep_alive = keep_alive
-            waiter.set_result(HttpResponse(self._status, body, Headers(fields)))
+            # HttpResponse(...) without the named tuple's __new__, a Python frame.
+            waiter.set_result(_new_tuple(HttpResponse, (self._status, body, Headers(fields))))
 
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter
