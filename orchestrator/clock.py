@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Protocol
-
-import anyio
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -20,5 +20,7 @@ class RealClock:
     # time.time itself (no method frame around it): read a few times for every request.
     now = staticmethod(time.time)
 
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(max(0.0, seconds))
+    def sleep(self, seconds: float) -> Coroutine[Any, Any, None]:
+        # asyncio's own sleep (runs are asyncio's, eventloop.py): anyio.sleep looks its backend
+        # up at every call, ~1.4 us of a poll's sleep. An anyio cancel scope cancels it the same.
+        return asyncio.sleep(max(0.0, seconds))
