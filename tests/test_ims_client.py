@@ -181,6 +181,38 @@ async def test_429_waits_at_least_retry_after(
     assert harness.sleeps[0] >= 7
 
 
+@pytest.mark.parametrize("retry_after", ["inf", "1e999", "nan"])
+async def test_a_retry_after_that_is_no_finite_number_waits_the_default_pause(
+    cloud: FakeCloud, make: Callable[..., Harness], retry_after: str
+) -> None:
+    """A Retry-After of ``inf`` would pause the key for ever, ``nan`` not at all: read as
+    absent (the default pause), the throttled read waits a while, then succeeds."""
+    throttled = gateway_error(
+        429, "APIGW.0308", "The throttling threshold has been reached", {"Retry-After": retry_after}
+    )
+
+    async def throttle(_request: HttpRequest) -> HttpResponse:
+        return throttled
+
+    cloud.on("GET", QUOTA, throttle, QUOTA_OK)
+    harness = make()
+    assert await harness.client.get_quota(REGION) == Quota(used=3, quota=20)
+    assert len(harness.sleeps) == 1
+    assert 0 < harness.sleeps[0] < 3600
+
+
+async def test_a_quota_beyond_a_float_is_no_quota(
+    cloud: FakeCloud, make: Callable[..., Harness]
+) -> None:
+    """``"used": 1e999`` reads as inf: the answer has no usable image quota (a clear error,
+    not an OverflowError out of the client)."""
+    body = {"quotas": {"resources": [{"type": "image", "used": 1e999, "quota": 20}]}}
+    cloud.on("GET", QUOTA, answer(200, body))
+    with pytest.raises(CloudError) as caught:
+        await make().client.get_quota(REGION)
+    assert caught.value.kind is ErrorKind.PERMANENT
+
+
 # -- the copy POST -------------------------------------------------------------------------------
 
 

@@ -176,7 +176,7 @@ class Image:
             size = None
         try:
             min_disk = int(raw.get("min_disk") or 0)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: inf (JSON's 1e999)
             min_disk = 0
         tags = raw.get("tags")
         return _frozen(  # the fields in their order, as __init__ sets them
@@ -269,7 +269,9 @@ class Job:
         progress = entities.get("process_percent")
         try:
             percent = float(progress) if progress is not None else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond a float
+            percent = None
+        if percent is not None and not math.isfinite(percent):  # inf/NaN: no progress to go on
             percent = None
         error_code = get("error_code") or entities.get("error_code")
         reason = get("fail_reason") or entities.get("error")

@@ -337,9 +337,11 @@ class SignedCalls:
         if not value:
             return None
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
             pass
+        else:  # "inf" or "1e999" would pause the key for ever, "nan" not at all: the default
+            return max(0.0, seconds) if math.isfinite(seconds) else None
         try:
             moment = parsedate_to_datetime(value)
         except (TypeError, ValueError):

@@ -233,7 +233,7 @@ class ImsClient:
             if isinstance(item, Mapping) and item.get("type") == "image":
                 try:
                     return Quota(used=int(item["used"]), quota=int(item["quota"]))
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):
                     break
         raise CloudError(
             ErrorKind.PERMANENT, f"the quota answer of IMS in {region} has no image quota"
