@@ -158,6 +158,18 @@ async def test_get_gives_up_after_the_attempt_budget(
     assert len(harness.sleeps) == 3
 
 
+def _throttled_once(cloud: FakeCloud, retry_after: str) -> None:
+    """The quota read answers 429 (APIGW.0308) with this ``Retry-After`` once, then its quota."""
+    throttled = gateway_error(
+        429, "APIGW.0308", "The throttling threshold has been reached", {"Retry-After": retry_after}
+    )
+
+    async def throttle(_request: HttpRequest) -> HttpResponse:
+        return throttled
+
+    cloud.on("GET", QUOTA, throttle, QUOTA_OK)
+
+
 @pytest.mark.parametrize(
     "retry_after",
     ["7", format_datetime(datetime.fromtimestamp(START + 7, tz=UTC), usegmt=True)],
@@ -167,14 +179,7 @@ async def test_429_waits_at_least_retry_after(
     cloud: FakeCloud, make: Callable[..., Harness], retry_after: str
 ) -> None:
     """A throttled read waits as long as Retry-After says, even beyond backoff_max (2 s)."""
-    throttled = gateway_error(
-        429, "APIGW.0308", "The throttling threshold has been reached", {"Retry-After": retry_after}
-    )
-
-    async def throttle(_request: HttpRequest) -> HttpResponse:
-        return throttled
-
-    cloud.on("GET", QUOTA, throttle, QUOTA_OK)
+    _throttled_once(cloud, retry_after)
     harness = make()
     assert await harness.client.get_quota(REGION) == Quota(used=3, quota=20)
     assert len(harness.sleeps) == 1
@@ -187,14 +192,7 @@ async def test_a_retry_after_that_is_no_finite_number_waits_the_default_pause(
 ) -> None:
     """A Retry-After of ``inf`` would pause the key for ever, ``nan`` not at all: read as
     absent (the default pause), the throttled read waits a while, then succeeds."""
-    throttled = gateway_error(
-        429, "APIGW.0308", "The throttling threshold has been reached", {"Retry-After": retry_after}
-    )
-
-    async def throttle(_request: HttpRequest) -> HttpResponse:
-        return throttled
-
-    cloud.on("GET", QUOTA, throttle, QUOTA_OK)
+    _throttled_once(cloud, retry_after)
     harness = make()
     assert await harness.client.get_quota(REGION) == Quota(used=3, quota=20)
     assert len(harness.sleeps) == 1

@@ -20,6 +20,13 @@ import random
 from dataclasses import dataclass
 
 
+def doubled(base: float, attempt: int, max_exponent: int | None, factor: float = 2.0) -> float:
+    """``base x factor^min(attempt, max_exponent)``: :class:`ExponentialBackoff`'s ceiling
+    before its cap, for a caller that would otherwise make a back-off per call (a poll)."""
+    exponent = attempt if max_exponent is None else min(attempt, max_exponent)
+    return base * factor**exponent
+
+
 @dataclass(frozen=True)
 class ExponentialBackoff:
     """``min(cap, base x factor^min(attempt, max_exponent))``, optionally with full jitter."""
@@ -32,8 +39,7 @@ class ExponentialBackoff:
 
     def ceiling(self, attempt: int) -> float:
         """The longest wait after ``attempt`` (the wait itself without jitter)."""
-        exponent = attempt if self.max_exponent is None else min(attempt, self.max_exponent)
-        return min(self.cap, self.base * self.factor**exponent)
+        return min(self.cap, doubled(self.base, attempt, self.max_exponent, self.factor))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after ``attempt``; ``rng`` draws the jitter (needed with it)."""

@@ -38,6 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from orchestrator.core.backoff import doubled
+
 
 class Polling(StrEnum):
     """``[scheduling] polling``: how jobs are polled."""
@@ -183,12 +185,6 @@ def remaining_time(state: PollState, now: float, expected_duration: float | None
     return None if estimate is None else estimate.end_at - now
 
 
-def _ceiling(base: float, quiet: int) -> float:
-    """``ExponentialBackoff(base, max_exponent=BACKOFF_EXPONENT).ceiling(quiet)``, without
-    making one per poll."""
-    return base * 2.0 ** min(quiet, BACKOFF_EXPONENT)
-
-
 def next_delay(
     state: PollState,
     now: float,
@@ -218,7 +214,7 @@ def next_delay(
     ):
         estimate = None  # still at 0 % past its expected end: not started, speed unknown
     if estimate is None:
-        delay = min(_ceiling(poll_min, state.quiet_polls), longest) * spread
+        delay = min(doubled(poll_min, state.quiet_polls, BACKOFF_EXPONENT), longest) * spread
     else:
         left = estimate.end_at - now
         duration = max(0.0, estimate.end_at - state.started_at)
@@ -227,7 +223,10 @@ def next_delay(
         elif left <= 0:
             # Overdue: look again soon, then less and less often while nothing moves.
             overdue = max(poll_min, OVERDUE_SHARE * elapsed)
-            delay = min(_ceiling(overdue, max(state.quiet_polls - 1, 0)), longest) * spread
+            delay = (
+                min(doubled(overdue, max(state.quiet_polls - 1, 0), BACKOFF_EXPONENT), longest)
+                * spread
+            )
         elif estimate.precise:
             delay = left + MARGIN * duration * (1.0 + jitter)
         else:
@@ -243,5 +242,8 @@ def next_delay(
                 delay = min(delay, estimate.earliest - now - after * RESERVE * poll_min)
             if state.moving_since is None and state.still_at is not None:
                 # Not moving yet, later than expected: no denser than with nothing known.
-                delay = max(delay, min(_ceiling(poll_min, state.quiet_polls), longest) * spread)
+                delay = max(
+                    delay,
+                    min(doubled(poll_min, state.quiet_polls, BACKOFF_EXPONENT), longest) * spread,
+                )
     return min(poll_max, max(poll_min, delay))

@@ -43,18 +43,23 @@ class AfterCopies:
 
     def add(self, item: Item) -> None:
         """``item`` (verifying or carrying) waits for its turn."""
-        self._waiting.append(item)
-        if not self._held and self.workers < self._limit:
-            self.workers += 1
+        if self._admit(item):
             self._work.start_soon(self._serve)
 
     async def carry_on(self, item: Item) -> None:
         """As :meth:`add`, from a task whose own work is over (the drive of ``item``'s copy):
         when a worker is missing, this task is the worker, until the line is empty."""
-        self._waiting.append(item)
-        if not self._held and self.workers < self._limit:
-            self.workers += 1
+        if self._admit(item):
             await self._serve()
+
+    def _admit(self, item: Item) -> bool:
+        """``item`` in line; True when a worker is missing (counted now: the caller is it, or
+        starts it)."""
+        self._waiting.append(item)
+        if self._held or self.workers >= self._limit:
+            return False
+        self.workers += 1
+        return True
 
     def hold(self) -> None:
         """Items added wait in line, no one works on them, until :meth:`release`."""

@@ -119,7 +119,6 @@ class _Watched:
         watch, now, endpoint_for = self._watch, self._now, self._endpoint
         endpoints: dict[str, str] = {}  # region -> this method's endpoint there
         succeeded = watch.succeeded
-        last_ok, failing = watch._last_ok, watch._failing
 
         async def call(region: str, *args: Any, **kwargs: Any) -> Any:
             endpoint = endpoints.get(region)
@@ -133,10 +132,7 @@ class _Watched:
                 elif error.kind != ErrorKind.TRANSIENT:  # a 429 says nothing either way
                     succeeded(endpoint, now())
                 raise
-            # What watch.succeeded does, without its frame: most calls of a run end here.
-            last_ok[endpoint] = now()
-            if failing:
-                failing.pop(endpoint, None)
+            succeeded(endpoint, now())
             return result
 
         setattr(self, name, call)  # the next look-up finds it without __getattr__

@@ -169,9 +169,7 @@ class SignedCalls:
                     slots.release()
                     raise _stopped()
                 try:
-                    now = self._clock.now()  # X-Sdk-Date: the second's, mostly (_sdk_date)
-                    within = self._date_from <= now < self._date_until
-                    date = self._date if within else self._sdk_date()
+                    date = self._sdk_date()
                     credentials = self._credentials
                     signed = (
                         sign(credentials, method, host, full_path, query, headers, payload, date)

@@ -225,22 +225,13 @@ def _signature_value(
     X-Sdk-Content-Sha256 when the headers give it, else the body's), what ``Signature=`` of
     the ``Authorization`` value holds.
 
-    :func:`canonical_uri`, :func:`string_to_sign` and :func:`signature` in one frame (it runs
-    for every request; the simulator's gateway checks it by those functions themselves)."""
+    The same functions as the simulator's gateway checks it by: one frame each, against ~70 us
+    of a request's CPU."""
     digest = payload_hash or (hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256)
-    if not _UNRESERVED_PATH.fullmatch(path):
-        path = canonical_uri(path)
-    elif path[-1:] != "/":
-        path += "/"
-    canonical = f"{method.upper()}\n{path}\n{query}\n{header_lines}\n{names}\n{digest}"
-    hashed = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-    secret_key = credentials.secret_key
-    inner, outer = _PADS.get(secret_key) or _pads(secret_key)
-    inner = inner.copy()
-    inner.update(f"{ALGORITHM}\n{sdk_date}\n{hashed}".encode())
-    outer = outer.copy()
-    outer.update(inner.digest())
-    return outer.hexdigest()
+    canonical = (
+        f"{method.upper()}\n{canonical_uri(path)}\n{query}\n{header_lines}\n{names}\n{digest}"
+    )
+    return signature(credentials.secret_key, string_to_sign(sdk_date, canonical))
 
 
 def _authorization_prefix(access_key: str, names: str) -> str:

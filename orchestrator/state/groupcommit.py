@@ -112,8 +112,7 @@ class GroupCommit(Generic[Line]):
         """No write under way: wake the first task still waiting for queued lines, to write
         them (none waits: the next commit writes them)."""
         for entry in self._queue:
-            if entry.waiter is not None and not entry.waiter.done():
-                entry.waiter.set_result(None)
+            if _wake(entry):
                 return
 
     async def _write_batch(self) -> None:
@@ -140,7 +139,10 @@ class GroupCommit(Generic[Line]):
             self._wake_writer()
 
 
-def _wake(entry: _Entry[Line]) -> None:
+def _wake(entry: _Entry[Line]) -> bool:
+    """Wake the task waiting for ``entry``; False if none waits."""
     waiter = entry.waiter
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
+    if waiter is None or waiter.done():
+        return False
+    waiter.set_result(None)
+    return True
