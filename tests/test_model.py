@@ -1,5 +1,6 @@
 """The item state machine: forward only within an attempt, attempts never go down."""
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from orchestrator.core.model import (
     item_token,
 )
 from orchestrator.core.outcome import is_finished, merge_list
+from orchestrator.state.codec import item_from_dict, item_to_dict
 
 
 def make_row(image_id: str = "img-1", line: int = 2, **changes: Any) -> Row:
@@ -75,6 +77,20 @@ def test_token_is_stable_and_per_item() -> None:
     assert item_token("a/b/c") == item_token("a/b/c")
     assert item_token("a/b/c") != item_token("a/b/d")
     assert len(item_token("a/b/c")) == len("ims-migrate:") + 16
+
+
+@pytest.mark.parametrize("tag", ["", "#line9"])
+def test_a_rows_key_and_token_are_its_own_however_it_was_made(tag: str) -> None:
+    """``key`` and ``token`` are made once per row and kept: a row made from another
+    (``replace``) or read from the checkpoint has those of its own fields, never the other's."""
+    first = make_row("img-1")
+    assert (first.key, first.token) == ("default/img-1/cn-east-3", item_token(first.key))
+    other = replace(first, image_id="img-2", line_tag=tag)
+    assert other.key == f"default/img-2/cn-east-3{tag}"
+    assert other.token == item_token(other.key) != first.token
+    read = item_from_dict(json.loads(json.dumps(item_to_dict(Item(row=other)))))
+    assert (read.key, read.token, read.row.token) == (other.key, other.token, other.token)
+    assert Item(row=first).token == first.token
 
 
 def test_merge_keeps_state_and_adds_new_rows() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from sys import intern
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 DEFAULT_TENANT = "default"
 TOKEN_PREFIX = "ims-migrate:"  # noqa: S105 -- a marker in image descriptions, not a secret
@@ -143,9 +143,11 @@ def item_token(key: str) -> str:
 class Row:
     """One valid row of the migration list, with defaults applied.
 
-    Slots, not a ``__dict__``: a list holds 100,000 of them (memory). ``key`` is made once and
-    shared by every item of the row and every map of items (the store, the engine, the
-    windows): one string per row instead of one per look-up."""
+    Slots, not a ``__dict__``: a list holds 100,000 of them (memory). ``key`` is made once, as
+    the row is (or as the checkpoint is read: ``state/codec.py``), and shared by every item of
+    the row and every map of items (the store, the engine, the windows): one string per row
+    instead of one per look-up; reading it is reading a slot (no call: it is read a few dozen
+    times per item). ``token`` is made the first time it is asked for, then kept."""
 
     line: int
     tenant: str
@@ -166,18 +168,33 @@ class Row:
     # Why the list's checks refused this row (``file:line: column: problem``); such a row is
     # a ``rejected`` item, never submitted, not even by --retry-failed: fix the line instead.
     problem: str = ""
-    # Not a column: ``key``, made from the fields above when first asked for (or as the
-    # checkpoint is read: ``state/codec.py``), then kept (never stored, never compared).
+    # Not columns (never stored, never compared): ``key``, made from the fields above as the
+    # row is made (or as the checkpoint is read: ``state/codec.py``); ``token``, made from it
+    # when first asked for and kept in ``_marker`` (the same sha256 was made 6 to 7 times per
+    # item before; not a secret, nor named like one: tests/test_report.py).
     _identity: str = field(init=False, repr=False, compare=False)
+    _marker: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = item_key(self.tenant, self.image_id, self.target_region) + self.line_tag
+        object.__setattr__(self, "_identity", key)
+
+    if TYPE_CHECKING:
+
+        @property
+        def key(self) -> str:
+            """The item key (``tenant/image_id/target_region``, and a refused line's tag)."""
+            return self._identity
 
     @property
-    def key(self) -> str:
+    def token(self) -> str:
+        """:func:`item_token` of ``key``, the marker placed in the copy's description."""
         try:
-            return self._identity
+            return self._marker
         except AttributeError:  # not made yet
-            key = item_key(self.tenant, self.image_id, self.target_region) + self.line_tag
-            object.__setattr__(self, "_identity", key)
-            return key
+            token = item_token(self._identity)
+            object.__setattr__(self, "_marker", token)
+            return token
 
     @property
     def target_project(self) -> str:
@@ -221,6 +238,13 @@ class Row:
         return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
+# ``Row.key`` reads the slot ``_identity`` itself: its descriptor, not a property (a property
+# is a Python call; the key is read 20-30 times per item by the engine, the store and the
+# events). Every way a row is made fills it: ``__init__`` (``__post_init__``), hence
+# ``dataclasses.replace``, and the checkpoint's reader.
+setattr(Row, "key", Row.__dict__["_identity"])  # noqa: B010 -- not a name mypy may see assigned
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """The durable state of one item: what the checkpoint stores (slots: a run holds a few
@@ -255,7 +279,7 @@ class Item:
 
     @property
     def token(self) -> str:
-        return item_token(self.row.key)
+        return self.row.token
 
     def advance(self, phase: Phase, **changes: Any) -> Item:
         """Move forward within this attempt; raises TransitionError on a backward move."""
