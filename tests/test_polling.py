@@ -270,6 +270,18 @@ def test_speed_model_forgets_old_copies() -> None:
     assert fresh.fit() == pytest.approx(model.fit())
 
 
+def test_speed_model_fit_follows_every_copy_learned() -> None:
+    """The fit is kept between copies (asked at every poll), never past one: asked after each
+    copy learned, it is the fit of a model made from the same samples at once."""
+    model = SpeedModel()
+    for n in range(WINDOW + 20):  # past WINDOW: the oldest copy leaves as each one comes
+        model.learn((1 + n % 5) * GIB, 10.0 + n + 3 * (n % 5))
+        asked = model.expected(3 * GIB)
+        fresh = SpeedModel(samples=list(model.samples))
+        assert model.fit() == fresh.fit()
+        assert asked == fresh.expected(3 * GIB)
+
+
 def test_each_route_learns_its_own_speed() -> None:
     """Copies between two regions move at that link's pace: a route with three finished
     copies is expected at its own speed; one with fewer borrows the fit of all copies."""

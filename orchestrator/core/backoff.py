@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 def doubled(base: float, attempt: int, max_exponent: int | None, factor: float = 2.0) -> float:
@@ -51,11 +52,18 @@ class ExponentialBackoff:
         return max(self.base, rng.uniform(0.0, ceiling))
 
 
+# The strategies below are values made from a run's timing: one of each is made and shared
+# (each item's drive and checks asked for their own: two objects per item, for nothing).
+_shared = lru_cache(maxsize=32)
+
+
+@_shared
 def retry_backoff(poll_min: float, backoff_max: float) -> ExponentialBackoff:
     """A new attempt after a refusal or a retryable failure (the attempt number counts)."""
     return ExponentialBackoff(poll_min, backoff_max, max_exponent=20, full_jitter=True)
 
 
+@_shared
 def back_pressure_backoff(backoff_min: float, backoff_max: float) -> ExponentialBackoff:
     """An account's pause after IMG.0060, by the number of refusals in a row (a tenant held
     at its cap by copies started elsewhere can be refused for days: the exponent is capped so
@@ -63,6 +71,7 @@ def back_pressure_backoff(backoff_min: float, backoff_max: float) -> Exponential
     return ExponentialBackoff(backoff_min, backoff_max, max_exponent=30, full_jitter=True)
 
 
+@_shared
 def look_backoff(poll_min: float, poll_max: float) -> ExponentialBackoff:
     """Looking again in the target region (for a copy to be active, or to turn up)."""
     return ExponentialBackoff(poll_min, poll_max, max_exponent=16)

@@ -22,6 +22,10 @@ class SpeedModel:
     samples: list[tuple[float, float]] = field(default_factory=list)  # (size GiB, seconds)
     _sums: list[float] = field(default_factory=lambda: [0.0] * 5, init=False, repr=False)
     _learned: int = field(default=0, init=False, repr=False)
+    # ``fit()`` as of the last sample learned (asked at every poll of every copy, it changes
+    # only when a copy ends), once made (``_fit_made``).
+    _fitted: tuple[float, float] | None = field(default=None, init=False, repr=False, compare=False)
+    _fit_made: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         del self.samples[:-WINDOW]
@@ -37,6 +41,7 @@ class SpeedModel:
             sums[3] += x * x
             sums[4] += x * y
         self._sums = sums
+        self._fit_made = False
 
     def _add(self, x: float, y: float, sign: float) -> None:
         sums = self._sums
@@ -45,6 +50,7 @@ class SpeedModel:
         sums[2] += sign * y
         sums[3] += sign * x * x
         sums[4] += sign * x * y
+        self._fit_made = False
 
     def learn(self, size_bytes: int | None, seconds: float) -> None:
         if not size_bytes or seconds <= 0:
@@ -60,6 +66,11 @@ class SpeedModel:
 
     def fit(self) -> tuple[float, float] | None:
         """(fixed seconds, seconds per GiB), or None with too little to go on."""
+        if not self._fit_made:
+            self._fitted, self._fit_made = self._fit(), True
+        return self._fitted
+
+    def _fit(self) -> tuple[float, float] | None:
         n, sum_x, sum_y, sum_xx, sum_xy = self._sums
         if n < MIN_SAMPLES:
             return None
