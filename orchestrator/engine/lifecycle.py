@@ -19,8 +19,9 @@ the request, the polling schedule and the back-offs, live in orchestrator/core.)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -74,14 +75,12 @@ class Driver:
         self.polled = polled  # called once, after the first poll (answered or not)
         self.cloud = ctx.clouds[item.row.tenant]
         self.timing = ctx.config.timing
+        # The clock's own function (time.time on a real run): no frame of ours around it.
+        self._now = ctx.clock.now
         self.retry_backoff = retry_backoff(self.timing.poll_min, self.timing.backoff_max)
         self.look_backoff = look_backoff(self.timing.poll_min, self.timing.poll_max)
 
     # -- helpers ------------------------------------------------------------------------------
-
-    @property
-    def now(self) -> float:
-        return self.ctx.clock.now()
 
     async def _save(self, item: Item, event: str | None = None, **fields: object) -> Item:
         self.item = await self.ctx.save(item, event, **fields)
@@ -91,13 +90,13 @@ class Driver:
         return self.retry_backoff.delay(attempt, self.ctx.rng)
 
     def _started(self) -> float:
-        return self.item.submitted_at or self.item.unknown_since or self.now
+        return self.item.submitted_at or self.item.unknown_since or self._now()
 
     def _route(self) -> tuple[str, str]:
         return self.item.row.source_region, self.item.row.target_region
 
     def _overdue(self) -> bool:
-        return self.now - self._started() > self.timing.job_deadline
+        return self._now() - self._started() > self.timing.job_deadline
 
     async def _fail(self, code: str | None, message: str, detail: str = "") -> Outcome:
         item = self.item.advance(
@@ -105,7 +104,7 @@ class Driver:
             error_code=code,
             error_message=message,
             detail=detail or "failed",
-            finished_at=self.now,
+            finished_at=self._now(),
         )
         await self._save(item)
         crashpoints.reach("after_terminal")
@@ -113,11 +112,12 @@ class Driver:
 
     async def _succeed(self, image_id: str, detail: str) -> Outcome:
         """The copy is made: ``verifying``, and the slot is released (engine/aftercopy.py)."""
-        item = copied(self.item, image_id, detail, self.now)
+        now = self._now()
+        item = copied(self.item, image_id, detail, now)
         started = self.item.submitted_at
-        await self._save(item, duration=round(self.now - started, 3) if started else None)
+        await self._save(item, duration=round(now - started, 3) if started else None)
         if started and detail == "copied":
-            self.ctx.speed.learn(self._route(), item.size_bytes, self.now - started)
+            self.ctx.speed.learn(self._route(), item.size_bytes, self._now() - started)
         crashpoints.reach("after_success")
         return Outcome(self.item)
 
@@ -136,7 +136,7 @@ class Driver:
                 f"gave up after {self.item.attempt} attempts; last: {detail}",
             )
         await self._save(self.item.new_attempt(detail, **changes))
-        return Outcome(self.item, retry_at=self.now + wait)
+        return Outcome(self.item, retry_at=self._now() + wait)
 
     async def _auth_stop(self, error: CloudError) -> Outcome:
         await self.ctx.block_tenant(self.item.row.tenant, error)
@@ -144,27 +144,37 @@ class Driver:
 
     # -- entry ----------------------------------------------------------------------------------
 
-    async def run(self) -> Outcome:
-        """Drive from the current phase until terminal, pending again, or the run stops."""
+    def run(self) -> Coroutine[Any, Any, Outcome]:
+        """Drive from the current phase until terminal, pending again, or the run stops.
+
+        The coroutine of the phase's own step, for the caller to await: not a coroutine that
+        awaits it, whose frame every resume of the drive (each answer, each poll's wake) would
+        pass through on its way down."""
         phase = self.item.phase
         if phase == Phase.PENDING:
-            return await self.submit()
+            return self.submit()
         if phase == Phase.SUBMITTING:
-            # Saved intent, no recorded answer (a crash or kill): the POST may have happened.
-            since = self.item.submitted_at or self.now
-            why = "a restart (the copy request may have been sent)"
-            await self._save(
-                self.item.advance(
-                    Phase.RECONCILING, unknown_since=since, detail=self._waiting(why, since)
-                )
-            )
-            return await self.reconcile()
+            return self._restarted()
         if phase == Phase.RUNNING:
-            return await self.poll_job()
+            return self.poll_job()
         if phase == Phase.RECONCILING:
-            return await self.reconcile()
+            return self.reconcile()
         if phase == Phase.ADOPTED:
-            return await self.poll_image()
+            return self.poll_image()
+        return self._as_it_is()
+
+    async def _restarted(self) -> Outcome:
+        """Saved intent, no recorded answer (a crash or kill): the POST may have happened."""
+        since = self.item.submitted_at or self._now()
+        why = "a restart (the copy request may have been sent)"
+        await self._save(
+            self.item.advance(
+                Phase.RECONCILING, unknown_since=since, detail=self._waiting(why, since)
+            )
+        )
+        return await self.reconcile()
+
+    async def _as_it_is(self) -> Outcome:
         return Outcome(self.item)
 
     # -- submit ---------------------------------------------------------------------------------
@@ -185,7 +195,7 @@ class Driver:
                 item=self.item.key,
                 error_message=str(error),
             )
-            return Outcome(self.item, retry_at=self.now + self._backoff(self.item.attempt))
+            return Outcome(self.item, retry_at=self._now() + self._backoff(self.item.attempt))
         if found is None:
             return None
         return await self._adopt(found)
@@ -210,7 +220,7 @@ class Driver:
         request = copy_request(self.item, self.ctx.config.agency_name)
         intent = self.item.advance(
             Phase.SUBMITTING,
-            submitted_at=self.now,
+            submitted_at=self._now(),
             detail="submitting",
             error_code=None,
             error_message=None,
@@ -265,10 +275,9 @@ class Driver:
 
     async def _unknown(self, why: str) -> Outcome:
         self.ctx.counters.reconciliations += 1
+        now = self._now()
         await self._save(
-            self.item.advance(
-                Phase.RECONCILING, unknown_since=self.now, detail=self._waiting(why, self.now)
-            )
+            self.item.advance(Phase.RECONCILING, unknown_since=now, detail=self._waiting(why, now))
         )
         return await self.reconcile()
 
@@ -283,7 +292,7 @@ class Driver:
             return await self._unknown(f"{error} on the copy request")
         if kind == ErrorKind.BACK_PRESSURE:
             self.ctx.counters.back_pressure += 1
-            wait = self.window.back_pressure(self.now, self.ctx.rng)
+            wait = self.window.back_pressure(self._now(), self.ctx.rng)
             return await self._retry_later(f"cloud busy ({error.code}): back-pressure", wait)
         if kind in (ErrorKind.TRANSIENT, ErrorKind.NOT_SENT):
             return await self._retry_later(
@@ -316,26 +325,30 @@ class Driver:
         state = PollState(started_at=self._started())
         adaptive = self.ctx.config.scheduling.polling == Polling.ADAPTIVE
         clock, speed, rng, route = self.ctx.clock, self.ctx.speed, self.ctx.rng, self._route()
+        size, region, project = self.item.size_bytes, row.source_region, row.source_project
         poll_min, poll_max = self.timing.poll_min, self.timing.poll_max
+        deadline = self.timing.job_deadline
+        begun = self.item.submitted_at or self.item.unknown_since  # the deadline counts from
         # Answered polls: added to the item once, as the drive leaves this loop (each one a
         # copy of the item otherwise; a stop saves nothing here either way).
         polls = failed = 0
+        now = clock.now()  # read again as each poll ends: no await between it and the next
         while True:
-            expected = speed.expected(route, self.item.size_bytes) if adaptive else None
+            expected = speed.expected(route, size) if adaptive else None
             # Judged only once a poll has shown the job unfinished: a copy that ended while no
             # run was going (a resume after a long stop) is taken as it ended, not failed unseen.
             # Polls that keep failing (not 404) are bounded too (I7): after a few, the deadline.
-            if (polls or failed >= FAILED_POLLS) and self._overdue():
+            if (polls or failed >= FAILED_POLLS) and begun and now - begun > deadline:
                 self._count_polls(polls)
                 return await self._fail(
                     "JOB_DEADLINE",
-                    f"job {job_id} still not finished after {self.timing.job_deadline:.0f} s; "
+                    f"job {job_id} still not finished after {deadline:.0f} s; "
                     "it may still be running in the cloud: --retry-failed adopts it if it is",
                     "deadline",
                 )
             delay = next_delay(
                 state,
-                clock.now(),
+                now,
                 expected_duration=expected,
                 poll_min=poll_min,
                 poll_max=poll_max,
@@ -346,9 +359,9 @@ class Driver:
             crashpoints.reach("polling")
             try:
                 job = await self.cloud.get_job(
-                    row.source_region,
+                    region,
                     job_id,
-                    project=row.source_project,
+                    project=project,
                     priority=self._poll_priority(state.started_at, expected),
                 )
             except CloudError as error:
@@ -360,7 +373,8 @@ class Driver:
                 if error.kind == ErrorKind.AUTH:
                     return await self._auth_stop(error)
                 failed += 1
-                state = state.observe(clock.now(), None)
+                now = clock.now()
+                state = state.observe(now, None)
                 continue
             self._first_poll_done()
             polls += 1
@@ -391,7 +405,7 @@ class Driver:
         with no prediction waits behind them, like a far-off probe."""
         if expected is None:
             return self.timing.poll_max
-        return max(0.0, started_at + expected - self.now)
+        return max(0.0, started_at + expected - self._now())
 
     async def _job_succeeded(self, job: Job) -> Outcome:
         if not job.image_id:
@@ -404,7 +418,7 @@ class Driver:
         if code in self.ctx.config.retry_fail_codes:
             if code == "IMG.0060":
                 self.ctx.counters.back_pressure += 1
-                wait = self.window.back_pressure(self.now, self.ctx.rng)
+                wait = self.window.back_pressure(self._now(), self.ctx.rng)
             else:
                 wait = self._backoff(self.item.attempt)
             return await self._retry_later(
@@ -462,7 +476,7 @@ class Driver:
     async def reconcile(self) -> Outcome:
         row = self.item.row
         name = sent_name(self.item)
-        since = self.item.unknown_since or self.now
+        since = self.item.unknown_since or self._now()
         checks = 0
         while True:
             try:
@@ -478,12 +492,12 @@ class Driver:
                 live = [image for image in mine if image.status not in DEAD_STATUSES]
                 if live:
                     return await self._adopt(live[0])
-                if self.now - since >= self.timing.settle:
+                if self._now() - since >= self.timing.settle:
                     stale = f"; {len(mine)} broken copy(ies) left to clean up" if mine else ""
                     return await self._retry_later(
                         f"copy proven absent after {self.timing.settle:.0f} s{stale}", 0.0
                     )
             checks += 1
-            left = max(0.0, since + self.timing.settle - self.now)
+            left = max(0.0, since + self.timing.settle - self._now())
             pause = self.look_backoff.delay(checks - 1)
             await self.ctx.clock.sleep(max(min(pause, left), self.timing.poll_min * 0.5))

@@ -490,14 +490,14 @@ class Engine:
             await _wait(window, clock, window.wake_at(now), self.ctx.no_more_submits)
 
     async def _drive(self, window: Window, item: Item) -> None:
-        first = self.first_polls
-        polled = first.hook(item.key) if first is not None else None
+        first, key = self.first_polls, item.key
+        polled = first.hook(key) if first is not None else None
         with anyio.CancelScope() as scope:  # cancelled when its endpoint is found down
-            self.driving[item.key] = (scope, item)
+            self.driving[key] = (scope, item)
             try:
                 outcome = await Driver(self.ctx, window, item, polled).run()
             finally:
-                del self.driving[item.key]
+                del self.driving[key]
                 window.release()
                 if polled is not None:  # ended, polled or not: the checks wait no more for it
                     polled()
