@@ -168,6 +168,8 @@ def shared_note(members: int) -> str:
 
 def join_notes(*notes: str) -> str:
     """Notes of one item, in order, each once, separated by `` | ``."""
+    if not any(notes):  # most items: nothing to say
+        return ""
     seen: list[str] = []
     for note in notes:
         for part in note.split(NOTE_SEP) if note else ():

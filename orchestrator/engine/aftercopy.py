@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 from orchestrator import crashpoints
@@ -74,6 +75,13 @@ def copied(item: Item, image_id: str, detail: str, now: float) -> Item:
     )
 
 
+@lru_cache(maxsize=8)
+def _ignored(verify_ignore: tuple[str, ...], carry_ram: bool) -> frozenset[str]:
+    """What verifying does not compare: ``[verify] ignore``, and the RAM limits when the
+    carrying step sets them from the source (one set per config, not one per item)."""
+    return frozenset(verify_ignore) | (frozenset(RAM_KEYS) if carry_ram else frozenset())
+
+
 def _how(item: Item) -> str:
     """``copied`` / ``adopted...``: how the copy came, as the steps' details keep it."""
     return item.detail.partition(": ")[2] or "copied"
@@ -104,6 +112,7 @@ class AfterCopy:
         self.timing = ctx.config.timing
         self.backoff = look_backoff(self.timing.poll_min, self.timing.poll_max)
         self.copy: Image | None = None  # the copy as verifying read it (carrying is not re-read)
+        self._facts: dict[str, str] | None = None  # source_facts read (see :meth:`_facts_of`)
 
     async def run(self) -> Item:
         try:
@@ -148,7 +157,10 @@ class AfterCopy:
                 region, project=project, image_id=image_id, private_only=False, priority=AFTER_COPY
             ),
         )
-        return next((image for image in images if image.id == image_id), None)
+        for image in images:
+            if image.id == image_id:
+                return image
+        return None
 
     # -- verifying ------------------------------------------------------------------------
 
@@ -187,15 +199,23 @@ class AfterCopy:
         )
         self.item = await self.ctx.save(failed)
 
+    def _facts_of(self) -> dict[str, str]:
+        """``source_facts`` read: once per item here, not once per step that asks (a JSON
+        text). Not to be changed by the caller."""
+        if self._facts is None:
+            self._facts = facts_of(self.item.source_facts)
+        return self._facts
+
     async def _source_facts(self) -> dict[str, str]:
         """The source as preflight read it; read now if no preflight kept it (an old state)."""
         if self.item.source_facts:
-            return facts_of(self.item.source_facts)
+            return self._facts_of()
         row = self.item.row
         source = await self._image(row.source_region, row.source_project, row.image_id)
         if source is None:
             return {}
         self.item = self.item.with_changes(source_facts=facts_text(source))
+        self._facts = None  # read from the new text when asked
         return dict(source.facts)
 
     async def verify(self) -> None:
@@ -213,16 +233,13 @@ class AfterCopy:
             except _Refused as refused:
                 source, undone = {}, [f"not verified: {refused}"]
             if source:
-                ignore = set(self.after.verify_ignore)
-                if self.after.carry_ram:
-                    ignore.update(RAM_KEYS)  # set from the source by the carrying step
                 row = self.item.row
                 diffs = differences(
                     source,
                     copy,
                     name=sent_name(self.item),
                     description=describe_copy(row, self.item.token),
-                    ignore=ignore,
+                    ignore=_ignored(self.after.verify_ignore, self.after.carry_ram),
                 )
                 verdict = VERIFY_MISMATCH if diffs else VERIFY_OK
                 mismatch = "; ".join(diffs)
@@ -251,9 +268,9 @@ class AfterCopy:
         a source preflight saw untagged (or tags not carried), and ``min_ram``/``max_ram`` as
         the source's on the copy verifying read (or not carried)."""
         row = self.item.row
-        if parse_tags(row.tags)[0]:
+        if row.tags and parse_tags(row.tags)[0]:
             return False
-        source = facts_of(self.item.source_facts)
+        source = self._facts_of()
         if self.after.carry_tags and not untagged(source):
             return False
         if not self.after.carry_ram:
@@ -309,7 +326,7 @@ class AfterCopy:
         listed, _ = parse_tags(row.tags)
         source: dict[str, str] = {}
         # A source preflight listed with an empty ``tags`` has none to carry: not read again.
-        if self.after.carry_tags and not untagged(facts_of(self.item.source_facts)):
+        if self.after.carry_tags and not untagged(self._facts_of()):
             source = await self._call(
                 "tags not carried (reading the source's tags)",
                 LIST,
@@ -338,7 +355,7 @@ class AfterCopy:
         copy = self.copy or await self._image(row.target_region, row.target_project, image_id)
         if copy is None:
             raise _Refused(f"min_ram/max_ram not carried: the copy {image_id} is gone")
-        change = ram_changes(facts_of(self.item.source_facts), copy)
+        change = ram_changes(self._facts_of(), copy)
         if change.problem:
             raise _Refused(f"min_ram/max_ram not carried: {change.problem}")
         if change.changes:
