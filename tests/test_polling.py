@@ -3,6 +3,7 @@
 import math
 import random
 import statistics
+from dataclasses import FrozenInstanceError
 
 import pytest
 
@@ -50,6 +51,17 @@ def test_process_percent_above_one_is_a_percentage() -> None:
     assert as_fraction(42.0) == pytest.approx(0.42)
     assert as_fraction(-1.0) == 0.0
     assert as_fraction(None) is None
+
+
+def test_an_observed_state_is_a_poll_state_like_one_made_whole() -> None:
+    """What a poll leaves (made without PollState's ``__init__``) is the same frozen value
+    as the one its constructor makes from the same fields."""
+    state = PollState(started_at=1.0).observe(2.0, 0.0).observe(3.0, 0.25).observe(4.0, 0.25)
+    assert type(state) is PollState
+    assert state == PollState(1.0, 4.0, 0.25, 2.0, 3.0, 0.25, 1, 3)
+    assert hash(state) == hash(PollState(1.0, 4.0, 0.25, 2.0, 3.0, 0.25, 1, 3))
+    with pytest.raises(FrozenInstanceError):
+        state.polls = 0  # type: ignore[misc]
 
 
 def test_progress_rate_predicts_the_end() -> None:
