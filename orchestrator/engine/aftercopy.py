@@ -63,8 +63,9 @@ T = TypeVar("T")
 STEP_ATTEMPTS = 5  # tries of one call that fails for a passing reason, within one run
 
 
-def copied(item: Item, image_id: str, detail: str, now: float) -> Item:
-    """The item once its copy is made (job SUCCESS, or found by its token): ``verifying``."""
+def copied(item: Item, image_id: str, detail: str, now: float, **changes: object) -> Item:
+    """The item once its copy is made (job SUCCESS, or found by its token): ``verifying``
+    (and ``changes``)."""
     return item.advance(
         Phase.VERIFYING,
         target_image_id=image_id,
@@ -72,6 +73,7 @@ def copied(item: Item, image_id: str, detail: str, now: float) -> Item:
         finished_at=now,
         error_code=None,
         error_message=None,
+        **changes,
     )
 
 
@@ -246,20 +248,20 @@ class AfterCopy:
             elif not undone:
                 undone = ["not verified: the source image could not be read"]
         notes = await self._shared()
-        verified = self.item.with_changes(
-            verify=verdict,
-            mismatch=mismatch,
-            undone=join_notes(self.item.undone, *undone),
-            notes=join_notes(self.item.notes, notes),
-        )
+        verified = {  # the item's fields that say the verdict (set with the next phase)
+            "verify": verdict,
+            "mismatch": mismatch,
+            "undone": join_notes(self.item.undone, *undone),
+            "notes": join_notes(self.item.notes, notes),
+        }
         if verdict == VERIFY_MISMATCH:
-            log.warning("item.verify_mismatch", item=verified.key, mismatch=mismatch)
+            log.warning("item.verify_mismatch", item=self.item.key, mismatch=mismatch)
         if self._nothing_to_carry():
             # One save, not two: ``carrying`` would do nothing (its step needs no request), so
             # the verdict is saved with the end. A kill before it verifies again.
-            await self._finish(verified, _Carried(), [])
+            await self._finish(self.item, _Carried(), [], **verified)
             return
-        item = verified.advance(Phase.CARRYING, detail=f"carrying: {_how(verified)}")
+        item = self.item.advance(Phase.CARRYING, detail=f"carrying: {_how(self.item)}", **verified)
         self.item = await self.ctx.save(item)
         crashpoints.reach("after_verify")
 
@@ -307,13 +309,18 @@ class AfterCopy:
                 undone.append(str(refused))
         await self._finish(self.item, done, undone)
 
-    async def _finish(self, item: Item, done: _Carried, undone: list[str]) -> None:
-        """``succeeded``, with what was carried and what was not."""
+    async def _finish(
+        self, item: Item, done: _Carried, not_done: list[str], **verified: str
+    ) -> None:
+        """``succeeded``, with what was carried and what was not (``not_done``);
+        ``verified``: verifying's verdict, when it is saved with the end (one copy of the
+        item, not two)."""
         item = item.advance(
             Phase.SUCCEEDED,
             carried=carried_text(done.tags, done.ram),
-            undone=join_notes(item.undone, *undone),
+            undone=join_notes(verified.pop("undone", item.undone), *not_done),
             detail=_how(item),
+            **verified,
         )
         if item.undone:
             log.warning("item.not_carried", item=item.key, undone=item.undone)

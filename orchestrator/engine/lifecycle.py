@@ -110,10 +110,10 @@ class Driver:
         crashpoints.reach("after_terminal")
         return Outcome(self.item)
 
-    async def _succeed(self, image_id: str, detail: str) -> Outcome:
+    async def _succeed(self, image_id: str, detail: str, **changes: object) -> Outcome:
         """The copy is made: ``verifying``, and the slot is released (engine/aftercopy.py)."""
         now = self._now()
-        item = copied(self.item, image_id, detail, now)
+        item = copied(self.item, image_id, detail, now, **changes)
         started = self.item.submitted_at
         await self._save(item, duration=round(now - started, 3) if started else None)
         if started and detail == "copied":
@@ -383,8 +383,7 @@ class Driver:
                 log.info("run.first_poll", tenant=row.tenant, item=self.item.key)
             state = state.observe(now, job.progress)
             if job.status == JOB_SUCCESS:
-                self._count_polls(polls)
-                return await self._job_succeeded(job)
+                return await self._job_succeeded(job, polls)
             if job.status == JOB_FAIL:
                 self._count_polls(polls)
                 return await self._job_failed(job)
@@ -407,10 +406,14 @@ class Driver:
             return self.timing.poll_max
         return max(0.0, started_at + expected - self._now())
 
-    async def _job_succeeded(self, job: Job) -> Outcome:
+    async def _job_succeeded(self, job: Job, polls: int) -> Outcome:
+        """``polls``: answered polls not yet counted on the item (they are with its move to
+        verifying: one copy of the item, not two)."""
         if not job.image_id:
+            self._count_polls(polls)
             return await self._unknown(f"job {job.job_id} succeeded without naming the new image")
-        return await self._succeed(job.image_id, "copied")  # verifying waits until active
+        # Verifying waits until the copy is active.
+        return await self._succeed(job.image_id, "copied", polls=self.item.polls + polls)
 
     async def _job_failed(self, job: Job) -> Outcome:
         code = job.error_code or "JOB_FAIL"
