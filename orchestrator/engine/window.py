@@ -14,13 +14,12 @@ turns, the one that has started the fewest copies going next.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import anyio
 
 from orchestrator.core.backoff import back_pressure_backoff
 from orchestrator.core.model import Item
@@ -56,7 +55,7 @@ class Window:
         self._waiting = 0
         self._started: Counter[str] = Counter()  # tenant -> items handed out
         self._delayed: list[tuple[float, str, Item]] = []  # (ready_at, key, item)
-        self._changed: anyio.Event | None = None  # made when someone waits for a change
+        self._changed: asyncio.Event | None = None  # made when someone waits for a change
 
     # -- queue ----------------------------------------------------------------------------------
 
@@ -167,7 +166,11 @@ class Window:
             self._changed = None
 
     async def changed(self) -> None:
-        """Return at the next change of the queue or the slots."""
+        """Return at the next change of the queue or the slots.
+
+        (An asyncio event, not anyio's, which looks its backend up as it is made: once per
+        item handed out. Runs are asyncio's (``eventloop.py``); a cancel scope cancels the
+        wait all the same.)"""
         if self._changed is None:
-            self._changed = anyio.Event()
+            self._changed = asyncio.Event()
         await self._changed.wait()
