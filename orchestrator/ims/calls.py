@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.lowlevel
+import orjson
 import structlog
 
 from orchestrator.clock import Clock
@@ -440,11 +441,31 @@ class _Base(NamedTuple):
 # ``json.loads`` runs, without its two Python frames and two regular expressions).
 _SCAN: Callable[[str, int], tuple[object, int]] = make_scanner(cast(Any, json.JSONDecoder()))
 _JSON_SPACE = " \t\n\r"
+# ``orjson`` reads a body two to three times faster than the stdlib, and reads every body it
+# accepts as ``json.loads`` does but one kind: an integer beyond 64 bits (below -2**63 or from
+# 2**64) becomes a float, silently. Such an integer is written with at least 19 digits in a
+# row: a body without 19 digits in a row (looked for in C: each digit made a "0", the rest a
+# space) is one that ``orjson`` reads exactly. Whatever it refuses (NaN and Infinity, a lone
+# surrogate, a byte order mark, UTF-16 or -32, a blank body...) is read by the stdlib as before.
+_orjson_loads = orjson.loads
+_DIGITS_ONLY = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_DIGIT_RUN = b"0" * 19
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     """The JSON object ``raw`` holds, as ``json.loads`` reads it (``{}`` for a blank body);
     None if it holds anything else or is not JSON."""
+    if _DIGIT_RUN not in raw.translate(_DIGITS_ONLY):
+        try:
+            body = _orjson_loads(raw)
+        except Exception:  # noqa: BLE001 - any refusal at all: the stdlib's reading decides
+            return _json_object_stdlib(raw)
+        return body if body.__class__ is dict else None
+    return _json_object_stdlib(raw)
+
+
+def _json_object_stdlib(raw: bytes) -> dict[str, Any] | None:
+    """:func:`_json_object` by the stdlib alone (``json.loads``' reading of any body)."""
     body: object = None
     if raw[:1] == b"{" and raw[1:2] != b"\x00":
         try:
