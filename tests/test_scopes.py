@@ -84,3 +84,32 @@ async def test_outside_an_anyio_task_nothing_is_pending() -> None:
 
     assert await asyncio.get_running_loop().create_task(plain()) is False
     assert await asyncio.ensure_future(plain()) is False
+
+
+async def _cancelled_in_a_scope() -> tuple[bool, bool]:
+    """cancel_pending's word and anyio's in a cancelled scope of a fresh task."""
+    with anyio.CancelScope() as scope:  # noqa: ASYNC100 -- read, not awaited
+        scope.cancel()
+        return cancel_pending(), _anyio_says_cancelled()
+    raise AssertionError("a scope cancelled before any checkpoint is not left early")
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_the_loop_kept_from_an_earlier_run_is_not_taken_for_the_next(use_uvloop: bool) -> None:
+    """The running loop is kept from one call to the next: a loop that has stopped is not the
+    one the next run's tasks run on (their cancels would go unseen)."""
+    options = {"use_uvloop": use_uvloop}
+    for _ in range(3):
+        assert anyio.run(_cancelled_in_a_scope, backend_options=options) == (True, True)
+
+
+async def test_the_loop_kept_in_one_thread_is_not_taken_in_another() -> None:
+    """A thread that runs a loop of its own while this one runs (kept by the call before) reads
+    its own task's scopes."""
+    assert cancel_pending() is False  # this loop, kept
+    seen = await anyio.to_thread.run_sync(anyio.run, _cancelled_in_a_scope)
+    assert seen == (True, True)
+    assert cancel_pending() is False
+    with anyio.CancelScope() as scope:  # noqa: ASYNC100 -- read, not awaited
+        scope.cancel()
+        _agree(True)

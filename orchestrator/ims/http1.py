@@ -139,12 +139,16 @@ class Http1Connection(asyncio.Protocol):
         self._head_done = False
         self._reply: bytearray | None = None  # a proxy's answer to CONNECT, read by hand
         self._reply_waiter: asyncio.Future[int] | None = None
+        # The event loop the connection was made on, the one its answers come on (taken once:
+        # asyncio.get_running_loop() is a getpid() system call on Python 3.11).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:  # a stream transport: a Wire
         self.transport = transport
         self._stream = transport
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         if self._reply is not None:
@@ -216,9 +220,10 @@ class Http1Connection(asyncio.Protocol):
 
     def request(self, data: bytes) -> asyncio.Future[HttpResponse]:
         """Write ``data`` (one whole request) now; the future of its answer."""
-        if self.transport is None or self._waiter is not None:
+        loop = self.loop
+        if self.transport is None or self._waiter is not None or loop is None:
             raise ConnectionResetError("the connection is not ready for a request")
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = loop.create_future()
         self._parser = httptools.HttpResponseParser(self)
         self._fields = []
         self._body = []

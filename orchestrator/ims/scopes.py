@@ -23,6 +23,8 @@ answers True every time, and the caller pays for the public checkpoint as before
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import types
 import weakref
 from collections.abc import Callable, Mapping
@@ -47,26 +49,31 @@ def _reader() -> Callable[[], bool]:
             getattr(probe, name)
     except (ImportError, AttributeError):
         return _always
-    # Python 3.11 spends a frame of its own on each of the two look-ups (a third of the
-    # reading): ``asyncio.current_task()`` is ``_current_tasks.get(get_running_loop())``, and
-    # the states' ``WeakKeyDictionary.get(task)`` is ``data.get(ref(task))``; made of those
-    # C calls here, each one as it is when it is not so (a C current_task from Python 3.12).
     running_loop = asyncio.get_running_loop
-    tasks = getattr(asyncio.tasks, "_current_tasks", None)
-    task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
-        tasks.get
-        if isinstance(asyncio.current_task, types.FunctionType) and isinstance(tasks, dict)
-        else asyncio.current_task
-    )
-    data = getattr(states, "data", None)
-    state_of: Callable[[Any], Any] = states.get
-    key_of: Callable[[asyncio.Task[Any]], Any] = _same
-    if type(states) is weakref.WeakKeyDictionary and isinstance(data, dict):
-        state_of, key_of = data.get, weakref.ref
+    task_of, state_of, key_of = _lookups(states)
+
+    # The running loop, kept from one call to the next (``get_running_loop`` is a getpid()
+    # system call on Python 3.11, ~0.4 us here): a loop that is running, in the thread that
+    # took it, is that thread's running loop (a thread runs one loop at a time); a fork forgets
+    # it (the child's running loop is not the parent's, as ``get_running_loop`` checks).
+    held_thread: int | None = None
+    held_loop: asyncio.AbstractEventLoop | None = None
+    thread_id = threading.get_ident
+
+    def forget() -> None:
+        nonlocal held_thread, held_loop
+        held_thread = held_loop = None
+
+    os.register_at_fork(after_in_child=forget)
 
     def cancel_pending() -> bool:
         """True if the running task's innermost unshielded cancel scopes hold a cancel."""
-        task = task_of(running_loop())
+        nonlocal held_thread, held_loop
+        loop = held_loop
+        if loop is None or held_thread != thread_id() or not loop.is_running():
+            loop = held_loop = running_loop()
+            held_thread = thread_id()
+        task = task_of(loop)
         state = None if task is None else state_of(key_of(task))
         if state is None:  # not in a task, or not in one of anyio's
             return False
@@ -80,6 +87,33 @@ def _reader() -> Callable[[], bool]:
         return False
 
     return cancel_pending
+
+
+def _lookups(
+    states: Mapping[asyncio.Task[Any], Any],
+) -> tuple[
+    Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None],
+    Callable[[Any], Any],
+    Callable[[asyncio.Task[Any]], Any],
+]:
+    """The running task of a loop, a task's anyio state, and the key of that state.
+
+    Python 3.11 spends a frame of its own on each of the two look-ups (a third of the
+    reading): ``asyncio.current_task()`` is ``_current_tasks.get(get_running_loop())``, and
+    the states' ``WeakKeyDictionary.get(task)`` is ``data.get(ref(task))``; made of those
+    C calls here, each one as it is when it is not so (a C current_task from Python 3.12)."""
+    tasks = getattr(asyncio.tasks, "_current_tasks", None)
+    task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+        tasks.get
+        if isinstance(asyncio.current_task, types.FunctionType) and isinstance(tasks, dict)
+        else asyncio.current_task
+    )
+    data = getattr(states, "data", None)
+    state_of: Callable[[Any], Any] = states.get
+    key_of: Callable[[asyncio.Task[Any]], Any] = _same
+    if type(states) is weakref.WeakKeyDictionary and isinstance(data, dict):
+        state_of, key_of = data.get, weakref.ref
+    return task_of, state_of, key_of
 
 
 cancel_pending: Callable[[], bool] = _reader()

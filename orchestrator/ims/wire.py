@@ -176,7 +176,7 @@ class WireTransport:
             conn.close()
             raise TransportError(Delivery.WITHHELD, WITHHELD_TEXT)
         answer_of = conn.request(data)
-        entry = self._deadlines.add(asyncio.get_running_loop(), answer_of)  # from the write
+        entry = self._deadlines.add(answer_of.get_loop(), answer_of)  # from the write
         try:
             answer = await answer_of
         except _Expired:
