@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.core.cloud import FACT_KEYS, Image, Job, _facts, _tags, _text
+from orchestrator.core.cloud import FACT_KEYS, Image, Job, _tags, _text
 
 _VALUES = (
     st.none()
@@ -32,6 +32,18 @@ _IMAGE_KEYS = [
 ]  # fmt: skip
 _JOB_KEYS = ["job_id", "status", "error_code", "fail_reason", "entities"]
 _ENTITY_KEYS = ["process_percent", "image_id", "error_code", "error"]
+
+
+def _facts(raw: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The facts as read by lowering every text (the oracle)."""
+    facts = []
+    for key in FACT_KEYS:
+        value = raw.get(key)
+        if value is not None:
+            text = str(value)
+            lowered = text.lower()
+            facts.append((key, lowered if lowered in ("true", "false") else text))
+    return tuple(facts)
 
 
 def _image_by_init(raw: Mapping[str, Any]) -> Image:
