@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import httptools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.config import Config, Endpoints
-from orchestrator.ims.http1 import HeaderInjection, request_bytes
+from orchestrator.ims.http1 import HeaderInjection, Http1Connection, request_bytes
 from orchestrator.ims.transport import Delivery, HttpRequest, TransportError
 from orchestrator.ims.wire import DEFAULT_HEADERS, WireTransport, ssl_context
 
@@ -168,7 +170,10 @@ async def test_the_headers_are_as_the_peer_spelled_them_a_repeated_one_joined() 
 
 
 async def test_an_answer_dribbled_byte_by_byte_and_an_interim_100_are_read_right() -> None:
-    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\nfour"
+    answer = (
+        b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nX-Request-Id: r9\r\n\r\nfour"
+    )
 
     async def dribble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -185,6 +190,7 @@ async def test_an_answer_dribbled_byte_by_byte_and_an_interim_100_are_read_right
     finally:
         transport.close()
     assert (response.status, response.body) == (201, b"four")
+    assert dict(response.headers) == {"Content-Length": "4", "X-Request-Id": "r9"}
 
 
 async def test_a_kept_connection_carries_the_next_requests_and_close_ends_it() -> None:
@@ -608,3 +614,75 @@ async def test_https_through_an_https_proxy_is_tls_inside_tls(
             transport.close()
     assert response.status == 200
     assert seen[0].startswith(f"CONNECT 127.0.0.1:{site} HTTP/1.1\r\n".encode())
+
+
+class _Sink:
+    """A connection's transport that takes the request's bytes and drops them."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _EachHeader:
+    """The headers of the final answer as httptools hands them over one by one (the oracle)."""
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[str, str]] = []
+        self.final = False
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        if not self.final:
+            self.fields = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.final:
+            self.fields.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.final = self.parser.get_status_code() >= 200
+
+
+_FIELD_NAMES = st.sampled_from(["X-Request-Id", "Retry-After", "x-tag", "X-Tag", "Server"])
+_FIELD_VALUES = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=12
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    fields=st.lists(st.tuples(_FIELD_NAMES, _FIELD_VALUES), max_size=5),
+    interim=st.lists(st.tuples(_FIELD_NAMES, _FIELD_VALUES), max_size=2) | st.none(),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+)
+def test_the_headers_read_when_asked_are_those_handed_over_one_by_one(
+    fields: list[tuple[str, str]], interim: list[tuple[str, str]] | None, cuts: list[int]
+) -> None:
+    """An answer cut anywhere into the pieces the socket gives: its headers, read from its
+    bytes when asked for, are the final answer's as httptools hands them over one by one
+    (an interim answer's own left out), a repeated name's values joined by ", "."""
+    lines = "".join(f"{name}: {value}\r\n" for name, value in fields)
+    answer = f"HTTP/1.1 200 OK\r\n{lines}Content-Length: 2\r\n\r\n{{}}".encode("latin-1")
+    if interim is not None:
+        early = "".join(f"{name}: {value}\r\n" for name, value in interim)
+        answer = f"HTTP/1.1 100 Continue\r\n{early}\r\n".encode("latin-1") + answer
+    edges = sorted({0, len(answer), *(cut % len(answer) for cut in cuts)})
+    pieces = [answer[a:b] for a, b in itertools.pairwise(edges)]
+
+    async def read() -> dict[str, str]:
+        conn = Http1Connection()
+        conn.connection_made(_Sink())
+        answered = conn.request(b"GET / HTTP/1.1\r\n\r\n")
+        for piece in pieces:
+            conn.data_received(piece)
+        return dict((await answered).headers)
+
+    oracle = _EachHeader()
+    oracle.parser.feed_data(answer)
+    expected: dict[str, str] = {}
+    for name, value in oracle.fields:
+        expected[name] = f"{expected[name]}, {value}" if name in expected else value
+    assert asyncio.run(read()) == expected

@@ -12,6 +12,7 @@ Used by :class:`orchestrator.ims.wire.WireTransport` only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
@@ -41,24 +42,28 @@ class HeaderInjection(ValueError):
 class Headers(Mapping[str, str]):
     """An answer's headers, read from the bytes as they came only when asked for (a success
     is read by its status and body alone): the names as the peer spelled them, latin-1, a
-    repeated one's values joined by ", "."""
+    repeated one's values joined by ", ".
 
-    __slots__ = ("_fields", "_read")
+    What is kept is the answer's bytes up to the end of its head (any interim answer before
+    it, maybe some of its body after it), parsed again by httptools when a header is asked
+    for: the parse of an answer then calls no Python code per header."""
 
-    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
-        self._fields = fields
+    __slots__ = ("_head", "_read")
+
+    def __init__(self, head: list[bytes]) -> None:
+        self._head = head
         self._read: dict[str, str] | None = None
 
     def _all(self) -> dict[str, str]:
         read = self._read
         if read is None:
             read = self._read = {}
-            for name, value in self._fields:
+            for name, value in _head_fields(b"".join(self._head)):
                 key = name.decode("latin-1")
                 text = value.decode("latin-1")
                 before = read.get(key)
                 read[key] = text if before is None else f"{before}, {text}"
-            self._fields = []
+            self._head = []
         return read
 
     def __getitem__(self, name: str) -> str:
@@ -72,6 +77,37 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({self._all()!r})"
+
+
+class _HeadFields:
+    """The header fields of the final answer (status 200 and up) in an answer's bytes."""
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.done = False
+        self.parser: httptools.HttpResponseParser | None = None
+
+    def on_message_begin(self) -> None:
+        if not self.done:
+            self.fields = []  # an interim answer's own are not the answer's
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.done:
+            self.fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.parser is not None and self.parser.get_status_code() >= 200:
+            self.done = True
+
+
+def _head_fields(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The final answer's header fields in ``data`` (bytes the connection's parser read
+    without a fault up to that answer's head, and maybe more after it)."""
+    reader = _HeadFields()
+    parser = reader.parser = httptools.HttpResponseParser(reader)
+    with contextlib.suppress(httptools.HttpParserError):  # after the head: not ours to judge
+        parser.feed_data(data)
+    return reader.fields
 
 
 def request_bytes(
@@ -133,7 +169,7 @@ class Http1Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[HttpResponse] | None = None
         self.keep_alive = False  # the last answer lets the connection carry the next request
         self._parser: httptools.HttpResponseParser | None = None
-        self._fields: list[tuple[bytes, bytes]] = []  # the answer's headers, as they came
+        self._head: list[bytes] = []  # the answer's bytes as they came, up to its head
         self._body: list[bytes] = []
         self._status = 0
         self._head_done = False
@@ -158,6 +194,8 @@ class Http1Connection(asyncio.Protocol):
         if parser is None:  # an answer nobody asked for: this connection cannot be trusted
             self._fail(ProtocolFault("the server sent data with no request outstanding"))
             return
+        if not self._head_done:  # its headers are read from these if asked for (Headers)
+            self._head.append(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -182,9 +220,6 @@ class Http1Connection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields.append((name, value))  # read only if asked for (Headers)
-
     def on_headers_complete(self) -> None:
         parser = self._parser
         if parser is None:
@@ -197,8 +232,8 @@ class Http1Connection(asyncio.Protocol):
         status = self._status
         if status < 200 or status in _NO_BODY:
             return False
-        lowered = {name.lower() for name, _ in self._fields}
-        return b"content-length" not in lowered and b"transfer-encoding" not in lowered
+        lowered = {name.lower() for name in Headers(self._head)}
+        return "content-length" not in lowered and "transfer-encoding" not in lowered
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
@@ -210,7 +245,6 @@ class Http1Connection(asyncio.Protocol):
         if (
             parser.get_status_code() < 200
         ):  # an interim answer (100 Continue, 103): the real one follows
-            self._fields = []
             self._body = []
             self._head_done = False
             return
@@ -225,7 +259,7 @@ class Http1Connection(asyncio.Protocol):
             raise ConnectionResetError("the connection is not ready for a request")
         waiter = self._waiter = loop.create_future()
         self._parser = httptools.HttpResponseParser(self)
-        self._fields = []
+        self._head = []
         self._body = []
         self._head_done = False
         self.transport.write(data)
@@ -287,11 +321,11 @@ class Http1Connection(asyncio.Protocol):
         self._parser = None
         self._waiter = None
         if waiter is not None and not waiter.done():
-            fields, self._fields = self._fields, []  # the answer's own, whatever comes after
+            head, self._head = self._head, []  # the answer's own, whatever comes after
             body = b"".join(self._body)
             self.keep_alive = keep_alive
             # HttpResponse(...) without the named tuple's __new__, a Python frame.
-            waiter.set_result(_new_tuple(HttpResponse, (self._status, body, Headers(fields))))
+            waiter.set_result(_new_tuple(HttpResponse, (self._status, body, Headers(head))))
 
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter
