@@ -9,7 +9,6 @@ paging, projects, the legacy job API) and leaves the signed, retried calls to
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ from orchestrator.ims.calls import (
     SignedCalls,
 )
 from orchestrator.ims.ratelimit import READ, RateLimits
+from orchestrator.ims.signer import UNRESERVED
 from orchestrator.ims.transport import Transport
 
 if TYPE_CHECKING:
@@ -56,15 +56,13 @@ class _Project:
     domain_id: str
 
 
-# What ``quote(text, safe="")`` leaves as it is: such a segment (an id) is its own encoding.
-_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
-
-
 def _segment(value: str) -> str:
-    """One path segment, percent-encoded (ids are hex, but never trust a string in a path)."""
-    if value.isalnum() and value.isascii():  # a plain id, found without the expression
+    """One path segment, percent-encoded (ids are hex, but never trust a string in a path):
+    made only of what ``quote(value, safe="")`` leaves as it is (``UNRESERVED``), it is its
+    own encoding."""
+    if value.isascii() and (value.isalnum() or not value.encode().translate(None, UNRESERVED)):
         return value
-    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
+    return quote(value, safe="")
 
 
 class ImsClient:

@@ -9,7 +9,6 @@ secret key is the HMAC key as it is. Pure functions: no clock, no I/O.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,14 +22,16 @@ DATE_HEADER = "X-Sdk-Date"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 # What ``quote(text, safe="~")`` leaves as it is, and ``unquote`` too (no ``%``): such text is
-# its own encoding, the common case (ids, region names, numbers), and costs no quoting.
-_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
-_UNRESERVED_PATH = re.compile(r"[A-Za-z0-9_.~/-]*")
+# its own encoding, the common case (ids, region names, numbers), and costs no quoting. Text
+# is made of them when it is ASCII and nothing is left of its bytes once they are deleted
+# (two C calls: a regular expression's engine spent ~30 instructions per character).
+UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-"
+_UNRESERVED_PATH = UNRESERVED + b"/"
 
 
 def _quoted(text: str) -> str:
     """``quote(text, safe="~")``, without its cost when nothing needs quoting."""
-    if (text.isalnum() and text.isascii()) or _UNRESERVED.fullmatch(text):
+    if text.isascii() and not text.encode().translate(None, UNRESERVED):
         return text
     return quote(text, safe="~")
 
@@ -42,7 +43,7 @@ def format_sdk_date(moment: datetime) -> str:
 
 def canonical_uri(path: str) -> str:
     """Each segment unquoted then quoted with ``~`` safe; always ends with ``/``."""
-    if _UNRESERVED_PATH.fullmatch(path):
+    if path.isascii() and not path.encode().translate(None, _UNRESERVED_PATH):
         uri = path
     else:
         uri = "/".join(quote(segment, safe="~") for segment in unquote(path).split("/"))
@@ -58,7 +59,8 @@ def canonical_query(params: Iterable[tuple[str, str]]) -> str:
     # Sorted on the raw pairs, then encoded, as the SDK (and the gateway) do: encoding first
     # changes the order of e.g. "a." and "a/" ("a%2F" sorts before "a.").
     ordered = sorted([(str(key), str(value)) for key, value in params])
-    if _UNRESERVED.fullmatch("".join(map("".join, ordered))):  # each key and value as it is
+    joined = "".join(map("".join, ordered))
+    if joined.isascii() and not joined.encode().translate(None, UNRESERVED):  # each as it is
         return "&".join(map("=".join, ordered))
     return "&".join([f"{_quoted(key)}={_quoted(value)}" for key, value in ordered])
 
