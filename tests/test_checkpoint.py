@@ -12,7 +12,9 @@ from orchestrator.state.checkpoint import (
     SNAPSHOT,
     CheckpointStore,
     LockHeld,
+    LockLost,
     acquire_lock,
+    check_lock,
     read_snapshot,
     release_lock,
     repair_jsonl,
@@ -128,6 +130,28 @@ def test_second_lock_is_refused_and_freed_on_release(tmp_path: Path) -> None:
     release_lock(fd)
     release_lock(acquire_lock(tmp_path))
     assert (tmp_path / "lock").exists()
+
+
+def test_a_lock_fd_reused_for_another_dir_is_judged_by_its_own_file(tmp_path: Path) -> None:
+    """``check_lock`` remembers each held lock's file from ``acquire_lock`` on: once released,
+    its fd's number taken by another dir's lock, the first dir's lock removed is still seen
+    (and the other dir's lock is still this process's)."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    fd = acquire_lock(first)
+    release_lock(fd)
+    (first / "lock").unlink()
+    again = acquire_lock(second)
+    try:
+        assert again == fd  # the lowest free number: the same one
+        check_lock(second, again)
+        with pytest.raises(LockLost, match="lock was removed"):
+            check_lock(first, again)
+        (second / "lock").unlink()
+        (second / "lock").write_text("")
+        with pytest.raises(LockLost, match="lock was replaced"):
+            check_lock(second, again)
+    finally:
+        release_lock(again)
 
 
 async def test_write_failure_is_fatal_and_sticky(tmp_path: Path) -> None:

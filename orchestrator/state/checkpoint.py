@@ -106,7 +106,16 @@ def acquire_lock(state_dir: Path) -> int:
         if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             raise LockHeld(str(state_dir / LOCK)) from None
         raise
+    held = os.fstat(fd)
+    _HELD[fd] = (state_dir, os.fspath(state_dir / LOCK), held.st_ino, held.st_dev)
     return fd
+
+
+# fd -> (the state dir it was taken for, its lock's path, the lock file's inode and device), for
+# each lock this process holds (:func:`acquire_lock` to :func:`release_lock`): an open fd is
+# always the same file, so :func:`check_lock` needs one ``stat`` of the path, not an ``fstat``
+# and a path built each time as well (it runs before every copy request and every journal write).
+_HELD: dict[int, tuple[Path, str, int, int]] = {}
 
 
 class LockLost(LockHeld):
@@ -116,13 +125,17 @@ class LockLost(LockHeld):
 
 def check_lock(state_dir: Path, fd: int) -> None:
     """LockLost unless ``fd`` is still the file at the state dir's lock path (same inode)."""
-    path = state_dir / LOCK
-    held = os.fstat(fd)
+    known = _HELD.get(fd)
+    if known is not None and known[0] is state_dir:
+        _, path, ino, dev = known
+    else:  # an fd not taken here, or another dir's lock
+        held = os.fstat(fd)
+        path, ino, dev = os.fspath(state_dir / LOCK), held.st_ino, held.st_dev
     try:
         now = os.stat(path)
     except FileNotFoundError:
         now = None
-    if now is None or (now.st_ino, now.st_dev) != (held.st_ino, held.st_dev):
+    if now is None or now.st_ino != ino or now.st_dev != dev:
         what = "removed" if now is None else "replaced"
         raise LockLost(
             f"{path} was {what} while this run held it (the lock file must never be deleted); "
@@ -131,6 +144,7 @@ def check_lock(state_dir: Path, fd: int) -> None:
 
 
 def release_lock(fd: int) -> None:
+    _HELD.pop(fd, None)  # before the close: the number may be reused at once
     with contextlib.suppress(OSError):
         fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
