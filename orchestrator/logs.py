@@ -49,20 +49,26 @@ def rotate(path: Path, max_bytes: int = ROTATE_BYTES, keep: int = KEEP_ROTATED) 
 
 
 # key -> whether it names a secret, whatever its case: the keys are the code's own few names,
-# each lowered once rather than for every key of every event.
+# each lowered once rather than for every key of every event. ``_SAFE``: those that do not (an
+# event whose every key is one, as nearly all are, is looked over in one C call).
 _SECRET: dict[str, bool] = {}
+_SAFE: set[str] = set()
 _SECRET_MEMO = 4096  # names remembered at most (an event built from data cannot grow it)
 
 
 def mask_secrets(
     _logger: object, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
+    if _SAFE.issuperset(event):
+        return event
     for key in event:
         secret = _SECRET.get(key)
         if secret is None:
             secret = key.lower() in SECRET_KEYS
             if len(_SECRET) < _SECRET_MEMO:
                 _SECRET[key] = secret
+                if not secret:
+                    _SAFE.add(key)
         if secret:
             event[key] = "***"
     return event
@@ -87,12 +93,13 @@ def event_line(event: Mapping[str, Any]) -> bytes:
     dataclass, a datetime: orjson writes its own form of those, not their ``str``), what
     orjson refuses (a lone surrogate, an int beyond 64 bits, a key that is not a str), and a
     text holding a character that ends a line for ``str.splitlines`` (json escapes it)."""
-    for value in event.values():
-        kind = type(value)
-        if kind in _PLAIN or (kind is float and value - value == 0.0):  # not NaN, not inf
-            continue
-        if not isinstance(value, str):  # a str's subclass (a StrEnum): its text, as json's
-            return (_ENCODE(event) + "\n").encode()
+    if not _PLAIN.issuperset(map(type, event.values())):  # in C: nearly every event's case
+        for value in event.values():
+            kind = type(value)
+            if kind in _PLAIN or (kind is float and value - value == 0.0):  # not NaN, not inf
+                continue
+            if not isinstance(value, str):  # a str's subclass (a StrEnum): its text, as json's
+                return (_ENCODE(event) + "\n").encode()
     try:
         line = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:  # orjson.JSONEncodeError
