@@ -38,6 +38,7 @@ from orchestrator.simulator.inmemory import InMemoryTenantCloud, OpenClouds, in_
 from orchestrator.simulator.scenario import build_world
 from orchestrator.simulator.truth import Truth
 from orchestrator.simulator.world import World
+from orchestrator.state.groupcommit import writes_under_way
 from tests.virtual_clock import VirtualClock, all_blocked
 
 T = TypeVar("T")
@@ -46,7 +47,8 @@ T = TypeVar("T")
 class DrivenClock(VirtualClock):
     """Virtual time that drives itself: the first sleep in an event loop starts the autojump
     there (``main`` opens its own loop), which ends with the loop. Time stands still while a
-    worker thread works (the checkpoint's fsync): a task waiting on one is not idle."""
+    worker thread works (anyio's, or the journal's: the checkpoint's fsync): a task waiting
+    on one is not idle."""
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         super().__init__(start)
@@ -67,7 +69,7 @@ class DrivenClock(VirtualClock):
         threads = anyio.to_thread.current_default_thread_limiter()
         while True:
             await asyncio.sleep(0)
-            if threads.borrowed_tokens:
+            if threads.borrowed_tokens or writes_under_way():
                 await asyncio.sleep(0.0005)  # real work in a thread: let it finish first
             elif all_blocked(this) and not self._pop_due():
                 await asyncio.sleep(0.001)  # nobody sleeps on the clock: let real I/O finish

@@ -136,6 +136,37 @@ async def test_a_task_woken_to_write_but_cancelled_hands_the_write_on() -> None:
     assert disk.batches == [["first"], ["a", "b"]]
 
 
+@pytest.mark.anyio
+async def test_a_batch_being_written_is_waited_for_when_its_writer_is_cancelled() -> None:
+    """The task writing a batch is cancelled while the write is under way: the write cannot be
+    taken back, so the task waits for its end, and every task whose lines it carried is told
+    they are durable (not handed the cancellation of another task)."""
+    disk = SlowWrites()
+    group = GroupCommit(disk.write)
+    seen: list[str] = []
+
+    async def writer(scope: anyio.CancelScope) -> None:
+        with scope:
+            await group.commit(["a"])
+            seen.append("a written")
+
+    async def rider() -> None:
+        seen.append(f"b written: {await group.commit(['b'])}")
+
+    scope = anyio.CancelScope()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(writer, scope)
+            tasks.start_soon(rider)  # queued in the same turn: one batch for both
+            await anyio.to_thread.run_sync(disk.entered.wait)
+            scope.cancel()
+            await anyio.sleep(0.05)
+            seen.append("released")
+            disk.released.set()
+    assert disk.batches == [["a", "b"]]
+    assert seen == ["released", "a written", "b written: True"]
+
+
 def _items(count: int) -> list[Item]:
     return [
         Item(Row(line=n + 2, tenant="t", image_id=f"img-{n}", source_region="a", target_region="b"))

@@ -15,17 +15,25 @@ Lines queued as *withdrawable* (a copy intent, saved before its POST) are taken 
 they are never written, their ``undo`` puts the in-memory state back, and their commit answers
 False at once. Lines of a batch already being written stay written. Withdrawable lines queued
 after :meth:`hold` are refused.
+
+The writes are made by a thread of the process's own (:func:`_in_writer_thread`), not through
+anyio's worker threads: a batch is handed over by a C queue and its end reported by one
+``call_soon_threadsafe``. anyio's way (an extra turn of the loop, its capacity limiter, a
+context copied, a Python queue and condition) cost the loop's thread more than the hand-off
+itself, and the worker more hand-offs of the GIL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import queue
+import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 
 Line = TypeVar("Line")  # what ``write`` takes: the journal's lines are bytes
 
@@ -51,6 +59,10 @@ class GroupCommit(Generic[Line]):
         self._writing = False
         self.held = False  # submitting stopped: withdrawable lines are refused
         self.batches = 0  # writes made (each one fsync of the journal)
+        # The loop of the batch being written: a task waits only while one is (``_writing``),
+        # in that loop, so its future is made there without looking the loop up (a getpid()
+        # system call each time on Python 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def commit(self, lines: list[Line], undo: Callable[[], None] | None = None) -> bool:
         """Queue ``lines``; True once they are durable. With ``undo`` they are withdrawable:
@@ -66,27 +78,25 @@ class GroupCommit(Generic[Line]):
         entry = _Entry(lines, undo)
         self._queue.append(entry)
         while not entry.finished:
-            if self._writing:
-                await self._wait(entry)
-            else:
+            if not self._writing:
                 await self._write_batch()
+                continue
+            # Wait (here, not in a method: a coroutine less to pass through at every resume)
+            # until the entry is finished, or its task is to write the next batch.
+            waiter = entry.waiter = self._loop.create_future()  # type: ignore[union-attr]
+            try:
+                await waiter
+            except BaseException:
+                # Cancelled: the lines stay queued (the next batch writes them). Woken to write
+                # them first? Another task writes them then.
+                if not entry.finished and not self._writing:
+                    self._wake_writer()
+                raise
+            finally:
+                entry.waiter = None
         if entry.error is not None:
             raise entry.error
         return entry.written
-
-    async def _wait(self, entry: _Entry[Line]) -> None:
-        """Until the entry is finished, or its task is to write the next batch."""
-        waiter = entry.waiter = asyncio.get_running_loop().create_future()
-        try:
-            await waiter
-        except BaseException:
-            # Cancelled: the lines stay queued (the next batch writes them). Woken to write
-            # them first? Another task writes them then.
-            if not entry.finished and not self._writing:
-                self._wake_writer()
-            raise
-        finally:
-            entry.waiter = None
 
     def queue(self, lines: list[Line]) -> None:
         """Lines to go out with the next batch; nobody waits for them."""
@@ -117,6 +127,7 @@ class GroupCommit(Generic[Line]):
 
     async def _write_batch(self) -> None:
         self._writing = True
+        self._loop = loop = asyncio.get_running_loop()
         try:
             # The tasks woken with this one queue their lines first: one write for them all.
             await anyio.lowlevel.cancel_shielded_checkpoint()
@@ -126,7 +137,7 @@ class GroupCommit(Generic[Line]):
             try:
                 if lines:
                     self.batches += 1
-                    await anyio.to_thread.run_sync(self._write, lines)
+                    await _in_writer_thread(loop, self._write, lines)
             except BaseException as exc:
                 error = exc
                 raise
@@ -146,3 +157,61 @@ def _wake(entry: _Entry[Line]) -> bool:
         return False
     waiter.set_result(None)
     return True
+
+
+# The writing thread: started at the first batch, then waiting on its queue for the next (a
+# daemon: a process that ends leaves it, as it would anyio's idle workers). One for every store
+# of the process, one batch at a time: a store writes one batch at a time anyway.
+_jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+_writer: threading.Thread | None = None
+_writer_lock = threading.Lock()
+_under_way = 0  # batches handed to the thread and not yet waited for (the loops' threads' count)
+
+
+def writes_under_way() -> int:
+    """Batches being written now (a test's virtual clock stands still while one is)."""
+    return _under_way
+
+
+async def _in_writer_thread(
+    loop: asyncio.AbstractEventLoop, write: Callable[[list[Line]], None], lines: list[Line]
+) -> None:
+    """``write(lines)`` in the writing thread; returns (or raises what it raised) once it has
+    returned. Not cancellable, as ``anyio.to_thread.run_sync`` is not: a batch being written
+    is waited for, and its tasks woken, before a cancellation goes on."""
+    global _writer, _under_way
+    if _writer is None or not _writer.is_alive():
+        with _writer_lock:
+            if _writer is None or not _writer.is_alive():
+                _writer = threading.Thread(target=_write_jobs, name="journal", daemon=True)
+                _writer.start()
+    done = loop.create_future()
+    _jobs.put((loop, done, write, lines))
+    _under_way += 1
+    try:
+        with anyio.CancelScope(shield=True):
+            await done
+    finally:
+        _under_way -= 1
+
+
+def _write_jobs() -> None:
+    while True:
+        loop, done, write, lines = _jobs.get()
+        error: BaseException | None = None
+        try:
+            write(lines)
+        except BaseException as exc:  # noqa: BLE001 -- raised in the task that waits for it
+            error = exc
+        with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(_report, done, error)
+        del loop, done, write, lines, error  # not kept alive while the thread waits
+
+
+def _report(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.cancelled():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
