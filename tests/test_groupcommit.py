@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterable, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,40 @@ async def test_a_batch_being_written_is_waited_for_when_its_writer_is_cancelled(
             disk.released.set()
     assert disk.batches == [["a", "b"]]
     assert seen == ["released", "a written", "b written: True"]
+
+
+@pytest.mark.anyio
+async def test_under_load_a_batch_begins_a_gap_after_the_last_at_the_soonest() -> None:
+    """Saves that keep coming while a write goes on (queued behind it when it ends): the next
+    batch begins ``gap`` after the last one began, at the soonest, so that it carries more
+    lines (fewer fsyncs). A save that finds the journal idle is written at once, however
+    recent the last batch."""
+    began: list[tuple[float, bool, int]] = []  # when, whether under load, how many lines
+
+    def write(lines: list[str]) -> None:
+        began.append((time.monotonic(), group._busy, len(lines)))
+        time.sleep(0.005)  # a disk: saves arrive while it writes
+
+    group = GroupCommit(write, gap=0.05)
+
+    async def saver(pause: float) -> None:
+        for _ in range(10):
+            await group.commit(["line"])
+            await anyio.sleep(pause)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            for n in range(10):
+                tasks.start_soon(saver, 0.002 * (n + 1))
+    loaded = [b - a for (a, _, _), (b, busy, _) in pairwise(began) if busy]
+    assert len(loaded) >= 3
+    assert min(loaded) >= 0.045
+    assert sum(n for _, _, n in began) == 100
+    lone: GroupCommit[str] = GroupCommit(lambda lines: None, gap=1.0)
+    started = time.monotonic()
+    for _ in range(20):  # one task, each save after the last is durable: nothing to wait for
+        await lone.commit(["line"])
+    assert time.monotonic() - started < 0.5
 
 
 def _items(count: int) -> list[Item]:

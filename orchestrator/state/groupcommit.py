@@ -16,6 +16,10 @@ they are never written, their ``undo`` puts the in-memory state back, and their 
 False at once. Lines of a batch already being written stay written. Withdrawable lines queued
 after :meth:`hold` are refused.
 
+Under load (lines queued behind the last batch when it ended), a batch begins ``gap`` seconds
+after the last one began at the soonest, gathering what comes meanwhile: fewer writes, each an
+fsync and two hand-offs between threads. A save that finds the journal idle goes out at once.
+
 The writes are made by a thread of the process's own (:func:`_in_writer_thread`), not through
 anyio's worker threads: a batch is handed over by a C queue and its end reported by one
 ``call_soon_threadsafe``. anyio's way (an extra turn of the loop, its capacity limiter, a
@@ -53,8 +57,14 @@ class _Entry(Generic[Line]):
 class GroupCommit(Generic[Line]):
     """Batches of lines written by ``write`` (in a worker thread), one batch at a time."""
 
-    def __init__(self, write: Callable[[list[Line]], None]) -> None:
+    def __init__(self, write: Callable[[list[Line]], None], *, gap: float = 0.0) -> None:
         self._write = write
+        # Under load (lines were queued behind the last batch when it ended), a batch begins
+        # ``gap`` seconds after the last one began at the soonest: more lines a write, fewer
+        # writes (an fsync costs ~0.1 ms of CPU, its hand-off to the thread ~0.05).
+        self._gap = gap
+        self._began = -gap  # when the last batch began (the loop's clock)
+        self._busy = False  # lines were queued behind it when it ended
         self._queue: list[_Entry[Line]] = []
         self._writing = False
         self.held = False  # submitting stopped: withdrawable lines are refused
@@ -126,11 +136,20 @@ class GroupCommit(Generic[Line]):
                 return
 
     async def _write_batch(self) -> None:
+        global _under_way
         self._writing = True
         self._loop = loop = asyncio.get_running_loop()
+        _under_way += 1
         try:
-            # The tasks woken with this one queue their lines first: one write for them all.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
+            # The tasks woken with this one queue their lines first: one write for them all;
+            # under load, those that come until ``gap`` after the last batch began too.
+            wait = self._began + self._gap - loop.time() if self._busy else 0.0
+            if wait > 0:
+                with anyio.CancelScope(shield=True):
+                    await asyncio.sleep(wait)
+            else:
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+            self._began = loop.time()
             batch, self._queue = self._queue, []
             lines = [line for entry in batch for line in entry.lines]
             error: BaseException | None = None
@@ -146,7 +165,9 @@ class GroupCommit(Generic[Line]):
                     entry.finished, entry.written, entry.error = True, error is None, error
                     _wake(entry)
         finally:
+            _under_way -= 1
             self._writing = False
+            self._busy = bool(self._queue)
             self._wake_writer()
 
 
@@ -165,11 +186,11 @@ def _wake(entry: _Entry[Line]) -> bool:
 _jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
 _writer: threading.Thread | None = None
 _writer_lock = threading.Lock()
-_under_way = 0  # batches handed to the thread and not yet waited for (the loops' threads' count)
+_under_way = 0  # batches being gathered or written (counted by the loops' threads)
 
 
 def writes_under_way() -> int:
-    """Batches being written now (a test's virtual clock stands still while one is)."""
+    """Batches being gathered or written now (a test's virtual clock stands still then)."""
     return _under_way
 
 
@@ -179,7 +200,7 @@ async def _in_writer_thread(
     """``write(lines)`` in the writing thread; returns (or raises what it raised) once it has
     returned. Not cancellable, as ``anyio.to_thread.run_sync`` is not: a batch being written
     is waited for, and its tasks woken, before a cancellation goes on."""
-    global _writer, _under_way
+    global _writer
     if _writer is None or not _writer.is_alive():
         with _writer_lock:
             if _writer is None or not _writer.is_alive():
@@ -187,12 +208,8 @@ async def _in_writer_thread(
                 _writer.start()
     done = loop.create_future()
     _jobs.put((loop, done, write, lines))
-    _under_way += 1
-    try:
-        with anyio.CancelScope(shield=True):
-            await done
-    finally:
-        _under_way -= 1
+    with anyio.CancelScope(shield=True):
+        await done
 
 
 def _write_jobs() -> None:
