@@ -154,6 +154,11 @@ class UtcStamper:
     def __call__(
         self, _logger: object, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        return self.stamp(event)
+
+    def stamp(self, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        """What a call does (:func:`info` calls it so: a method, not an object's ``__call__``,
+        which Python looks up and calls through a slot each time)."""
         now = self._now()
         second = math.floor(now)
         micro = round((now - second) * 1e6)
@@ -179,7 +184,7 @@ def write_event(_logger: object, _method: str, event: MutableMapping[str, Any]) 
 # list holds what was put there, an info event may skip structlog (:func:`info`).
 _CHAIN: list[Any] = []
 _OWN: list[Any] = [None]  # never equal to a list of processors
-_BEFORE_WRITE: tuple[Any, ...] = ()
+_STAMPER = UtcStamper()  # configure's
 
 
 def configure() -> None:
@@ -189,18 +194,19 @@ def configure() -> None:
     each, six events per item). A cached logger keeps the processor *list* it found, so the
     list is changed in place, never replaced: whoever configures structlog later in this
     process (the tests, ``structlog.testing.capture_logs``) must change it in place too."""
-    global _CHAIN, _OWN, _BEFORE_WRITE
+    global _CHAIN, _OWN, _STAMPER
     processors = structlog.get_config()["processors"]
+    _STAMPER = UtcStamper()
     # No ``merge_contextvars``: nothing binds context variables (it copied the context for
-    # every event).
+    # every event). :func:`info` runs these same steps itself: change both together.
     processors[:] = [
         structlog.processors.add_log_level,
-        UtcStamper(),
+        _STAMPER,
         mask_secrets,
         write_event,
     ]
     structlog.configure(processors=processors, cache_logger_on_first_use=True)
-    _CHAIN, _OWN, _BEFORE_WRITE = processors, list(processors), tuple(processors[:-1])
+    _CHAIN, _OWN = processors, list(processors)
 
 
 def info(event: str, values: dict[str, Any]) -> bool:
@@ -209,20 +215,22 @@ def info(event: str, values: dict[str, Any]) -> bool:
     processors are still :func:`configure`'s own: the caller logs it through structlog then
     (a test's processors, ``capture_logs``).
 
-    The same processors run, on the same dict that structlog would build (``values``, then
-    ``event``: changed in place), in the same order, without structlog's calls around them (a
-    copy of the keywords at each of its three calls, a bound context copied, and the
-    ``DropEvent`` its last processor raises)."""
+    The same processors' work is done, on the same dict that structlog would build
+    (``values``, then ``event``: changed in place), in the same order, without structlog's
+    calls around them (a copy of the keywords at each of its three calls, a bound context
+    copied, and the ``DropEvent`` its last processor raises), nor a loop over them: the
+    processors are :func:`configure`'s own, each known (``tests/test_item_events.py``
+    compares the lines of both ways, byte for byte)."""
     if _CHAIN != _OWN:
         return False
     events = _EVENTS.get()  # write_event's work, without its DropEvent
     if events is None:  # no run's log open: what the processors make goes nowhere
         return True
     values["event"] = event
-    event_dict: MutableMapping[str, Any] = values
-    for processor in _BEFORE_WRITE:
-        event_dict = processor(None, "info", event_dict)
-    events.write(event_dict)
+    values["level"] = "info"  # structlog's add_log_level, for an info event
+    _STAMPER.stamp(values)
+    mask_secrets(None, "info", values)
+    events.write(values)
     return True
 
 
