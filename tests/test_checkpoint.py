@@ -1,5 +1,6 @@
 """The durable store: what commit returns is on disk, torn lines are repaired, one writer."""
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -152,6 +153,30 @@ def test_a_lock_fd_reused_for_another_dir_is_judged_by_its_own_file(tmp_path: Pa
             check_lock(second, again)
     finally:
         release_lock(again)
+
+
+async def test_a_lost_lock_stops_an_intents_write_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """The store checks the lock before every journal write: once it is lost, a copy intent's
+    commit raises LockLost and nothing is appended (so no POST may follow: the engine sends
+    one only after its intent's commit returned True)."""
+    fd = acquire_lock(tmp_path)
+    try:
+        store = CheckpointStore(tmp_path)
+        store.lock_check = functools.partial(check_lock, tmp_path, fd)
+        store.open()
+        item = Item(row=make_row("a")).advance(Phase.SUBMITTING, submitted_at=1.0)
+        assert await store.commit_intents([item])
+        journal = (tmp_path / JOURNAL).read_bytes()
+        (tmp_path / "lock").unlink()
+        other = Item(row=make_row("b", line=3)).advance(Phase.SUBMITTING, submitted_at=2.0)
+        with pytest.raises(LockLost, match="lock was removed"):
+            await store.commit_intents([other])
+        assert (tmp_path / JOURNAL).read_bytes() == journal
+        store.close()
+    finally:
+        release_lock(fd)
 
 
 async def test_write_failure_is_fatal_and_sticky(tmp_path: Path) -> None:
