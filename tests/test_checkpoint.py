@@ -45,6 +45,37 @@ async def test_committed_items_survive_a_reopen(tmp_path: Path) -> None:
     assert again.meta.list_path == "/x.csv"
 
 
+# Ints beyond 64 bits (orjson alone reads them as floats), one that is not, a job id of 19
+# digits in a row (a string: read by the stdlib too, the same), and a NaN-free float.
+HUGE = {"size_bytes": 2**70 + 1, "polls": -(2**63) - 1, "attempt": 2**64 + 3}
+
+
+@pytest.mark.parametrize("fields", [HUGE, {"size_bytes": 2**63 - 1, "job_id": "1" * 40}])
+async def test_an_int_beyond_64_bits_reads_back_as_the_same_int(
+    tmp_path: Path, fields: dict[str, object]
+) -> None:
+    """What a commit saved is what the next process reads, from the journal and from the
+    snapshot alike: an int beyond 64 bits (an image's ``__image_size`` as the cloud wrote it)
+    stays an int, not the float that orjson alone reads it as."""
+    store = CheckpointStore(tmp_path, compact_min=1000)
+    store.open()
+    item = Item(row=make_row("a"), **fields)  # type: ignore[arg-type]
+    await store.commit([item, Item(row=make_row("b"))])
+    store.close()
+    from_journal = reopen(tmp_path)
+    store = CheckpointStore(tmp_path)
+    store.open()
+    store.compact_now()  # the items into the snapshot, the journal emptied
+    store.close()
+    assert (tmp_path / JOURNAL).stat().st_size == 0
+    from_snapshot = reopen(tmp_path)
+    for read in (from_journal, from_snapshot):
+        assert read.items[item.key] == item
+        for name, value in fields.items():
+            assert getattr(read.items[item.key], name) == value
+            assert type(getattr(read.items[item.key], name)) is type(value)
+
+
 async def test_a_refused_duplicate_line_read_from_the_journal_keeps_its_own_key(
     tmp_path: Path,
 ) -> None:

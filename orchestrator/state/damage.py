@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from orchestrator.core.exactjson import orjson_exact
 from orchestrator.core.model import Phase
 from orchestrator.state.store import StateDamaged
 
@@ -141,16 +142,23 @@ def _entries(path: Path) -> Iterator[tuple[int, Iterable[Any]]]:
     Lines are parsed a batch at a time by ``orjson`` (C speed, about twice json's); a batch
     that it does not parse into one value per line is read again line by line by ``json``
     (the reader the store's format is defined by: it names the damage, in the words it always
-    did, and reads what ``orjson`` refuses but ``json`` accepts, ``NaN`` say)."""
+    did, and reads what ``orjson`` refuses but ``json`` accepts, ``NaN`` say). A line that
+    ``orjson`` would read otherwise (an int beyond 64 bits: core/exactjson.py) is read by
+    ``json`` too."""
     for first, lines, end in _lines(path):
         for at in range(0, len(lines), JOURNAL_BATCH):
             batch = lines[at : at + JOURNAL_BATCH]
             number = first + at
+            joined = b"[" + b",".join(batch) + b"]"
             try:
-                parsed = orjson.loads(b"[" + b",".join(batch) + b"]")
+                parsed = orjson.loads(joined)
             except orjson.JSONDecodeError:
                 parsed = None
             if isinstance(parsed, list) and len(parsed) == len(batch):
+                if not orjson_exact(joined):  # the lines orjson may read otherwise: by json
+                    for offset, line in enumerate(batch):
+                        if not orjson_exact(line):
+                            parsed[offset] = json.loads(line)
                 yield number, parsed
                 continue
             final = number + len(batch) - 1 if end and at + JOURNAL_BATCH >= len(lines) else 0

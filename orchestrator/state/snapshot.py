@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import orjson
 
+from orchestrator.core.exactjson import orjson_exact
 from orchestrator.state.gcpause import collector_paused
 from orchestrator.state.jsonbytes import dumps
 from orchestrator.state.store import StateDamaged
@@ -167,7 +168,9 @@ def _stream_lines(
                 return None
             after_comma = line.endswith(b",\n")
             text = b"{" + line[: -2 if after_comma else -1] + b"}"
-            for key, value in orjson.loads(text).items():
+            # orjson where it reads the line as json would (no int beyond 64 bits in it).
+            parsed = orjson.loads(text) if orjson_exact(text) else json.loads(text)
+            for key, value in parsed.items():
                 items[key] = instead(value) if key in replaced else convert(value)
             line = handle.readline()
             if not after_comma:
