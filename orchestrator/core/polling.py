@@ -35,11 +35,11 @@ clamped to ``[poll_min, poll_max]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from orchestrator.core.backoff import doubled
+from orchestrator.core.frozen import replacer
 
 
 class Polling(StrEnum):
@@ -98,15 +98,15 @@ class PollState:
             moving_since, moving_progress = now, fraction
         elif fraction == 0.0 and moving_since is None:
             still_at = now
-        return _poll_state(
-            self.started_at,
-            now,
-            fraction if fraction is not None else last,
-            still_at,
-            moving_since,
-            moving_progress,
-            0 if moved else self.quiet_polls + 1,
-            self.polls + 1,
+        return _replace_state(
+            self,
+            last_at=now,
+            last_progress=fraction if fraction is not None else last,
+            still_at=still_at,
+            moving_since=moving_since,
+            moving_progress=moving_progress,
+            quiet_polls=0 if moved else self.quiet_polls + 1,
+            polls=self.polls + 1,
         )
 
     def rate(self) -> float | None:
@@ -142,41 +142,9 @@ class PollState:
         return earliest, latest
 
 
-class _PollStateSlots:
-    __slots__ = PollState.__slots__
-
-
-if [f.name for f in fields(PollState)] != list(PollState.__slots__):
-    raise TypeError("_poll_state below sets PollState's fields in their order: update it")
-
-
-def _poll_state(
-    started_at: float,
-    last_at: float | None,
-    last_progress: float | None,
-    still_at: float | None,
-    moving_since: float | None,
-    moving_progress: float | None,
-    quiet_polls: int,
-    polls: int,
-) -> PollState:
-    """``PollState(...)`` at a sixth of its cost (a new one per poll of every copy): its
-    generated ``__init__`` sets each field through ``object.__setattr__`` (frozen). The
-    fields are set on an instance of a class of the same slots that may be written, which is
-    then given PollState's class (CPython allows it between classes of the same layout, as
-    ``Item``'s replacer and the checkpoint's reader do)."""
-    new: Any = _PollStateSlots()  # its slots are PollState's: mypy cannot see them
-    new.started_at = started_at
-    new.last_at = last_at
-    new.last_progress = last_progress
-    new.still_at = still_at
-    new.moving_since = moving_since
-    new.moving_progress = moving_progress
-    new.quiet_polls = quiet_polls
-    new.polls = polls
-    new.__class__ = PollState
-    made: PollState = new
-    return made
+# ``dataclasses.replace(state, ...)`` without the frozen ``__init__``'s ``object.__setattr__``
+# per field (core/frozen.py): a new state per poll of every copy.
+_replace_state = replacer(PollState)
 
 
 @dataclass(frozen=True)

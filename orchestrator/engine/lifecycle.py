@@ -95,8 +95,13 @@ class Driver:
     def _route(self) -> tuple[str, str]:
         return self.item.row.source_region, self.item.row.target_region
 
-    def _overdue(self) -> bool:
-        return self._now() - self._started() > self.timing.job_deadline
+    def _overdue(self, now: float) -> bool:
+        """Past the job deadline, counted from the submission (or the first sign of an unknown
+        outcome); never with neither known."""
+        begun = self.item.submitted_at or self.item.unknown_since
+        if not begun:
+            return False
+        return now - begun > self.timing.job_deadline
 
     async def _fail(self, code: str | None, message: str, detail: str = "") -> Outcome:
         item = self.item.advance(
@@ -327,8 +332,6 @@ class Driver:
         clock, speed, rng, route = self.ctx.clock, self.ctx.speed, self.ctx.rng, self._route()
         size, region, project = self.item.size_bytes, row.source_region, row.source_project
         poll_min, poll_max = self.timing.poll_min, self.timing.poll_max
-        deadline = self.timing.job_deadline
-        begun = self.item.submitted_at or self.item.unknown_since  # the deadline counts from
         # Answered polls: added to the item once, as the drive leaves this loop (each one a
         # copy of the item otherwise; a stop saves nothing here either way).
         polls = failed = 0
@@ -338,11 +341,11 @@ class Driver:
             # Judged only once a poll has shown the job unfinished: a copy that ended while no
             # run was going (a resume after a long stop) is taken as it ended, not failed unseen.
             # Polls that keep failing (not 404) are bounded too (I7): after a few, the deadline.
-            if (polls or failed >= FAILED_POLLS) and begun and now - begun > deadline:
+            if (polls or failed >= FAILED_POLLS) and self._overdue(now):
                 self._count_polls(polls)
                 return await self._fail(
                     "JOB_DEADLINE",
-                    f"job {job_id} still not finished after {deadline:.0f} s; "
+                    f"job {job_id} still not finished after {self.timing.job_deadline:.0f} s; "
                     "it may still be running in the cloud: --retry-failed adopts it if it is",
                     "deadline",
                 )
@@ -465,7 +468,7 @@ class Driver:
                     "delete it, then run again with --retry-failed",
                     "copy ended broken",
                 )
-            if looked and self._overdue():
+            if looked and self._overdue(self._now()):
                 return await self._fail(
                     "JOB_DEADLINE",
                     f"image {image_id} not active after {self.timing.job_deadline:.0f} s",

@@ -114,14 +114,21 @@ class TargetIndex:
         A listing fresh enough is given without the lock: the lock only keeps refreshes from
         running twice, and an anyio lock costs a trip through the event loop even when free
         (one per copy request)."""
+        known = self._fresh(key, max_age)
+        if known is not None:
+            return known
+        async with self._locks[key]:
+            known = self._fresh(key, max_age)
+            if known is None:
+                await self._list(key)
+            return self._listings[key]
+
+    def _fresh(self, key: TargetKey, max_age: float | None) -> Listing | None:
+        """The key's listing if there is one no older than ``max_age`` (None: any age)."""
         known = self._listings.get(key)
         if known is not None and (max_age is None or self._now() - known.taken_at <= max_age):
             return known
-        async with self._locks[key]:
-            known = self._listings.get(key)
-            if known is None or (max_age is not None and self._now() - known.taken_at > max_age):
-                await self._list(key)
-            return self._listings[key]
+        return None
 
     async def find(self, item: Item) -> Found | None:
         """This item's live copy in its target region, from a listing at most ``settle`` old;

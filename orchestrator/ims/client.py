@@ -38,7 +38,7 @@ from orchestrator.ims.calls import (
     SignedCalls,
 )
 from orchestrator.ims.ratelimit import READ, RateLimits
-from orchestrator.ims.signer import UNRESERVED
+from orchestrator.ims.signer import unreserved
 from orchestrator.ims.transport import Transport
 
 if TYPE_CHECKING:
@@ -58,9 +58,9 @@ class _Project:
 
 def _segment(value: str) -> str:
     """One path segment, percent-encoded (ids are hex, but never trust a string in a path):
-    made only of what ``quote(value, safe="")`` leaves as it is (``UNRESERVED``), it is its
+    made only of what ``quote(value, safe="")`` leaves as it is (``unreserved``), it is its
     own encoding."""
-    if value.isascii() and (value.isalnum() or not value.encode().translate(None, UNRESERVED)):
+    if unreserved(value):
         return value
     return quote(value, safe="")
 

@@ -29,9 +29,14 @@ UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~
 _UNRESERVED_PATH = UNRESERVED + b"/"
 
 
+def unreserved(text: str, allowed: bytes = UNRESERVED) -> bool:
+    """Whether ``text`` is made of ``allowed`` ASCII characters only (its own encoding)."""
+    return text.isascii() and not text.encode().translate(None, allowed)
+
+
 def _quoted(text: str) -> str:
     """``quote(text, safe="~")``, without its cost when nothing needs quoting."""
-    if text.isascii() and not text.encode().translate(None, UNRESERVED):
+    if unreserved(text):
         return text
     return quote(text, safe="~")
 
@@ -43,7 +48,7 @@ def format_sdk_date(moment: datetime) -> str:
 
 def canonical_uri(path: str) -> str:
     """Each segment unquoted then quoted with ``~`` safe; always ends with ``/``."""
-    if path.isascii() and not path.encode().translate(None, _UNRESERVED_PATH):
+    if unreserved(path, _UNRESERVED_PATH):
         uri = path
     else:
         uri = "/".join(quote(segment, safe="~") for segment in unquote(path).split("/"))
@@ -59,8 +64,7 @@ def canonical_query(params: Iterable[tuple[str, str]]) -> str:
     # Sorted on the raw pairs, then encoded, as the SDK (and the gateway) do: encoding first
     # changes the order of e.g. "a." and "a/" ("a%2F" sorts before "a.").
     ordered = sorted([(str(key), str(value)) for key, value in params])
-    joined = "".join(map("".join, ordered))
-    if joined.isascii() and not joined.encode().translate(None, UNRESERVED):  # each as it is
+    if unreserved("".join(map("".join, ordered))):  # each key and value as it is
         return "&".join(map("=".join, ordered))
     return "&".join([f"{_quoted(key)}={_quoted(value)}" for key, value in ordered])
 
