@@ -10,6 +10,15 @@ A copy is polled about three times when something is known about it:
    it (by ``MARGIN`` of the copy's duration), so the end is seen at once and never missed by
    much.
 
+One sample cannot tell a job's rate from a late start (an ``INIT`` phase at 0 %, a queue in
+the cloud): that is what the second probe is for. When the route's recent copies agree on when
+a copy begins to move after its copy request is answered (core/speed.py ``StartDelays``: the
+copy is told ``moves_from``, the earliest, and ``moves_within``), the first sample that shows
+progress pins the end (read from the earliest start, the latest end it allows) closely enough
+(``PINNED`` of the copy's duration), and the poll after it is aimed just after that end: two
+polls, not three. The first probe then keeps room for one poll after it, not two; a copy still
+at 0 % after the told start, or sampled too early to pin its end, is probed again as above.
+
 No poll comes sooner than ``poll_min`` after the last, so a probe leaves room before the end
 for the polls after it (``RESERVE`` x ``poll_min`` each): a copy only a few ``poll_min`` long
 is still probed early enough for the last poll to land just after its end, not ``poll_min``
@@ -55,6 +64,7 @@ RESERVE = 1.25  # poll_min intervals a probe keeps free before the end, per poll
 MARGIN = 0.004  # aim this share of the copy's duration after its estimated end
 OVERDUE_SHARE = 0.01  # past the estimated end: look again after this share of the time so far
 GROWTH = 0.25  # no back-off waits longer than this share of the time since the submission
+PINNED = 0.015  # one sample pins the end when the start's spread moves it less than this share
 MIN_SPAN = 0.05  # progress between two samples needed to trust the rate they give
 ROUNDING = 0.001  # process_percent may be rounded to 0.1 %
 JITTER = 0.1  # +-10 % on probes and back-off
@@ -83,6 +93,10 @@ class PollState:
     moving_progress: float | None = None
     quiet_polls: int = 0  # polls in a row that taught nothing new
     polls: int = 0
+    # The earliest it began to move as the route's copies tell (core/speed.py StartDelays),
+    # and how much later it may have (None: they tell nothing, or it is not asked).
+    moves_from: float | None = None
+    moves_within: float = 0.0
 
     def observe(self, now: float, progress: float | None) -> PollState:
         """The state after a poll at ``now`` that showed ``progress`` (or None: no answer)."""
@@ -123,6 +137,31 @@ class PollState:
             return None
         return (self.last_progress - self.moving_progress) / (self.last_at - self.moving_since)
 
+    def began(self) -> float | None:
+        """When the job began to move, by its own rate (None without a trusted one)."""
+        rate = self.rate()
+        if rate is None or self.moving_since is None or self.moving_progress is None:
+            return None
+        return self.moving_since - self.moving_progress / rate
+
+    def pinned(self) -> float | None:
+        """The end one sample gives when the route's copies tell when this one began to move
+        (``moves_from``, within ``moves_within``) closely enough to pin it: within ``PINNED``
+        of the copy's duration. Read from the earliest start, it is the latest end those allow.
+        None otherwise: with no such start, a job still at 0 % after it (not like the route's
+        copies), or one sample too early in the copy to pin its end."""
+        start, done, now = self.moves_from, self.last_progress, self.last_at
+        if start is None or not done or now is None or self.moving_since is None:
+            return None
+        start = max(start, self.started_at)
+        if (self.still_at is not None and self.still_at > start) or now <= start:
+            return None
+        end = start + (now - start) / done
+        # A start later by ``moves_within`` puts the end this much sooner.
+        if self.moves_within * (1.0 - done) / done > PINNED * (end - self.started_at):
+            return None
+        return end
+
     def bounds(self) -> tuple[float | None, float] | None:
         """For a job seen moving without a trusted rate: the earliest (None: any moment) and
         the latest it can end at the pace its samples allow, reading each sample as rounded
@@ -140,6 +179,19 @@ class PollState:
             if span > ROUNDING:
                 latest = min(latest, now + (1.0 - done) * took / (span - ROUNDING))
         return earliest, latest
+
+
+def _will_pin(state: PollState, at: float, end_at: float) -> bool:
+    """Whether a sample at ``at`` of a job ending at ``end_at`` would pin its end
+    (:meth:`PollState.pinned`), if the job moves as its route's copies tell."""
+    start = state.moves_from
+    if start is None:
+        return False
+    start = max(start, state.started_at)
+    if (state.still_at is not None and state.still_at > start) or not start < at < end_at:
+        return False
+    done = (at - start) / (end_at - start)
+    return state.moves_within * (1.0 - done) / done <= PINNED * (end_at - state.started_at)
 
 
 # ``dataclasses.replace(state, ...)`` without the frozen ``__init__``'s ``object.__setattr__``
@@ -176,6 +228,10 @@ def _estimate(state: PollState, expected_duration: float | None) -> _Found | Non
         expected = state.started_at + expected_duration
         early = state.started_at + (1.0 - SPREAD) * expected_duration
     bounds = state.bounds()
+    if bounds is not None and state.moves_from is not None:
+        pinned = state.pinned()
+        if pinned is not None:
+            return pinned, True, None
     if bounds is not None and state.last_at is not None:
         # Progress seen, no rate yet: the end lies within what the samples allow; the
         # expected duration, if known, is kept within those bounds.
@@ -238,20 +294,39 @@ def next_delay(
         elif precise:
             delay = left + MARGIN * duration * (1.0 + jitter)
         else:
-            # A probe lands early enough for the polls after it (each ``poll_min`` or more
-            # apart) to fit before the earliest end; with no idea of that, it samples again
-            # after at most a share of the time elapsed.
-            after = 1 if state.moving_since is not None else 2
-            share = SECOND_PROBE if state.moving_since is not None else FIRST_PROBE
-            delay = share * spread * left
-            if earliest is None:
-                delay = min(delay, longest * spread)
-            else:
-                delay = min(delay, earliest - now - after * RESERVE * poll_min)
-            if state.moving_since is None and state.still_at is not None:
-                # Not moving yet, later than expected: no denser than with nothing known.
-                delay = max(
-                    delay,
-                    min(doubled(poll_min, state.quiet_polls, BACKOFF_EXPONENT), longest) * spread,
-                )
+            delay = _probe(state, now, end_at, earliest, spread, longest, poll_min)
     return min(poll_max, max(poll_min, delay))
+
+
+def _probe(
+    state: PollState,
+    now: float,
+    end_at: float,
+    earliest: float | None,
+    spread: float,
+    longest: float,
+    poll_min: float,
+) -> float:
+    """:func:`next_delay` of a probe (the end is not known precisely yet).
+
+    A probe lands early enough for the polls after it (each ``poll_min`` or more apart) to fit
+    before the earliest end: two after a first probe (a second probe, then the end), one after
+    a second probe, or after a first probe whose sample will pin the end; with no idea of the
+    earliest end, it samples again after at most a share of the time elapsed."""
+    moving = state.moving_since is not None
+    delay = (SECOND_PROBE if moving else FIRST_PROBE) * spread * (end_at - now)
+    if earliest is None:
+        delay = min(delay, longest * spread)
+    elif moving:
+        delay = min(delay, earliest - now - RESERVE * poll_min)
+    else:
+        before_two = min(delay, earliest - now - 2 * RESERVE * poll_min)
+        delay = min(delay, earliest - now - RESERVE * poll_min)
+        if not _will_pin(state, now + max(poll_min, delay), end_at):
+            delay = before_two
+    if not moving and state.still_at is not None:
+        # Not moving yet, later than expected: no denser than with nothing known.
+        delay = max(
+            delay, min(doubled(poll_min, state.quiet_polls, BACKOFF_EXPONENT), longest) * spread
+        )
+    return delay

@@ -233,6 +233,7 @@ class Driver:
         row = self.item.row
         job_id: str | None = None
         failure: CloudError | None = None
+        answered = 0.0  # when the copy request was answered
         # One shield from the intent's save to the job id's: a stop lands after the save, not
         # inside it, and a POST handed to a connection runs to its answer or its own timeout
         # (counted from then), even when the run is told to stop, so that its job id is saved
@@ -262,6 +263,7 @@ class Driver:
             finally:
                 SEND_STOP.reset(token)
             if failure is None:
+                answered = self._now()
                 self.ctx.counters.submissions += 1
                 crashpoints.reach("after_reply")
                 await self._save(self.item.advance(Phase.RUNNING, job_id=job_id, detail="copying"))
@@ -270,7 +272,7 @@ class Driver:
                 self.ctx.counters.submissions += 1
             return await self._submit_failed(failure)
         self.window.started()
-        return await self.poll_job()
+        return await self.poll_job(answered)
 
     def _waiting(self, why: str, since: float) -> str:
         """What a reconciling item waits for, and until when (status shows it as is)."""
@@ -323,13 +325,16 @@ class Driver:
 
     # -- poll the job ---------------------------------------------------------------------------
 
-    async def poll_job(self) -> Outcome:
+    async def poll_job(self, answered: float | None = None) -> Outcome:
+        """``answered``: when this run's copy request was answered (the job exists since): its
+        route's copies may tell when it begins to move (core/speed.py StartDelays)."""
         row = self.item.row
         job_id = self.item.job_id
         assert job_id is not None  # noqa: S101 -- RUNNING always carries the job id
-        state = PollState(started_at=self._started())
         adaptive = self.ctx.config.scheduling.polling == Polling.ADAPTIVE
         clock, speed, rng, route = self.ctx.clock, self.ctx.speed, self.ctx.rng, self._route()
+        answered = answered if adaptive else None  # the naive strategy learns nothing
+        state = self._poll_state(answered)
         size, region, project = self.item.size_bytes, row.source_region, row.source_project
         poll_min, poll_max = self.timing.poll_min, self.timing.poll_max
         # Answered polls: added to the item once, as the drive leaves this loop (each one a
@@ -384,12 +389,28 @@ class Driver:
             now = clock.now()
             if self.ctx.counters.poll_answered(now):
                 log.info("run.first_poll", tenant=row.tenant, item=self.item.key)
-            state = state.observe(now, job.progress)
+            seen, state = state, state.observe(now, job.progress)
             if job.status == JOB_SUCCESS:
+                self._learn_start(seen, answered)
                 return await self._job_succeeded(job, polls)
             if job.status == JOB_FAIL:
                 self._count_polls(polls)
                 return await self._job_failed(job)
+
+    def _poll_state(self, answered: float | None) -> PollState:
+        """The first poll state: what the route's copies tell of when this one begins to move
+        after ``answered`` (its request's answer), if anything."""
+        told = None if answered is None else self.ctx.speed.start_delay(self._route())
+        if told is None or answered is None:
+            return PollState(started_at=self._started())
+        return PollState(self._started(), moves_from=answered + told[0], moves_within=told[1])
+
+    def _learn_start(self, seen: PollState, answered: float | None) -> None:
+        """A copy seen ended: when it began to move after ``answered``, if its polls before the
+        end gave its rate."""
+        began = None if answered is None else seen.began()
+        if began is not None and answered is not None:
+            self.ctx.speed.learn_start(self._route(), began - answered)
 
     def _count_polls(self, polls: int) -> None:
         """The item with ``polls`` more answered polls of its job."""
