@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -12,12 +13,14 @@ import pytest
 from orchestrator.core.cloud import CloudError, ErrorKind
 from orchestrator.core.model import Item, Phase
 from orchestrator.engine import afterqueue
+from orchestrator.engine.scheduler import RunOptions
 from orchestrator.output.report import render_csv, render_markdown, summarize
 from orchestrator.output.report_html import render_html
 from orchestrator.simulator.faults import FaultPlan
 from orchestrator.simulator.imageops import GET, UPDATE, tags_of
 from orchestrator.simulator.inmemory import InMemoryTenantCloud
 from orchestrator.state.meta import RunMeta
+from orchestrator.state.store import InMemoryStore
 from tests.engine_harness import CONFIG, TARGET, Scene
 
 pytestmark = pytest.mark.timeout(30)
@@ -343,3 +346,186 @@ async def test_the_steps_after_the_copy_are_a_bounded_number_at_a_time(
     assert result.exit_code == 0
     assert {(item.phase, item.verify) for item in scene.items()} == {(Phase.SUCCEEDED, "ok")}
     assert scene.busy[1] == 3
+
+
+class RecordingStore(InMemoryStore):
+    """An in-memory store that remembers every state committed, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved: list[tuple[str, Phase]] = []
+
+    async def commit(self, items: Iterable[Item] = (), meta: RunMeta | None = None) -> None:
+        items = list(items)
+        self.saved.extend((item.key, item.phase) for item in items)
+        await super().commit(items, meta)
+
+    def phases(self, key: str) -> list[Phase]:
+        return [phase for saved, phase in self.saved if saved == key]
+
+
+AFTER_JOB = [Phase.SUBMITTING, Phase.RUNNING]
+
+
+async def test_verifying_is_logged_not_saved_when_its_checks_go_on_at_once() -> None:
+    """The copy is made and checked at once: ``verifying`` is shown and logged (its event, as
+    before) but never saved; the checkpoint goes from the job id to ``succeeded``."""
+    scene = Scene(store=RecordingStore())
+    one_row(scene)
+    shown: list[Phase] = []
+    result = await scene.run(on_change=lambda item: shown.append(item.phase))
+    item = only(scene)
+    assert (result.exit_code, item.phase, item.verify) == (0, Phase.SUCCEEDED, "ok")
+    assert shown[-3:] == [Phase.RUNNING, Phase.VERIFYING, Phase.SUCCEEDED]
+    assert isinstance(scene.store, RecordingStore)
+    assert scene.store.phases(item.key)[-3:] == [*AFTER_JOB, Phase.SUCCEEDED]
+
+
+class NotActiveAtFirst:
+    """A tenant's cloud whose copy reads ``saving`` at its first look, active after."""
+
+    def __init__(self, inner: InMemoryTenantCloud) -> None:
+        self.inner = inner
+        self.looks = 0
+
+    async def list_images(self, region: str, **kwargs: Any) -> Any:
+        images = await self.inner.list_images(region, **kwargs)
+        if region == TARGET and kwargs.get("image_id"):
+            self.looks += 1
+            if self.looks == 1:
+                return [replace(image, status="saving") for image in images]
+        return images
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class NotActiveScene(Scene):
+    def clouds(self) -> dict[str, Any]:
+        return {name: NotActiveAtFirst(cloud) for name, cloud in super().clouds().items()}
+
+
+@pytest.mark.parametrize("wait", ["the copy not active yet", "a call retried"])
+async def test_verifying_is_saved_before_its_checks_wait(wait: str) -> None:
+    """A check that must wait (the copy not yet active, a call to try again later) saves
+    ``verifying`` first: a kill while it waits resumes at the check, not at the job's poll."""
+    if wait == "a call retried":
+        scene = Scene(store=RecordingStore(), faults=FaultPlan(script={"members": ["503"]}))
+    else:
+        scene = NotActiveScene(store=RecordingStore())
+    one_row(scene)
+    result = await scene.run()
+    item = only(scene)
+    assert (result.exit_code, item.phase, item.verify) == (0, Phase.SUCCEEDED, "ok")
+    assert isinstance(scene.store, RecordingStore)
+    assert scene.store.phases(item.key)[-4:] == [*AFTER_JOB, Phase.VERIFYING, Phase.SUCCEEDED]
+
+
+async def test_verifying_is_saved_before_it_waits_in_the_line_of_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two copies made together, one check at a time: the first is checked at once (not
+    saved ``verifying``), the second waits in line, saved ``verifying`` before it waits."""
+    monkeypatch.setattr(afterqueue, "AFTER_COPY_CONCURRENCY", 1)
+    scene = SlowScene(store=RecordingStore())
+    scene.busy = [0, 0]
+    for tenant in ("t0", "t1"):
+        scene.account(tenant)
+        scene.row(tenant, 1)
+    result = await scene.run()
+    assert result.exit_code == 0
+    store = scene.store
+    assert isinstance(store, RecordingStore)
+    first, second = sorted(
+        (item.key for item in scene.items()),
+        key=lambda key: store.saved.index((key, Phase.SUCCEEDED)),
+    )
+    assert store.phases(first)[-3:] == [*AFTER_JOB, Phase.SUCCEEDED]
+    assert store.phases(second)[-4:] == [*AFTER_JOB, Phase.VERIFYING, Phase.SUCCEEDED]
+    # Saved before the first item's check ended, not once its own began.
+    assert store.saved.index((second, Phase.VERIFYING)) < store.saved.index(
+        (first, Phase.SUCCEEDED)
+    )
+
+
+class EndlessMembers:
+    """A tenant's cloud whose members call never answers (until the run stops)."""
+
+    def __init__(self, inner: InMemoryTenantCloud, scene: Scene) -> None:
+        self.inner = inner
+        self.scene = scene
+
+    async def image_members(self, *args: Any, **kwargs: Any) -> Any:
+        await self.scene.clock.sleep(1e9)
+        return await self.inner.image_members(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class EndlessScene(Scene):
+    def clouds(self) -> dict[str, Any]:
+        return {name: EndlessMembers(cloud, self) for name, cloud in super().clouds().items()}
+
+
+async def test_a_stop_during_the_checks_saves_verifying_and_the_next_run_ends_it() -> None:
+    """A stop while a copy just made is checked (``verifying`` not saved yet): it is saved as
+    the run stops, and the next run checks it without polling its job again."""
+    scene = EndlessScene()
+    one_row(scene)
+    result = await scene.run(options=RunOptions(deadline_at=scene.clock.now() + 3600.0))
+    assert result.exit_code == 75
+    assert only(scene).phase == Phase.VERIFYING
+    polls = scene.truth().requests.get("job", 0)
+    again = Scene(clock=scene.clock, world=scene.world, rows=scene.rows, store=scene.store)
+    again.tenant_account.update(scene.tenant_account)
+    result = await again.run()
+    assert (result.exit_code, only(again).phase) == (0, Phase.SUCCEEDED)
+    assert again.truth().requests.get("job", 0) == polls
+    assert set(again.truth().submissions.values()) == {1}
+
+
+class RefusedMembers:
+    """A tenant's cloud whose credentials are refused at the members call (a 401)."""
+
+    def __init__(self, inner: InMemoryTenantCloud) -> None:
+        self.inner = inner
+
+    async def image_members(self, *args: Any, **kwargs: Any) -> Any:
+        raise CloudError(ErrorKind.AUTH, "bad signature", code="APIGW.0301", status=401)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class RefusedScene(Scene):
+    def clouds(self) -> dict[str, Any]:
+        return {name: RefusedMembers(cloud) for name, cloud in super().clouds().items()}
+
+
+async def test_a_check_left_for_the_next_run_is_saved_verifying() -> None:
+    """The tenant stopped during the checks (credentials refused): the item stays at its
+    step for the next run, ``verifying`` saved, not the job to poll again."""
+    scene = RefusedScene()
+    one_row(scene)
+    await scene.run()
+    item = only(scene)
+    assert item.phase == Phase.VERIFYING
+    assert item.row.tenant in scene.last_ctx.blocked
+
+
+async def test_keeping_verifying_never_overwrites_a_later_step() -> None:
+    """``RunContext.keep`` saves a ``verifying`` only over a state from before the copy was
+    made: a task stopped while its next step's save was under way leaves that step stored."""
+    scene = Scene()
+    one_row(scene)
+    await scene.run()
+    done = only(scene)
+    ctx = scene.context()
+    await ctx.keep(replace(done, phase=Phase.VERIFYING))
+    assert only(scene) is done
+    running = replace(done, phase=Phase.RUNNING)
+    await scene.store.commit([running])
+    verifying = replace(done, phase=Phase.VERIFYING)
+    await ctx.keep(verifying)
+    assert only(scene) is verifying

@@ -43,7 +43,7 @@ STEPS = (
     "after_intent",
     "after_reply",
     "polling",
-    "after_success",  # verifying saved, the slot released
+    "after_success",  # verifying entered (not saved: the job is), the slot released
     "verifying",
     "after_verify",  # carrying saved
     "after_tags",  # tags created, RAM not yet patched
@@ -99,9 +99,10 @@ def test_kill_at_crash_point_then_resume(cloud: Cloud, switch: dict[str, str], c
 
 def test_kill_at_the_save_of_a_verdict_with_nothing_to_carry(cloud: Cloud) -> None:
     """Untagged sources whose copies keep their RAM limits: verifying's verdict is saved with
-    ``succeeded`` (no ``carrying`` save). A kill at the start of that one write (the middle
-    item's) loses nothing: the resumed run verifies that item again and ends it succeeded,
-    verified, every copy made once."""
+    ``succeeded`` (no ``carrying`` save), and ``verifying`` itself is not saved when nothing
+    waits (the checkpoint keeps the job). A kill at the start of that one write (the middle
+    item's) loses nothing: the resumed run polls that item's job again (SUCCESS), verifies it
+    and ends it succeeded, verified, every copy made once."""
     cloud.params.update(seconds_per_gib=0.01, fixed_seconds=0.1, init_seconds=0.05)
     cloud.timing.update(poll_min=0.4, poll_max=1, settle=0.5)
     cloud.account("t0")
@@ -116,8 +117,9 @@ def test_kill_at_the_save_of_a_verdict_with_nothing_to_carry(cloud: Cloud) -> No
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     history = History()
     phases = history.observe(cloud.state_dir, "killed at the middle item's verdict")
-    killed = [key for key, phase in phases.items() if phase == Phase.VERIFYING]
-    assert len(killed) == 1  # its verdict was never written: it resumes verifying
+    killed = [key for key, phase in phases.items() if phase == Phase.RUNNING]
+    assert len(killed) == 1  # nothing after its job id was written: it resumes polling
+    assert Phase.VERIFYING not in phases.values()
     run_to_end(cloud, history)
     assert history.violations == []
     truth = judge_finished(cloud, ITEMS)
@@ -127,6 +129,8 @@ def test_kill_at_the_save_of_a_verdict_with_nothing_to_carry(cloud: Cloud) -> No
     assert not [e for e in events if e.get("event") == "item.carrying"]
     ends = [e["item"] for e in events if e.get("event") == "item.succeeded"]
     assert sorted(ends) == sorted(phases)  # each item once, the killed one too
+    made = [e["item"] for e in events if e.get("event") == "item.verifying"]
+    assert sorted(made) == sorted([*phases, *killed])  # the killed one's job seen ended twice
     snap = read_snapshot(cloud.state_dir)
     assert snap is not None
     assert {item.get("verify") for item in snap["items"].values()} == {"ok"}

@@ -168,9 +168,10 @@ async def test_a_state_change_writes_only_that_item() -> None:
     assert result.exit_code == 0
     assert store.batches[:2] == [200, 200]  # the merged list, then preflight's verdicts
     assert set(store.batches[2:]) == {1}
-    # intent, job id, copied (verifying), succeeded (with the verdict: nothing to carry from
-    # an untagged source whose copy keeps its RAM limits): four per item
-    assert len(store.batches) - 2 == 4 * 200
+    # intent, job id, succeeded (with the verdict: nothing to carry from an untagged source
+    # whose copy keeps its RAM limits; ``verifying`` not saved: its checks went on at once):
+    # three per item
+    assert len(store.batches) - 2 == 3 * 200
 
 
 async def test_many_verdicts_are_saved_a_batch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,13 @@
 """After the copy: verify the new image, carry what the copy API drops. No copy slot is held.
 
-An item whose copy job said SUCCESS (or whose copy was adopted) is saved ``verifying`` with the
+An item whose copy job said SUCCESS (or whose copy was adopted) becomes ``verifying`` with the
 new image's id; its slot in the tenant's window is released then (the scheduler runs this
-module after the lifecycle's driver returns). Two steps follow, each saved before the next:
+module after the lifecycle's driver returns). That phase is logged but not saved: the
+checkpoint keeps the job (or what found the copy: a resume finds it again, never copies it
+twice) until the item's next durable step, unless the item must wait first (the copy not yet
+active, a call retried later, the line of checks, a step left for a later run, a stop): then
+``verifying`` is saved before it waits (``RunContext.keep``), so that a resume re-polls no
+copy that was made long ago. Two steps follow, each saved before the next:
 
 ``verifying``  wait (bounded, with back-off) until the new image is ``active`` in the target;
                compare it with the source as preflight read it (``Item.source_facts``,
@@ -33,6 +38,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TypeVar
+
+import anyio
 
 from orchestrator import crashpoints
 from orchestrator.core.advice import GET, LIST, UPDATE, is_permission, refused_for
@@ -124,8 +131,11 @@ class AfterCopy:
             if self.item.phase == Phase.CARRYING:
                 crashpoints.reach("carrying")
                 await self.carry()
-        except _Later:
-            pass
+        except _Later:  # left at its step for the next run: that step durable
+            await self.ctx.keep(self.item)
+        except anyio.get_cancelled_exc_class():  # a stop: the same
+            await self.ctx.keep(self.item)
+            raise
         return self.item
 
     # -- calls ----------------------------------------------------------------------------
@@ -148,6 +158,7 @@ class AfterCopy:
                     "item.after_copy_retry", item=self.item.key, step=what, error=str(error)
                 )
                 if attempt + 1 < STEP_ATTEMPTS:
+                    await self.ctx.keep(self.item)  # it waits: durable at its step first
                     await self.ctx.clock.sleep(self.backoff.delay(attempt))
         raise _Later
 
@@ -192,6 +203,7 @@ class AfterCopy:
                     "deadline",
                 )
                 return None
+            await self.ctx.keep(self.item)  # it waits: ``verifying`` durable first
             await self.ctx.clock.sleep(self.backoff.delay(looks))
             looks += 1
 

@@ -7,9 +7,10 @@ are worked on at a time, each by one of as many workers; a worker ends when the 
 empty, so a run still ends when its last item is done. The order is first come, first served.
 
 A worker is a task of the run's work, or the task that drove the item's copy: once its slot is
-released (``verifying``) the driver joins the line and, when a worker is missing, serves it
-itself (:meth:`AfterCopies.carry_on`): no task is started per item for its steps after the copy
-(a spawn costs a task, a cancel scope and an event: a tenth of a millisecond of CPU).
+released (``verifying``, not yet saved: saved here if it must wait in line) the driver joins
+the line and, when a worker is missing, serves it itself (:meth:`AfterCopies.carry_on`): no
+task is started per item for its steps after the copy (a spawn costs a task, a cancel scope
+and an event: a tenth of a millisecond of CPU).
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ class AfterCopies:
 
     async def carry_on(self, item: Item) -> None:
         """As :meth:`add`, from a task whose own work is over (the drive of ``item``'s copy):
-        when a worker is missing, this task is the worker, until the line is empty."""
+        when a worker is missing, this task is the worker, until the line is empty.
+
+        A copy just made is ``verifying`` in memory only (engine/lifecycle.py): served at once
+        by this task, it stays so; one that must wait in line is saved first."""
+        if self._waiting or self._held or self.workers >= self._limit:
+            await self._ctx.keep(item)
         if self._admit(item):
             await self._serve()
 

@@ -17,7 +17,7 @@ from orchestrator.clock import Clock
 from orchestrator.config import Config
 from orchestrator.core.advice import blocked_advice
 from orchestrator.core.cloud import CloudError, TenantCloud, refuses_key
-from orchestrator.core.model import Item, Phase
+from orchestrator.core.model import AFTER_COPY_PHASES, Item, Phase
 from orchestrator.core.outcome import Stop
 from orchestrator.core.speed import RouteSpeeds
 from orchestrator.engine.outage import OutageWatch, watched
@@ -158,6 +158,26 @@ class RunContext:
         self._announce(item, event, **fields)
         return item
 
+    def entered(self, item: Item, event: str | None = None, **fields: Any) -> Item:
+        """Log an item's new phase that is not saved yet (``verifying``, the copy made: the
+        checkpoint keeps the item's state from before it until the next durable step or
+        :meth:`keep`; a resume from that state finds the copy again). Logged and shown as a
+        save would be, in the same order: the log runs ahead of the state only here."""
+        self._announce(item, event, **fields)
+        return item
+
+    async def keep(self, item: Item) -> None:
+        """Make ``item`` durable (not logged again) if the checkpoint still holds the item's
+        state from before its copy was made: a ``verifying`` only :meth:`entered`, about to
+        wait (the image not active yet, a step retried later, the line of checks, a stop).
+        Nothing is written otherwise: it is saved already, or a later step of it is (a save
+        under way when a stop cancelled its task). Shielded: a stop lands after the write."""
+        stored = self.store.items.get(item.key)
+        if stored is item or (stored is not None and stored.phase in _COPY_MADE):
+            return
+        with anyio.CancelScope(shield=True):
+            await self.store.commit([item])
+
     async def save_intent(self, item: Item) -> bool:
         """Make a copy intent durable, then log it; False (nothing saved, nothing logged) when
         submitting stopped before its write began: no copy request may follow then."""
@@ -220,13 +240,17 @@ class RunContext:
             await self.store.commit(meta=replace(self.store.meta, blocked=blocked))
 
 
+# The phases of an item whose copy is made: after the copy, and the ends.
+_COPY_MADE = AFTER_COPY_PHASES | {Phase.SUCCEEDED, Phase.FAILED, Phase.REJECTED}
+
 # Per phase: its event's name, its public state and its text (an enum's ``value`` and
 # ``public`` are Python-level look-ups: five events per item).
 _PHASE_WORDS = {phase: (f"item.{phase.value}", phase.public, phase.value) for phase in Phase}
 
 
 def log_item(item: Item, event: str | None = None, **fields: Any) -> None:
-    """One ``events.jsonl`` line for an item's new durable state."""
+    """One ``events.jsonl`` line for an item's new state: durable, but for a phase only
+    :meth:`RunContext.entered` (``verifying``)."""
     name, public, phase = _PHASE_WORDS[item.phase]
     values = {
         "tenant": item.row.tenant,

@@ -116,11 +116,16 @@ class Driver:
         return Outcome(self.item)
 
     async def _succeed(self, image_id: str, detail: str, **changes: object) -> Outcome:
-        """The copy is made: ``verifying``, and the slot is released (engine/aftercopy.py)."""
+        """The copy is made: ``verifying``, and the slot is released (engine/aftercopy.py).
+
+        Logged, not saved: the checkpoint keeps the job (or the state that found the copy)
+        until the checks' next durable step, or until they wait (``RunContext.keep``). A
+        resume from it finds the copy again (the job's SUCCESS, or the token in the target):
+        never a second copy, at most one more poll (design I2 asks nothing of this id)."""
         now = self._now()
         item = copied(self.item, image_id, detail, now, **changes)
         started = self.item.submitted_at
-        await self._save(item, duration=round(now - started, 3) if started else None)
+        self.item = self.ctx.entered(item, duration=round(now - started, 3) if started else None)
         if started and detail == "copied":
             self.ctx.speed.learn(self._route(), item.size_bytes, self._now() - started)
         crashpoints.reach("after_success")
