@@ -150,17 +150,13 @@ class PollState:
         of the copy's duration. Read from the earliest start, it is the latest end those allow.
         None otherwise: with no such start, a job still at 0 % after it (not like the route's
         copies), or one sample too early in the copy to pin its end."""
-        start, done, now = self.moves_from, self.last_progress, self.last_at
+        start, done, now = _told_start(self), self.last_progress, self.last_at
         if start is None or not done or now is None or self.moving_since is None:
             return None
-        start = max(start, self.started_at)
-        if (self.still_at is not None and self.still_at > start) or now <= start:
+        if now <= start:
             return None
         end = start + (now - start) / done
-        # A start later by ``moves_within`` puts the end this much sooner.
-        if self.moves_within * (1.0 - done) / done > PINNED * (end - self.started_at):
-            return None
-        return end
+        return end if _pins(self, done, end) else None
 
     def bounds(self) -> tuple[float | None, float] | None:
         """For a job seen moving without a trusted rate: the earliest (None: any moment) and
@@ -184,14 +180,25 @@ class PollState:
 def _will_pin(state: PollState, at: float, end_at: float) -> bool:
     """Whether a sample at ``at`` of a job ending at ``end_at`` would pin its end
     (:meth:`PollState.pinned`), if the job moves as its route's copies tell."""
-    start = state.moves_from
-    if start is None:
+    start = _told_start(state)
+    if start is None or not start < at < end_at:
         return False
-    start = max(start, state.started_at)
-    if (state.still_at is not None and state.still_at > start) or not start < at < end_at:
-        return False
-    done = (at - start) / (end_at - start)
-    return state.moves_within * (1.0 - done) / done <= PINNED * (end_at - state.started_at)
+    return _pins(state, (at - start) / (end_at - start), end_at)
+
+
+def _told_start(state: PollState) -> float | None:
+    """The earliest the job began to move as its route's copies tell (not before its
+    submission); None when they tell nothing or it was still at 0 % after that."""
+    if state.moves_from is None:
+        return None
+    start = max(state.moves_from, state.started_at)
+    return None if state.still_at is not None and state.still_at > start else start
+
+
+def _pins(state: PollState, done: float, end: float) -> bool:
+    """Whether a sample ``done`` of the way to ``end`` pins it: a start later by
+    ``moves_within`` would put the end sooner by less than ``PINNED`` of the copy."""
+    return state.moves_within * (1.0 - done) / done <= PINNED * (end - state.started_at)
 
 
 # ``dataclasses.replace(state, ...)`` without the frozen ``__init__``'s ``object.__setattr__``
