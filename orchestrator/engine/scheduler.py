@@ -13,6 +13,7 @@ the window, the item's life and preflight already live apart.)
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
@@ -105,6 +106,10 @@ class Engine:
         self.driving: dict[str, tuple[anyio.CancelScope, Item]] = {}  # item key -> its drive
         self.after: AfterCopies | None = None  # copies made, waiting to be verified and carried
         self.first_polls: FirstPolls | None = None  # a resume's checks wait for its first polls
+        # Drive tasks between two items, each waiting for its next (:meth:`_hand`); None ends it.
+        self._idle: list[asyncio.Future[tuple[Window, Item] | None]] = []
+        self._serving = 0  # windows' servers still handing out items (:meth:`_start`)
+        self._closed = False  # none hands out items any more: a drive task ends when idle
 
     # -- phases of a run ------------------------------------------------------------------------
 
@@ -209,7 +214,7 @@ class Engine:
                             window.take()
                             if first_polls is not None:
                                 first_polls.follow(item.key)
-                            work.start_soon(self._drive, window, item)
+                            self._hand(work, window, item)
 
                     await self._probe(active_tenants, region_of, follow)
                     if first_polls is not None:
@@ -411,7 +416,7 @@ class Engine:
                 continue
             if item.phase.holds_slot and item.key not in followed:
                 window.take()
-                work.start_soon(self._drive, window, item)
+                self._hand(work, window, item)
             elif (
                 item.phase.is_after_copy
                 and item.key not in followed  # adopted by preflight or a look in the target
@@ -420,8 +425,11 @@ class Engine:
                 self._after_copy(item)  # no slot: the copy is made
             elif item.phase == Phase.PENDING and item.listed:
                 window.enqueue(item)
+        self._serving += len(self.windows)
         for window in self.windows.values():  # also those whose followed copies come back
             work.start_soon(self._serve, window, work)
+        if not self._serving:
+            self._close()
 
     async def _wake_on_halt(self) -> None:
         """Submitting stops: every window's server wakes to see it (its wait for a slot has
@@ -477,39 +485,83 @@ class Engine:
 
     async def _serve(self, window: Window, work: anyio.abc.TaskGroup) -> None:
         clock = self.ctx.clock
-        while not self.ctx.no_more_submits.is_set():
-            now = clock.now()
-            item = window.next_ready(now)
-            if item is not None:
-                if self._may_submit(item):
-                    window.take()
-                    work.start_soon(self._drive, window, item)
-                continue
-            if not window.has_work():
+        try:
+            while not self.ctx.no_more_submits.is_set():
+                now = clock.now()
+                item = window.next_ready(now)
+                if item is not None:
+                    if self._may_submit(item):
+                        window.take()
+                        self._hand(work, window, item)
+                    continue
+                if not window.has_work():
+                    return
+                await _wait(window, clock, window.wake_at(now), self.ctx.no_more_submits)
+        finally:
+            self._serving -= 1
+            if not self._serving:
+                self._close()
+
+    def _hand(self, work: anyio.abc.TaskGroup, window: Window, item: Item) -> None:
+        """``item``, its slot taken, to a drive task waiting for its next item, or to a new one.
+
+        A task per item was a spawn each (an anyio task: its handle, cancel scope and event, an
+        asyncio task, ~20 us of CPU); the drive tasks, once their item is done, wait here for
+        the next instead. The window's server still picks every item and takes its slot: the
+        cap, the order and the tenants' turns are the window's, as they were."""
+        idle = self._idle
+        while idle:
+            waiter = idle.pop()  # the last one idle: its memory is the likeliest still cached
+            if not waiter.done():  # (cancelled: the run is ending, that task with it)
+                waiter.set_result((window, item))
                 return
-            await _wait(window, clock, window.wake_at(now), self.ctx.no_more_submits)
+        work.start_soon(self._drive, window, item)
+
+    def _close(self) -> None:
+        """No item is handed out any more (every window's server has ended): the drive tasks
+        waiting for one end now, the others once their item is done."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for waiter in idle:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _drive(self, window: Window, item: Item) -> None:
-        first, key = self.first_polls, item.key
-        polled = first.hook(key) if first is not None else None
-        with anyio.CancelScope() as scope:  # cancelled when its endpoint is found down
-            self.driving[key] = (scope, item)
-            try:
-                outcome = await Driver(self.ctx, window, item, polled).run()
-            finally:
-                del self.driving[key]
-                window.release()
-                if polled is not None:  # ended, polled or not: the checks wait no more for it
-                    polled()
-        if scope.cancelled_caught:
-            return
-        if outcome.item.phase == Phase.PENDING and self._may_submit(outcome.item):
-            window.enqueue(outcome.item, outcome.retry_at)
-        elif outcome.item.phase.is_after_copy:  # the copy is made: its slot is free already
-            # This task goes on with the steps after the copy if their line has room (no task
-            # started per item for them), else the item waits in line (engine/afterqueue.py).
-            assert self.after is not None  # noqa: S101 -- made before any item is driven
-            await self.after.carry_on(outcome.item)
+        """Drive ``item``, then each item :meth:`_hand` gives this task, until none comes.
+
+        (One loop, no method per item: each frame here is passed through at every resume of
+        the drive, each answer and each poll's wake.)"""
+        loop = asyncio.get_running_loop()
+        while True:
+            first, key = self.first_polls, item.key
+            polled = first.hook(key) if first is not None else None
+            with anyio.CancelScope() as scope:  # cancelled when its endpoint is found down
+                self.driving[key] = (scope, item)
+                try:
+                    outcome = await Driver(self.ctx, window, item, polled).run()
+                finally:
+                    del self.driving[key]
+                    window.release()
+                    if polled is not None:  # ended, polled or not: the checks wait no more
+                        polled()
+            if scope.cancelled_caught:
+                pass
+            elif outcome.item.phase == Phase.PENDING and self._may_submit(outcome.item):
+                window.enqueue(outcome.item, outcome.retry_at)
+            elif outcome.item.phase.is_after_copy:  # the copy is made: its slot is free already
+                # This task goes on with the steps after the copy if their line has room (no
+                # task started per item for them), else the item waits in line
+                # (engine/afterqueue.py).
+                assert self.after is not None  # noqa: S101 -- made before any item is driven
+                await self.after.carry_on(outcome.item)
+            if self._closed:
+                return
+            waiter: asyncio.Future[tuple[Window, Item] | None] = loop.create_future()
+            self._idle.append(waiter)
+            job = await waiter
+            if job is None:
+                return
+            window, item = job
 
     def _after_copy(self, item: Item) -> None:
         """Verify and carry ``item`` when its turn comes (a few at a time: engine/afterqueue)."""
