@@ -1,5 +1,6 @@
 """The engine on virtual time against the in-memory fake cloud: cap, order, fairness, faults."""
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +15,8 @@ from orchestrator.engine.context import RunContext
 from orchestrator.engine.scheduler import Engine, RunOptions
 from orchestrator.engine.window import Window
 from orchestrator.simulator.faults import FaultPlan
+from orchestrator.state.checkpoint import LockLost
+from orchestrator.state.store import InMemoryStore
 from tests.engine_harness import CONFIG, SOURCE, TIMING, Scene
 
 
@@ -328,3 +331,24 @@ async def test_a_halt_wakes_a_window_waiting_for_its_slot(monkeypatch: pytest.Mo
     assert scene.truth().copies_total == 1
     assert ended[0] - start < 60  # the copy it waited for took most of an hour
     assert scene.clock.now() - start > 2000
+
+
+class LostLockStore(InMemoryStore):
+    """The state dir's lock lost (another run may own it) once the items are checked: a copy
+    intent's write raises LockLost, as the file store's check before every write does."""
+
+    async def commit_intents(self, items: Sequence[Item]) -> bool:
+        raise LockLost("lock was removed while this run held it")
+
+
+async def test_a_lock_lost_before_an_intent_is_written_sends_no_copy_request() -> None:
+    """The engine checks no lock itself: the store's check before the intent's write stops the
+    run (LockLost, exit 75), and no copy request is sent without a written intent."""
+    scene = Scene(store=LostLockStore())
+    scene.account("t1")
+    scene.row("t1", 1.0)
+    scene.row("t1", 2.0)
+    with pytest.raises(ExceptionGroup) as caught:
+        await scene.run()
+    assert caught.value.split(LockLost)[0] is not None
+    assert scene.truth().copies_total == 0

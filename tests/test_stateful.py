@@ -11,7 +11,8 @@ A Hypothesis state machine drives the real engine on virtual time against the in
   slots, hours passing while nothing runs; the list gaining or losing a row;
 * a wrong state (the cloud is the truth, design I2): the journal damaged at a random line (cut
   there, or found bad and rebuilt by ``--repair-state``), the list run through a second state
-  dir, the lock deleted while a run holds it (the run stops at its next save or copy request).
+  dir, the lock deleted while a run holds it (the run stops at its next save: a copy request only
+  follows one, its intent).
   The first two only where a copy shows in the target listing at once: when it shows later, a
   state that lost a submission cannot be saved by the listing alone (a known limit).
 
@@ -397,7 +398,6 @@ class Machine(RuleBasedStateMachine):
                 store=store,
                 clouds=self.clouds,
                 rng=random.Random(self.runs),
-                check_lock=check_lock,
             )
             code = -1
             async with anyio.create_task_group() as group:

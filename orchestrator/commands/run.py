@@ -405,7 +405,6 @@ async def _run_with_clients(
             fingerprints={n: credential_fingerprint(c) for n, (_, c) in credentials.items()},
             on_change=seams.on_change,
             max_failures=max_failures,
-            check_lock=seams.check_lock,
             no_more_submits=seams.stops.submits,  # tripped by a signal's handler (_signals)
         )
         if seams.on_start is not None:

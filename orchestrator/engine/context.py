@@ -122,7 +122,6 @@ class RunContext:
     counters: Counters = field(default_factory=Counters)
     on_change: Callable[[Item], None] | None = None
     max_failures: int | None = None
-    check_lock: Callable[[], None] = lambda: None  # raises once the state dir's lock is lost
     targets: TargetIndex = field(init=False)  # what the target regions hold (design I2)
     outages: OutageWatch = field(init=False)  # endpoints that stopped answering
 

@@ -225,7 +225,8 @@ class Driver:
         settled = await self._absent()
         if settled is not None or self.ctx.no_more_submits.is_set():
             return settled or Outcome(self.item)
-        self.ctx.check_lock()  # another run may own the state dir now: LockLost, exit 75
+        # Another run may own the state dir now: the store checks the lock before it writes the
+        # intent (LockLost, exit 75), and the POST follows only a written intent.
         crashpoints.reach("before_intent")
         request = copy_request(self.item, self.ctx.config.agency_name)
         intent = self.item.advance(
